@@ -1,0 +1,129 @@
+"""The partner's ClientApp: thin handlers over named steps.
+
+Each handler parses the instruction, checks the contract and the partner's policy, computes
+the local statistic, adds calibrated noise, records the release in the partner's ledger
+*before* replying, and replies. Errors become error replies whose text names the problem and
+never holds data values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from client.site import PartnerSite
+from client.statistics import cluster_partials
+from fedprofile.errors import (
+    BudgetExceededError,
+    ContractError,
+    DataError,
+    PolicyRefusedError,
+    ProtocolError,
+)
+from fedprofile.protocol import (
+    ErrorCode,
+    KMeansReply,
+    KMeansRequest,
+    ProfileReply,
+    ProfileRequest,
+)
+from privacy.mechanisms import GaussianMechanism
+
+__all__ = ["app", "build_client_app"]
+
+log = logging.getLogger("fedprofile.client")
+
+_ERROR_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (PolicyRefusedError, ErrorCode.POLICY_REFUSED),
+    (BudgetExceededError, ErrorCode.POLICY_REFUSED),
+    (ContractError, ErrorCode.CONTRACT_MISMATCH),
+    (DataError, ErrorCode.DATA_ERROR),
+    (ProtocolError, ErrorCode.PROTOCOL_ERROR),
+)
+
+
+def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
+    """Check the announced run against the contract and the policy; release nothing."""
+    site.check_contract(request.spec_fingerprint)
+    site.guard.check(run_id=request.run_id, stage="profile", events=request.planned_events,
+                     delta=request.delta)
+    for stage in request.stages:
+        site.guard.check(run_id=request.run_id, stage=stage, events=(), delta=request.delta)
+    site.ledger.start_run(run_id=request.run_id, party=site.name,
+                          epsilon_target=request.epsilon_target, delta=request.delta)
+    site.matrix()  # fail early on a bad data file, before any release
+    return ProfileReply(partner=site.name, spec_fingerprint=site.spec.fingerprint(), key_id="",
+                        max_epsilon_per_run=site.policy.max_epsilon_per_run,
+                        epsilon_remaining=site.guard.remaining())
+
+
+def kmeans(request: KMeansRequest, site: PartnerSite) -> KMeansReply:
+    """Noised per-centre sums and counts of the partner's customers."""
+    site.check_contract(request.spec_fingerprint)
+    if request.centers.shape[1] != site.spec.dim:
+        raise ProtocolError(f"train.kmeans request: centres have {request.centers.shape[1]} "
+                            f"coordinates; the contract has {site.spec.dim}.")
+    sum_mech = GaussianMechanism(sensitivity=site.spec.norm_bound,
+                                 noise_multiplier=request.sum_noise_multiplier)
+    count_mech = GaussianMechanism(sensitivity=1.0,
+                                   noise_multiplier=request.count_noise_multiplier)
+    where = {"stage": request.stage, "round": request.round}
+    events = (sum_mech.event(component="sums", **where),
+              count_mech.event(component="counts", **where))
+    site.guard.authorize(run_id=request.run_id, stage="kmeans", events=events,
+                         delta=site.policy.delta)
+    sums, counts = cluster_partials(site.matrix(), request.centers)
+    rng = site.rng(stage=request.stage, round=request.round)
+    return KMeansReply(sums=sum_mech.randomise(sums, rng),
+                       counts=count_mech.randomise(counts, rng), events=events)
+
+
+def _error_reply(msg: Message, exc: Exception) -> Message:
+    for kind, code in _ERROR_CODES:
+        if isinstance(exc, kind):
+            return Message(Error(code=code, reason=str(exc)), reply_to=msg)
+    log.exception("Unexpected error while handling %s", msg.metadata.message_type)
+    return Message(Error(code=ErrorCode.INTERNAL,
+                         reason=f"Internal error at the partner ({type(exc).__name__}); "
+                                "details are in the partner's own log."), reply_to=msg)
+
+
+def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str, Any]],
+             parse: Callable[[RecordDict], Any], step: Callable[[Any, PartnerSite], Any]
+             ) -> Message:
+    try:
+        site = PartnerSite.from_node_config(context.node_config, defaults)
+        reply = step(parse(msg.content), site)
+        return Message(reply.to_record(), reply_to=msg)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a clean error reply
+        return _error_reply(msg, exc)
+
+
+def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:
+    """Build the partner ClientApp.
+
+    Parameters
+    ----------
+    node_defaults : mapping of int to mapping, optional
+        Per-partition node config used in simulation, where Flower only sets
+        ``partition-id``; in deployment each SuperNode's ``--node-config`` is used as is.
+    """
+    defaults = dict(node_defaults or {})
+    client = ClientApp()
+
+    @client.query("profile")
+    def _profile(msg: Message, context: Context) -> Message:
+        return _respond(msg, context, defaults, ProfileRequest.from_record, profile)
+
+    @client.train("kmeans")
+    def _kmeans(msg: Message, context: Context) -> Message:
+        return _respond(msg, context, defaults, KMeansRequest.from_record, kmeans)
+
+    return client
+
+
+app = build_client_app()

@@ -1,0 +1,137 @@
+"""A partner's site: its configuration, contract, data cache, policy guard and noise source.
+
+Built afresh for every message (in deployment each message runs in a new process), it keeps
+nothing in module globals: the transformed matrix is cached in the partner's state folder,
+keyed by the data file's identity and the contract's fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedprofile.config import NodeConfig
+from fedprofile.contract import FeatureSpec, load_spec
+from fedprofile.errors import ContractError, DataError
+from fedprofile.features import transform_frame
+from fedprofile.io import read_table
+from privacy.ledger import Ledger
+from privacy.mechanisms import secure_rng
+from privacy.policy import PartnerGuard, PartnerPolicy, load_policy
+
+__all__ = ["PartnerSite"]
+
+
+class PartnerSite:
+    """Everything a partner needs to answer one instruction.
+
+    Parameters
+    ----------
+    config : NodeConfig
+        The partner's node configuration.
+    """
+
+    def __init__(self, config: NodeConfig) -> None:
+        if not config.data_path:
+            raise ContractError("The partner's node config has no 'data-path' (its customer "
+                                "table); set it with --node-config \"data-path='...'\".")
+        if not config.spec:
+            raise ContractError("The partner's node config has no 'spec' (its copy of the "
+                                "feature contract).")
+        self.config = config
+        self.name = config.partner_name
+        self.state_dir = Path(config.state_dir)
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any],
+                         defaults: Mapping[int, Mapping[str, Any]] | None = None) -> PartnerSite:
+        """Build from Flower's node config, completed by per-partition ``defaults`` (simulation)."""
+        pid = node_config.get("partition-id")
+        merged = dict((defaults or {}).get(int(pid), {}) if pid is not None else {})
+        merged.update({k: v for k, v in node_config.items()
+                       if k not in ("partition-id", "num-partitions")})
+        return cls(NodeConfig.from_mapping(merged, partition_id=pid if pid is None else int(pid)))
+
+    @cached_property
+    def spec(self) -> FeatureSpec:
+        """The partner's copy of the contract."""
+        return load_spec(self.config.spec)
+
+    @cached_property
+    def mapping(self) -> dict[str, str]:
+        """Feature name -> local column name."""
+        if not self.config.mapping:
+            return {}
+        path = Path(self.config.mapping)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ContractError(f"Column mapping {str(path)!r} cannot be read: {exc}") from None
+        if not all(isinstance(v, str) for v in data.values()):
+            raise ContractError(f"Column mapping {str(path)!r} must map feature names to column "
+                                "names (strings).")
+        return dict(data)
+
+    @cached_property
+    def policy(self) -> PartnerPolicy:
+        """The partner's policy (permissive defaults when no file is configured)."""
+        return load_policy(self.config.policy) if self.config.policy else PartnerPolicy()
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        """The partner's own durable ledger."""
+        return Ledger(self.state_dir / "ledger.sqlite")
+
+    @cached_property
+    def guard(self) -> PartnerGuard:
+        """Enforces the policy against the ledger."""
+        return PartnerGuard(self.policy, self.ledger, self.name)
+
+    def check_contract(self, fingerprint: str) -> None:
+        """Refuse an instruction made under a different contract."""
+        if fingerprint != self.spec.fingerprint():
+            raise ContractError(f"Partner {self.name!r} holds a different feature contract "
+                                f"({self.spec.fingerprint()[:12]}) than the coordinator "
+                                f"({fingerprint[:12]}); both must use the same spec file.")
+
+    def _cache_key(self) -> str:
+        path = Path(self.config.data_path)
+        try:
+            stat = path.stat()
+        except OSError:
+            raise DataError(f"Data file {str(path)!r} does not exist.") from None
+        ident = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns,
+                            self.spec.fingerprint(), self.mapping], sort_keys=True)
+        return hashlib.sha256(ident.encode()).hexdigest()[:24]
+
+    def matrix(self) -> np.ndarray:
+        """The partner's scaled customer matrix, from the local cache when it is current."""
+        cache = self.state_dir / "cache" / f"matrix-{self._cache_key()}.npy"
+        if cache.is_file():
+            return np.load(cache, mmap_mode="r")
+        table = read_table(self.config.data_path)
+        fm = transform_frame(table, self.spec, mapping=self.mapping,
+                             source=self.config.data_path)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        for stale in cache.parent.glob("matrix-*.npy"):
+            stale.unlink(missing_ok=True)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, fm.matrix)
+        tmp.replace(cache)
+        report = self.state_dir / "data_quality.json"
+        report.write_text(json.dumps(fm.report.to_dict(), indent=1), encoding="utf-8")
+        return fm.matrix
+
+    def rng(self, *, stage: str, round: int) -> np.random.Generator:
+        """Release noise: OS entropy, or a seeded stream in simulations."""
+        if self.config.noise_seed < 0:
+            return secure_rng()
+        digest = hashlib.sha256(f"{self.config.noise_seed}/{self.name}/{stage}/{round}".encode())
+        return secure_rng(int.from_bytes(digest.digest()[:8], "little"))

@@ -1,0 +1,39 @@
+"""Local statistics a partner computes on its scaled matrix (before any noise)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+__all__ = ["assign", "cluster_partials"]
+
+_CHUNK_ROWS = 65_536
+
+
+def assign(matrix: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean distance) of every row, in chunks."""
+    labels = np.empty(len(matrix), dtype=np.int64)
+    c_sq = np.einsum("ij,ij->i", centers, centers)
+    for start in range(0, len(matrix), _CHUNK_ROWS):
+        block = np.asarray(matrix[start:start + _CHUNK_ROWS], dtype=float)
+        dist = c_sq[None, :] - 2.0 * block @ centers.T
+        labels[start:start + len(block)] = np.argmin(dist, axis=1)
+    return labels
+
+
+def cluster_partials(matrix: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-centre sums (k x d) and counts (k) of the rows nearest to each centre.
+
+    Under add/remove adjacency one customer changes one row of the sums by its vector (L2
+    norm at most the contract's ``norm_bound``) and one count by 1.
+    """
+    k, d = centers.shape
+    sums, counts = np.zeros((k, d)), np.zeros(k)
+    for start in range(0, len(matrix), _CHUNK_ROWS):
+        block = np.asarray(matrix[start:start + _CHUNK_ROWS], dtype=float)
+        labels = assign(block, centers)
+        onehot = sparse.csr_matrix((np.ones(len(block)), (labels, np.arange(len(block)))),
+                                   shape=(k, len(block)))
+        sums += onehot @ block
+        counts += np.bincount(labels, minlength=k)
+    return sums, counts

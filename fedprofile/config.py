@@ -1,0 +1,189 @@
+"""Typed, validated run and node configuration (parsed once, at the boundary).
+
+Flower hands the apps flat ``run_config`` and ``node_config`` dicts. They are parsed here
+into frozen dataclasses so a typo or a bad value fails at once with a message naming the
+key, the allowed range and the value, instead of deep inside a stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from fedprofile.errors import ContractError
+
+__all__ = ["NodeConfig", "RunConfig"]
+
+_INIT_METHODS = ("overcluster", "random")
+
+
+def _value(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
+    return cfg.get(key, default)
+
+
+def _int(cfg: Mapping[str, Any], key: str, default: int, *, low: int, high: int | None = None
+         ) -> int:
+    value = _value(cfg, key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or \
+            (high is not None and value > high):
+        rng = f"[{low}, {high}]" if high is not None else f"[{low}, inf)"
+        raise ContractError(f"The {key!r} parameter must be an int in the range {rng}. "
+                            f"Got {value!r} instead.")
+    return value
+
+
+def _float(cfg: Mapping[str, Any], key: str, default: float, *, open_low: float,
+           high: float = math.inf, allow_inf: bool = False) -> float:
+    value = _value(cfg, key, default)
+    if isinstance(value, str) and value.strip().lower() in ("inf", "infinity") and allow_inf:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ContractError(f"The {key!r} parameter must be a number. Got {value!r} instead.")
+    value = float(value)
+    if math.isinf(value) and allow_inf and value > 0:
+        return value
+    if not (open_low < value < high or (value == high and math.isfinite(high))):
+        raise ContractError(f"The {key!r} parameter must be a float in the range "
+                            f"({open_low:g}, {high:g}{']' if math.isfinite(high) else ')'}. "
+                            f"Got {value!r} instead.")
+    return value
+
+
+def _str(cfg: Mapping[str, Any], key: str, default: str) -> str:
+    value = _value(cfg, key, default)
+    if not isinstance(value, str):
+        raise ContractError(f"The {key!r} parameter must be a string. Got {value!r} instead.")
+    return value
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The coordinator's parameters of one segmentation run (``[tool.flwr.app.config]``).
+
+    Attributes
+    ----------
+    spec : str
+        Path of the feature contract TOML.
+    k : int, default=6
+        Number of segments, in ``[1, 100]``.
+    epsilon : float, default=1.0
+        Target epsilon of the whole run (init included), in ``(0, inf]``; ``inf`` is an
+        explicitly non-private run.
+    delta : float, default=1e-6
+        Target delta, in ``(0, 0.1]``.
+    rounds : int, default=4
+        Lloyd rounds after the start, in ``[1, 50]``.
+    init : {"overcluster", "random"}, default="overcluster"
+        Private start (DP over-clustering) or data-independent random centres.
+    candidates : int, default=0
+        Candidates of the over-clustering start; 0 means ``8 * k``.
+    min_segment_size : int, default=50
+        Segments with a smaller noisy size are suppressed.
+    min_partners : int, default=2
+        The run stops if fewer partners answer.
+    seed : int, default=0
+        Seeds the data-independent candidates and server-side re-clustering.
+    out_dir : str
+        Where the coordinator writes ``model.json`` and its ledger.
+    timeout : float, default=600
+        Seconds to wait for the replies of one round.
+    """
+
+    spec: str = "specs/bank.toml"
+    k: int = 6
+    epsilon: float = 1.0
+    delta: float = 1e-6
+    rounds: int = 4
+    init: str = "overcluster"
+    candidates: int = 0
+    min_segment_size: int = 50
+    min_partners: int = 2
+    seed: int = 0
+    out_dir: str = "runs/latest"
+    timeout: float = 600.0
+
+    @property
+    def n_candidates(self) -> int:
+        """Candidates of the over-clustering start."""
+        return self.candidates or 8 * self.k
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> RunConfig:
+        """Parse Flower's flat run config (keys spelled with dashes)."""
+        cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
+        known = {f.name for f in fields(cls)}
+        unknown = set(cfg) - known - NodeConfig.known_keys()
+        if unknown:
+            raise ContractError(f"Unknown run config key(s) {sorted(unknown)}; known: "
+                                f"{sorted(known)}.")
+        init = _str(cfg, "init", cls.init)
+        if init not in _INIT_METHODS:
+            raise ContractError(f"The 'init' parameter must be one of {list(_INIT_METHODS)}. "
+                                f"Got {init!r} instead.")
+        k = _int(cfg, "k", cls.k, low=1, high=100)
+        candidates = _int(cfg, "candidates", cls.candidates, low=0, high=100_000)
+        if 0 < candidates < k:
+            raise ContractError(f"The 'candidates' parameter must be 0 or >= k ({k}). "
+                                f"Got {candidates!r} instead.")
+        return cls(spec=_str(cfg, "spec", cls.spec), k=k,
+                   epsilon=_float(cfg, "epsilon", cls.epsilon, open_low=0.0, allow_inf=True),
+                   delta=_float(cfg, "delta", cls.delta, open_low=0.0, high=0.1),
+                   rounds=_int(cfg, "rounds", cls.rounds, low=1, high=50), init=init,
+                   candidates=candidates,
+                   min_segment_size=_int(cfg, "min_segment_size", cls.min_segment_size, low=0),
+                   min_partners=_int(cfg, "min_partners", cls.min_partners, low=1),
+                   seed=_int(cfg, "seed", cls.seed, low=0),
+                   out_dir=_str(cfg, "out_dir", cls.out_dir),
+                   timeout=_float(cfg, "timeout", cls.timeout, open_low=0.0))
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A partner node's local settings (``--node-config`` in deployment).
+
+    Attributes
+    ----------
+    data_path : str
+        The partner's customer table (CSV or Parquet).
+    spec : str
+        The partner's copy of the contract; its fingerprint must match the coordinator's.
+    partner_name : str
+        The partner's name in ledgers and reports.
+    state_dir : str
+        Where the partner keeps its ledger and caches.
+    policy : str
+        The partner's policy TOML ("" = permissive defaults, for simulations).
+    mapping : str
+        Optional TOML file mapping feature names to local column names.
+    noise_seed : int
+        -1 (default) draws release noise from OS entropy; simulations may seed it.
+    """
+
+    data_path: str = ""
+    spec: str = ""
+    partner_name: str = ""
+    state_dir: str = ""
+    policy: str = ""
+    mapping: str = ""
+    noise_seed: int = -1
+
+    @classmethod
+    def known_keys(cls) -> set[str]:
+        """Field names (underscore spelling)."""
+        return {f.name for f in fields(cls)} | {"partition_id", "num_partitions"}
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any], *, partition_id: int | None = None
+                     ) -> NodeConfig:
+        """Parse a node config; blanks get defaults derived from ``partition_id``."""
+        cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
+        name = _str(cfg, "partner_name", "") or (f"partner-{partition_id}"
+                                                 if partition_id is not None else "partner")
+        state = _str(cfg, "state_dir", "") or str(Path(".fedprofile") / "partners" / name)
+        return cls(data_path=_str(cfg, "data_path", ""), spec=_str(cfg, "spec", ""),
+                   partner_name=name, state_dir=state, policy=_str(cfg, "policy", ""),
+                   mapping=_str(cfg, "mapping", ""),
+                   noise_seed=_int(cfg, "noise_seed", -1, low=-1))

@@ -1,0 +1,456 @@
+"""The feature contract: a federation's declared features with public bounds.
+
+The contract is a TOML file shared by the coordinator and every partner. It fixes how a
+partner's columns become the scaled vector each customer contributes, and so the maximal
+L2 norm of that vector, which is the sensitivity of every sum released from it. Nothing in
+the transformation is learned from data: bounds, categories and defaults are declared.
+
+Scaled space
+------------
+* numeric feature: clip to ``bounds``, apply the optional monotone ``transform``, map the
+  (transformed) bounds linearly onto ``[-weight/2, +weight/2]``;
+* categorical feature: one-hot over the declared categories (plus an ``other`` slot when
+  ``other = true``), each slot worth ``weight``.
+
+The norm of a scaled vector is therefore at most
+``sqrt(sum(w**2 / 4 for numerics) + sum(w**2 for categoricals))`` (:attr:`FeatureSpec.norm_bound`).
+
+Missing values follow the feature's declared rule: ``missing = "drop"`` drops the customer
+(default) and ``missing = "impute"`` uses the declared public ``default``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from fedprofile.errors import ContractError
+
+__all__ = [
+    "CategoricalFeature",
+    "FeatureSpec",
+    "NumericFeature",
+    "TargetSpec",
+    "load_spec",
+]
+
+Transform = Literal["none", "log1p", "signed_log1p"]
+MissingRule = Literal["drop", "impute"]
+_TRANSFORMS: tuple[str, ...] = ("none", "log1p", "signed_log1p")
+_MISSING: tuple[str, ...] = ("drop", "impute")
+_NUMERIC_KEYS = {"kind", "bounds", "transform", "missing", "default", "weight", "column"}
+_CATEGORICAL_KEYS = {"kind", "categories", "other", "missing", "default", "weight", "column"}
+OTHER = "(other)"
+
+
+def _apply_transform(x: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "log1p":
+        return np.log1p(x)
+    if transform == "signed_log1p":
+        return np.sign(x) * np.log1p(np.abs(x))
+    return x
+
+
+def _invert_transform(y: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "log1p":
+        return np.expm1(y)
+    if transform == "signed_log1p":
+        return np.sign(y) * np.expm1(np.abs(y))
+    return y
+
+
+@dataclass(frozen=True, slots=True)
+class NumericFeature:
+    """A numeric feature with public bounds.
+
+    Parameters
+    ----------
+    name : str
+        Feature name in the contract.
+    bounds : tuple of float
+        Public ``(low, high)`` with ``low < high``; values are clipped into it.
+    transform : {"none", "log1p", "signed_log1p"}, default="none"
+        Monotone transform applied after clipping and before scaling.
+    missing : {"drop", "impute"}, default="drop"
+        What happens to a customer whose value is missing or unparseable.
+    default : float or None
+        Public value imputed when ``missing="impute"``.
+    weight : float, default=1.0
+        Relative weight of the feature in the distance, in ``(0, inf)``.
+    column : str
+        Source column name (defaults to ``name``).
+    """
+
+    name: str
+    bounds: tuple[float, float]
+    transform: Transform = "none"
+    missing: MissingRule = "drop"
+    default: float | None = None
+    weight: float = 1.0
+    column: str = ""
+    kind: Literal["numeric"] = "numeric"
+
+    @property
+    def width(self) -> int:
+        """Number of scaled coordinates (always 1)."""
+        return 1
+
+    @property
+    def slot_names(self) -> list[str]:
+        """Names of the scaled coordinates."""
+        return [self.name]
+
+    def _transformed_bounds(self) -> tuple[float, float]:
+        lo, hi = _apply_transform(np.asarray(self.bounds, dtype=float), self.transform)
+        return float(lo), float(hi)
+
+    def scale(self, values: np.ndarray) -> np.ndarray:
+        """Clip, transform and scale raw values into ``[-weight/2, weight/2]``."""
+        lo, hi = self._transformed_bounds()
+        t = _apply_transform(np.clip(values, *self.bounds), self.transform)
+        return ((t - lo) / (hi - lo) - 0.5) * self.weight
+
+    def unscale(self, scaled: np.ndarray) -> np.ndarray:
+        """Map scaled coordinates back to original units (inverse transform of the mean)."""
+        lo, hi = self._transformed_bounds()
+        t = (np.clip(scaled / self.weight, -0.5, 0.5) + 0.5) * (hi - lo) + lo
+        return _invert_transform(t, self.transform)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the TOML-compatible declaration of this feature."""
+        d: dict[str, Any] = {"kind": "numeric", "bounds": list(self.bounds),
+                             "transform": self.transform, "missing": self.missing,
+                             "weight": self.weight, "column": self.column}
+        if self.default is not None:
+            d["default"] = self.default
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class CategoricalFeature:
+    """A categorical feature with declared categories.
+
+    Parameters
+    ----------
+    name : str
+        Feature name in the contract.
+    categories : tuple of str
+        Declared categories, at least one, no duplicates.
+    other : bool, default=True
+        Whether undeclared values go to an ``other`` slot; if false they count as missing.
+    missing : {"drop", "impute"}, default="drop"
+        What happens to a customer whose value is missing.
+    default : str or None
+        Declared category (or ``"other"``) imputed when ``missing="impute"``.
+    weight : float, default=1.0
+        Value of the active one-hot slot, in ``(0, inf)``.
+    column : str
+        Source column name (defaults to ``name``).
+    """
+
+    name: str
+    categories: tuple[str, ...]
+    other: bool = True
+    missing: MissingRule = "drop"
+    default: str | None = None
+    weight: float = 1.0
+    column: str = ""
+    kind: Literal["categorical"] = "categorical"
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """Categories with the ``other`` slot last when enabled."""
+        return (*self.categories, OTHER) if self.other else self.categories
+
+    @property
+    def width(self) -> int:
+        """Number of scaled coordinates (one per level)."""
+        return len(self.levels)
+
+    @property
+    def slot_names(self) -> list[str]:
+        """Names of the scaled coordinates, ``feature=level``."""
+        return [f"{self.name}={level}" for level in self.levels]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the TOML-compatible declaration of this feature."""
+        d: dict[str, Any] = {"kind": "categorical", "categories": list(self.categories),
+                             "other": self.other, "missing": self.missing,
+                             "weight": self.weight, "column": self.column}
+        if self.default is not None:
+            d["default"] = self.default
+        return d
+
+
+Feature = NumericFeature | CategoricalFeature
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """A response target for regression stages, with public bounds.
+
+    ``kind="numeric"`` targets are clipped to ``bounds`` and optionally transformed;
+    ``kind="binary"`` targets are 1 where the value equals ``positive``.
+    """
+
+    name: str
+    kind: Literal["numeric", "binary"]
+    bounds: tuple[float, float] = (0.0, 1.0)
+    transform: Transform = "none"
+    positive: str | int | float | bool | None = None
+    column: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the TOML-compatible declaration of this target."""
+        d: dict[str, Any] = {"kind": self.kind, "bounds": list(self.bounds),
+                             "transform": self.transform, "column": self.column}
+        if self.positive is not None:
+            d["positive"] = self.positive
+        return d
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A federation's feature contract (DESIGN §4).
+
+    Attributes
+    ----------
+    name : str
+        Federation name.
+    features : tuple of NumericFeature or CategoricalFeature
+        Features in declaration order; this order fixes the scaled coordinates.
+    targets : dict of str to TargetSpec
+        Declared response targets.
+    identity_columns : tuple of str
+        Identity columns that are pseudonymised at the partner.
+    source : str
+        Where the spec was read from (for error messages).
+    """
+
+    name: str
+    features: tuple[Feature, ...]
+    targets: dict[str, TargetSpec] = field(default_factory=dict)
+    identity_columns: tuple[str, ...] = ()
+    description: str = ""
+    source: str = "<spec>"
+
+    @property
+    def slot_names(self) -> list[str]:
+        """Names of all scaled coordinates in order."""
+        return [s for f in self.features for s in f.slot_names]
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the scaled vector."""
+        return sum(f.width for f in self.features)
+
+    @property
+    def norm_bound(self) -> float:
+        """Public maximal L2 norm of a scaled customer vector (the sum sensitivity)."""
+        sq = sum(f.weight**2 / 4 if isinstance(f, NumericFeature) else f.weight**2
+                 for f in self.features)
+        return math.sqrt(sq)
+
+    def slices(self) -> dict[str, slice]:
+        """Scaled-coordinate slice of each feature."""
+        out, start = {}, 0
+        for f in self.features:
+            out[f.name] = slice(start, start + f.width)
+            start += f.width
+        return out
+
+    def box(self) -> tuple[np.ndarray, np.ndarray]:
+        """Public per-coordinate bounds ``(low, high)`` of the scaled space."""
+        lo, hi = [], []
+        for f in self.features:
+            if isinstance(f, NumericFeature):
+                lo.append(-f.weight / 2)
+                hi.append(f.weight / 2)
+            else:
+                lo.extend([0.0] * f.width)
+                hi.extend([f.weight] * f.width)
+        return np.asarray(lo), np.asarray(hi)
+
+    def feature(self, name: str) -> Feature:
+        """Return the feature called ``name``."""
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise ContractError(f"The spec {self.source} has no feature {name!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the spec as a TOML/JSON-compatible dict (round-trips through `from_dict`)."""
+        d: dict[str, Any] = {"federation": {"name": self.name, "description": self.description},
+                             "features": {f.name: f.to_dict() for f in self.features}}
+        if self.targets:
+            d["target"] = {t.name: t.to_dict() for t in self.targets.values()}
+        if self.identity_columns:
+            d["identity"] = {"columns": list(self.identity_columns)}
+        return d
+
+    def fingerprint(self) -> str:
+        """Stable SHA-256 of the canonical spec, used to check partners agree on it."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<spec>") -> FeatureSpec:
+        """Build and validate a spec from its TOML/JSON dict form."""
+        return _parse_spec(data, source)
+
+
+def load_spec(path: str | Path) -> FeatureSpec:
+    """Read and validate a feature contract from a TOML file.
+
+    Raises
+    ------
+    ContractError
+        If the file is missing, is not valid TOML, or declares an invalid feature.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ContractError(f"Spec file {str(p)!r} does not exist.")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ContractError(f"Spec file {str(p)!r} is not valid TOML: {exc}") from None
+    return _parse_spec(data, str(p))
+
+
+def _err(source: str, where: str, problem: str) -> ContractError:
+    return ContractError(f"Spec {source}: {where}: {problem}")
+
+
+def _parse_spec(data: dict[str, Any], source: str) -> FeatureSpec:
+    unknown = set(data) - {"federation", "features", "target", "identity"}
+    if unknown:
+        raise _err(source, "top level", f"unknown section(s) {sorted(unknown)}; "
+                   "allowed: federation, features, target, identity.")
+    fed = data.get("federation", {})
+    raw_features = data.get("features")
+    if not isinstance(raw_features, dict) or not raw_features:
+        raise _err(source, "[features]", "declare at least one feature, e.g. [features.age].")
+    features = tuple(_parse_feature(name, decl, source) for name, decl in raw_features.items())
+    targets = {name: _parse_target(name, decl, source)
+               for name, decl in data.get("target", {}).items()}
+    identity = data.get("identity", {}).get("columns", [])
+    if not isinstance(identity, list) or not all(isinstance(c, str) for c in identity):
+        raise _err(source, "[identity] columns", "must be a list of column names.")
+    return FeatureSpec(name=str(fed.get("name", Path(source).stem)), features=features,
+                       targets=targets, identity_columns=tuple(identity),
+                       description=str(fed.get("description", "")), source=source)
+
+
+def _number(value: Any, source: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _err(source, where, f"must be a finite number. Got {value!r} instead.")
+    return float(value)
+
+
+def _common(name: str, decl: dict[str, Any], source: str) -> tuple[str, str, float]:
+    where = f"[features.{name}]"
+    missing = decl.get("missing", "drop")
+    if missing not in _MISSING:
+        raise _err(source, where, f"'missing' must be one of {list(_MISSING)}. "
+                   f"Got {missing!r} instead.")
+    if missing == "impute" and "default" not in decl:
+        raise _err(source, where, "missing = \"impute\" needs a public 'default' value.")
+    weight = _number(decl.get("weight", 1.0), source, f"{where} weight")
+    if weight <= 0:
+        raise _err(source, where, f"'weight' must be in (0, inf). Got {weight!r} instead.")
+    column = decl.get("column", name)
+    if not isinstance(column, str) or not column:
+        raise _err(source, where, f"'column' must be a non-empty string. Got {column!r}.")
+    return missing, column, weight
+
+
+def _parse_bounds(decl: dict[str, Any], source: str, where: str) -> tuple[float, float]:
+    bounds = decl.get("bounds")
+    if not isinstance(bounds, list) or len(bounds) != 2:
+        raise _err(source, where, "'bounds' must be a list [low, high] of public bounds.")
+    lo, hi = (_number(b, source, f"{where} bounds") for b in bounds)
+    if not lo < hi:
+        raise _err(source, where, f"'bounds' must satisfy low < high. Got [{lo}, {hi}]; "
+                   "are they reversed?")
+    return lo, hi
+
+
+def _parse_transform(decl: dict[str, Any], bounds: tuple[float, float], source: str,
+                     where: str) -> str:
+    transform = decl.get("transform", "none")
+    if transform not in _TRANSFORMS:
+        raise _err(source, where, f"'transform' must be one of {list(_TRANSFORMS)}. "
+                   f"Got {transform!r} instead.")
+    if transform == "log1p" and bounds[0] < 0:
+        raise _err(source, where, "transform \"log1p\" needs a lower bound >= 0; "
+                   "use \"signed_log1p\" for values that can be negative.")
+    return str(transform)
+
+
+def _parse_feature(name: str, decl: Any, source: str) -> Feature:
+    where = f"[features.{name}]"
+    if not isinstance(decl, dict):
+        raise _err(source, where, "must be a table with at least 'kind'.")
+    kind = decl.get("kind")
+    if kind == "numeric":
+        allowed = _NUMERIC_KEYS
+    elif kind == "categorical":
+        allowed = _CATEGORICAL_KEYS
+    else:
+        raise _err(source, where, f"'kind' must be \"numeric\" or \"categorical\". "
+                   f"Got {kind!r} instead.")
+    extra = set(decl) - allowed
+    if extra:
+        raise _err(source, where, f"unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}.")
+    missing, column, weight = _common(name, decl, source)
+    if kind == "numeric":
+        bounds = _parse_bounds(decl, source, where)
+        transform = _parse_transform(decl, bounds, source, where)
+        default = None
+        if "default" in decl:
+            default = _number(decl["default"], source, f"{where} default")
+        return NumericFeature(name=name, bounds=bounds, transform=transform,  # type: ignore[arg-type]
+                              missing=missing, default=default, weight=weight,  # type: ignore[arg-type]
+                              column=column)
+    cats = decl.get("categories")
+    if not isinstance(cats, list) or not cats:
+        raise _err(source, where, "'categories' must be a non-empty list of declared values.")
+    cats = [str(c) for c in cats]
+    if len(set(cats)) != len(cats):
+        raise _err(source, where, "'categories' has duplicate values.")
+    other = decl.get("other", True)
+    if not isinstance(other, bool):
+        raise _err(source, where, f"'other' must be true or false. Got {other!r} instead.")
+    if other and OTHER in cats:
+        raise _err(source, where, f"category {OTHER!r} is reserved for the other slot.")
+    default_cat = None if "default" not in decl else str(decl["default"])
+    if default_cat is not None and default_cat not in cats and not (other and default_cat == OTHER):
+        raise _err(source, where, f"'default' {default_cat!r} is not a declared category.")
+    return CategoricalFeature(name=name, categories=tuple(cats), other=other,
+                              missing=missing, default=default_cat, weight=weight,  # type: ignore[arg-type]
+                              column=column)
+
+
+def _parse_target(name: str, decl: Any, source: str) -> TargetSpec:
+    where = f"[target.{name}]"
+    if not isinstance(decl, dict):
+        raise _err(source, where, "must be a table with at least 'kind'.")
+    kind = decl.get("kind")
+    column = decl.get("column", name)
+    if kind == "binary":
+        if "positive" not in decl:
+            raise _err(source, where, "a binary target needs 'positive', the value meaning 1.")
+        return TargetSpec(name=name, kind="binary", positive=decl["positive"], column=column)
+    if kind != "numeric":
+        raise _err(source, where, f"'kind' must be \"numeric\" or \"binary\". Got {kind!r}.")
+    bounds = _parse_bounds(decl, source, where)
+    transform = _parse_transform(decl, bounds, source, where)
+    return TargetSpec(name=name, kind="numeric", bounds=bounds, transform=transform,  # type: ignore[arg-type]
+                      column=column)

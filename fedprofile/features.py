@@ -1,0 +1,161 @@
+"""Turning a partner's table into the contract's scaled customer matrix.
+
+Everything here runs at the partner. The :class:`DataQualityReport` it returns holds exact
+counts of the partner's own data: it stays local (written to the partner's output folder)
+and is never sent as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedprofile.contract import OTHER, CategoricalFeature, FeatureSpec, NumericFeature
+from fedprofile.errors import DataError
+
+__all__ = ["DataQualityReport", "FeatureMatrix", "resolve_columns", "transform_frame"]
+
+
+@dataclass
+class DataQualityReport:
+    """Local counts of how a partner's table met the contract (never sent unnoised)."""
+
+    rows: int = 0
+    customers: int = 0
+    dropped: int = 0
+    missing: dict[str, int] = field(default_factory=dict)
+    imputed: dict[str, int] = field(default_factory=dict)
+    unparseable: dict[str, int] = field(default_factory=dict)
+    clipped: dict[str, int] = field(default_factory=dict)
+    other_category: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-compatible dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """The scaled matrix of one partner, one row per customer.
+
+    Attributes
+    ----------
+    matrix : ndarray of shape (n_customers, spec.dim)
+        Scaled vectors, each of L2 norm at most ``spec.norm_bound``.
+    keep : ndarray of bool
+        Which input rows became customers (rows with a dropped value are False).
+    report : DataQualityReport
+        Local data quality counts.
+    """
+
+    matrix: np.ndarray
+    keep: np.ndarray
+    report: DataQualityReport
+
+
+def resolve_columns(spec: FeatureSpec, mapping: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Map each feature to the partner's local column (the mapping overrides the spec)."""
+    mapping = dict(mapping or {})
+    unknown = set(mapping) - {f.name for f in spec.features} - set(spec.targets)
+    if unknown:
+        raise DataError(f"The column mapping names unknown feature(s) {sorted(unknown)}; "
+                        f"the spec {spec.source} declares {[f.name for f in spec.features]}.")
+    return {f.name: mapping.get(f.name, f.column or f.name) for f in spec.features}
+
+
+def _numeric_column(values: pd.Series, feat: NumericFeature, column: str, source: str,
+                    report: DataQualityReport) -> tuple[np.ndarray, np.ndarray]:
+    if pd.api.types.is_bool_dtype(values):
+        values = values.astype(float)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    numbers[~np.isfinite(numbers)] = np.nan
+    absent = values.isna().to_numpy()
+    bad = np.isnan(numbers) & ~absent
+    if bad.all() and len(bad):
+        raise DataError(f"{source}: column {column!r} (feature {feat.name!r}) holds no numeric "
+                        "values; is it the right column, or the right type?")
+    report.unparseable[feat.name] = int(bad.sum())
+    report.missing[feat.name] = int(absent.sum())
+    invalid = np.isnan(numbers)
+    if feat.missing == "impute":
+        numbers[invalid] = feat.default
+        report.imputed[feat.name] = int(invalid.sum())
+        invalid = np.zeros_like(invalid)
+    lo, hi = feat.bounds
+    report.clipped[feat.name] = int(((numbers < lo) | (numbers > hi)).sum())
+    return feat.scale(np.nan_to_num(numbers, nan=lo))[:, None], invalid
+
+
+def _categorical_column(values: pd.Series, feat: CategoricalFeature, report: DataQualityReport
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    absent = values.isna().to_numpy()
+    text = values.astype("string").str.strip()
+    codes = pd.Categorical(text, categories=list(feat.levels)).codes.copy()
+    unseen = (codes < 0) & ~absent
+    report.missing[feat.name] = int(absent.sum())
+    report.other_category[feat.name] = int(unseen.sum())
+    if feat.other:
+        codes[unseen] = len(feat.levels) - 1
+    invalid = codes < 0
+    if feat.missing == "impute":
+        codes[invalid] = feat.levels.index(feat.default or OTHER)
+        report.imputed[feat.name] = int(invalid.sum())
+        invalid = np.zeros_like(invalid)
+    onehot = np.zeros((len(values), feat.width))
+    rows = np.flatnonzero(~invalid)
+    onehot[rows, codes[rows]] = feat.weight
+    return onehot, invalid
+
+
+def transform_frame(frame: pd.DataFrame, spec: FeatureSpec, *,
+                    mapping: Mapping[str, str] | None = None,
+                    source: str = "partner table") -> FeatureMatrix:
+    """Transform a partner's table into the contract's scaled matrix.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        One row per customer.
+    spec : FeatureSpec
+        The federation's contract.
+    mapping : mapping of str to str, optional
+        Feature name -> local column name, for partners whose columns differ.
+    source : str
+        Name of the table for error messages (usually its file path).
+
+    Raises
+    ------
+    DataError
+        If a mapped column is missing, a numeric column holds no numbers, or no customer
+        is left after the missing-value rules.
+    """
+    columns = resolve_columns(spec, mapping)
+    absent = sorted({c for c in columns.values() if c not in frame.columns})
+    if absent:
+        raise DataError(f"{source}: missing column(s) {absent} required by the spec "
+                        f"{spec.source}; map them with a column mapping if they are named "
+                        "differently.")
+    if frame.empty:
+        raise DataError(f"{source}: the table has no rows (empty partition).")
+    report = DataQualityReport(rows=len(frame))
+    blocks, invalid = [], np.zeros(len(frame), dtype=bool)
+    for feat in spec.features:
+        values = frame[columns[feat.name]]
+        if isinstance(feat, NumericFeature):
+            block, bad = _numeric_column(values, feat, columns[feat.name], source, report)
+        else:
+            block, bad = _categorical_column(values, feat, report)
+        blocks.append(block)
+        invalid |= bad
+    keep = ~invalid
+    report.dropped = int(invalid.sum())
+    report.customers = int(keep.sum())
+    if report.customers == 0:
+        raise DataError(f"{source}: no customer is left after the missing-value rules "
+                        "(every row had a missing or unparseable value in a feature declared "
+                        "with missing = \"drop\").")
+    return FeatureMatrix(matrix=np.hstack(blocks)[keep], keep=keep, report=report)

@@ -1,0 +1,85 @@
+"""Reading partner tables (CSV, gzip'd CSV, Parquet) with errors that name the file."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+import pandas as pd
+
+from fedprofile.errors import DataError
+
+__all__ = ["SUPPORTED_SUFFIXES", "read_table", "write_table"]
+
+SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    raise DataError(f"File {str(path)!r} has an unsupported type; use one of "
+                    f"{', '.join(SUPPORTED_SUFFIXES)}.")
+
+
+def _sniff_separator(path: Path, compressed: bool) -> str:
+    opener = gzip.open if compressed else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:  # type: ignore[operator]
+        head = fh.read(64 * 1024)
+    try:
+        return csv.Sniffer().sniff(head.splitlines()[0] if head else "", ",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def read_table(path: str | Path, *, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV (``,``/``;``/tab separated, optionally gzip'd) or Parquet file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to read.
+    columns : list of str, optional
+        Only these columns (Parquet reads no others; CSV reads all, then selects).
+
+    Raises
+    ------
+    DataError
+        If the file is missing, of an unsupported type, unreadable or empty.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"Data file {str(p)!r} does not exist.")
+    suffix = _suffix(p)
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(p, columns=columns)
+        else:
+            sep = _sniff_separator(p, suffix == ".csv.gz")
+            frame = pd.read_csv(p, sep=sep, low_memory=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        kind = type(exc).__name__
+        raise DataError(f"Data file {str(p)!r} could not be read ({kind}); "
+                        "is it a valid CSV or Parquet file?") from None
+    if frame.empty:
+        raise DataError(f"Data file {str(p)!r} has no rows.")
+    if columns is not None and suffix not in (".parquet", ".pq"):
+        absent = [c for c in columns if c not in frame.columns]
+        if absent:
+            raise DataError(f"Data file {str(p)!r} has no column(s) {absent}.")
+        frame = frame[columns]
+    return frame
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` as CSV or Parquet according to the suffix of ``path``."""
+    p = Path(path)
+    suffix = _suffix(p)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if suffix in (".parquet", ".pq"):
+        frame.to_parquet(p, index=False)
+    else:
+        frame.to_csv(p, index=False)
+    return p

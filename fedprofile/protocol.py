@@ -1,0 +1,262 @@
+"""The server-client protocol: message types, record keys and typed payloads.
+
+This module is the single source of truth both sides import. Each payload is a frozen
+dataclass with one ``to_record()``/``from_record()`` pair that checks keys, types, shapes and
+finiteness in both directions, so a malformed message fails loudly at the boundary with a
+:class:`~fedprofile.errors.ProtocolError` that names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+from fedprofile.errors import ProtocolError
+from privacy.events import PrivacyEvent, event_from_dict
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ErrorCode",
+    "KMeansReply",
+    "KMeansRequest",
+    "MessageKind",
+    "ProfileReply",
+    "ProfileRequest",
+]
+
+PROTOCOL_VERSION = 1
+
+# Record names and keys: the only place they are spelled.
+_ARRAYS = "arrays"
+_CONFIG = "config"
+_VERSION = "protocol-version"
+
+
+class MessageKind:
+    """Message types (``"<category>.<action>"``) of every stage; not instantiable."""
+
+    PROFILE: ClassVar[str] = "query.profile"
+    KMEANS: ClassVar[str] = "train.kmeans"
+
+    def __new__(cls) -> MessageKind:  # noqa: D102
+        raise TypeError(f"{cls.__name__} is a namespace of constants and cannot be instantiated.")
+
+
+class ErrorCode:
+    """Codes of the error replies a partner sends on purpose; not instantiable."""
+
+    POLICY_REFUSED: ClassVar[int] = 100
+    CONTRACT_MISMATCH: ClassVar[int] = 101
+    DATA_ERROR: ClassVar[int] = 102
+    PROTOCOL_ERROR: ClassVar[int] = 103
+    INTERNAL: ClassVar[int] = 199
+
+    def __new__(cls) -> ErrorCode:  # noqa: D102
+        raise TypeError(f"{cls.__name__} is a namespace of constants and cannot be instantiated.")
+
+
+def _config(content: RecordDict, message: str) -> ConfigRecord:
+    if _CONFIG not in content:
+        raise ProtocolError(f"{message}: the message has no {_CONFIG!r} record.")
+    config = content[_CONFIG]
+    if not isinstance(config, ConfigRecord):
+        raise ProtocolError(f"{message}: record {_CONFIG!r} must be a ConfigRecord.")
+    version = config.get(_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"{message}: protocol version {version!r} is not supported; "
+                            f"this node speaks version {PROTOCOL_VERSION}.")
+    return config
+
+
+def _get(config: ConfigRecord, key: str, kind: type | tuple[type, ...], message: str) -> Any:
+    if key not in config:
+        raise ProtocolError(f"{message}: missing field {key!r}.")
+    value = config[key]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ProtocolError(f"{message}: field {key!r} must be {kind}, got bool.")
+    if not isinstance(value, kind):
+        raise ProtocolError(f"{message}: field {key!r} must be {kind}, got "
+                            f"{type(value).__name__}.")
+    return value
+
+
+def _float(config: ConfigRecord, key: str, message: str, *, allow_inf: bool = False) -> float:
+    value = float(_get(config, key, (int, float), message))
+    if math.isnan(value) or (math.isinf(value) and not allow_inf) or value < 0:
+        raise ProtocolError(f"{message}: field {key!r} must be a non-negative finite number.")
+    return value
+
+
+def _array(content: RecordDict, key: str, message: str) -> np.ndarray:
+    if _ARRAYS not in content or not isinstance(content[_ARRAYS], ArrayRecord):
+        raise ProtocolError(f"{message}: the message has no {_ARRAYS!r} ArrayRecord.")
+    arrays = content[_ARRAYS]
+    if key not in arrays:
+        raise ProtocolError(f"{message}: missing array {key!r}.")
+    value = np.asarray(arrays[key].numpy(), dtype=float)
+    if not np.all(np.isfinite(value)):
+        raise ProtocolError(f"{message}: array {key!r} holds non-finite values.")
+    return value
+
+
+def _events_json(events: tuple[PrivacyEvent, ...]) -> str:
+    return json.dumps([e.to_dict() for e in events])
+
+
+def _events_from_json(text: str, message: str) -> tuple[PrivacyEvent, ...]:
+    try:
+        return tuple(event_from_dict(d) for d in json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"{message}: field 'events' is not a valid event list ({exc}).") from None
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """``query.profile``: the coordinator announces a run and its full privacy plan.
+
+    Each partner checks the plan against its own policy before any data-dependent release.
+    """
+
+    run_id: str
+    spec_fingerprint: str
+    epsilon_target: float
+    delta: float
+    stages: tuple[str, ...]
+    planned_events: tuple[PrivacyEvent, ...]
+    min_segment_size: int
+
+    message_type: ClassVar[str] = MessageKind.PROFILE
+
+    def to_record(self) -> RecordDict:
+        """Encode as a RecordDict."""
+        return RecordDict({_CONFIG: ConfigRecord({
+            _VERSION: PROTOCOL_VERSION, "run-id": self.run_id,
+            "spec-fingerprint": self.spec_fingerprint, "epsilon-target": self.epsilon_target,
+            "delta": self.delta, "stages": list(self.stages),
+            "planned-events": _events_json(self.planned_events),
+            "min-segment-size": self.min_segment_size})})
+
+    @classmethod
+    def from_record(cls, content: RecordDict) -> ProfileRequest:
+        """Decode and validate."""
+        m = "query.profile request"
+        c = _config(content, m)
+        stages = _get(c, "stages", list, m)
+        return cls(run_id=_get(c, "run-id", str, m),
+                   spec_fingerprint=_get(c, "spec-fingerprint", str, m),
+                   epsilon_target=_float(c, "epsilon-target", m, allow_inf=True),
+                   delta=_float(c, "delta", m), stages=tuple(str(s) for s in stages),
+                   planned_events=_events_from_json(_get(c, "planned-events", str, m), m),
+                   min_segment_size=int(_get(c, "min-segment-size", int, m)))
+
+
+@dataclass(frozen=True)
+class ProfileReply:
+    """A partner's answer to ``query.profile``: who it is and the public limits it enforces.
+
+    Nothing here depends on the partner's customers.
+    """
+
+    partner: str
+    spec_fingerprint: str
+    key_id: str
+    max_epsilon_per_run: float
+    epsilon_remaining: float
+
+    def to_record(self) -> RecordDict:
+        """Encode as a RecordDict."""
+        return RecordDict({_CONFIG: ConfigRecord({
+            _VERSION: PROTOCOL_VERSION, "partner": self.partner,
+            "spec-fingerprint": self.spec_fingerprint, "key-id": self.key_id,
+            "max-epsilon-per-run": self.max_epsilon_per_run,
+            "epsilon-remaining": self.epsilon_remaining})})
+
+    @classmethod
+    def from_record(cls, content: RecordDict) -> ProfileReply:
+        """Decode and validate."""
+        m = "query.profile reply"
+        c = _config(content, m)
+        return cls(partner=_get(c, "partner", str, m),
+                   spec_fingerprint=_get(c, "spec-fingerprint", str, m),
+                   key_id=_get(c, "key-id", str, m),
+                   max_epsilon_per_run=_float(c, "max-epsilon-per-run", m, allow_inf=True),
+                   epsilon_remaining=_float(c, "epsilon-remaining", m, allow_inf=True))
+
+
+@dataclass(frozen=True)
+class KMeansRequest:
+    """``train.kmeans``: assign customers to ``centers`` and release noised sums and counts.
+
+    ``sum_noise_multiplier`` and ``count_noise_multiplier`` are ``sigma / sensitivity``; the
+    partner computes the sensitivities itself from the contract (``norm_bound`` and 1).
+    """
+
+    run_id: str
+    spec_fingerprint: str
+    stage: str
+    round: int
+    centers: np.ndarray
+    sum_noise_multiplier: float
+    count_noise_multiplier: float
+
+    message_type: ClassVar[str] = MessageKind.KMEANS
+
+    def to_record(self) -> RecordDict:
+        """Encode as a RecordDict."""
+        return RecordDict({
+            _ARRAYS: ArrayRecord({"centers": Array(np.asarray(self.centers, dtype=float))}),
+            _CONFIG: ConfigRecord({
+                _VERSION: PROTOCOL_VERSION, "run-id": self.run_id,
+                "spec-fingerprint": self.spec_fingerprint, "stage": self.stage,
+                "round": self.round, "sum-noise-multiplier": self.sum_noise_multiplier,
+                "count-noise-multiplier": self.count_noise_multiplier})})
+
+    @classmethod
+    def from_record(cls, content: RecordDict) -> KMeansRequest:
+        """Decode and validate (centres must be a finite 2-D array)."""
+        m = "train.kmeans request"
+        c = _config(content, m)
+        centers = _array(content, "centers", m)
+        if centers.ndim != 2 or centers.shape[0] < 1:
+            raise ProtocolError(f"{m}: 'centers' must be a non-empty 2-D array.")
+        return cls(run_id=_get(c, "run-id", str, m),
+                   spec_fingerprint=_get(c, "spec-fingerprint", str, m),
+                   stage=_get(c, "stage", str, m), round=int(_get(c, "round", int, m)),
+                   centers=centers,
+                   sum_noise_multiplier=_float(c, "sum-noise-multiplier", m),
+                   count_noise_multiplier=_float(c, "count-noise-multiplier", m))
+
+
+@dataclass(frozen=True)
+class KMeansReply:
+    """A partner's noised per-cluster sums (k x d) and counts (k) with their ledger events."""
+
+    sums: np.ndarray
+    counts: np.ndarray
+    events: tuple[PrivacyEvent, ...]
+
+    def to_record(self) -> RecordDict:
+        """Encode as a RecordDict."""
+        return RecordDict({
+            _ARRAYS: ArrayRecord({"sums": Array(np.asarray(self.sums, dtype=float)),
+                                  "counts": Array(np.asarray(self.counts, dtype=float))}),
+            _CONFIG: ConfigRecord({_VERSION: PROTOCOL_VERSION,
+                                   "events": _events_json(self.events)})})
+
+    @classmethod
+    def from_record(cls, content: RecordDict, *, shape: tuple[int, int] | None = None
+                    ) -> KMeansReply:
+        """Decode and validate; ``shape`` is the expected ``(k, d)`` of the sums."""
+        m = "train.kmeans reply"
+        c = _config(content, m)
+        sums, counts = _array(content, "sums", m), _array(content, "counts", m)
+        if shape is not None and (sums.shape != shape or counts.shape != (shape[0],)):
+            raise ProtocolError(f"{m}: expected sums of shape {shape} and counts of shape "
+                                f"({shape[0]},), got {sums.shape} and {counts.shape}.")
+        return cls(sums=sums, counts=counts,
+                   events=_events_from_json(_get(c, "events", str, m), m))

@@ -1,0 +1,207 @@
+"""Exact Gaussian-DP accounting and calibration.
+
+With full participation (every partner's every customer is in every release) a sequence of
+Gaussian releases with multipliers ``z_i`` composes *exactly* to ``mu``-GDP with
+``mu = sqrt(sum(1 / z_i**2))`` (Dong, Roth & Su, "Gaussian Differential Privacy", JRSS-B 2022,
+Cor. 3.3), and ``mu``-GDP is equivalent to the family of (epsilon, delta(epsilon)) guarantees
+
+    delta(epsilon) = Phi(-epsilon/mu + mu/2) - exp(epsilon) * Phi(-epsilon/mu - mu/2)
+
+(ibid. Cor. 2.13; Balle & Wang 2018, Thm 8). ``epsilon`` for a given ``delta`` is found by
+bisection and reported on the safe (upper) side; calibration returns the safe (lower) ``mu``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from scipy.special import log_ndtr
+
+from fedprofile.errors import BudgetExceededError, ContractError, UnsupportedEventError
+from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
+
+__all__ = [
+    "GdpAccountant",
+    "compose_mu",
+    "gdp_delta",
+    "gdp_epsilon",
+    "gdp_mu",
+    "split_mu",
+]
+
+_BISECTION_STEPS = 200
+
+
+def _check_delta(delta: float) -> None:
+    if not (isinstance(delta, int | float) and 0.0 < delta < 1.0):
+        raise ContractError(f"The 'delta' parameter must be a float in the range (0, 1). "
+                            f"Got {delta!r} instead.")
+
+
+def gdp_delta(epsilon: float, mu: float) -> float:
+    """Return the smallest ``delta`` for which ``mu``-GDP implies (epsilon, delta)-DP."""
+    if mu == 0.0:
+        return 0.0
+    if math.isinf(mu):
+        return 1.0
+    a = log_ndtr(-epsilon / mu + mu / 2.0)
+    b = epsilon + log_ndtr(-epsilon / mu - mu / 2.0)
+    return float(math.exp(a) - math.exp(b)) if a > b else 0.0
+
+
+def gdp_epsilon(mu: float, delta: float) -> float:
+    """Return the (upper-bound) ``epsilon`` of ``mu``-GDP at ``delta``.
+
+    Examples
+    --------
+    >>> round(gdp_epsilon(1.0, 1e-6), 4)
+    5.3327
+    """
+    _check_delta(delta)
+    if mu < 0 or math.isnan(mu):
+        raise ContractError(f"mu must be non-negative, got mu={mu!r}.")
+    if mu == 0.0:
+        return 0.0
+    if math.isinf(mu):
+        return math.inf
+    lo, hi = 0.0, 1.0
+    while gdp_delta(hi, mu) > delta:
+        lo, hi = hi, 2.0 * hi
+    if gdp_delta(0.0, mu) <= delta:
+        return 0.0
+    for _ in range(_BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        if gdp_delta(mid, mu) > delta:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-13 * max(1.0, hi):
+            break
+    return hi
+
+
+def gdp_mu(epsilon: float, delta: float) -> float:
+    """Return the largest ``mu`` (safe side) whose ``mu``-GDP guarantee meets (epsilon, delta).
+
+    ``epsilon = inf`` returns ``inf`` (a non-private run).
+    """
+    _check_delta(delta)
+    if math.isinf(epsilon) and epsilon > 0:
+        return math.inf
+    if not (isinstance(epsilon, int | float) and epsilon > 0 and math.isfinite(epsilon)):
+        raise ContractError(f"The 'epsilon' parameter must be a float in the range (0, inf]. "
+                            f"Got {epsilon!r} instead.")
+    lo, hi = 0.0, 1.0
+    while gdp_delta(epsilon, hi) < delta:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(_BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        if gdp_delta(epsilon, mid) <= delta:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-14 * hi:
+            break
+    return lo
+
+
+def compose_mu(mus: Iterable[float]) -> float:
+    """Exact composition of GDP releases: ``sqrt(sum(mu_i**2))``."""
+    total = 0.0
+    for mu in mus:
+        if math.isinf(mu):
+            return math.inf
+        total += mu * mu
+    return math.sqrt(total)
+
+
+def split_mu(mu_total: float, weights: Sequence[float]) -> list[float]:
+    """Split a GDP budget so that ``mu_i**2`` is proportional to ``weights[i]``.
+
+    The parts compose back to exactly ``mu_total``.
+    """
+    if not weights or any(w <= 0 or not math.isfinite(w) for w in weights):
+        raise ContractError(f"Budget weights must be positive finite numbers. Got {weights!r}.")
+    if math.isinf(mu_total):
+        return [math.inf] * len(weights)
+    total = float(sum(weights))
+    return [mu_total * math.sqrt(w / total) for w in weights]
+
+
+class GdpAccountant:
+    """Composes Gaussian events exactly and refuses spends beyond a budget.
+
+    Parameters
+    ----------
+    delta : float
+        The delta at which epsilon is reported, in ``(0, 1)``.
+    max_epsilon : float, default=inf
+        Budget; :meth:`compose` refuses an event that would exceed it.
+
+    Examples
+    --------
+    >>> acc = GdpAccountant(delta=1e-6)
+    >>> acc.compose(GaussianEvent(noise_multiplier=2.0, sensitivity=1.0, stage="s", round=0,
+    ...                           component="counts"))
+    >>> round(acc.mu, 3)
+    0.5
+    """
+
+    def __init__(self, *, delta: float, max_epsilon: float = math.inf) -> None:
+        _check_delta(delta)
+        if not max_epsilon > 0:
+            raise ContractError(f"The 'max_epsilon' parameter must be in (0, inf]. "
+                                f"Got {max_epsilon!r} instead.")
+        self.delta = delta
+        self.max_epsilon = max_epsilon
+        self._events: list[PrivacyEvent] = []
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __repr__(self) -> str:
+        return f"GdpAccountant(delta={self.delta!r}, max_epsilon={self.max_epsilon!r})"
+
+    @property
+    def events(self) -> tuple[PrivacyEvent, ...]:
+        """The composed events, in order."""
+        return tuple(self._events)
+
+    @property
+    def mu(self) -> float:
+        """GDP parameter of everything composed so far."""
+        return compose_mu(e.mu for e in self._events)
+
+    def get_epsilon(self, delta: float | None = None) -> float:
+        """Epsilon (upper bound) of everything composed so far."""
+        return gdp_epsilon(self.mu, self.delta if delta is None else delta)
+
+    @staticmethod
+    def supports(event: object) -> bool:
+        """Whether the accountant can compose ``event``."""
+        return isinstance(event, GaussianEvent | NonPrivateEvent)
+
+    def epsilon_after(self, events: Iterable[PrivacyEvent]) -> float:
+        """Epsilon if ``events`` were composed too (a dry run; nothing changes)."""
+        events = list(events)
+        for event in events:
+            if not self.supports(event):
+                raise UnsupportedEventError(f"GdpAccountant cannot compose {event!r}.")
+        mu = compose_mu([self.mu, *(e.mu for e in events)])
+        return gdp_epsilon(mu, self.delta)
+
+    def check(self, *events: PrivacyEvent) -> None:
+        """Raise :class:`BudgetExceededError` if composing ``events`` would exceed the budget."""
+        after = self.epsilon_after(events)
+        if after > self.max_epsilon:
+            spent = self.get_epsilon()
+            raise BudgetExceededError(
+                f"Privacy spend refused: it would bring epsilon to {after:.4g} (delta="
+                f"{self.delta:g}) but the budget is {self.max_epsilon:.4g}; "
+                f"{max(self.max_epsilon - spent, 0.0):.4g} remains.")
+
+    def compose(self, *events: PrivacyEvent) -> None:
+        """Check the budget, then record ``events``; a refused spend records nothing."""
+        self.check(*events)
+        self._events.extend(events)

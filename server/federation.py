@@ -1,0 +1,116 @@
+"""The coordinator's view of the partners: sending instructions and validating replies.
+
+Replies are validated as a set: error replies are logged per partner in plain words, a
+partner that refuses on policy grounds or fails is dropped from the rest of the run, and the
+run stops with :class:`RunAborted` when fewer than ``min_partners`` remain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedprofile.errors import FedprofileError, ProtocolError
+from fedprofile.protocol import ErrorCode
+
+__all__ = ["Federation", "RunAborted", "wait_for_nodes"]
+
+log = logging.getLogger("fedprofile.server")
+T = TypeVar("T")
+
+_REASONS = {ErrorCode.POLICY_REFUSED: "refused by its privacy policy",
+            ErrorCode.CONTRACT_MISMATCH: "contract or configuration problem",
+            ErrorCode.DATA_ERROR: "problem with its data",
+            ErrorCode.PROTOCOL_ERROR: "malformed instruction",
+            ErrorCode.INTERNAL: "internal error"}
+
+
+class RunAborted(FedprofileError):
+    """The run cannot go on (too few partners left); the message says who and why."""
+
+
+def wait_for_nodes(grid: Grid, *, expected: int, timeout: float) -> list[int]:
+    """Node ids once ``expected`` nodes are connected, or all connected at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= expected or time.monotonic() >= deadline:
+            return nodes
+        time.sleep(0.5)
+
+
+@dataclass
+class Federation:
+    """The partners of one run and how to reach them.
+
+    Parameters
+    ----------
+    grid : Grid
+        Flower's grid.
+    node_ids : list of int
+        Nodes taking part.
+    min_partners : int
+        Fewest partners the run may continue with.
+    timeout : float
+        Seconds to wait for one round of replies.
+    """
+
+    grid: Grid
+    node_ids: list[int]
+    min_partners: int
+    timeout: float
+    names: dict[int, str] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    def name(self, node_id: int) -> str:
+        """Partner name of a node (its node id until it has introduced itself)."""
+        return self.names.get(node_id, f"node {node_id}")
+
+    def _drop(self, node_id: int, why: str) -> None:
+        name = self.name(node_id)
+        self.dropped[name] = why
+        self.node_ids = [n for n in self.node_ids if n != node_id]
+        log.warning("Partner %s leaves the run: %s", name, why)
+
+    def broadcast(self, message_type: str, content: RecordDict,
+                  decode: Callable[[RecordDict], T]) -> dict[int, T]:
+        """Send one instruction to every partner; return the valid decoded replies by node."""
+        messages = [Message(content=content.copy(),
+                            message_type=message_type, dst_node_id=node)
+                    for node in self.node_ids]
+        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        by_node: dict[int, T] = {}
+        answered = set()
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            answered.add(node)
+            if reply.has_error():
+                code = reply.error.code
+                self._drop(node, f"{_REASONS.get(code, 'error')} - {reply.error.reason}")
+                continue
+            try:
+                by_node[node] = decode(reply.content)
+            except ProtocolError as exc:
+                self._drop(node, f"sent a malformed reply ({exc})")
+        for node in [n for n in self.node_ids if n not in answered]:
+            self._drop(node, f"did not answer {message_type} within {self.timeout:g} s")
+        self.check_quorum(message_type)
+        return by_node
+
+    def check_quorum(self, message_type: str) -> None:
+        """Raise :class:`RunAborted` if fewer than ``min_partners`` partners remain."""
+        if len(self.node_ids) >= self.min_partners:
+            return
+        details = "; ".join(f"{name}: {why}" for name, why in self.dropped.items())
+        raise RunAborted(f"The run stopped at {message_type}: {len(self.node_ids)} partner(s) "
+                         f"left, fewer than the minimum of {self.min_partners}. {details}")
+
+    def summary(self) -> dict[str, Any]:
+        """Who took part and who left, for the model and the report."""
+        return {"partners": [self.name(n) for n in self.node_ids], "dropped": dict(self.dropped)}

@@ -1,0 +1,253 @@
+"""Federated DP k-means on the coordinator: budget plan, private start and Lloyd rounds.
+
+Pure functions (plan, candidates, centre update, weighted re-clustering) sit apart from the
+:class:`KMeansStage`, a small stateful object with a fixed life cycle
+``configure(round) -> aggregate(round, replies) -> finalize()``.
+
+Privacy: every round each partner releases its per-centre sums (sensitivity ``B``, the
+contract's norm bound) and counts (sensitivity 1), each with Gaussian noise at the partner.
+The initialisation is a DP over-clustering round: partners release noised sums and counts for
+many *data-independent* candidate centres drawn in the contract's public box; the
+coordinator keeps candidates whose noisy count clears twice the noise standard deviation
+and runs weighted k-means++ on their noisy means. No data row is ever sent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from fedprofile.contract import CategoricalFeature, FeatureSpec
+from fedprofile.errors import ContractError
+from fedprofile.protocol import KMeansReply, KMeansRequest
+from privacy.accounting import gdp_mu, split_mu
+from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
+
+__all__ = [
+    "KMeansPlan",
+    "KMeansResult",
+    "KMeansStage",
+    "RoundPlan",
+    "candidate_centers",
+    "plan_kmeans",
+    "update_centers",
+]
+
+InitMethod = Literal["overcluster", "random"]
+INIT_STAGE, LLOYD_STAGE = "kmeans-init", "kmeans"
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Noise of one round: multipliers for the sums (sensitivity ``B``) and counts (1)."""
+
+    stage: str
+    round: int
+    sum_noise_multiplier: float
+    count_noise_multiplier: float
+    norm_bound: float
+
+    def events(self) -> tuple[PrivacyEvent, PrivacyEvent]:
+        """The two ledger events one partner records for this round."""
+        out: list[PrivacyEvent] = []
+        for comp, z, sens in (("sums", self.sum_noise_multiplier, self.norm_bound),
+                              ("counts", self.count_noise_multiplier, 1.0)):
+            if z == 0.0:
+                out.append(NonPrivateEvent(sensitivity=sens, stage=self.stage, round=self.round,
+                                           component=comp))
+            else:
+                out.append(GaussianEvent(noise_multiplier=z, sensitivity=sens, stage=self.stage,
+                                         round=self.round, component=comp))
+        return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class KMeansPlan:
+    """The whole run's noise, fixed before any release; composes to the target (epsilon, delta)."""
+
+    epsilon: float
+    delta: float
+    mu: float
+    rounds: tuple[RoundPlan, ...]
+
+    @property
+    def non_private(self) -> bool:
+        """Whether the plan adds no noise (epsilon = inf)."""
+        return math.isinf(self.epsilon)
+
+    def events(self) -> tuple[PrivacyEvent, ...]:
+        """Every event one partner will record, in order."""
+        return tuple(e for r in self.rounds for e in r.events())
+
+
+def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: float,
+                init: InitMethod = "overcluster", init_share: float = 0.2,
+                last_round_weight: float = 2.0, sum_share: float = 0.75) -> KMeansPlan:
+    """Split a run's (epsilon, delta) over the init round and the Lloyd rounds, up front.
+
+    The GDP budget ``mu`` of the target is split so that ``mu_r**2`` is ``init_share`` of
+    ``mu**2`` for the init round, the rest over the Lloyd rounds with the last one weighted
+    ``last_round_weight``; inside a round ``sum_share`` of ``mu_r**2`` goes to the sums.
+
+    Examples
+    --------
+    >>> plan = plan_kmeans(epsilon=1.0, delta=1e-6, lloyd_rounds=3, norm_bound=2.0)
+    >>> len(plan.events())
+    8
+    """
+    if lloyd_rounds < 1:
+        raise ContractError(f"The 'rounds' parameter must be an int >= 1. Got {lloyd_rounds!r}.")
+    for name, share in (("init_share", init_share), ("sum_share", sum_share)):
+        if not 0.0 < share < 1.0:
+            raise ContractError(f"The {name!r} parameter must be in (0, 1). Got {share!r}.")
+    mu = gdp_mu(epsilon, delta)
+    lloyd_w = [1.0] * (lloyd_rounds - 1) + [last_round_weight]
+    weights = ([init_share * sum(lloyd_w) / (1 - init_share)] if init == "overcluster" else [])
+    mus = split_mu(mu, weights + lloyd_w)
+    stages = ([(INIT_STAGE, 0)] if init == "overcluster" else []) + \
+        [(LLOYD_STAGE, r) for r in range(1, lloyd_rounds + 1)]
+    rounds = []
+    for (stage, rnd), mu_r in zip(stages, mus, strict=True):
+        if math.isinf(mu_r):
+            z_sum = z_count = 0.0
+        else:
+            z_sum = 1.0 / (mu_r * math.sqrt(sum_share))
+            z_count = 1.0 / (mu_r * math.sqrt(1.0 - sum_share))
+        rounds.append(RoundPlan(stage=stage, round=rnd, sum_noise_multiplier=z_sum,
+                                count_noise_multiplier=z_count, norm_bound=norm_bound))
+    return KMeansPlan(epsilon=epsilon, delta=delta, mu=mu, rounds=tuple(rounds))
+
+
+def candidate_centers(spec: FeatureSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` data-independent points of the contract's scaled box.
+
+    Numeric coordinates are uniform within their public range; each categorical feature
+    takes one declared level uniformly at random (a vertex of its one-hot simplex).
+    """
+    blocks = []
+    for f in spec.features:
+        if isinstance(f, CategoricalFeature):
+            block = np.zeros((n, f.width))
+            block[np.arange(n), rng.integers(0, f.width, size=n)] = f.weight
+        else:
+            block = rng.uniform(-f.weight / 2, f.weight / 2, size=(n, 1))
+        blocks.append(block)
+    return np.hstack(blocks)
+
+
+def update_centers(previous: np.ndarray, sums: np.ndarray, counts: np.ndarray, *,
+                   min_count: float, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Lloyd's update ``sums / counts`` by post-processing of noised aggregates.
+
+    Centres whose noisy count is at most ``min_count`` keep their previous position; new
+    centres are projected onto the public box of the scaled space.
+    """
+    new = previous.copy()
+    ok = counts > max(min_count, 0.0)
+    new[ok] = sums[ok] / counts[ok, None]
+    return np.clip(new, box[0], box[1])
+
+
+def _weighted_recluster(points: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
+    km = KMeans(n_clusters=k, init="k-means++", n_init=10, random_state=seed)
+    return km.fit(points, sample_weight=weights).cluster_centers_
+
+
+@dataclass
+class KMeansResult:
+    """Output of a federated k-means run (everything here is a DP release or derived from one)."""
+
+    centers: np.ndarray
+    sizes: np.ndarray
+    history: list[dict[str, object]] = field(default_factory=list)
+
+
+class KMeansStage:
+    """Federated DP k-means, one round at a time.
+
+    Parameters
+    ----------
+    spec : FeatureSpec
+        The contract (dimension, public box, norm bound).
+    plan : KMeansPlan
+        The noise of every round, fixed up front.
+    k : int
+        Number of segments, ``k >= 1``.
+    n_partners : int
+        Partners expected to answer (the aggregate noise std grows with sqrt of it).
+    run_id, fingerprint : str
+        Identify the run and the contract in every instruction.
+    candidates : int
+        Data-independent candidates of the over-clustering start (``>= k``).
+    seed : int
+        Seeds the data-independent candidates and the server-side re-clustering.
+    initial_centers : ndarray, optional
+        A public start (e.g. seed points the coordinator owns); skips the private start.
+    """
+
+    def __init__(self, *, spec: FeatureSpec, plan: KMeansPlan, k: int, n_partners: int,
+                 run_id: str, fingerprint: str, candidates: int, seed: int,
+                 initial_centers: np.ndarray | None = None) -> None:
+        if k < 1:
+            raise ContractError(f"The 'k' parameter must be an int >= 1. Got {k!r} instead.")
+        if candidates < k:
+            raise ContractError(f"The 'candidates' parameter must be >= k ({k}). "
+                                f"Got {candidates!r} instead.")
+        self.spec, self.plan, self.k, self.seed = spec, plan, k, seed
+        self.run_id, self.fingerprint, self.n_partners = run_id, fingerprint, n_partners
+        self._box = spec.box()
+        rng = np.random.default_rng(seed)
+        has_init = plan.rounds[0].stage == INIT_STAGE
+        if initial_centers is not None:
+            self.centers = np.asarray(initial_centers, dtype=float)
+        elif has_init:
+            self.centers = candidate_centers(spec, candidates, rng)
+        else:
+            self.centers = candidate_centers(spec, k, rng)
+        self.sizes = np.zeros(len(self.centers))
+        self.history: list[dict[str, object]] = []
+
+    def rounds(self) -> tuple[RoundPlan, ...]:
+        """The rounds to run, in order."""
+        return self.plan.rounds
+
+    def configure(self, rnd: RoundPlan) -> KMeansRequest:
+        """The instruction every partner receives for round ``rnd``."""
+        return KMeansRequest(run_id=self.run_id, spec_fingerprint=self.fingerprint,
+                             stage=rnd.stage, round=rnd.round, centers=self.centers,
+                             sum_noise_multiplier=rnd.sum_noise_multiplier,
+                             count_noise_multiplier=rnd.count_noise_multiplier)
+
+    def aggregate(self, rnd: RoundPlan, replies: list[KMeansReply], n_answered: int) -> None:
+        """Sum the partners' noised aggregates and update the centres."""
+        sums = np.sum([r.sums for r in replies], axis=0)
+        counts = np.sum([r.counts for r in replies], axis=0)
+        count_sigma = rnd.count_noise_multiplier * math.sqrt(max(n_answered, 1))
+        if rnd.stage == INIT_STAGE:
+            self.centers = self._initial_from_candidates(sums, counts, count_sigma)
+        else:
+            self.centers = update_centers(self.centers, sums, counts,
+                                          min_count=2.0 * count_sigma, box=self._box)
+            self.sizes = counts
+        self.history.append({"stage": rnd.stage, "round": rnd.round,
+                             "centers_scaled": self.centers.tolist(),
+                             "sizes_noisy": counts.tolist() if rnd.stage != INIT_STAGE else []})
+
+    def _initial_from_candidates(self, sums: np.ndarray, counts: np.ndarray,
+                                 count_sigma: float) -> np.ndarray:
+        keep = counts > max(2.0 * count_sigma, 0.0)
+        if keep.sum() < self.k:
+            keep = np.argsort(-counts)[: max(self.k, int(keep.sum()))]
+        means = np.clip(sums[keep] / np.maximum(counts[keep], 1e-12)[:, None], *self._box)
+        weights = np.maximum(counts[keep], 1e-12)
+        if len(means) == self.k:
+            return means
+        return _weighted_recluster(means, weights, self.k, self.seed)
+
+    def finalize(self) -> KMeansResult:
+        """The final centres and the last round's noisy segment sizes."""
+        return KMeansResult(centers=self.centers, sizes=self.sizes, history=self.history)

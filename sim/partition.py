@@ -1,0 +1,313 @@
+"""Split one customer table into simulated partner companies.
+
+Three rules are supported, written as short strings on the command line:
+
+- ``"column:<name>"``: one partner per value of a column; when the column has more distinct
+  values than partners, values are grouped into balanced groups.
+- ``"iid"``: a seeded shuffle cut into equal parts.
+- ``"dirichlet:<alpha>:<label>"``: non-IID label skew; the rows of every label value are
+  spread over the partners with proportions drawn from ``Dirichlet(alpha)``.
+
+Every function here is pure: the same frame, rule, partner count and seed give the same
+partitions, in the same order. Partition frames keep the row index labels of the input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from fedprofile.errors import ContractError
+
+__all__ = ["MISSING_VALUE_NAME", "Partition", "PartitionRule", "parse_rule", "partition_frame"]
+
+MISSING_VALUE_NAME = "(missing)"
+"""Group value that stands for a missing value of the partition column."""
+
+_RULE_SYNTAX = "'column:<name>', 'iid' or 'dirichlet:<alpha>:<label column>'"
+
+
+@dataclass(frozen=True)
+class PartitionRule:
+    """How to split a frame into partners.
+
+    Parameters
+    ----------
+    kind : {"column", "iid", "dirichlet"}
+        The splitting rule.
+    column : str or None, default=None
+        The partition column (``"column"``) or the label column (``"dirichlet"``);
+        must be None for ``"iid"``.
+    alpha : float or None, default=None
+        Dirichlet concentration in (0, inf), only for ``"dirichlet"``; small values give
+        strongly skewed partners.
+
+    Raises
+    ------
+    ContractError
+        If the fields do not fit the kind.
+    """
+
+    kind: Literal["column", "iid", "dirichlet"]
+    column: str | None = None
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        """Check that the fields fit the kind."""
+        if self.kind not in ("column", "iid", "dirichlet"):
+            raise ContractError(
+                "The 'kind' parameter of PartitionRule must be one of 'column', 'iid', "
+                f"'dirichlet'. Got {self.kind!r} instead."
+            )
+        if self.kind == "iid":
+            if self.column is not None or self.alpha is not None:
+                raise ContractError(
+                    "A PartitionRule of kind 'iid' takes no column and no alpha. "
+                    f"Got column={self.column!r}, alpha={self.alpha!r} instead."
+                )
+            return
+        if not isinstance(self.column, str) or not self.column:
+            raise ContractError(
+                f"A PartitionRule of kind {self.kind!r} needs a non-empty column name. "
+                f"Got column={self.column!r} instead."
+            )
+        if self.kind == "column" and self.alpha is not None:
+            raise ContractError(
+                f"A PartitionRule of kind 'column' takes no alpha. Got alpha={self.alpha!r} "
+                "instead; use kind 'dirichlet' for label skew."
+            )
+        if self.kind == "dirichlet":
+            _check_alpha(self.alpha)
+
+    def __str__(self) -> str:
+        """Return the rule in the syntax that :func:`parse_rule` reads."""
+        if self.kind == "iid":
+            return "iid"
+        if self.kind == "column":
+            return f"column:{self.column}"
+        return f"dirichlet:{self.alpha:g}:{self.column}"
+
+
+@dataclass(frozen=True, eq=False)
+class Partition:
+    """One simulated partner's slice of the customer table.
+
+    Parameters
+    ----------
+    name : str
+        Readable partner name, e.g. ``"blue-collar+retired"`` or ``"iid-0"``.
+    frame : pandas.DataFrame
+        The partner's rows, with the index labels they had in the input frame.
+    """
+
+    name: str
+    frame: pd.DataFrame = field(repr=False)
+
+    def __len__(self) -> int:
+        """Return the number of rows (customers) of the partner."""
+        return len(self.frame)
+
+
+def parse_rule(text: str) -> PartitionRule:
+    """Parse a partition rule written as text.
+
+    Parameters
+    ----------
+    text : str
+        ``"column:<name>"``, ``"iid"`` or ``"dirichlet:<alpha>:<label column>"``,
+        e.g. ``"column:job"`` or ``"dirichlet:0.3:job"``.
+
+    Returns
+    -------
+    PartitionRule
+        The parsed rule.
+
+    Raises
+    ------
+    ContractError
+        If the text does not follow the syntax.
+
+    Examples
+    --------
+    >>> parse_rule("dirichlet:0.3:job")
+    PartitionRule(kind='dirichlet', column='job', alpha=0.3)
+    """
+    if not isinstance(text, str):
+        raise ContractError(
+            f"A partition rule must be a str such as {_RULE_SYNTAX}. Got {type(text).__name__}."
+        )
+    kind, _, rest = text.strip().partition(":")
+    if kind == "iid" and not rest:
+        return PartitionRule("iid")
+    if kind == "column" and rest:
+        return PartitionRule("column", column=rest)
+    if kind == "dirichlet":
+        alpha_text, _, column = rest.partition(":")
+        try:
+            alpha = float(alpha_text)
+        except ValueError:
+            alpha = math.nan
+        if not column or not math.isfinite(alpha):
+            raise ContractError(
+                "A Dirichlet partition rule must read 'dirichlet:<alpha>:<label column>', "
+                f"e.g. 'dirichlet:0.3:job'. Got {text!r} instead."
+            )
+        return PartitionRule("dirichlet", column=column, alpha=alpha)
+    raise ContractError(f"A partition rule must be {_RULE_SYNTAX}. Got {text!r} instead.")
+
+
+def partition_frame(
+    df: pd.DataFrame, rule: PartitionRule, n_partners: int, *, seed: int = 0
+) -> list[Partition]:
+    """Split a frame into ``n_partners`` disjoint, non-empty partitions.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per customer.
+    rule : PartitionRule
+        The splitting rule (see :func:`parse_rule`).
+    n_partners : int
+        Number of partners, at least 1.
+    seed : int, default=0
+        Seed of ``numpy.random.default_rng`` for the ``"iid"`` and ``"dirichlet"`` rules;
+        the ``"column"`` rule is deterministic and ignores it.
+
+    Returns
+    -------
+    list of Partition
+        One partition per partner, in a deterministic order: for ``"column"`` the group
+        holding the most frequent value first; otherwise by partner number.
+
+    Raises
+    ------
+    ContractError
+        If a parameter is invalid, the rule's column is absent, the column has fewer distinct
+        values than partners, or a partner would receive no rows.
+    """
+    _check_args(df, rule, n_partners, seed)
+    if rule.kind == "column":
+        parts = _split_by_column(df, str(rule.column), n_partners)
+    elif rule.kind == "iid":
+        parts = _split_iid(df, n_partners, seed)
+    else:
+        parts = _split_dirichlet(df, str(rule.column), float(rule.alpha or 0.0), n_partners, seed)
+    for part in parts:
+        if part.frame.empty:
+            raise ContractError(
+                f"Partner {part.name!r} received no rows under rule {str(rule)!r} with "
+                f"n_partners={n_partners}, seed={seed}. Every partner must hold data: use fewer "
+                "partners, a larger alpha or another seed."
+            )
+    return parts
+
+
+def _check_alpha(alpha: object) -> None:
+    """Raise ContractError unless ``alpha`` is a finite float in (0, inf)."""
+    ok = isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
+    if not ok or not math.isfinite(float(alpha)) or float(alpha) <= 0:  # type: ignore[arg-type]
+        raise ContractError(
+            "The 'alpha' parameter of a Dirichlet PartitionRule must be a float in the range "
+            f"(0, inf). Got {alpha!r} instead."
+        )
+
+
+def _check_args(df: pd.DataFrame, rule: PartitionRule, n_partners: int, seed: int) -> None:
+    """Validate the arguments of :func:`partition_frame`."""
+    if not isinstance(df, pd.DataFrame):
+        raise ContractError(
+            "The 'df' parameter of partition_frame must be a pandas.DataFrame. "
+            f"Got {type(df).__name__} instead."
+        )
+    if not isinstance(rule, PartitionRule):
+        raise ContractError(
+            "The 'rule' parameter of partition_frame must be a PartitionRule (see parse_rule). "
+            f"Got {type(rule).__name__} instead."
+        )
+    if isinstance(n_partners, bool) or not isinstance(n_partners, (int, np.integer)):
+        raise ContractError(
+            "The 'n_partners' parameter of partition_frame must be an int in the range "
+            f"[1, inf). Got {n_partners!r} instead."
+        )
+    if n_partners < 1:
+        raise ContractError(
+            "The 'n_partners' parameter of partition_frame must be an int in the range "
+            f"[1, inf). Got {n_partners!r} instead."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ContractError(
+            "The 'seed' parameter of partition_frame must be an int in the range [0, inf). "
+            f"Got {seed!r} instead."
+        )
+    if rule.column is not None and rule.column not in df.columns:
+        raise ContractError(
+            f"The partition column {rule.column!r} of rule {str(rule)!r} is not in the frame. "
+            f"Available columns: {', '.join(map(str, df.columns))}."
+        )
+
+
+def _group_values(df: pd.DataFrame, column: str) -> pd.Series:
+    """Return the column as text group values, with missing values as ``(missing)``."""
+    values = df[column]
+    text = values.astype(object).map(str)
+    return text.where(values.notna(), MISSING_VALUE_NAME)
+
+
+def _greedy_groups(counts: pd.Series, n_groups: int) -> list[list[str]]:
+    """Assign values to groups, largest value first into the currently smallest group.
+
+    Ties between values are broken by the value text, ties between groups by group number,
+    so the result is deterministic. Assumes ``len(counts) >= n_groups``.
+    """
+    ordered = sorted(counts.items(), key=lambda item: (-int(item[1]), str(item[0])))
+    groups: list[list[str]] = [[] for _ in range(n_groups)]
+    sizes = [0] * n_groups
+    for value, count in ordered:
+        target = min(range(n_groups), key=lambda g: (sizes[g], g))
+        groups[target].append(str(value))
+        sizes[target] += int(count)
+    return groups
+
+
+def _split_by_column(df: pd.DataFrame, column: str, n_partners: int) -> list[Partition]:
+    """One partner per value (or balanced group of values) of ``column``."""
+    values = _group_values(df, column)
+    counts = values.value_counts(sort=False)
+    if len(counts) < n_partners:
+        raise ContractError(
+            f"The 'n_partners' parameter of partition_frame must be at most the number of "
+            f"distinct values of column {column!r} ({len(counts)}). Got {n_partners} instead. "
+            "Use fewer partners, another column, or the 'iid' or 'dirichlet' rule."
+        )
+    groups = _greedy_groups(counts, n_partners)
+    return [Partition("+".join(group), df.loc[values.isin(group).to_numpy()]) for group in groups]
+
+
+def _split_iid(df: pd.DataFrame, n_partners: int, seed: int) -> list[Partition]:
+    """Cut a seeded shuffle into ``n_partners`` parts whose sizes differ by at most one."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(df))
+    chunks = np.array_split(order, n_partners)
+    return [Partition(f"iid-{i}", df.iloc[np.sort(chunk)]) for i, chunk in enumerate(chunks)]
+
+
+def _split_dirichlet(
+    df: pd.DataFrame, column: str, alpha: float, n_partners: int, seed: int
+) -> list[Partition]:
+    """Spread each label value's rows over partners with Dirichlet(alpha) proportions."""
+    rng = np.random.default_rng(seed)
+    labels = _group_values(df, column).to_numpy()
+    owner = np.empty(len(df), dtype=np.int64)
+    for label in sorted(set(labels.tolist())):
+        positions = rng.permutation(np.flatnonzero(labels == label))
+        shares = rng.dirichlet(np.full(n_partners, alpha))
+        cuts = np.floor(np.cumsum(shares)[:-1] * len(positions)).astype(np.int64)
+        for partner, chunk in enumerate(np.split(positions, cuts)):
+            owner[chunk] = partner
+    return [
+        Partition(f"dirichlet-{i}", df.iloc[np.flatnonzero(owner == i)]) for i in range(n_partners)
+    ]

@@ -1,0 +1,172 @@
+"""Run the segmentation pipeline on Flower's simulation engine with N virtual partners.
+
+The runner plays the part of each partner's administrator: it writes every partner's slice
+of the data to its own file and gives each virtual SuperNode the node config a real partner
+would set (data file, contract, policy, state folder). The ServerApp and ClientApp are the
+same objects a deployment runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from client.app import build_client_app
+from fedprofile.contract import load_spec
+from fedprofile.errors import ContractError
+from fedprofile.features import transform_frame
+from fedprofile.io import write_table
+from fedprofile.segment_model import SegmentModel
+from server.app import build_server_app, write_outputs
+from sim.evaluate import evaluate_segments
+from sim.partition import Partition
+
+__all__ = ["SimulationResult", "run_segmentation_sim"]
+
+log = logging.getLogger("fedprofile.sim")
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Where a simulation wrote its outputs, and its metrics."""
+
+    out_dir: Path
+    model: SegmentModel
+    metrics: dict[str, Any]
+
+    @property
+    def report(self) -> Path:
+        """The HTML report."""
+        return self.out_dir / "report.html"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
+
+
+def _prepare_partners(partitions: list[Partition], *, spec_path: Path, state_dir: Path,
+                      policy: Path | None, seed: int | None) -> dict[int, dict[str, Any]]:
+    nodes: dict[int, dict[str, Any]] = {}
+    for pid, part in enumerate(partitions):
+        home = state_dir / "partners" / f"{pid:02d}-{_slug(part.name)}"
+        data = write_table(part.frame, home / "data" / "customers.parquet")
+        nodes[pid] = {"data-path": str(data), "spec": str(spec_path), "partner-name": part.name,
+                      "state-dir": str(home), "policy": str(policy) if policy else "",
+                      "noise-seed": -1 if seed is None else seed}
+    return nodes
+
+
+def _quiet_flower() -> None:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+
+
+def _pooled_matrix(partitions: list[Partition], spec_path: Path) -> np.ndarray:
+    spec = load_spec(spec_path)
+    return np.vstack([transform_frame(p.frame, spec, source=p.name).matrix for p in partitions])
+
+
+def run_segmentation_sim(partitions: list[Partition], *, spec_path: Path, out_dir: Path,
+                         state_dir: Path, run_config: Mapping[str, Any],
+                         policy: Path | None = None, seed: int | None = 0,
+                         evaluate: bool = True,
+                         on_round: Callable[[str], None] | None = None) -> SimulationResult:
+    """Simulate a federation of ``len(partitions)`` partners and write model, metrics, report.
+
+    Parameters
+    ----------
+    partitions : list of Partition
+        One table per partner (one row per customer).
+    spec_path : Path
+        The federation's feature contract.
+    out_dir, state_dir : Path
+        Outputs (model, metrics, report, federation ledger); partners' files and ledgers.
+    run_config : mapping
+        Run parameters (``k``, ``epsilon``, ``delta``, ``rounds``, ...; see ``RunConfig``).
+    policy : Path, optional
+        A partner policy file applied to every simulated partner.
+    seed : int or None
+        Seeds the simulation (candidates and partners' noise); None draws noise from OS entropy.
+    evaluate : bool
+        Compare with centralized scikit-learn on the pooled data (simulation only).
+    on_round : callable, optional
+        Called with a message after every round (progress display).
+    """
+    if len(partitions) < 1:
+        raise ContractError("A simulation needs at least one partner.")
+    from flwr.simulation import run_simulation
+
+    _quiet_flower()
+    nodes = _prepare_partners(partitions, spec_path=spec_path, state_dir=state_dir,
+                              policy=policy, seed=seed)
+    overrides = {**dict(run_config), "spec": str(spec_path), "out-dir": str(out_dir),
+                 "expected-partners": len(partitions)}
+    if seed is not None:
+        overrides["seed"] = seed
+    handler = _RoundHandler(on_round) if on_round else None
+    server_log = logging.getLogger("fedprofile.server")
+    if handler:
+        server_log.addHandler(handler)
+    server_log.setLevel(logging.INFO)
+    start = time.perf_counter()
+    try:
+        run_simulation(server_app=build_server_app(overrides),
+                       client_app=build_client_app(nodes), num_supernodes=len(partitions),
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                       "init_args": {"num_cpus": min(os.cpu_count() or 1, 2)}})
+    finally:
+        if handler:
+            server_log.removeHandler(handler)
+    wall = time.perf_counter() - start
+    model_path = out_dir / "model.json"
+    if not model_path.is_file():
+        raise ContractError(f"The simulation ended without a model in {out_dir}; see the log "
+                            "above for the partners' replies.")
+    model = SegmentModel.load(model_path)
+    metrics = _metrics(model, partitions, spec_path, wall, seed, evaluate)
+    write_outputs(model, metrics, out_dir)
+    return SimulationResult(out_dir=out_dir, model=model, metrics=metrics)
+
+
+def _metrics(model: SegmentModel, partitions: list[Partition], spec_path: Path, wall: float,
+             seed: int | None, evaluate: bool) -> dict[str, Any]:
+    eps = model.privacy["epsilon_spent"]
+    metrics: dict[str, Any] = {
+        "privacy": {"epsilon_spent": None if eps == "inf" else eps,
+                    "epsilon_target": model.privacy["epsilon_target"],
+                    "delta": model.privacy["delta"], "non_private": model.privacy["non_private"],
+                    "accountant": model.privacy["accountant"]},
+        "n_partners": len(model.partners), "partners": model.partners,
+        "rounds": model.params["rounds"], "wall_time_s": round(wall, 3),
+        "evaluation": "simulation"}
+    if evaluate:
+        pooled = _pooled_matrix(partitions, spec_path)
+        metrics["n_customers"] = int(len(pooled))
+        metrics["kmeans"] = evaluate_segments(model, pooled, seed=seed or 0)
+    return metrics
+
+
+class _RoundHandler(logging.Handler):
+    def __init__(self, callback: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.callback = callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "round" in message:
+            self.callback(message)
+
+
+def frame_partitions(frames: Mapping[str, pd.DataFrame]) -> list[Partition]:
+    """Wrap named tables as partitions (for callers that split data themselves)."""
+    return [Partition(name=name, frame=frame) for name, frame in frames.items()]
