@@ -1,0 +1,1 @@
+"""fedprofile: the shared contract, protocol, segment model and CLI of the federation."""

@@ -74,12 +74,13 @@ class RunConfig:
         explicitly non-private run.
     delta : float, default=1e-6
         Target delta, in ``(0, 0.1]``.
-    rounds : int, default=4
+    rounds : int, default=3
         Lloyd rounds after the start, in ``[1, 50]``.
     init : {"overcluster", "random"}, default="overcluster"
         Private start (DP over-clustering) or data-independent random centres.
     candidates : int, default=0
-        Candidates of the over-clustering start; 0 means ``8 * k``.
+        Candidates of the over-clustering start; 0 means ``max(8 * k, 5 * dim)`` with
+        ``dim`` the contract's scaled dimension (a heuristic measured on the shipped data).
     min_segment_size : int, default=50
         Segments with a smaller noisy size are suppressed.
     min_partners : int, default=2
@@ -96,7 +97,7 @@ class RunConfig:
     k: int = 6
     epsilon: float = 1.0
     delta: float = 1e-6
-    rounds: int = 4
+    rounds: int = 3
     init: str = "overcluster"
     candidates: int = 0
     min_segment_size: int = 50
@@ -105,10 +106,9 @@ class RunConfig:
     out_dir: str = "runs/latest"
     timeout: float = 600.0
 
-    @property
-    def n_candidates(self) -> int:
-        """Candidates of the over-clustering start."""
-        return self.candidates or 8 * self.k
+    def n_candidates(self, dim: int) -> int:
+        """Candidates of the over-clustering start for a contract of dimension ``dim``."""
+        return self.candidates or max(8 * self.k, 5 * dim)
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> RunConfig:

@@ -71,7 +71,7 @@ def _numeric_column(values: pd.Series, feat: NumericFeature, column: str, source
                     report: DataQualityReport) -> tuple[np.ndarray, np.ndarray]:
     if pd.api.types.is_bool_dtype(values):
         values = values.astype(float)
-    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, copy=True)
     numbers[~np.isfinite(numbers)] = np.nan
     absent = values.isna().to_numpy()
     bad = np.isnan(numbers) & ~absent

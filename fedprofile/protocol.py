@@ -112,7 +112,8 @@ def _events_from_json(text: str, message: str) -> tuple[PrivacyEvent, ...]:
     try:
         return tuple(event_from_dict(d) for d in json.loads(text))
     except (ValueError, KeyError, TypeError) as exc:
-        raise ProtocolError(f"{message}: field 'events' is not a valid event list ({exc}).") from None
+        raise ProtocolError(f"{message}: field 'events' is not a valid event list "
+                            f"({exc}).") from None
 
 
 @dataclass(frozen=True)

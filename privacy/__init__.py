@@ -1,0 +1,1 @@
+"""Privacy: mechanisms, events, accounting, ledgers, policies and pseudonymisation."""

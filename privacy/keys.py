@@ -259,7 +259,8 @@ def load_key(path: str | os.PathLike[str]) -> PseudonymKey:
     source = Path(path)
     if not source.is_file():
         raise DataError(
-            f"key file {source} does not exist; create one with generate_key() and write_key()"
+            f"key file {source} does not exist or is not a file; "
+            "create one with generate_key() and write_key()"
         )
     _warn_if_shared(source)
     document = _read_document(source)

@@ -296,10 +296,9 @@ def pseudonymize_frame(
     with_id = sum(pid is not None for pid in pids)
     out = df.drop(columns=[name for name in (email_col, phone_col) if name is not None])
     out.insert(0, id_col, pd.array(pids, dtype="string"))
-    report = PseudonymizeReport(
+    return out, PseudonymizeReport(
         len(df), *email_counts, *phone_counts, with_id - email_counts[0], len(df) - with_id
     )
-    return out, report
 
 
 def _file_kind(path: Path, role: str) -> tuple[str, bool]:
@@ -328,9 +327,10 @@ def _read_chunks(path: Path, kind: str, chunk_rows: int) -> Iterator[pd.DataFram
                 for batch in parquet.iter_batches(batch_size=chunk_rows):
                     yield batch.to_pandas()
         else:
-            yield from pd.read_csv(
+            with pd.read_csv(
                 path, chunksize=chunk_rows, dtype=str, keep_default_na=False, na_values=[""]
-            )
+            ) as reader:
+                yield from reader
     except _READ_ERRORS as exc:
         raise DataError(f"cannot read {path} as {kind} ({type(exc).__name__})") from None
 

@@ -1,0 +1,1 @@
+"""The coordinator: ServerApp, stages (k-means), federation handling and reports."""

@@ -86,7 +86,7 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0) 
                          delta=cfg.delta, params={"stage": "kmeans", "k": cfg.k})
     stage = KMeansStage(spec=spec, plan=plan, k=cfg.k, n_partners=len(fed.node_ids),
                         run_id=run_id, fingerprint=spec.fingerprint(),
-                        candidates=cfg.n_candidates, seed=cfg.seed)
+                        candidates=cfg.n_candidates(spec.dim), seed=cfg.seed)
     for rnd in stage.rounds():
         request = stage.configure(rnd)
         decode = partial(KMeansReply.from_record, shape=request.centers.shape)
@@ -99,7 +99,7 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0) 
     result = stage.finalize()
     ledger.close()
     params = {"k": cfg.k, "rounds": cfg.rounds, "init": cfg.init,
-              "candidates": cfg.n_candidates, "seed": cfg.seed, "run_id": run_id,
+              "candidates": cfg.n_candidates(spec.dim), "seed": cfg.seed, "run_id": run_id,
               "min_partners": cfg.min_partners}
     return SegmentModel(spec=spec, centers=result.centers, sizes=result.sizes,
                         min_segment_size=cfg.min_segment_size, privacy=privacy_record(plan),

@@ -86,7 +86,7 @@ class KMeansPlan:
 
 def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: float,
                 init: InitMethod = "overcluster", init_share: float = 0.2,
-                last_round_weight: float = 2.0, sum_share: float = 0.75) -> KMeansPlan:
+                last_round_weight: float = 4.0, sum_share: float = 0.75) -> KMeansPlan:
     """Split a run's (epsilon, delta) over the init round and the Lloyd rounds, up front.
 
     The GDP budget ``mu`` of the target is split so that ``mu_r**2`` is ``init_share`` of
@@ -140,15 +140,30 @@ def candidate_centers(spec: FeatureSpec, n: int, rng: np.random.Generator) -> np
 
 
 def update_centers(previous: np.ndarray, sums: np.ndarray, counts: np.ndarray, *,
-                   min_count: float, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+                   min_count: float, box: tuple[np.ndarray, np.ndarray],
+                   rng: np.random.Generator | None = None, split_step: float = 0.05
+                   ) -> np.ndarray:
     """Lloyd's update ``sums / counts`` by post-processing of noised aggregates.
 
-    Centres whose noisy count is at most ``min_count`` keep their previous position; new
-    centres are projected onto the public box of the scaled space.
+    A centre whose noisy count is at most ``min_count`` is empty or noise-dominated. With
+    ``rng`` it is moved to split the largest remaining segment (both centres step
+    ``split_step`` of the box diagonal apart along a random direction), so no centre stays
+    wasted in an empty region; without ``rng`` it keeps its previous position. New centres
+    are projected onto the public box of the scaled space.
     """
     new = previous.copy()
     ok = counts > max(min_count, 0.0)
     new[ok] = sums[ok] / counts[ok, None]
+    if rng is not None and ok.any():
+        sizes = np.where(ok, counts, -np.inf)
+        step = split_step * float(np.linalg.norm(box[1] - box[0]))
+        for j in np.flatnonzero(~ok):
+            big = int(np.argmax(sizes))
+            direction = rng.normal(size=new.shape[1])
+            direction *= step / 2 / max(float(np.linalg.norm(direction)), 1e-12)
+            new[j], new[big] = new[big] + direction, new[big] - direction
+            sizes[big] /= 2
+            sizes[j] = sizes[big]
     return np.clip(new, box[0], box[1])
 
 
@@ -201,6 +216,7 @@ class KMeansStage:
         self.run_id, self.fingerprint, self.n_partners = run_id, fingerprint, n_partners
         self._box = spec.box()
         rng = np.random.default_rng(seed)
+        self._split_rng = np.random.default_rng([seed, 1])
         has_init = plan.rounds[0].stage == INIT_STAGE
         if initial_centers is not None:
             self.centers = np.asarray(initial_centers, dtype=float)
@@ -231,7 +247,8 @@ class KMeansStage:
             self.centers = self._initial_from_candidates(sums, counts, count_sigma)
         else:
             self.centers = update_centers(self.centers, sums, counts,
-                                          min_count=2.0 * count_sigma, box=self._box)
+                                          min_count=2.0 * count_sigma, box=self._box,
+                                          rng=self._split_rng)
             self.sizes = counts
         self.history.append({"stage": rnd.stage, "round": rnd.round,
                              "centers_scaled": self.centers.tolist(),

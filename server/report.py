@@ -26,7 +26,8 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;m
 background:#f5f6f8;color:#222;line-height:1.45}
 main{max-width:1100px;margin:0 auto;padding:24px}
 h1{margin:0 0 4px}h2{margin-top:36px;border-bottom:2px solid #dde;padding-bottom:4px}
-.meta{color:#666}.part{margin-top:56px;color:#1d4e89;border-bottom:4px solid #1d4e89}.summary{font-size:1.1em;background:#fff;padding:16px;border-radius:8px}
+.meta{color:#666}.part{margin-top:56px;color:#1d4e89;border-bottom:4px solid #1d4e89}
+.summary{font-size:1.1em;background:#fff;padding:16px;border-radius:8px}
 .warning{background:#c0392b;color:#fff;font-weight:bold;font-size:1.2em;padding:14px;
 border-radius:8px;margin:16px 0}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px}
@@ -196,7 +197,8 @@ def _segments_section(model: Mapping[str, Any], segs: list[dict]) -> str:
         rows = "".join(f"<li>Segment {_e(s['id'])}: suppressed (fewer than {n_min} customers)"
                        "</li>" for s in sup)
         body += ('<h3>Suppressed segments</h3><p class="suppressed">These segments are too '
-                 f"small to describe without risk; their profiles are not shown.</p><ul>{rows}</ul>")
+                 "small to describe without risk; their profiles are not shown.</p>"
+                 f"<ul>{rows}</ul>")
     return f"<section><h2>The segments</h2>{body}</section>"
 
 
@@ -205,9 +207,12 @@ def _heatmap_data(model: Mapping[str, Any], segs: list[dict]) -> tuple[list, lis
     names = [str(n) for n in model.get("feature_names") or []]
     centers = model.get("centers_scaled") or []
     spec = _get(model, "spec", "features") or {}
-    numeric = [f for f in names if _get(spec, f, "kind") == "numeric" or (not spec and "=" not in f)]
-    cat_feats = [f for f, d in spec.items() if _get(d, "kind") == "categorical"] if spec else sorted(
-        {n.split("=", 1)[0] for n in names if "=" in n})
+    numeric = [f for f in names
+               if _get(spec, f, "kind") == "numeric" or (not spec and "=" not in f)]
+    if spec:
+        cat_feats = [f for f, d in spec.items() if _get(d, "kind") == "categorical"]
+    else:
+        cat_feats = sorted({n.split("=", 1)[0] for n in names if "=" in n})
     pub = [s for s in segs if not s["suppressed"]]
     cols: list[tuple[str, Any]] = [(f"{f} (scaled)", ("num", names.index(f))) for f in numeric]
     for feat in cat_feats:

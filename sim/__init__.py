@@ -1,0 +1,1 @@
+"""Simulation: shipped data sets, partner splits, the Flower simulation runner, evaluation."""

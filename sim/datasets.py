@@ -371,14 +371,15 @@ PRESETS: Mapping[str, PresetDefinition] = MappingProxyType(
             "MineThatData e-mail test (64,000 customers); partners are channel x zip code.",
         ),
         "retail": PresetDefinition(
-            _load_retail_holdout, "retail.toml", "partner_region", 6,
-            "UCI Online Retail, RFM features before 2011-09-09 and future_spend to 2011-12-09; "
-            "partners are 3 UK shards, Germany, France, rest of world.",
-        ),
-        "retail-full": PresetDefinition(
             _load_retail_full, "retail.toml", "partner_region", 6,
-            "UCI Online Retail, RFM features over the whole year (snapshot 2011-12-10), "
-            "no target; partners as for 'retail'.",
+            "UCI Online Retail, per-customer RFM features from the raw transactions over the "
+            "whole year (snapshot 2011-12-10); partners are 3 UK shards, Germany, France, "
+            "rest of world.",
+        ),
+        "retail-holdout": PresetDefinition(
+            _load_retail_holdout, "retail.toml", "partner_region", 6,
+            "UCI Online Retail, RFM features before 2011-09-09 and future_spend to 2011-12-09 "
+            "(for response models); partners as for 'retail'.",
         ),
     }
 )  # fmt: skip

@@ -68,7 +68,7 @@ def _quiet_flower() -> None:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.ERROR)
 
 
 def _pooled_matrix(partitions: list[Partition], spec_path: Path) -> np.ndarray:
@@ -123,7 +123,8 @@ def run_segmentation_sim(partitions: list[Partition], *, spec_path: Path, out_di
         run_simulation(server_app=build_server_app(overrides),
                        client_app=build_client_app(nodes), num_supernodes=len(partitions),
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                       "init_args": {"num_cpus": min(os.cpu_count() or 1, 2)}})
+                                       "init_args": {"num_cpus": min(os.cpu_count() or 1, 2),
+                                                     "log_to_driver": False}})
     finally:
         if handler:
             server_log.removeHandler(handler)
@@ -151,7 +152,7 @@ def _metrics(model: SegmentModel, partitions: list[Partition], spec_path: Path, 
         "evaluation": "simulation"}
     if evaluate:
         pooled = _pooled_matrix(partitions, spec_path)
-        metrics["n_customers"] = int(len(pooled))
+        metrics["n_customers"] = len(pooled)
         metrics["kmeans"] = evaluate_segments(model, pooled, seed=seed or 0)
     return metrics
 

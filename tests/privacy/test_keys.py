@@ -249,8 +249,15 @@ def test_load_key_names_a_missing_field(tmp_path: Path, missing: str) -> None:
         ("created_at", "yesterday", "created_at"),
         ("format", "other/format", "format"),
     ],
-    ids=["short-secret", "long-secret", "bad-base64", "secret-number", "bad-id", "bad-time",
-         "bad-format"],
+    ids=[
+        "short-secret",
+        "long-secret",
+        "bad-base64",
+        "secret-number",
+        "bad-id",
+        "bad-time",
+        "bad-format",
+    ],
 )
 def test_load_key_rejects_invalid_fields_without_showing_the_secret(
     tmp_path: Path, field: str, value: object, reason: str
@@ -378,7 +385,7 @@ def test_key_ring_get_of_an_unknown_id_lists_the_known_ids() -> None:
     ring = KeyRing([_key("k-a", "2024-01-01T00:00:00Z")])
 
     # Execute / Assert
-    with pytest.raises(DataError, match="k-zzz.*known: k-a"):
+    with pytest.raises(DataError, match=r"k-zzz.*known: k-a"):
         ring.get("k-zzz")
 
 

@@ -31,7 +31,7 @@ def presets() -> dict[str, Preset]:
 
 def test_registry_lists_the_presets() -> None:
     """The registry holds the documented presets and cannot be changed."""
-    assert set(PRESETS) == {"bank", "hillstrom", "retail", "retail-full"}
+    assert set(PRESETS) == {"bank", "hillstrom", "retail", "retail-holdout"}
     with pytest.raises(TypeError):
         PRESETS["x"] = PRESETS["bank"]  # type: ignore[index]
 
@@ -93,7 +93,7 @@ def test_hillstrom_published_facts(presets: dict[str, Preset]) -> None:
 
 def test_retail_holdout_customers_and_regions(presets: dict[str, Preset]) -> None:
     """retail: a plausible customer count, 6 regions with 3 UK shards, a non-negative target."""
-    frame = presets["retail"].frame
+    frame = presets["retail-holdout"].frame
     assert 3_000 <= len(frame) <= 4_400
     regions = set(frame["partner_region"])
     assert regions == {"UK-1", "UK-2", "UK-3", "Germany", "France", "Rest of world"}
@@ -108,8 +108,8 @@ def test_retail_holdout_customers_and_regions(presets: dict[str, Preset]) -> Non
 
 
 def test_retail_full_has_more_customers_than_holdout(presets: dict[str, Preset]) -> None:
-    """retail-full covers the whole year: at most 4,372 customers, more than the hold-out."""
-    assert len(presets["retail"].frame) < len(presets["retail-full"].frame) <= 4_372
+    """retail covers the whole year: at most 4,372 customers, more than the hold-out."""
+    assert len(presets["retail-holdout"].frame) < len(presets["retail"].frame) <= 4_372
 
 
 def test_uk_shard_is_stable() -> None:
@@ -164,15 +164,17 @@ def test_spec_parses_and_matches_frame(name: str, presets: dict[str, Preset]) ->
         if table["kind"] == "numeric":
             low, high = table["bounds"]
             assert low < high
+    # retail's targets live in its hold-out variant (the full year has no future window)
+    target_frame = presets["retail-holdout"].frame if name == "retail" else preset.frame
     for target, table in spec.get("target", {}).items():
-        assert table.get("column", target) in preset.frame.columns
+        assert table.get("column", target) in target_frame.columns
     assert "duration" not in spec["features"]
     assert "segment" not in spec["features"]
 
 
 def test_retail_full_shares_the_retail_spec(presets: dict[str, Preset]) -> None:
-    """retail-full has every retail feature column, though no target."""
-    preset = presets["retail-full"]
+    """retail has every retail feature column, though no target."""
+    preset = presets["retail"]
     with preset.spec_path.open("rb") as handle:
         spec = tomllib.load(handle)
     assert all(f in preset.frame.columns for f in spec["features"])

@@ -1,0 +1,213 @@
+"""The ``fedprofile`` command line: a thin Typer layer over the library."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedprofile.errors import FedprofileError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Privacy-first federated profiling: DP audience segments on Flower.")
+console = Console()
+err_console = Console(stderr=True)
+
+PRESET_NAMES = ("bank", "retail", "retail-holdout", "hillstrom")
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _parse_epsilon(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"must be a positive number or 'inf'. Got {text!r}.") from None
+    if math.isnan(value) or value <= 0:
+        raise typer.BadParameter(f"must be a positive number or 'inf'. Got {text!r}.")
+    return value
+
+
+@app.command()
+def sim(
+    dataset: Annotated[str | None, typer.Option(
+        help=f"A shipped data set: {', '.join(PRESET_NAMES)}.")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Any CSV/Parquet file, one row per customer (instead of --dataset).")] = None,
+    spec: Annotated[Path | None, typer.Option(
+        help="Feature contract TOML (required with --data).")] = None,
+    partition_by: Annotated[str | None, typer.Option(
+        help="Partner split: a COLUMN, 'iid', or 'dirichlet:ALPHA:COLUMN'.")] = None,
+    partners: Annotated[int | None, typer.Option(min=1, max=1000,
+                                                 help="Number of simulated partners.")] = None,
+    k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
+    epsilon: Annotated[str, typer.Option(
+        help="Target epsilon of the whole run (init included); 'inf' = non-private check."
+    )] = "1.0",
+    delta: Annotated[float, typer.Option(min=1e-12, max=0.1, help="Target delta.")] = 1e-6,
+    rounds: Annotated[int, typer.Option(min=1, max=50, help="Lloyd rounds.")] = 3,
+    init: Annotated[str, typer.Option(help="Start: 'overcluster' (DP) or 'random'.")
+                    ] = "overcluster",
+    candidates: Annotated[int, typer.Option(
+        min=0, help="Candidates of the over-clustering start (0 = automatic).")] = 0,
+    min_segment_size: Annotated[int, typer.Option(
+        min=0, help="Suppress segments with a smaller noisy size.")] = 50,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the simulation.")] = 0,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/latest"),
+    state_dir: Annotated[Path | None, typer.Option(
+        help="Partners' files and ledgers (default: OUT/state).")] = None,
+    policy: Annotated[Path | None, typer.Option(
+        help="Partner policy TOML applied to every simulated partner.")] = None,
+    evaluate: Annotated[bool, typer.Option(
+        help="Compare with centralized scikit-learn on the pooled data.")] = True,
+) -> None:
+    """Simulate a federation on one machine and learn private audience segments."""
+    from sim.jobs import prepare_partitions
+    from sim.runner import run_segmentation_sim
+
+    eps = _parse_epsilon(epsilon)
+    try:
+        spec_path, parts = prepare_partitions(dataset=dataset, data=data, spec=spec,
+                                              partition_by=partition_by, partners=partners,
+                                              seed=seed)
+        console.print(f"Simulating [bold]{len(parts)}[/] partners: "
+                      + ", ".join(f"{p.name} ({len(p.frame):,})" for p in parts), highlight=False)
+        config = {"k": k, "epsilon": eps, "delta": delta, "rounds": rounds, "init": init,
+                  "candidates": candidates, "min-segment-size": min_segment_size}
+        total = rounds + (1 if init == "overcluster" else 0)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total} rounds"), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task("Federated k-means", total=total)
+            result = run_segmentation_sim(
+                parts, spec_path=spec_path, out_dir=out, state_dir=state_dir or out / "state",
+                run_config=config, policy=policy, seed=seed, evaluate=evaluate,
+                on_round=lambda msg: progress.update(task, advance=1, description=msg))
+    except FedprofileError as exc:
+        raise _fail(exc) from None
+    _print_summary(result.metrics, result.report)
+
+
+def _print_summary(metrics: dict, report: Path) -> None:  # type: ignore[type-arg]
+    table = Table(title="Segmentation run", show_header=False)
+    privacy = metrics["privacy"]
+    eps = privacy.get("epsilon_spent")
+    table.add_row("privacy", "NOT PRIVATE (epsilon = inf)" if privacy["non_private"]
+                  else f"epsilon = {eps:.4f}, delta = {privacy['delta']:g}")
+    table.add_row("partners", str(metrics["n_partners"]))
+    km = metrics.get("kmeans")
+    if km:
+        table.add_row("cost / centralized", f"{km['cost_ratio']:.4f}")
+        table.add_row("ARI vs centralized", f"{km['ari']:.3f}")
+        table.add_row("suppressed segments", str(km["suppressed_segments"]))
+    table.add_row("wall time", f"{metrics['wall_time_s']:.1f} s")
+    console.print(table)
+    console.print(f"Report: [bold]{report}[/]", highlight=False)
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option(help="Key file to write (mode 0600).")],
+    key_id: Annotated[str | None, typer.Option(help="Key id (default: random).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
+) -> None:
+    """Create a per-federation pseudonymisation key (share it with partners only)."""
+    from privacy.keys import generate_key, write_key
+
+    try:
+        path = write_key(generate_key(key_id=key_id), out, overwrite=overwrite)
+    except FedprofileError as exc:
+        raise _fail(exc) from None
+    console.print(f"Key written to [bold]{path}[/] (mode 0600). Share it with partners only, "
+                  "never with the coordinator.", highlight=False)
+
+
+@app.command()
+def pseudonymize(
+    source: Annotated[Path, typer.Argument(help="CSV or Parquet file with raw identifiers.")],
+    key: Annotated[Path, typer.Option(help="Key file from `fedprofile keygen`.")],
+    out: Annotated[Path, typer.Option(help="Output CSV or Parquet file.")],
+    email_col: Annotated[str | None, typer.Option(help="E-mail column.")] = None,
+    phone_col: Annotated[str | None, typer.Option(help="Phone column.")] = None,
+    id_col: Annotated[str, typer.Option(help="Name of the pseudonym column.")] = "pid",
+    region: Annotated[str, typer.Option(help="Default phone region (ISO code).")] = "GB",
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
+) -> None:
+    """Replace e-mail/phone columns by keyed pseudonyms, streaming in chunks."""
+    from privacy.keys import load_key
+    from privacy.pseudonym import Pseudonymizer, pseudonymize_file
+
+    try:
+        pseudo = Pseudonymizer(load_key(key), default_region=region)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                      TextColumn("{task.completed:,} rows"), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("Pseudonymising", total=None)
+            report = pseudonymize_file(source, out, pseudo, email_col=email_col,
+                                       phone_col=phone_col, id_col=id_col,
+                                       chunk_rows=chunk_rows,
+                                       progress=lambda n: progress.update(task, advance=n))
+    except FedprofileError as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"Pseudonymised {source.name} -> {out}", show_header=False)
+    for name, value in report.to_dict().items():
+        table.add_row(name.replace("_", " "), str(value))
+    console.print(table)
+
+
+@app.command()
+def ledger(
+    db: Annotated[Path, typer.Argument(help="A ledger database (partner or coordinator).")],
+    delta: Annotated[float, typer.Option(min=1e-12, max=0.1, help="Delta for epsilon.")] = 1e-6,
+    policy: Annotated[Path | None, typer.Option(help="Policy TOML, to show what is left.")
+                      ] = None,
+) -> None:
+    """Show privacy spend per party and per run, and the budget left."""
+    from privacy.ledger import Ledger
+    from privacy.policy import load_policy
+
+    try:
+        if not db.is_file():
+            raise FedprofileError(f"Ledger {str(db)!r} does not exist.")
+        limits = load_policy(policy) if policy else None
+        with Ledger(db) as book:
+            table = Table(title=f"Privacy ledger {db}")
+            for col in ("party", "run", "releases", "epsilon", "left"):
+                table.add_column(col)
+            for party in book.parties():
+                runs = sorted({r["run_id"] for r in book.runs(party=party)})
+                for run in runs:
+                    s = book.spend(party=party, run_id=run, delta=delta)
+                    table.add_row(party, run, str(s.releases), _fmt_eps(s.epsilon), "")
+                total = book.spend(party=party, delta=delta)
+                left = (_fmt_eps(max(limits.total_epsilon - total.epsilon, 0.0))
+                        if limits else "")
+                table.add_row(f"[bold]{party}[/]", "all runs", str(total.releases),
+                              _fmt_eps(total.epsilon), left)
+            console.print(table)
+            for note in book.notes():
+                console.print(f"[yellow]{note['kind']}[/] {note['party']} run {note['run_id']}: "
+                              f"{note['message']}", highlight=False)
+    except FedprofileError as exc:
+        raise _fail(exc) from None
+
+
+def _fmt_eps(value: float) -> str:
+    return "inf (not private)" if math.isinf(value) else f"{value:.4f}"
+
+
+def main() -> None:
+    """Entry point of the ``fedprofile`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
