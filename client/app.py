@@ -15,6 +15,7 @@ from typing import Any
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.capture import make_capture_mod
 from client.site import PartnerSite
 from client.statistics import cluster_partials
 from fedprofile.errors import (
@@ -113,7 +114,7 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
         ``partition-id``; in deployment each SuperNode's ``--node-config`` is used as is.
     """
     defaults = dict(node_defaults or {})
-    client = ClientApp()
+    client = ClientApp(mods=[make_capture_mod(defaults)])
 
     @client.query("profile")
     def _profile(msg: Message, context: Context) -> Message:

@@ -26,7 +26,17 @@ from privacy.ledger import Ledger
 from privacy.mechanisms import secure_rng
 from privacy.policy import PartnerGuard, PartnerPolicy, load_policy
 
-__all__ = ["PartnerSite"]
+__all__ = ["PartnerSite", "resolve_node_config"]
+
+
+def resolve_node_config(node_config: Mapping[str, Any],
+                        defaults: Mapping[int, Mapping[str, Any]] | None = None) -> NodeConfig:
+    """Flower's node config completed by per-partition ``defaults`` (set in simulation)."""
+    pid = node_config.get("partition-id")
+    merged = dict((defaults or {}).get(int(pid), {}) if pid is not None else {})
+    merged.update({k: v for k, v in node_config.items()
+                   if k not in ("partition-id", "num-partitions")})
+    return NodeConfig.from_mapping(merged, partition_id=None if pid is None else int(pid))
 
 
 class PartnerSite:
@@ -53,11 +63,7 @@ class PartnerSite:
     def from_node_config(cls, node_config: Mapping[str, Any],
                          defaults: Mapping[int, Mapping[str, Any]] | None = None) -> PartnerSite:
         """Build from Flower's node config, completed by per-partition ``defaults`` (simulation)."""
-        pid = node_config.get("partition-id")
-        merged = dict((defaults or {}).get(int(pid), {}) if pid is not None else {})
-        merged.update({k: v for k, v in node_config.items()
-                       if k not in ("partition-id", "num-partitions")})
-        return cls(NodeConfig.from_mapping(merged, partition_id=pid if pid is None else int(pid)))
+        return cls(resolve_node_config(node_config, defaults))
 
     @cached_property
     def spec(self) -> FeatureSpec:

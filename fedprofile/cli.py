@@ -68,6 +68,8 @@ def sim(
         help="Partner policy TOML applied to every simulated partner.")] = None,
     evaluate: Annotated[bool, typer.Option(
         help="Compare with centralized scikit-learn on the pooled data.")] = True,
+    capture: Annotated[Path | None, typer.Option(
+        help="Wire audit: write every message a partner sends to this folder.")] = None,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
     from sim.jobs import prepare_partitions
@@ -90,6 +92,7 @@ def sim(
             result = run_segmentation_sim(
                 parts, spec_path=spec_path, out_dir=out, state_dir=state_dir or out / "state",
                 run_config=config, policy=policy, seed=seed, evaluate=evaluate,
+                capture=capture,
                 on_round=lambda msg: progress.update(task, advance=1, description=msg))
     except FedprofileError as exc:
         raise _fail(exc) from None

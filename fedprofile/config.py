@@ -160,6 +160,9 @@ class NodeConfig:
         Optional TOML file mapping feature names to local column names.
     noise_seed : int
         -1 (default) draws release noise from OS entropy; simulations may seed it.
+    capture_dir : str
+        Wire audit: when set, every message the partner sends is also written there as the
+        exact serialized bytes.
     """
 
     data_path: str = ""
@@ -169,6 +172,7 @@ class NodeConfig:
     policy: str = ""
     mapping: str = ""
     noise_seed: int = -1
+    capture_dir: str = ""
 
     @classmethod
     def known_keys(cls) -> set[str]:
@@ -186,4 +190,5 @@ class NodeConfig:
         return cls(data_path=_str(cfg, "data_path", ""), spec=_str(cfg, "spec", ""),
                    partner_name=name, state_dir=state, policy=_str(cfg, "policy", ""),
                    mapping=_str(cfg, "mapping", ""),
-                   noise_seed=_int(cfg, "noise_seed", -1, low=-1))
+                   noise_seed=_int(cfg, "noise_seed", -1, low=-1),
+                   capture_dir=_str(cfg, "capture_dir", ""))

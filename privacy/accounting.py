@@ -56,7 +56,7 @@ def gdp_epsilon(mu: float, delta: float) -> float:
     Examples
     --------
     >>> round(gdp_epsilon(1.0, 1e-6), 4)
-    5.3327
+    4.8866
     """
     _check_delta(delta)
     if mu < 0 or math.isnan(mu):

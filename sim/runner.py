@@ -53,14 +53,17 @@ def _slug(name: str) -> str:
 
 
 def _prepare_partners(partitions: list[Partition], *, spec_path: Path, state_dir: Path,
-                      policy: Path | None, seed: int | None) -> dict[int, dict[str, Any]]:
+                      policy: Path | None, seed: int | None, capture: Path | None
+                      ) -> dict[int, dict[str, Any]]:
     nodes: dict[int, dict[str, Any]] = {}
     for pid, part in enumerate(partitions):
-        home = state_dir / "partners" / f"{pid:02d}-{_slug(part.name)}"
+        slug = f"{pid:02d}-{_slug(part.name)}"
+        home = state_dir / "partners" / slug
         data = write_table(part.frame, home / "data" / "customers.parquet")
         nodes[pid] = {"data-path": str(data), "spec": str(spec_path), "partner-name": part.name,
                       "state-dir": str(home), "policy": str(policy) if policy else "",
-                      "noise-seed": -1 if seed is None else seed}
+                      "noise-seed": -1 if seed is None else seed,
+                      "capture-dir": str(capture / slug) if capture else ""}
     return nodes
 
 
@@ -79,7 +82,7 @@ def _pooled_matrix(partitions: list[Partition], spec_path: Path) -> np.ndarray:
 def run_segmentation_sim(partitions: list[Partition], *, spec_path: Path, out_dir: Path,
                          state_dir: Path, run_config: Mapping[str, Any],
                          policy: Path | None = None, seed: int | None = 0,
-                         evaluate: bool = True,
+                         evaluate: bool = True, capture: Path | None = None,
                          on_round: Callable[[str], None] | None = None) -> SimulationResult:
     """Simulate a federation of ``len(partitions)`` partners and write model, metrics, report.
 
@@ -99,6 +102,8 @@ def run_segmentation_sim(partitions: list[Partition], *, spec_path: Path, out_di
         Seeds the simulation (candidates and partners' noise); None draws noise from OS entropy.
     evaluate : bool
         Compare with centralized scikit-learn on the pooled data (simulation only).
+    capture : Path, optional
+        Wire audit: every message each partner sends is written under ``capture/<partner>``.
     on_round : callable, optional
         Called with a message after every round (progress display).
     """
@@ -108,7 +113,7 @@ def run_segmentation_sim(partitions: list[Partition], *, spec_path: Path, out_di
 
     _quiet_flower()
     nodes = _prepare_partners(partitions, spec_path=spec_path, state_dir=state_dir,
-                              policy=policy, seed=seed)
+                              policy=policy, seed=seed, capture=capture)
     overrides = {**dict(run_config), "spec": str(spec_path), "out-dir": str(out_dir),
                  "expected-partners": len(partitions)}
     if seed is not None:
