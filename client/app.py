@@ -57,7 +57,8 @@ def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
     site.ledger.start_run(run_id=request.run_id, party=site.name,
                           epsilon_target=request.epsilon_target, delta=request.delta)
     site.matrix()  # fail early on a bad data file, before any release
-    return ProfileReply(partner=site.name, spec_fingerprint=site.spec.fingerprint(), key_id="",
+    return ProfileReply(partner=site.name, spec_fingerprint=site.spec.fingerprint(),
+                        key_id=site.key_id,
                         max_epsilon_per_run=site.policy.max_epsilon_per_run,
                         epsilon_remaining=site.guard.remaining())
 

@@ -19,12 +19,15 @@ import numpy as np
 
 from fedprofile.config import NodeConfig
 from fedprofile.contract import FeatureSpec, load_spec
+from fedprofile.customers import customer_table
 from fedprofile.errors import ContractError, DataError
 from fedprofile.features import transform_frame
 from fedprofile.io import read_table
+from privacy.keys import load_key
 from privacy.ledger import Ledger
 from privacy.mechanisms import secure_rng
 from privacy.policy import PartnerGuard, PartnerPolicy, load_policy
+from privacy.pseudonym import Pseudonymizer
 
 __all__ = ["PartnerSite", "resolve_node_config"]
 
@@ -91,6 +94,19 @@ class PartnerSite:
         return load_policy(self.config.policy) if self.config.policy else PartnerPolicy()
 
     @cached_property
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The partner's keyed pseudonymiser, when a key is configured."""
+        if not self.config.key:
+            return None
+        region = self.spec.identity.region if self.spec.identity else "GB"
+        return Pseudonymizer(load_key(self.config.key), default_region=region)
+
+    @property
+    def key_id(self) -> str:
+        """Id of the partner's pseudonymisation key ("" without one)."""
+        return self.pseudonymizer.key_id if self.pseudonymizer else ""
+
+    @cached_property
     def ledger(self) -> Ledger:
         """The partner's own durable ledger."""
         return Ledger(self.state_dir / "ledger.sqlite")
@@ -114,7 +130,7 @@ class PartnerSite:
         except OSError:
             raise DataError(f"Data file {str(path)!r} does not exist.") from None
         ident = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns,
-                            self.spec.fingerprint(), self.mapping], sort_keys=True)
+                            self.spec.fingerprint(), self.mapping, self.key_id], sort_keys=True)
         return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
     def matrix(self) -> np.ndarray:
@@ -122,9 +138,10 @@ class PartnerSite:
         cache = self.state_dir / "cache" / f"matrix-{self._cache_key()}.npy"
         if cache.is_file():
             return np.load(cache, mmap_mode="r")
-        table = read_table(self.config.data_path)
-        fm = transform_frame(table, self.spec, mapping=self.mapping,
-                             source=self.config.data_path)
+        source = self.config.data_path
+        table = customer_table(read_table(source), self.spec, pseudonymizer=self.pseudonymizer,
+                               source=source)
+        fm = transform_frame(table, self.spec, mapping=self.mapping, source=source)
         cache.parent.mkdir(parents=True, exist_ok=True)
         for stale in cache.parent.glob("matrix-*.npy"):
             stale.unlink(missing_ok=True)

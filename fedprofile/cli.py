@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 err_console = Console(stderr=True)
 
-PRESET_NAMES = ("bank", "retail", "retail-holdout", "hillstrom")
+PRESET_NAMES = ("bank", "retail", "retail-transactions", "retail-holdout", "hillstrom")
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -62,14 +62,18 @@ def sim(
         min=0, help="Suppress segments with a smaller noisy size.")] = 50,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the simulation.")] = 0,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/latest"),
-    state_dir: Annotated[Path | None, typer.Option(
-        help="Partners' files and ledgers (default: OUT/state).")] = None,
+    state_dir: Annotated[Path, typer.Option(
+        help="Partners' files, keys and ledgers; successive runs see earlier spend.")
+    ] = Path(".fedprofile/sim-state"),
     policy: Annotated[Path | None, typer.Option(
         help="Partner policy TOML applied to every simulated partner.")] = None,
     evaluate: Annotated[bool, typer.Option(
         help="Compare with centralized scikit-learn on the pooled data.")] = True,
     capture: Annotated[Path | None, typer.Option(
         help="Wire audit: write every message a partner sends to this folder.")] = None,
+    overlap: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of each partner's customers also present at another "
+                               "partner (needs an e-mail identity column).")] = 0.0,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
     from sim.jobs import prepare_partitions
@@ -79,7 +83,7 @@ def sim(
     try:
         spec_path, parts = prepare_partitions(dataset=dataset, data=data, spec=spec,
                                               partition_by=partition_by, partners=partners,
-                                              seed=seed)
+                                              seed=seed, overlap=overlap)
         console.print(f"Simulating [bold]{len(parts)}[/] partners: "
                       + ", ".join(f"{p.name} ({len(p.frame):,})" for p in parts), highlight=False)
         config = {"k": k, "epsilon": eps, "delta": delta, "rounds": rounds, "init": init,
@@ -90,7 +94,7 @@ def sim(
                       console=console, transient=False) as progress:
             task = progress.add_task("Federated k-means", total=total)
             result = run_segmentation_sim(
-                parts, spec_path=spec_path, out_dir=out, state_dir=state_dir or out / "state",
+                parts, spec_path=spec_path, out_dir=out, state_dir=state_dir,
                 run_config=config, policy=policy, seed=seed, evaluate=evaluate,
                 capture=capture,
                 on_round=lambda msg: progress.update(task, advance=1, description=msg))
@@ -201,6 +205,45 @@ def ledger(
                               f"{note['message']}", highlight=False)
     except FedprofileError as exc:
         raise _fail(exc) from None
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks whose tables the README quotes.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("utility")
+def bench_utility(
+    dataset: Annotated[str, typer.Option(help=f"One of {', '.join(PRESET_NAMES)}.")] = "bank",
+    partners: Annotated[int | None, typer.Option(min=1, max=1000, help="Partners.")] = None,
+    k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
+    seeds: Annotated[int, typer.Option(min=1, max=100, help="Seeds per epsilon.")] = 3,
+    rounds: Annotated[int, typer.Option(min=1, max=50, help="Lloyd rounds.")] = 3,
+) -> None:
+    """Segment cost ratio and ARI against centralized k-means for epsilon in 0.5..8, inf."""
+    from fedprofile.contract import load_spec
+    from fedprofile.features import transform_frame
+    from sim.bench import EPSILONS, kmeans_utility
+    from sim.datasets import load_preset
+
+    try:
+        preset = load_preset(dataset)
+        spec = load_spec(preset.spec_path)
+        parts = preset.partitions(partners)
+        mats = [transform_frame(p.frame, spec, source=p.name).matrix for p in parts]
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task(f"{dataset}: {len(parts)} partners, k={k}",
+                                     total=len(EPSILONS) * seeds)
+            rows = kmeans_utility(mats, spec, k=k, seeds=seeds, rounds=rounds,
+                                  progress=lambda: progress.advance(task))
+    except FedprofileError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"| epsilon | cost / centralized (mean ± sd, {seeds} seeds) | ARI | "
+               "suppressed segments |")
+    typer.echo("|---|---|---|---|")
+    for r in rows:
+        typer.echo(f"| {r.epsilon:g} | {r.ratio_mean:.4f} ± {r.ratio_sd:.4f} | "
+                   f"{r.ari_mean:.3f} | {r.suppressed_mean:.1f} |")
 
 
 def _fmt_eps(value: float) -> str:

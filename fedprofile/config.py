@@ -160,6 +160,8 @@ class NodeConfig:
         Optional TOML file mapping feature names to local column names.
     noise_seed : int
         -1 (default) draws release noise from OS entropy; simulations may seed it.
+    key : str
+        The partner's copy of the federation's pseudonymisation key file (never sent).
     capture_dir : str
         Wire audit: when set, every message the partner sends is also written there as the
         exact serialized bytes.
@@ -172,6 +174,7 @@ class NodeConfig:
     policy: str = ""
     mapping: str = ""
     noise_seed: int = -1
+    key: str = ""
     capture_dir: str = ""
 
     @classmethod
@@ -191,4 +194,4 @@ class NodeConfig:
                    partner_name=name, state_dir=state, policy=_str(cfg, "policy", ""),
                    mapping=_str(cfg, "mapping", ""),
                    noise_seed=_int(cfg, "noise_seed", -1, low=-1),
-                   capture_dir=_str(cfg, "capture_dir", ""))
+                   key=_str(cfg, "key", ""), capture_dir=_str(cfg, "capture_dir", ""))

@@ -55,6 +55,11 @@ def _introduce(fed: Federation, request: ProfileRequest) -> None:
     replies = fed.broadcast(MessageKind.PROFILE, request.to_record(), ProfileReply.from_record)
     for node, reply in replies.items():
         fed.names[node] = reply.partner
+    key_ids = {reply.key_id for reply in replies.values()}
+    if len(key_ids) > 1:
+        uses = "; ".join(f"{r.partner} uses {r.key_id or 'no key'}" for r in replies.values())
+        raise RunAborted("Partners pseudonymise with different keys, so their customers "
+                         f"cannot be matched; the run stops before any release: {uses}.")
     log.info("Partners taking part: %s", ", ".join(fed.name(n) for n in fed.node_ids))
 
 

@@ -360,6 +360,12 @@ def _load_retail_full(data_dir: Path) -> pd.DataFrame:
     return _retail_frame(retail_customer_features(transactions, snapshot=RETAIL_SNAPSHOT))
 
 
+def _load_retail_transactions(data_dir: Path) -> pd.DataFrame:
+    from sim.identity import retail_transactions
+
+    return retail_transactions(data_dir)
+
+
 PRESETS: Mapping[str, PresetDefinition] = MappingProxyType(
     {
         "bank": PresetDefinition(
@@ -375,6 +381,11 @@ PRESETS: Mapping[str, PresetDefinition] = MappingProxyType(
             "UCI Online Retail, per-customer RFM features from the raw transactions over the "
             "whole year (snapshot 2011-12-10); partners are 3 UK shards, Germany, France, "
             "rest of world.",
+        ),
+        "retail-transactions": PresetDefinition(
+            _load_retail_transactions, "retail_transactions.toml", "partner_region", 6,
+            "UCI Online Retail raw lines with synthetic e-mails/phones; partners pseudonymise "
+            "and aggregate them into the 'retail' features.",
         ),
         "retail-holdout": PresetDefinition(
             _load_retail_holdout, "retail.toml", "partner_region", 6,

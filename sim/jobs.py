@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedprofile.contract import load_spec
-from fedprofile.errors import ContractError
+from fedprofile.contract import FeatureSpec, load_spec
+from fedprofile.errors import ContractError, DataError
 from fedprofile.io import read_table
+from privacy.pseudonym import normalize_email
 from sim.datasets import load_preset
+from sim.identity import add_overlap
 from sim.partition import Partition, PartitionRule, parse_rule, partition_frame
 
 __all__ = ["prepare_partitions", "rule_from_text"]
@@ -23,8 +25,8 @@ def rule_from_text(text: str) -> PartitionRule:
 
 
 def prepare_partitions(*, dataset: str | None, data: Path | None, spec: Path | None,
-                       partition_by: str | None, partners: int | None, seed: int
-                       ) -> tuple[Path, list[Partition]]:
+                       partition_by: str | None, partners: int | None, seed: int,
+                       overlap: float = 0.0) -> tuple[Path, list[Partition]]:
     """The contract path and one table per simulated partner.
 
     Raises
@@ -54,4 +56,31 @@ def prepare_partitions(*, dataset: str | None, data: Path | None, spec: Path | N
     if rule.column is not None and rule.column not in frame.columns:
         raise ContractError(f"Partition column {rule.column!r} is not in the data; columns: "
                             f"{', '.join(map(str, frame.columns[:30]))}.")
-    return Path(spec_path), partition_frame(frame, rule, count, seed=seed)
+    parts = partition_frame(frame, rule, count, seed=seed)
+    if overlap > 0:
+        parts = _with_overlap(parts, load_spec(spec_path), overlap, seed)
+    return Path(spec_path), parts
+
+
+def _with_overlap(parts: list[Partition], spec: FeatureSpec, share: float, seed: int
+                  ) -> list[Partition]:
+    """Share ``share`` of each partner's customers with another partner (same identity)."""
+    if spec.identity is None or not spec.identity.email:
+        raise ContractError("--overlap needs a contract with an e-mail identity column, so "
+                            "that a shared customer is the same person at both partners.")
+    column = spec.identity.email
+    key = "_customer_key"
+    tagged = []
+    for p in parts:
+        canonical = {v: _canonical_email(v) for v in p.frame[column].dropna().unique()}
+        tagged.append(Partition(name=p.name, frame=p.frame.assign(
+            **{key: p.frame[column].map(canonical)})))
+    shared = add_overlap(tagged, share=share, id_column=key, seed=seed)
+    return [Partition(name=p.name, frame=p.frame.drop(columns=[key])) for p in shared]
+
+
+def _canonical_email(value: str) -> str | None:
+    try:
+        return normalize_email(value)
+    except DataError:
+        return None

@@ -21,15 +21,18 @@ import pandas as pd
 
 from client.app import build_client_app
 from fedprofile.contract import load_spec
+from fedprofile.customers import customer_table
 from fedprofile.errors import ContractError
 from fedprofile.features import transform_frame
 from fedprofile.io import write_table
 from fedprofile.segment_model import SegmentModel
+from privacy.keys import generate_key, load_key, write_key
+from privacy.pseudonym import Pseudonymizer
 from server.app import build_server_app, write_outputs
 from sim.evaluate import evaluate_segments
 from sim.partition import Partition
 
-__all__ = ["SimulationResult", "run_segmentation_sim"]
+__all__ = ["SimulationResult", "federation_key", "pooled_matrix", "run_segmentation_sim"]
 
 log = logging.getLogger("fedprofile.sim")
 
@@ -52,9 +55,23 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
 
 
+def federation_key(state_dir: Path) -> Path:
+    """The simulated partners' shared pseudonymisation key (created once per state folder).
+
+    In a real federation the partners agree on this key among themselves; the coordinator
+    never sees it. Here the runner plays the partners' administrators.
+    """
+    path = state_dir / "partners" / "federation.key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_key(generate_key(), path)
+    return path
+
+
 def _prepare_partners(partitions: list[Partition], *, spec_path: Path, state_dir: Path,
                       policy: Path | None, seed: int | None, capture: Path | None
                       ) -> dict[int, dict[str, Any]]:
+    key = federation_key(state_dir) if load_spec(spec_path).identity else None
     nodes: dict[int, dict[str, Any]] = {}
     for pid, part in enumerate(partitions):
         slug = f"{pid:02d}-{_slug(part.name)}"
@@ -63,7 +80,8 @@ def _prepare_partners(partitions: list[Partition], *, spec_path: Path, state_dir
         nodes[pid] = {"data-path": str(data), "spec": str(spec_path), "partner-name": part.name,
                       "state-dir": str(home), "policy": str(policy) if policy else "",
                       "noise-seed": -1 if seed is None else seed,
-                      "capture-dir": str(capture / slug) if capture else ""}
+                      "capture-dir": str(capture / slug) if capture else "",
+                      "key": str(key) if key else ""}
     return nodes
 
 
@@ -71,12 +89,19 @@ def _quiet_flower() -> None:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     logging.getLogger("flwr").setLevel(logging.ERROR)
 
 
-def _pooled_matrix(partitions: list[Partition], spec_path: Path) -> np.ndarray:
+def pooled_matrix(partitions: list[Partition], spec_path: Path, state_dir: Path) -> np.ndarray:
+    """Every partner's scaled matrix stacked, built as the partners build theirs."""
     spec = load_spec(spec_path)
-    return np.vstack([transform_frame(p.frame, spec, source=p.name).matrix for p in partitions])
+    pseudo = Pseudonymizer(load_key(federation_key(state_dir)),
+                           default_region=spec.identity.region) if spec.identity else None
+    return np.vstack([
+        transform_frame(customer_table(p.frame, spec, pseudonymizer=pseudo, source=p.name),
+                        spec, source=p.name).matrix
+        for p in partitions])
 
 
 def run_segmentation_sim(partitions: list[Partition], *, spec_path: Path, out_dir: Path,
@@ -139,13 +164,13 @@ def run_segmentation_sim(partitions: list[Partition], *, spec_path: Path, out_di
         raise ContractError(f"The simulation ended without a model in {out_dir}; see the log "
                             "above for the partners' replies.")
     model = SegmentModel.load(model_path)
-    metrics = _metrics(model, partitions, spec_path, wall, seed, evaluate)
+    metrics = _metrics(model, partitions, spec_path, state_dir, wall, seed, evaluate)
     write_outputs(model, metrics, out_dir)
     return SimulationResult(out_dir=out_dir, model=model, metrics=metrics)
 
 
-def _metrics(model: SegmentModel, partitions: list[Partition], spec_path: Path, wall: float,
-             seed: int | None, evaluate: bool) -> dict[str, Any]:
+def _metrics(model: SegmentModel, partitions: list[Partition], spec_path: Path,
+             state_dir: Path, wall: float, seed: int | None, evaluate: bool) -> dict[str, Any]:
     eps = model.privacy["epsilon_spent"]
     metrics: dict[str, Any] = {
         "privacy": {"epsilon_spent": None if eps == "inf" else eps,
@@ -156,7 +181,7 @@ def _metrics(model: SegmentModel, partitions: list[Partition], spec_path: Path, 
         "rounds": model.params["rounds"], "wall_time_s": round(wall, 3),
         "evaluation": "simulation"}
     if evaluate:
-        pooled = _pooled_matrix(partitions, spec_path)
+        pooled = pooled_matrix(partitions, spec_path, state_dir)
         metrics["n_customers"] = len(pooled)
         metrics["kmeans"] = evaluate_segments(model, pooled, seed=seed or 0)
     return metrics

@@ -31,7 +31,7 @@ def presets() -> dict[str, Preset]:
 
 def test_registry_lists_the_presets() -> None:
     """The registry holds the documented presets and cannot be changed."""
-    assert set(PRESETS) == {"bank", "hillstrom", "retail", "retail-holdout"}
+    assert set(PRESETS) == {"bank", "hillstrom", "retail", "retail-holdout", "retail-transactions"}
     with pytest.raises(TypeError):
         PRESETS["x"] = PRESETS["bank"]  # type: ignore[index]
 

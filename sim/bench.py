@@ -1,0 +1,63 @@
+"""Utility benchmarks: segment quality against epsilon, over seeds, in process.
+
+The protocol is run with :func:`sim.inprocess.run_kmeans_inprocess`, the same stage and
+partner computation as the Flower apps without the message passing (the end-to-end tests
+check both give the same centres at epsilon = inf), so a table of many runs takes minutes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from client.statistics import assign
+from fedprofile.contract import FeatureSpec
+from sim.evaluate import CENTRALIZED_SEEDS, kmeans_cost
+from sim.inprocess import run_kmeans_inprocess
+
+__all__ = ["UtilityRow", "kmeans_utility"]
+
+EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
+
+
+@dataclass(frozen=True)
+class UtilityRow:
+    """Mean and standard deviation over seeds at one epsilon."""
+
+    epsilon: float
+    ratio_mean: float
+    ratio_sd: float
+    ari_mean: float
+    suppressed_mean: float
+    seeds: int
+
+
+def kmeans_utility(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
+                   epsilons: Sequence[float] = EPSILONS, seeds: int = 3, rounds: int = 3,
+                   min_segment_size: int = 50, delta: float = 1e-6,
+                   progress: Callable[[], None] | None = None) -> list[UtilityRow]:
+    """Cost ratio to centralized k-means (mean of 5 seeded fits) and ARI, per epsilon."""
+    pooled = np.vstack(matrices)
+    fits = [KMeans(n_clusters=k, n_init=10, random_state=s).fit(pooled)
+            for s in range(CENTRALIZED_SEEDS)]
+    reference = float(np.mean([kmeans_cost(pooled, f.cluster_centers_) for f in fits]))
+    rows = []
+    for eps in epsilons:
+        ratios, aris, suppressed = [], [], []
+        for seed in range(seeds):
+            result = run_kmeans_inprocess(matrices, spec, k=k, epsilon=eps, delta=delta,
+                                          rounds=rounds, seed=seed, noise_seed=seed)
+            ratios.append(kmeans_cost(pooled, result.centers) / reference)
+            aris.append(adjusted_rand_score(fits[0].labels_, assign(pooled, result.centers)))
+            suppressed.append(int((result.sizes < min_segment_size).sum()))
+            if progress:
+                progress()
+        rows.append(UtilityRow(epsilon=eps, ratio_mean=float(np.mean(ratios)),
+                               ratio_sd=float(np.std(ratios)), ari_mean=float(np.mean(aris)),
+                               suppressed_mean=float(np.mean(suppressed)), seeds=seeds))
+    return rows
