@@ -79,8 +79,8 @@ class RunConfig:
     init : {"overcluster", "random"}, default="overcluster"
         Private start (DP over-clustering) or data-independent random centres.
     candidates : int, default=0
-        Candidates of the over-clustering start; 0 means ``max(8 * k, 5 * dim)`` with
-        ``dim`` the contract's scaled dimension (a heuristic measured on the shipped data).
+        Candidates of the over-clustering start; 0 means
+        :func:`server.kmeans.default_candidates` of ``k`` and the contract's dimension.
     min_segment_size : int, default=50
         Segments with a smaller noisy size are suppressed.
     min_partners : int, default=2
@@ -108,7 +108,9 @@ class RunConfig:
 
     def n_candidates(self, dim: int) -> int:
         """Candidates of the over-clustering start for a contract of dimension ``dim``."""
-        return self.candidates or max(8 * self.k, 5 * dim)
+        from server.kmeans import default_candidates
+
+        return self.candidates or default_candidates(self.k, dim)
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> RunConfig:

@@ -16,7 +16,7 @@ from client.statistics import cluster_partials
 from fedprofile.contract import FeatureSpec
 from fedprofile.protocol import KMeansReply
 from privacy.mechanisms import GaussianMechanism
-from server.kmeans import KMeansResult, KMeansStage, plan_kmeans
+from server.kmeans import KMeansResult, KMeansStage, default_candidates, plan_kmeans
 
 __all__ = ["run_kmeans_inprocess"]
 
@@ -35,7 +35,7 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
                        norm_bound=spec.norm_bound, init=init, **plan_options)  # type: ignore[arg-type]
     stage = KMeansStage(spec=spec, plan=plan, k=k, n_partners=len(matrices),
                         run_id=uuid.uuid4().hex[:16], fingerprint=spec.fingerprint(),
-                        candidates=candidates or max(8 * k, 5 * spec.dim), seed=seed,
+                        candidates=candidates or default_candidates(k, spec.dim), seed=seed,
                         initial_centers=initial_centers)
     rng = np.random.default_rng(noise_seed)
     for rnd in stage.rounds():

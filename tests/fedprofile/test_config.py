@@ -1,0 +1,191 @@
+"""Tests for the typed run and node configuration parsed from Flower's flat dicts."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedprofile.config import NodeConfig, RunConfig
+from fedprofile.errors import ContractError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_empty_mapping_gives_the_documented_defaults() -> None:
+    # Execute
+    cfg = RunConfig.from_mapping({})
+
+    # Assert
+    assert cfg == RunConfig(spec="specs/bank.toml", k=6, epsilon=1.0, delta=1e-6, rounds=3,
+                            init="overcluster", candidates=0, min_segment_size=50,
+                            min_partners=2, seed=0, out_dir="runs/latest", timeout=600.0)
+
+
+def test_dash_keys_are_read_as_underscore_fields() -> None:
+    # Execute
+    cfg = RunConfig.from_mapping({"min-segment-size": 10, "min-partners": 3,
+                                  "out-dir": "runs/x", "k": 4, "candidates": 40,
+                                  "init": "random", "seed": 9, "timeout": 30})
+
+    # Assert
+    assert (cfg.min_segment_size, cfg.min_partners, cfg.out_dir) == (10, 3, "runs/x")
+    assert (cfg.k, cfg.candidates, cfg.init, cfg.seed) == (4, 40, "random", 9)
+    assert cfg.timeout == 30.0
+    assert isinstance(cfg.timeout, float)
+
+
+def test_underscore_keys_are_accepted_too() -> None:
+    # Execute
+    cfg = RunConfig.from_mapping({"min_segment_size": 7})
+
+    # Assert
+    assert cfg.min_segment_size == 7
+
+
+def test_project_run_config_in_pyproject_parses() -> None:
+    # Prepare
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    flat = data["tool"]["flwr"]["app"]["config"]
+
+    # Execute
+    cfg = RunConfig.from_mapping(flat)
+
+    # Assert
+    assert cfg.spec == "specs/bank.toml"
+    assert cfg.epsilon == flat["epsilon"]
+
+
+@pytest.mark.parametrize("value", ["inf", "Inf", " infinity ", math.inf],
+                         ids=["str-inf", "str-Inf", "str-infinity-padded", "float-inf"])
+def test_infinite_epsilon_is_an_explicit_non_private_run(value: Any) -> None:
+    # Execute
+    cfg = RunConfig.from_mapping({"epsilon": value})
+
+    # Assert
+    assert cfg.epsilon == math.inf
+
+
+@pytest.mark.parametrize(("key", "value", "field", "expected"), [
+    ("epsilon", 2, "epsilon", 2.0),
+    ("delta", 0.1, "delta", 0.1),
+    ("k", 1, "k", 1),
+    ("k", 100, "k", 100),
+    ("rounds", 50, "rounds", 50),
+    ("candidates", 6, "candidates", 6),
+    ("min-segment-size", 0, "min_segment_size", 0),
+], ids=["int-epsilon", "delta-upper-edge", "k-lower-edge", "k-upper-edge", "rounds-upper-edge",
+        "candidates-equal-k", "min-size-zero"])
+def test_boundary_values_are_accepted(key: str, value: Any, field: str, expected: Any) -> None:
+    # Execute
+    cfg = RunConfig.from_mapping({key: value})
+
+    # Assert
+    assert getattr(cfg, field) == expected
+
+
+def test_n_candidates_defaults_to_a_heuristic_of_k_and_dimension() -> None:
+    # Prepare
+    auto = RunConfig.from_mapping({"k": 6})
+    fixed = RunConfig.from_mapping({"k": 6, "candidates": 20})
+
+    # Execute / Assert
+    assert auto.n_candidates(dim=41) == 205  # max(8 * 6, 5 * 41)
+    assert auto.n_candidates(dim=3) == 48    # max(8 * 6, 5 * 3)
+    assert fixed.n_candidates(dim=41) == 20
+
+
+_INVALID = [
+    ({"k": 0}, "'k'"),
+    ({"k": 101}, "'k'"),
+    ({"k": 2.0}, "'k'"),
+    ({"k": True}, "'k'"),
+    ({"k": "6"}, "'k'"),
+    ({"epsilon": 0}, "'epsilon'"),
+    ({"epsilon": -1}, "'epsilon'"),
+    ({"epsilon": -math.inf}, "'epsilon'"),
+    ({"epsilon": math.nan}, "'epsilon'"),
+    ({"epsilon": "1.0"}, "'epsilon'"),
+    ({"epsilon": True}, "'epsilon'"),
+    ({"delta": 0}, "'delta'"),
+    ({"delta": 0.5}, "'delta'"),
+    ({"delta": "inf"}, "'delta'"),
+    ({"delta": math.inf}, "'delta'"),
+    ({"rounds": 0}, "'rounds'"),
+    ({"rounds": 51}, "'rounds'"),
+    ({"init": "x"}, "'init'"),
+    ({"init": 1}, "'init'"),
+    ({"k": 6, "candidates": 1}, "'candidates'"),
+    ({"k": 6, "candidates": 5}, "'candidates'"),
+    ({"candidates": -1}, "'candidates'"),
+    ({"min-segment-size": -1}, "'min_segment_size'"),
+    ({"min-partners": 0}, "'min_partners'"),
+    ({"seed": -1}, "'seed'"),
+    ({"timeout": 0}, "'timeout'"),
+    ({"timeout": math.inf}, "'timeout'"),
+    ({"spec": 3}, "'spec'"),
+    ({"out-dir": None}, "'out_dir'"),
+    ({"epsilon_target": 1.0}, "'epsilon_target'"),
+    ({"rounds-max": 3}, "'rounds_max'"),
+]
+_INVALID_IDS = [
+    "k-zero", "k-101", "k-float", "k-bool", "k-string", "epsilon-zero", "epsilon-negative",
+    "epsilon-minus-inf", "epsilon-nan", "epsilon-string", "epsilon-bool", "delta-zero",
+    "delta-half", "delta-string-inf", "delta-inf", "rounds-zero", "rounds-51", "init-unknown",
+    "init-not-string", "candidates-1-below-k", "candidates-5-below-k", "candidates-negative",
+    "min-size-negative", "min-partners-zero", "seed-negative", "timeout-zero", "timeout-inf",
+    "spec-not-string", "out-dir-none", "unknown-key", "unknown-dash-key",
+]
+
+
+@pytest.mark.parametrize(("mapping", "parameter"), _INVALID, ids=_INVALID_IDS)
+def test_invalid_value_raises_contract_error_naming_the_parameter(mapping: dict[str, Any],
+                                                                  parameter: str) -> None:
+    # Execute / Assert
+    with pytest.raises(ContractError) as info:
+        RunConfig.from_mapping(mapping)
+    assert parameter in str(info.value)
+
+
+def test_node_config_keys_are_tolerated_in_a_run_config() -> None:
+    # Execute
+    cfg = RunConfig.from_mapping({"partition-id": 0, "num-partitions": 3, "k": 3})
+
+    # Assert
+    assert cfg.k == 3
+
+
+def test_node_config_defaults_derive_from_the_partition_id() -> None:
+    # Execute
+    node = NodeConfig.from_mapping({"data-path": "data/p1.csv"}, partition_id=1)
+
+    # Assert
+    assert node.data_path == "data/p1.csv"
+    assert node.partner_name == "partner-1"
+    assert Path(node.state_dir) == Path(".fedprofile") / "partners" / "partner-1"
+    assert node.noise_seed == -1
+
+
+def test_node_config_explicit_values_win() -> None:
+    # Execute
+    node = NodeConfig.from_mapping({"partner-name": "bank-a", "state-dir": "/var/fp",
+                                    "noise-seed": 5, "policy": "policy.toml"}, partition_id=4)
+
+    # Assert
+    assert (node.partner_name, node.state_dir, node.noise_seed, node.policy) == (
+        "bank-a", "/var/fp", 5, "policy.toml")
+
+
+@pytest.mark.parametrize(("mapping", "parameter"), [
+    ({"noise-seed": -2}, "'noise_seed'"),
+    ({"data-path": 3}, "'data_path'"),
+    ({"partner-name": None}, "'partner_name'"),
+], ids=["noise-seed-below-minus-one", "data-path-not-string", "name-none"])
+def test_invalid_node_config_raises_contract_error_naming_the_parameter(
+        mapping: dict[str, Any], parameter: str) -> None:
+    # Execute / Assert
+    with pytest.raises(ContractError, match=parameter):
+        NodeConfig.from_mapping(mapping)
