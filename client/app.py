@@ -98,7 +98,8 @@ def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str,
              parse: Callable[[RecordDict], Any], step: Callable[[Any, PartnerSite], Any]
              ) -> Message:
     try:
-        site = PartnerSite.from_node_config(context.node_config, defaults)
+        site = PartnerSite.from_node_config(context.node_config, defaults,
+                                            context.run_config)
         reply = step(parse(msg.content), site)
         return Message(reply.to_record(), reply_to=msg)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a clean error reply

@@ -32,7 +32,8 @@ def make_capture_mod(defaults: Mapping[int, Mapping[str, Any]] | None = None
 
     def capture_mod(msg: Message, context: Context, call_next: CallNext) -> Message:
         reply = call_next(msg, context)
-        folder = resolve_node_config(context.node_config, defaults).capture_dir
+        folder = resolve_node_config(context.node_config, defaults,
+                                     context.run_config).capture_dir
         if folder:
             out = Path(folder)
             out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fedprofile.config import NodeConfig
+from fedprofile.config import NodeConfig, resolve_app_path
 from fedprofile.contract import FeatureSpec, load_spec
 from fedprofile.customers import customer_table
 from fedprofile.errors import ContractError, DataError
@@ -33,12 +33,27 @@ __all__ = ["PartnerSite", "resolve_node_config"]
 
 
 def resolve_node_config(node_config: Mapping[str, Any],
-                        defaults: Mapping[int, Mapping[str, Any]] | None = None) -> NodeConfig:
-    """Flower's node config completed by per-partition ``defaults`` (set in simulation)."""
+                        defaults: Mapping[int, Mapping[str, Any]] | None = None,
+                        run_config: Mapping[str, Any] | None = None) -> NodeConfig:
+    """Flower's node config completed for simulations.
+
+    ``defaults`` are per-partition settings given by the ``fedprofile sim`` runner. Under
+    ``flwr run`` a virtual node only knows its ``partition-id``: it then takes its slice of
+    the run config's shipped ``dataset`` and the run config's ``spec``.
+    """
     pid = node_config.get("partition-id")
     merged = dict((defaults or {}).get(int(pid), {}) if pid is not None else {})
     merged.update({k: v for k, v in node_config.items()
                    if k not in ("partition-id", "num-partitions")})
+    run_config = run_config or {}
+    if not merged.get("data-path") and run_config.get("dataset") and pid is not None:
+        from sim.jobs import preset_partition_file
+
+        count = int(node_config.get("num-partitions", 1))
+        merged["data-path"] = str(preset_partition_file(
+            str(run_config["dataset"]), int(pid), count, Path(".fedprofile") / "flwr-sim"))
+    if not merged.get("spec") and run_config.get("spec"):
+        merged["spec"] = str(resolve_app_path(str(run_config["spec"])))
     return NodeConfig.from_mapping(merged, partition_id=None if pid is None else int(pid))
 
 
@@ -64,9 +79,10 @@ class PartnerSite:
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any],
-                         defaults: Mapping[int, Mapping[str, Any]] | None = None) -> PartnerSite:
-        """Build from Flower's node config, completed by per-partition ``defaults`` (simulation)."""
-        return cls(resolve_node_config(node_config, defaults))
+                         defaults: Mapping[int, Mapping[str, Any]] | None = None,
+                         run_config: Mapping[str, Any] | None = None) -> PartnerSite:
+        """Build from Flower's node config (see :func:`resolve_node_config`)."""
+        return cls(resolve_node_config(node_config, defaults, run_config))
 
     @cached_property
     def spec(self) -> FeatureSpec:

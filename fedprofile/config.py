@@ -15,7 +15,17 @@ from typing import Any
 
 from fedprofile.errors import ContractError
 
-__all__ = ["NodeConfig", "RunConfig"]
+__all__ = ["NodeConfig", "RunConfig", "resolve_app_path"]
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_app_path(path: str) -> Path:
+    """A relative path as given, or else relative to the app's root (its installed FAB)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return APP_ROOT / p
 
 _INIT_METHODS = ("overcluster", "random")
 
@@ -91,6 +101,9 @@ class RunConfig:
         Where the coordinator writes ``model.json`` and its ledger.
     timeout : float, default=600
         Seconds to wait for the replies of one round.
+    dataset : str
+        Simulation under ``flwr run`` only: virtual nodes without a ``data-path`` take their
+        slice of this shipped data set.
     """
 
     spec: str = "specs/bank.toml"
@@ -105,6 +118,7 @@ class RunConfig:
     seed: int = 0
     out_dir: str = "runs/latest"
     timeout: float = 600.0
+    dataset: str = ""
 
     def n_candidates(self, dim: int) -> int:
         """Candidates of the over-clustering start for a contract of dimension ``dim``."""
@@ -130,7 +144,7 @@ class RunConfig:
         if 0 < candidates < k:
             raise ContractError(f"The 'candidates' parameter must be 0 or >= k ({k}). "
                                 f"Got {candidates!r} instead.")
-        return cls(spec=_str(cfg, "spec", cls.spec), k=k,
+        return cls(spec=str(resolve_app_path(_str(cfg, "spec", cls.spec))), k=k,
                    epsilon=_float(cfg, "epsilon", cls.epsilon, open_low=0.0, allow_inf=True),
                    delta=_float(cfg, "delta", cls.delta, open_low=0.0, high=0.1),
                    rounds=_int(cfg, "rounds", cls.rounds, low=1, high=50), init=init,
@@ -139,7 +153,8 @@ class RunConfig:
                    min_partners=_int(cfg, "min_partners", cls.min_partners, low=1),
                    seed=_int(cfg, "seed", cls.seed, low=0),
                    out_dir=_str(cfg, "out_dir", cls.out_dir),
-                   timeout=_float(cfg, "timeout", cls.timeout, open_low=0.0))
+                   timeout=_float(cfg, "timeout", cls.timeout, open_low=0.0),
+                   dataset=_str(cfg, "dataset", ""))
 
 
 @dataclass(frozen=True)

@@ -300,7 +300,9 @@ class FeatureSpec:
 
     def fingerprint(self) -> str:
         """Stable SHA-256 of the canonical spec, used to check partners agree on it."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        doc = self.to_dict()
+        doc["slot_order"] = self.slot_names  # the order fixes the layout of every vector
+        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @classmethod

@@ -75,7 +75,8 @@ def _numeric_column(values: pd.Series, feat: NumericFeature, column: str, source
     numbers[~np.isfinite(numbers)] = np.nan
     absent = values.isna().to_numpy()
     bad = np.isnan(numbers) & ~absent
-    if bad.all() and len(bad):
+    present = ~absent
+    if present.any() and bad[present].all():
         raise DataError(f"{source}: column {column!r} (feature {feat.name!r}) holds no numeric "
                         "values; is it the right column, or the right type?")
     report.unparseable[feat.name] = int(bad.sum())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -59,7 +60,7 @@ def read_table(path: str | Path, *, columns: list[str] | None = None) -> pd.Data
         else:
             sep = _sniff_separator(p, suffix == ".csv.gz")
             frame = pd.read_csv(p, sep=sep, low_memory=False)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+    except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError) as exc:
         kind = type(exc).__name__
         raise DataError(f"Data file {str(p)!r} could not be read ({kind}); "
                         "is it a valid CSV or Parquet file?") from None

@@ -110,7 +110,10 @@ def _events_json(events: tuple[PrivacyEvent, ...]) -> str:
 
 def _events_from_json(text: str, message: str) -> tuple[PrivacyEvent, ...]:
     try:
-        return tuple(event_from_dict(d) for d in json.loads(text))
+        decoded = json.loads(text)
+        if not isinstance(decoded, list):
+            raise TypeError("not a list")
+        return tuple(event_from_dict(d) for d in decoded)
     except (ValueError, KeyError, TypeError) as exc:
         raise ProtocolError(f"{message}: field 'events' is not a valid event list "
                             f"({exc}).") from None

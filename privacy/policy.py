@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedprofile.errors import ContractError, PolicyRefusedError
-from privacy.accounting import compose_mu, gdp_epsilon
+from privacy.accounting import EPSILON_RTOL, compose_mu, gdp_epsilon
 from privacy.events import NonPrivateEvent, PrivacyEvent
 from privacy.ledger import Ledger
 
@@ -97,7 +97,8 @@ def load_policy(path: str | Path) -> PartnerPolicy:
     if delta >= 1:
         raise ContractError(f"Policy {source}: 'delta' must be in (0, 1). Got {delta!r}.")
     stages = data.get("allowed_stages", list(ALL_STAGES))
-    if not isinstance(stages, list) or not set(stages) <= set(ALL_STAGES):
+    if not isinstance(stages, list) or not all(isinstance(x, str) for x in stages) \
+            or not set(stages) <= set(ALL_STAGES):
         raise ContractError(f"Policy {source}: 'allowed_stages' must be a list drawn from "
                             f"{list(ALL_STAGES)}. Got {stages!r} instead.")
     min_size = data.get("min_segment_size", 50)
@@ -156,11 +157,11 @@ class PartnerGuard:
             raise self._refuse(run_id, "non-private (epsilon = inf) releases are not allowed "
                                        "by its policy.")
         run_eps = self._epsilon_with(events, run_id=run_id)
-        if run_eps > p.max_epsilon_per_run * (1 + 1e-9):
+        if run_eps > p.max_epsilon_per_run * (1 + EPSILON_RTOL):
             raise self._refuse(run_id, f"the run would spend epsilon = {run_eps:.4g} of its data, "
                                        f"above its limit of {p.max_epsilon_per_run:g} per run.")
         total = self._epsilon_with(events, run_id=None)
-        if total > p.total_epsilon * (1 + 1e-9):
+        if total > p.total_epsilon * (1 + EPSILON_RTOL):
             raise self._refuse(run_id, f"the run would bring its lifetime spend to epsilon = "
                                        f"{total:.4g}, above its total budget of "
                                        f"{p.total_epsilon:g} ({self.remaining():.4g} left).")

@@ -10,6 +10,7 @@ presets (``bank``, ``hillstrom``, ``retail`` and ``retail-full``) are listed in
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +152,7 @@ def load_preset(name: str, *, data_dir: Path | None = None) -> Preset:
             f"{', '.join(repr(n) for n in PRESETS)}. Got {name!r} instead."
         )
     definition = PRESETS[name]
-    folder = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
+    folder = _default_data_dir() if data_dir is None else Path(data_dir)
     return Preset(
         name=name,
         frame=definition.loader(folder),
@@ -160,6 +161,17 @@ def load_preset(name: str, *, data_dir: Path | None = None) -> Preset:
         default_partners=definition.default_partners,
         description=definition.description,
     )
+
+
+def _default_data_dir() -> Path:
+    """``$FEDPROFILE_DATA_DIR``, else the repository's ``data/``, else ``./data``.
+
+    An installed Flower app bundle carries code, not data, so under ``flwr run`` the data are
+    found through the environment or the working directory.
+    """
+    if os.environ.get("FEDPROFILE_DATA_DIR"):
+        return Path(os.environ["FEDPROFILE_DATA_DIR"])
+    return DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else Path.cwd() / "data"
 
 
 def _data_file(data_dir: Path, file_name: str) -> Path:

@@ -35,7 +35,8 @@ def synthetic_email(customer: object, *, variant: int = 0) -> str:
     if variant % 3 == 1:
         return f"  {name.upper()}@{domain.upper()} "
     if variant % 3 == 2 and domain in ("gmail.com", "googlemail.com"):
-        return f"{name.replace('.', '')}+shop@{'googlemail.com' if domain == 'gmail.com' else 'gmail.com'}"
+        other = "googlemail.com" if domain == "gmail.com" else "gmail.com"
+        return f"{name.replace('.', '')}+shop@{other}"
     return f"{name}@{domain}"
 
 
@@ -58,7 +59,7 @@ def add_overlap(partitions: list[Partition], *, share: float, id_column: str, se
     extra: list[list[pd.DataFrame]] = [[] for _ in partitions]
     for i, part in enumerate(partitions):
         ids = part.frame[id_column].dropna().unique()
-        chosen = rng.choice(ids, size=int(round(share * len(ids))), replace=False)
+        chosen = rng.choice(ids, size=round(share * len(ids)), replace=False)
         for cid in chosen:
             j = int(rng.choice([x for x in range(len(partitions)) if x != i]))
             extra[j].append(part.frame.loc[part.frame[id_column] == cid])

@@ -12,7 +12,7 @@ from sim.datasets import load_preset
 from sim.identity import add_overlap
 from sim.partition import Partition, PartitionRule, parse_rule, partition_frame
 
-__all__ = ["prepare_partitions", "rule_from_text"]
+__all__ = ["prepare_partitions", "preset_partition_file", "rule_from_text"]
 
 DEFAULT_PARTNERS = 5
 
@@ -84,3 +84,20 @@ def _canonical_email(value: str) -> str | None:
         return normalize_email(value)
     except DataError:
         return None
+
+
+def preset_partition_file(dataset: str, partition_id: int, count: int, folder: Path) -> Path:
+    """One partner's slice of a shipped data set as a Parquet file (created once).
+
+    Used by virtual nodes under ``flwr run``, which only know their partition id.
+    """
+    path = folder / f"{dataset}-{count}-{partition_id}.parquet"
+    if not path.is_file():
+        parts = load_preset(dataset).partitions(count)
+        if not 0 <= partition_id < len(parts):
+            raise ContractError(f"Partition id {partition_id} is outside 0..{len(parts) - 1}.")
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.parquet")
+        parts[partition_id].frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    return path

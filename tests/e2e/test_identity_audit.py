@@ -9,7 +9,6 @@ attacker could use to find them.
 from __future__ import annotations
 
 import hashlib
-
 from pathlib import Path
 
 import pandas as pd

@@ -208,10 +208,6 @@ def test_numeric_column_with_only_text_raises_data_error() -> None:
         transform_frame(frame, _spec(), source="partner.csv")
 
 
-@pytest.mark.xfail(reason="BUG: _numeric_column raises only when *every* cell is unparseable "
-                          "(bad.all()); a text column with one empty cell slips through and, "
-                          "with missing = \"impute\", every customer silently gets the default",
-                   strict=True)
 def test_text_column_with_some_empty_cells_still_raises_data_error() -> None:
     # Prepare
     frame = _frame().assign(balance=["rich", None, "poor", "n/a"])
@@ -324,9 +320,6 @@ def test_read_table_errors_raise_data_error_naming_the_file(tmp_path: Path, name
     assert name in str(info.value)
 
 
-@pytest.mark.xfail(reason="BUG: read_table catches (OSError, ValueError, ParserError) but a "
-                          "truncated gzip stream raises EOFError, which escapes unwrapped",
-                   strict=True)
 def test_truncated_gzip_csv_raises_data_error_naming_the_file(tmp_path: Path) -> None:
     # Prepare
     blob = gzip.compress(b"age,color\n" + b"31,red\n" * 20_000)

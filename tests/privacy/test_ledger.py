@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -253,7 +254,7 @@ def test_a_corrupt_ledger_file_raises_data_error_naming_it(tmp_path: Path,
     path.write_bytes(content)
 
     # Execute / Assert
-    with pytest.raises(DataError, match="partner-ledger.sqlite"):
+    with pytest.raises(DataError, match=r"partner-ledger\.sqlite"):
         Ledger(path)
 
 
@@ -261,7 +262,7 @@ def test_a_foreign_sqlite_database_gains_the_ledger_tables_without_losing_its_ow
         tmp_path: Path) -> None:
     # Prepare
     path = tmp_path / "shared.sqlite"
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE other (x INTEGER)")
         db.execute("INSERT INTO other VALUES (7)")
 
@@ -271,6 +272,6 @@ def test_a_foreign_sqlite_database_gains_the_ledger_tables_without_losing_its_ow
     ledger.close()
 
     # Assert
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT x FROM other").fetchall() == [(7,)]
         assert db.execute("SELECT COUNT(*) FROM releases").fetchone() == (1,)

@@ -93,11 +93,14 @@ def test_update_with_rng_splits_the_largest_cluster_for_an_empty_centre() -> Non
 
 
 def test_update_with_rng_splits_the_largest_cluster_twice_for_two_empty_centres() -> None:
-    # Prepare: sizes (10, -, -, 1): the first empty centre splits centre 0 (halving it to 5),
-    # and the second splits the largest remaining, again a half of centre 0's cluster.
+    # Prepare: sizes (10, -, -, 1) with centre 0 at mean m = (1, 0). The first empty centre
+    # splits centre 0: c1 = m + d1, c0 = m - d1 (sizes become 5 and 5). The second empty centre
+    # splits the first largest, centre 0 again: c2 = c0 + d2, c0 = c0 - d2. Hence
+    # (c0 + c2) / 2 = m - d1, c1 + (c0 + c2) / 2 = 2 m, and |d1| = |d2| = step / 2.
     previous = np.zeros((4, 2))
     sums = np.array([[10.0, 0.0], [0.0, 0.0], [0.0, 0.0], [-5.0, -5.0]])
     counts = np.array([10.0, 0.0, 0.0, 1.0])
+    step = 0.05 * np.sqrt(800.0)
 
     # Execute
     new = update_centers(previous, sums, counts, min_count=0.5, box=WIDE_BOX,
@@ -105,9 +108,10 @@ def test_update_with_rng_splits_the_largest_cluster_twice_for_two_empty_centres(
 
     # Assert
     np.testing.assert_array_equal(new[3], [-5.0, -5.0])
-    assert len({tuple(row) for row in new.round(12)}) == 4
-    np.testing.assert_allclose(new[:3].mean(axis=0), [1.0, 0.0], atol=0.75)
-    assert np.all(np.linalg.norm(new[:3] - [1.0, 0.0], axis=1) <= 0.05 * np.sqrt(800.0))
+    pair_mid = (new[0] + new[2]) / 2
+    np.testing.assert_allclose(new[1] + pair_mid, [2.0, 0.0], atol=1e-12)
+    assert np.linalg.norm(new[0] - new[2]) == pytest.approx(step, rel=1e-12)
+    assert np.linalg.norm(new[1] - pair_mid) == pytest.approx(step, rel=1e-12)
 
 
 def test_update_with_rng_keeps_centres_when_every_count_is_noise() -> None:
@@ -175,7 +179,7 @@ def test_candidates_lie_in_the_box_with_one_active_slot_per_categorical_block() 
     candidates = candidate_centers(spec, 500, np.random.default_rng(0))
 
     # Assert
-    assert candidates.shape == (500, spec.dim) == (500, 9)
+    assert candidates.shape == (500, spec.dim) == (500, 8)
     assert np.all((candidates >= lo) & (candidates <= hi))
     slices = spec.slices()
     for name, weight in (("job", 0.5), ("flag", 3.0)):
