@@ -16,8 +16,10 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.capture import make_capture_mod
+from client.response import clipped_gradient_sum, gram_statistics
 from client.site import PartnerSite
 from client.statistics import cluster_partials
+from fedprofile.design import design_norm_bound, target_bound
 from fedprofile.errors import (
     BudgetExceededError,
     ContractError,
@@ -27,6 +29,10 @@ from fedprofile.errors import (
 )
 from fedprofile.protocol import (
     ErrorCode,
+    GradientReply,
+    GradientRequest,
+    GramReply,
+    GramRequest,
     KMeansReply,
     KMeansRequest,
     ProfileReply,
@@ -84,6 +90,56 @@ def kmeans(request: KMeansRequest, site: PartnerSite) -> KMeansReply:
                        counts=count_mech.randomise(counts, rng), events=events)
 
 
+def gram(request: GramRequest, site: PartnerSite) -> GramReply:
+    """Noised ``Z'Z`` (and ``Z'y``) of the partner's training customers."""
+    task = request.task
+    site.check_contract(task.spec_fingerprint)
+    if task.target not in site.spec.targets:
+        raise ContractError(f"Target {task.target!r} is not declared in the partner's contract.")
+    bound = design_norm_bound(site.spec, task.target,
+                              segment_aware=bool(task.segment_centers.size))
+    gram_mech = GaussianMechanism(sensitivity=bound**2,
+                                  noise_multiplier=request.gram_noise_multiplier)
+    where = {"stage": task.stage, "round": task.round}
+    events = [gram_mech.event(component="gram", **where)]
+    target_mech = None
+    if request.with_target:
+        target_mech = GaussianMechanism(
+            sensitivity=bound * target_bound(site.spec, task.target),
+            noise_multiplier=request.target_noise_multiplier)
+        events.append(target_mech.event(component="xty", **where))
+    data = site.design(task)
+    site.guard.authorize(run_id=task.run_id, stage=task.stage, events=events,
+                         delta=site.policy.delta)
+    upper, xty = gram_statistics(data.z_train, data.y_train if target_mech else None)
+    rng = site.rng(stage=task.stage, round=task.round)
+    return GramReply(gram_upper=gram_mech.randomise(upper, rng),
+                     xty=target_mech.randomise(xty, rng) if target_mech else xty,
+                     events=tuple(events))
+
+
+def gradient(request: GradientRequest, site: PartnerSite) -> GradientReply:
+    """Noised sum of the per-customer clipped logistic-loss gradients at ``theta``."""
+    task = request.task
+    site.check_contract(task.spec_fingerprint)
+    if site.spec.targets.get(task.target) is None or \
+            site.spec.targets[task.target].kind != "binary":
+        raise ContractError(f"Logistic regression needs a binary target; {task.target!r} is "
+                            "not one in the contract.")
+    mech = GaussianMechanism(sensitivity=request.clip, noise_multiplier=request.noise_multiplier)
+    events = (mech.event(component="gradient", stage=task.stage, round=task.round),)
+    data = site.design(task)
+    if data.z_train.shape[1] != len(request.theta):
+        raise ProtocolError(f"train.gradient request: theta has {len(request.theta)} values; "
+                            f"the design has {data.z_train.shape[1]} columns.")
+    site.guard.authorize(run_id=task.run_id, stage=task.stage, events=events,
+                         delta=site.policy.delta)
+    total = clipped_gradient_sum(data.z_train, data.y_train, request.theta, request.clip)
+    return GradientReply(gradient=mech.randomise(total, site.rng(stage=task.stage,
+                                                                  round=task.round)),
+                         events=events)
+
+
 def _error_reply(msg: Message, exc: Exception) -> Message:
     for kind, code in _ERROR_CODES:
         if isinstance(exc, kind):
@@ -125,6 +181,14 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
     @client.train("kmeans")
     def _kmeans(msg: Message, context: Context) -> Message:
         return _respond(msg, context, defaults, KMeansRequest.from_record, kmeans)
+
+    @client.train("gram")
+    def _gram(msg: Message, context: Context) -> Message:
+        return _respond(msg, context, defaults, GramRequest.from_record, gram)
+
+    @client.train("gradient")
+    def _gradient(msg: Message, context: Context) -> Message:
+        return _respond(msg, context, defaults, GradientRequest.from_record, gradient)
 
     return client
 

@@ -10,19 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from fedprofile.config import NodeConfig, resolve_app_path
 from fedprofile.contract import FeatureSpec, load_spec
 from fedprofile.customers import customer_table
-from fedprofile.errors import ContractError, DataError
+from fedprofile.design import DesignData, design_data
+from fedprofile.errors import ContractError, DataError, ProtocolError
 from fedprofile.features import transform_frame
 from fedprofile.io import read_table
+from fedprofile.protocol import ResponseTask
 from privacy.keys import load_key
 from privacy.ledger import Ledger
 from privacy.mechanisms import secure_rng
@@ -30,6 +33,16 @@ from privacy.policy import PartnerGuard, PartnerPolicy, load_policy
 from privacy.pseudonym import Pseudonymizer
 
 __all__ = ["PartnerSite", "resolve_node_config"]
+
+
+def _replace_cache(path: Path, pattern: str, write: Callable[[Path], object]) -> None:
+    """Atomically write a cache file, removing stale ones of the same kind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(pattern):
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f"tmp-{path.name}")
+    write(tmp)
+    tmp.replace(path)
 
 
 def resolve_node_config(node_config: Mapping[str, Any],
@@ -149,24 +162,39 @@ class PartnerSite:
                             self.spec.fingerprint(), self.mapping, self.key_id], sort_keys=True)
         return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
+    def customers(self) -> pd.DataFrame:
+        """One row per customer (pseudonymised and aggregated), cached locally."""
+        cache = self.state_dir / "cache" / f"customers-{self._cache_key()}.parquet"
+        if cache.is_file():
+            return pd.read_parquet(cache)
+        source = self.config.data_path
+        table = customer_table(read_table(source), self.spec, pseudonymizer=self.pseudonymizer,
+                               source=source)
+        _replace_cache(cache, "customers-*.parquet",
+                       lambda tmp: table.to_parquet(tmp, index=False))
+        return table
+
     def matrix(self) -> np.ndarray:
         """The partner's scaled customer matrix, from the local cache when it is current."""
         cache = self.state_dir / "cache" / f"matrix-{self._cache_key()}.npy"
         if cache.is_file():
             return np.load(cache, mmap_mode="r")
         source = self.config.data_path
-        table = customer_table(read_table(source), self.spec, pseudonymizer=self.pseudonymizer,
-                               source=source)
-        fm = transform_frame(table, self.spec, mapping=self.mapping, source=source)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        for stale in cache.parent.glob("matrix-*.npy"):
-            stale.unlink(missing_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, fm.matrix)
-        tmp.replace(cache)
+        fm = transform_frame(self.customers(), self.spec, mapping=self.mapping, source=source)
+        _replace_cache(cache, "matrix-*.npy", lambda tmp: np.save(tmp, fm.matrix))
         report = self.state_dir / "data_quality.json"
         report.write_text(json.dumps(fm.report.to_dict(), indent=1), encoding="utf-8")
         return fm.matrix
+
+    def design(self, task: ResponseTask) -> DesignData:
+        """The partner's design rows for a response model (training and held-out parts)."""
+        centers = task.segment_centers if task.segment_centers.size else None
+        if centers is not None and centers.shape[1:] != (self.spec.dim,):
+            raise ProtocolError(f"Segment centres of shape {centers.shape} do not fit the "
+                                f"contract's dimension {self.spec.dim}.")
+        return design_data(self.customers(), self.spec, task.target, segment_centers=centers,
+                           holdout=task.holdout, seed=task.holdout_seed, mapping=self.mapping,
+                           source=self.config.data_path)
 
     def rng(self, *, stage: str, round: int) -> np.random.Generator:
         """Release noise: OS entropy, or a seeded stream in simulations."""

@@ -71,13 +71,26 @@ def sim(
         help="Compare with centralized scikit-learn on the pooled data.")] = True,
     capture: Annotated[Path | None, typer.Option(
         help="Wire audit: write every message a partner sends to this folder.")] = None,
+    task: Annotated[str, typer.Option(
+        help="What to learn: segments, ridge (value), logistic (conversion).")] = "segments",
+    target: Annotated[str, typer.Option(help="Target of ridge/logistic ([target.NAME]).")
+                      ] = "",
+    alpha: Annotated[float, typer.Option(min=0.0, help="Ridge penalty of response models.")
+                     ] = 1.0,
+    gd_rounds: Annotated[int, typer.Option(min=1, max=100,
+                                           help="Gradient rounds of logistic regression.")] = 5,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.9,
+                                           help="Share of customers each partner keeps for "
+                                                "testing.")] = 0.2,
+    segments: Annotated[Path | None, typer.Option(
+        help="A segment model.json: response models use the segment as a feature.")] = None,
     overlap: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Share of each partner's customers also present at another "
                                "partner (needs an e-mail identity column).")] = 0.0,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
     from sim.jobs import prepare_partitions
-    from sim.runner import run_segmentation_sim
+    from sim.runner import simulate
 
     eps = _parse_epsilon(epsilon)
     try:
@@ -87,17 +100,20 @@ def sim(
         console.print(f"Simulating [bold]{len(parts)}[/] partners: "
                       + ", ".join(f"{p.name} ({len(p.frame):,})" for p in parts), highlight=False)
         config = {"k": k, "epsilon": eps, "delta": delta, "rounds": rounds, "init": init,
-                  "candidates": candidates, "min-segment-size": min_segment_size}
-        total = rounds + (1 if init == "overcluster" else 0)
+                  "candidates": candidates, "min-segment-size": min_segment_size,
+                  "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
+                  "holdout": holdout, "segments": str(segments or "")}
+        total = {"segments": rounds + (1 if init == "overcluster" else 0), "ridge": 1,
+                 "logistic": 1 + gd_rounds}.get(task, 1)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} rounds"), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
-            task = progress.add_task("Federated k-means", total=total)
-            result = run_segmentation_sim(
+            bar = progress.add_task(f"Federated {task}", total=total)
+            result = simulate(
                 parts, spec_path=spec_path, out_dir=out, state_dir=state_dir,
                 run_config=config, policy=policy, seed=seed, evaluate=evaluate,
                 capture=capture,
-                on_round=lambda msg: progress.update(task, advance=1, description=msg))
+                on_round=lambda msg: progress.update(bar, advance=1, description=msg))
     except FedprofileError as exc:
         raise _fail(exc) from None
     _print_summary(result.metrics, result.report)
@@ -110,6 +126,12 @@ def _print_summary(metrics: dict, report: Path) -> None:  # type: ignore[type-ar
     table.add_row("privacy", "NOT PRIVATE (epsilon = inf)" if privacy["non_private"]
                   else f"epsilon = {eps:.4f}, delta = {privacy['delta']:g}")
     table.add_row("partners", str(metrics["n_partners"]))
+    resp = metrics.get("response")
+    if resp:
+        for key in ("r2", "rmse", "auc", "log_loss"):
+            if key in resp["federated"]:
+                table.add_row(f"{key} federated / centralized",
+                              f"{resp['federated'][key]:.4f} / {resp['centralized'][key]:.4f}")
     km = metrics.get("kmeans")
     if km:
         table.add_row("cost / centralized", f"{km['cost_ratio']:.4f}")
@@ -205,6 +227,36 @@ def ledger(
                               f"{note['message']}", highlight=False)
     except FedprofileError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def score(
+    data: Annotated[Path, typer.Option(help="The partner's CSV/Parquet customer table.")],
+    out: Annotated[Path, typer.Option(help="Output CSV/Parquet: id, segment, score.")],
+    model: Annotated[Path | None, typer.Option(help="A response model.json.")] = None,
+    segments: Annotated[Path | None, typer.Option(help="A segment model.json.")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="The federation key, when the table holds raw identities.")] = None,
+    id_col: Annotated[str | None, typer.Option(help="Customer id column to keep.")] = None,
+) -> None:
+    """Score your own customers locally with published models (nothing is sent)."""
+    from fedprofile.io import read_table, write_table
+    from fedprofile.response_model import ResponseModel
+    from fedprofile.scoring import score_customers
+    from fedprofile.segment_model import SegmentModel
+    from privacy.keys import load_key
+    from privacy.pseudonym import Pseudonymizer
+
+    try:
+        response = ResponseModel.load(model) if model else None
+        segment_model = SegmentModel.load(segments) if segments else None
+        pseudo = Pseudonymizer(load_key(key)) if key else None
+        scored = score_customers(read_table(data), response=response, segments=segment_model,
+                                 pseudonymizer=pseudo, id_column=id_col, source=str(data))
+        write_table(scored, out)
+    except FedprofileError as exc:
+        raise _fail(exc) from None
+    console.print(f"Scored {len(scored):,} customers into [bold]{out}[/]", highlight=False)
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks whose tables the README quotes.")

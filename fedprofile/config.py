@@ -28,6 +28,7 @@ def resolve_app_path(path: str) -> Path:
     return APP_ROOT / p
 
 _INIT_METHODS = ("overcluster", "random")
+TASKS = ("segments", "ridge", "logistic")
 
 
 def _value(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -104,6 +105,20 @@ class RunConfig:
     dataset : str
         Simulation under ``flwr run`` only: virtual nodes without a ``data-path`` take their
         slice of this shipped data set.
+    task : {"segments", "ridge", "logistic"}, default="segments"
+        What to learn.
+    target : str
+        The contract's target of a response model.
+    alpha : float, default=1.0
+        Ridge penalty of response models (on scaled features), in ``[0, inf)``.
+    gd_rounds : int, default=5
+        Gradient rounds of logistic regression, in ``[1, 100]``.
+    clip : float, default=0
+        Per-customer gradient bound of logistic regression (0: the design norm bound).
+    holdout : float, default=0.2
+        Share of each partner's customers kept aside for testing, in ``[0, 1)``.
+    segments : str
+        A segment model JSON; response models then use the segment as a feature.
     """
 
     spec: str = "specs/bank.toml"
@@ -119,6 +134,13 @@ class RunConfig:
     out_dir: str = "runs/latest"
     timeout: float = 600.0
     dataset: str = ""
+    task: str = "segments"
+    target: str = ""
+    alpha: float = 1.0
+    gd_rounds: int = 5
+    clip: float = 0.0
+    holdout: float = 0.2
+    segments: str = ""
 
     def n_candidates(self, dim: int) -> int:
         """Candidates of the over-clustering start for a contract of dimension ``dim``."""
@@ -139,6 +161,13 @@ class RunConfig:
         if init not in _INIT_METHODS:
             raise ContractError(f"The 'init' parameter must be one of {list(_INIT_METHODS)}. "
                                 f"Got {init!r} instead.")
+        task = _str(cfg, "task", cls.task)
+        if task not in TASKS:
+            raise ContractError(f"The 'task' parameter must be one of {list(TASKS)}. "
+                                f"Got {task!r} instead.")
+        target = _str(cfg, "target", "")
+        if task != "segments" and not target:
+            raise ContractError(f"Task {task!r} needs a 'target' (a [target.NAME] of the spec).")
         k = _int(cfg, "k", cls.k, low=1, high=100)
         candidates = _int(cfg, "candidates", cls.candidates, low=0, high=100_000)
         if 0 < candidates < k:
@@ -154,7 +183,12 @@ class RunConfig:
                    seed=_int(cfg, "seed", cls.seed, low=0),
                    out_dir=_str(cfg, "out_dir", cls.out_dir),
                    timeout=_float(cfg, "timeout", cls.timeout, open_low=0.0),
-                   dataset=_str(cfg, "dataset", ""))
+                   dataset=_str(cfg, "dataset", ""), task=task, target=target,
+                   alpha=_float(cfg, "alpha", cls.alpha, open_low=-1e-300),
+                   gd_rounds=_int(cfg, "gd_rounds", cls.gd_rounds, low=1, high=100),
+                   clip=_float(cfg, "clip", cls.clip, open_low=-1e-300),
+                   holdout=_float(cfg, "holdout", cls.holdout, open_low=-1e-300, high=0.99),
+                   segments=_str(cfg, "segments", ""))
 
 
 @dataclass(frozen=True)

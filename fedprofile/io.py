@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from fedprofile.errors import DataError
 
-__all__ = ["SUPPORTED_SUFFIXES", "read_table", "write_table"]
+__all__ = ["SUPPORTED_SUFFIXES", "json_safe", "read_table", "write_table"]
 
 SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
@@ -84,3 +86,14 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     else:
         frame.to_csv(p, index=False)
     return p
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats (epsilon = inf) by strings, for strict JSON documents."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -10,7 +10,6 @@ when customers are scored.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 from fedprofile.contract import CategoricalFeature, FeatureSpec, NumericFeature
 from fedprofile.errors import ContractError
 from fedprofile.features import transform_frame
+from fedprofile.io import json_safe
 
 __all__ = ["FORMAT", "VERSION", "SegmentModel", "build_profiles"]
 
@@ -185,7 +185,7 @@ class SegmentModel:
         """Write the model as JSON."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(_json_safe(self.to_dict()), indent=1), encoding="utf-8")
+        p.write_text(json.dumps(json_safe(self.to_dict()), indent=1), encoding="utf-8")
         return p
 
     @classmethod
@@ -210,13 +210,3 @@ class SegmentModel:
                    params=doc["params"], partners=doc["partners"], history=doc.get("history"),
                    created_at=doc.get("created_at"))
 
-
-def _json_safe(value: Any) -> Any:
-    """Replace non-finite floats (epsilon = inf) by the string "inf" for strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value

@@ -1,9 +1,10 @@
-"""The coordinator's ServerApp: orchestrates a private segmentation run.
+"""The coordinator's ServerApp: orchestrates private segmentation and response-model runs.
 
-Stages: ``query.profile`` (partners check the contract and the whole privacy plan against
-their policy; nothing is released), then the k-means start and Lloyd rounds
-(``train.kmeans``). Every partner's releases are entered in the federation ledger; the model,
-its metrics and the HTML report are written to ``out-dir``.
+Every run starts with ``query.profile`` (partners check the contract and the whole privacy
+plan against their policy; nothing is released), then drives one stage: k-means
+(``train.kmeans``), ridge (``train.gram``) or logistic regression (``train.gram`` then
+``train.gradient``). Every partner's releases are entered in the federation ledger; the
+model, its metrics and the HTML report are written to ``out-dir``.
 """
 
 from __future__ import annotations
@@ -12,59 +13,35 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedprofile.config import RunConfig
+from fedprofile.config import RunConfig, resolve_app_path
 from fedprofile.contract import FeatureSpec, load_spec
-from fedprofile.protocol import KMeansReply, MessageKind, ProfileReply, ProfileRequest
+from fedprofile.design import design_names, design_norm_bound, target_bound
+from fedprofile.protocol import ResponseTask
+from fedprofile.response_model import ResponseModel
 from fedprofile.segment_model import SegmentModel
-from privacy.accounting import compose_mu, gdp_epsilon
-from privacy.ledger import Ledger
-from server.federation import Federation, RunAborted, wait_for_nodes
-from server.kmeans import KMeansPlan, KMeansStage, plan_kmeans
+from server.federation import RunAborted
+from server.kmeans import KMeansStage, plan_kmeans
+from server.regression import LogisticStage, RidgeStage, plan_response
 from server.report import render_report
+from server.report_response import render_response_report
+from server.session import drive, open_run, privacy_record
 
-__all__ = ["app", "build_server_app", "run_segmentation"]
+__all__ = ["app", "build_server_app", "run_response", "run_segmentation", "write_outputs"]
 
 log = logging.getLogger("fedprofile.server")
-ACCOUNTANT = "gdp-exact"
-
-
-def privacy_record(plan: KMeansPlan) -> dict[str, Any]:
-    """The model's privacy section: target, spend, accountant and every release."""
-    releases, mus = [], []
-    for event in plan.events():
-        mus.append(event.mu)
-        eps = gdp_epsilon(compose_mu(mus), plan.delta)
-        releases.append({**event.to_dict(), "epsilon_cumulative": eps})
-    spent = gdp_epsilon(compose_mu(mus), plan.delta)
-    return {"epsilon_target": plan.epsilon, "delta": plan.delta, "epsilon_spent": spent,
-            "mu": plan.mu, "accountant": ACCOUNTANT, "non_private": plan.non_private,
-            "noise_placement": "partner",
-            "unit": "one customer of one partner (add/remove)", "releases": releases}
-
-
-def _introduce(fed: Federation, request: ProfileRequest) -> None:
-    replies = fed.broadcast(MessageKind.PROFILE, request.to_record(), ProfileReply.from_record)
-    for node, reply in replies.items():
-        fed.names[node] = reply.partner
-    key_ids = {reply.key_id for reply in replies.values()}
-    if len(key_ids) > 1:
-        uses = "; ".join(f"{r.partner} uses {r.key_id or 'no key'}" for r in replies.values())
-        raise RunAborted("Partners pseudonymise with different keys, so their customers "
-                         f"cannot be matched; the run stops before any release: {uses}.")
-    log.info("Partners taking part: %s", ", ".join(fed.name(n) for n in fed.node_ids))
+Model = SegmentModel | ResponseModel
 
 
 def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0) -> SegmentModel:
-    """Run the whole private segmentation on ``grid`` and return the model.
+    """Run a private segmentation on ``grid`` and return the model.
 
     Raises
     ------
@@ -72,62 +49,88 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0) 
         If fewer than ``cfg.min_partners`` partners take part to the end.
     """
     spec: FeatureSpec = load_spec(cfg.spec)
-    run_id = uuid.uuid4().hex[:16]
     plan = plan_kmeans(epsilon=cfg.epsilon, delta=cfg.delta, lloyd_rounds=cfg.rounds,
                        norm_bound=spec.norm_bound, init=cfg.init)  # type: ignore[arg-type]
-    nodes = wait_for_nodes(grid, expected=max(expected_partners, cfg.min_partners),
-                           timeout=min(cfg.timeout, 120.0))
-    fed = Federation(grid=grid, node_ids=nodes, min_partners=cfg.min_partners,
-                     timeout=cfg.timeout)
-    fed.check_quorum("start")
-    _introduce(fed, ProfileRequest(
-        run_id=run_id, spec_fingerprint=spec.fingerprint(), epsilon_target=cfg.epsilon,
-        delta=cfg.delta, stages=("kmeans",), planned_events=plan.events(),
-        min_segment_size=cfg.min_segment_size))
-    out = Path(cfg.out_dir)
-    ledger = Ledger(out / "federation_ledger.sqlite")
-    for node in fed.node_ids:
-        ledger.start_run(run_id=run_id, party=fed.name(node), epsilon_target=cfg.epsilon,
-                         delta=cfg.delta, params={"stage": "kmeans", "k": cfg.k})
-    stage = KMeansStage(spec=spec, plan=plan, k=cfg.k, n_partners=len(fed.node_ids),
-                        run_id=run_id, fingerprint=spec.fingerprint(),
+    session = open_run(grid, cfg, spec, plan, stage_name="kmeans",
+                       expected_partners=expected_partners)
+    stage = KMeansStage(spec=spec, plan=plan, k=cfg.k, n_partners=len(session.fed.node_ids),
+                        run_id=session.run_id, fingerprint=spec.fingerprint(),
                         candidates=cfg.n_candidates(spec.dim), seed=cfg.seed)
-    for rnd in stage.rounds():
-        request = stage.configure(rnd)
-        decode = partial(KMeansReply.from_record, shape=request.centers.shape)
-        replies = fed.broadcast(MessageKind.KMEANS, request.to_record(), decode)
-        for node, reply in replies.items():
-            ledger.record(run_id=run_id, party=fed.name(node), events=reply.events,
-                          delta=cfg.delta)
-        stage.aggregate(rnd, list(replies.values()), n_answered=len(replies))
-        log.info("%s round %d: %d partners answered", rnd.stage, rnd.round, len(replies))
-    result = stage.finalize()
-    ledger.close()
-    params = {"k": cfg.k, "rounds": cfg.rounds, "init": cfg.init,
-              "candidates": cfg.n_candidates(spec.dim), "seed": cfg.seed, "run_id": run_id,
-              "min_partners": cfg.min_partners}
+    result = drive(session, stage)
+    params = {"task": "segments", "k": cfg.k, "rounds": cfg.rounds, "init": cfg.init,
+              "candidates": cfg.n_candidates(spec.dim), "seed": cfg.seed,
+              "run_id": session.run_id, "min_partners": cfg.min_partners}
     return SegmentModel(spec=spec, centers=result.centers, sizes=result.sizes,
                         min_segment_size=cfg.min_segment_size, privacy=privacy_record(plan),
-                        params=params, partners=fed.summary()["partners"],
+                        params=params, partners=session.fed.summary()["partners"],
                         history=result.history)
 
 
-def write_outputs(model: SegmentModel, metrics: Mapping[str, Any], out_dir: Path) -> None:
+def _segment_centers(cfg: RunConfig, spec: FeatureSpec) -> np.ndarray:
+    if not cfg.segments:
+        return np.zeros((0,))
+    segments = SegmentModel.load(resolve_app_path(cfg.segments))
+    if segments.spec.fingerprint() != spec.fingerprint():
+        raise RunAborted(f"The segment model {cfg.segments} was trained under another "
+                         "contract than this run's spec.")
+    return segments.cluster_centers_
+
+
+def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0) -> ResponseModel:
+    """Fit a private ridge or logistic regression on ``grid`` and return the model."""
+    spec = load_spec(cfg.spec)
+    if cfg.target not in spec.targets:
+        raise RunAborted(f"Target {cfg.target!r} is not declared in the spec {cfg.spec}; "
+                         f"declared: {sorted(spec.targets) or 'none'}.")
+    kind = spec.targets[cfg.target].kind
+    if (cfg.task == "logistic") != (kind == "binary"):
+        raise RunAborted(f"Task {cfg.task!r} does not fit the {kind} target {cfg.target!r}; "
+                         "use ridge for numeric targets and logistic for binary ones.")
+    centers = _segment_centers(cfg, spec)
+    dim = len(design_names(spec, cfg.target, len(centers) if centers.size else 0))
+    plan = plan_response(task=cfg.task, epsilon=cfg.epsilon,  # type: ignore[arg-type]
+                         delta=cfg.delta,
+                         norm_bound=design_norm_bound(spec, cfg.target,
+                                                      segment_aware=bool(centers.size)),
+                         target_bound=target_bound(spec, cfg.target), rounds=cfg.gd_rounds,
+                         clip=cfg.clip)
+    session = open_run(grid, cfg, spec, plan, stage_name=cfg.task,
+                       expected_partners=expected_partners)
+    task = ResponseTask(run_id=session.run_id, spec_fingerprint=spec.fingerprint(),
+                        stage=cfg.task, round=0, target=cfg.target, holdout=cfg.holdout,
+                        holdout_seed=cfg.seed, segment_centers=centers)
+    stage_cls = RidgeStage if cfg.task == "ridge" else LogisticStage
+    result = drive(session, stage_cls(plan=plan, task=task, dim=dim, alpha=cfg.alpha), dim=dim)
+    params = {"task": cfg.task, "target": cfg.target, "alpha": cfg.alpha,
+              "gd_rounds": cfg.gd_rounds if cfg.task == "logistic" else 0,
+              "clip": plan.clip, "holdout": cfg.holdout, "seed": cfg.seed,
+              "segments": cfg.segments, "run_id": session.run_id}
+    return ResponseModel(task=cfg.task, spec=spec, target=cfg.target, coef=result.coef,
+                         penalty=result.penalty, privacy=privacy_record(plan), params=params,
+                         partners=session.fed.summary()["partners"],
+                         segment_centers=centers if centers.size else None)
+
+
+def write_outputs(model: Model, metrics: Mapping[str, Any], out_dir: Path) -> None:
     """Write ``model.json``, ``metrics.json`` and ``report.html`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / "model.json")
     doc = json.dumps(metrics, indent=1, default=lambda x: None if x is None else str(x))
     (out_dir / "metrics.json").write_text(doc, encoding="utf-8")
-    render_report(model.to_dict(), metrics, out_dir / "report.html")
+    if isinstance(model, SegmentModel):
+        render_report(model.to_dict(), metrics, out_dir / "report.html")
+    else:
+        render_response_report(model, metrics, out_dir / "report.html")
 
 
-def coordinator_metrics(model: SegmentModel, wall_time: float) -> dict[str, Any]:
+def coordinator_metrics(model: Model, wall_time: float) -> dict[str, Any]:
     """Metrics the coordinator knows without any data: privacy, rounds, time."""
     eps = model.privacy["epsilon_spent"]
     return {"privacy": {"epsilon_spent": None if math.isinf(eps) else eps,
                         "delta": model.privacy["delta"],
                         "non_private": model.privacy["non_private"]},
-            "n_partners": len(model.partners), "rounds": model.params["rounds"],
+            "n_partners": len(model.partners), "params": model.params,
+            "rounds": model.params.get("rounds"),
             "wall_time_s": wall_time, "evaluation": "deployment"}
 
 
@@ -141,14 +144,15 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
         expected = int(settings.pop("expected-partners", 0))
         cfg = RunConfig.from_mapping(settings)
         start = time.perf_counter()
+        run = run_segmentation if cfg.task == "segments" else run_response
         try:
-            model = run_segmentation(grid, cfg, expected_partners=expected)
+            model = run(grid, cfg, expected_partners=expected)
         except RunAborted as exc:
             log.error("%s", exc)
             raise
         write_outputs(model, coordinator_metrics(model, time.perf_counter() - start),
                       Path(cfg.out_dir))
-        log.info("Segment model written to %s", Path(cfg.out_dir) / "model.json")
+        log.info("Model written to %s", Path(cfg.out_dir) / "model.json")
 
     return server
 

@@ -249,8 +249,9 @@ class KMeansStage:
                              sum_noise_multiplier=rnd.sum_noise_multiplier,
                              count_noise_multiplier=rnd.count_noise_multiplier)
 
-    def aggregate(self, rnd: RoundPlan, replies: list[KMeansReply], n_answered: int) -> None:
+    def aggregate(self, rnd: RoundPlan, replies: list[KMeansReply]) -> None:
         """Sum the partners' noised aggregates and update the centres."""
+        n_answered = len(replies)
         sums = np.sum([r.sums for r in replies], axis=0)
         counts = np.sum([r.counts for r in replies], axis=0)
         count_sigma = rnd.count_noise_multiplier * math.sqrt(max(n_answered, 1))

@@ -49,6 +49,6 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
             sums, counts = cluster_partials(matrix, request.centers)
             replies.append(KMeansReply(sums=sum_mech.randomise(sums, rng),
                                        counts=count_mech.randomise(counts, rng), events=()))
-        stage.aggregate(rnd, replies, n_answered=len(matrices))
+        stage.aggregate(rnd, replies)
     result = stage.finalize()
     return result

@@ -8,6 +8,7 @@ same objects a deployment runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,17 +23,22 @@ import pandas as pd
 from client.app import build_client_app
 from fedprofile.contract import load_spec
 from fedprofile.customers import customer_table
+from fedprofile.design import DesignData, design_data
 from fedprofile.errors import ContractError
 from fedprofile.features import transform_frame
 from fedprofile.io import write_table
+from fedprofile.response_model import FORMAT as RESPONSE_FORMAT
+from fedprofile.response_model import ResponseModel
 from fedprofile.segment_model import SegmentModel
 from privacy.keys import generate_key, load_key, write_key
 from privacy.pseudonym import Pseudonymizer
 from server.app import build_server_app, write_outputs
 from sim.evaluate import evaluate_segments
+from sim.evaluate_response import evaluate_response
 from sim.partition import Partition
 
-__all__ = ["SimulationResult", "federation_key", "pooled_matrix", "run_segmentation_sim"]
+__all__ = ["SimulationResult", "federation_key", "load_model", "partner_tables", "pooled_matrix",
+           "simulate"]
 
 log = logging.getLogger("fedprofile.sim")
 
@@ -42,7 +48,7 @@ class SimulationResult:
     """Where a simulation wrote its outputs, and its metrics."""
 
     out_dir: Path
-    model: SegmentModel
+    model: SegmentModel | ResponseModel
     metrics: dict[str, Any]
 
     @property
@@ -93,18 +99,24 @@ def _quiet_flower() -> None:
     logging.getLogger("flwr").setLevel(logging.ERROR)
 
 
-def pooled_matrix(partitions: list[Partition], spec_path: Path, state_dir: Path) -> np.ndarray:
-    """Every partner's scaled matrix stacked, built as the partners build theirs."""
+def partner_tables(partitions: list[Partition], spec_path: Path, state_dir: Path
+                   ) -> list[pd.DataFrame]:
+    """Every partner's customer table, built as the partners build theirs."""
     spec = load_spec(spec_path)
     pseudo = Pseudonymizer(load_key(federation_key(state_dir)),
                            default_region=spec.identity.region) if spec.identity else None
-    return np.vstack([
-        transform_frame(customer_table(p.frame, spec, pseudonymizer=pseudo, source=p.name),
-                        spec, source=p.name).matrix
-        for p in partitions])
+    return [customer_table(p.frame, spec, pseudonymizer=pseudo, source=p.name)
+            for p in partitions]
 
 
-def run_segmentation_sim(partitions: list[Partition], *, spec_path: Path, out_dir: Path,
+def pooled_matrix(partitions: list[Partition], spec_path: Path, state_dir: Path) -> np.ndarray:
+    """Every partner's scaled matrix stacked, built as the partners build theirs."""
+    spec = load_spec(spec_path)
+    return np.vstack([transform_frame(t, spec).matrix
+                      for t in partner_tables(partitions, spec_path, state_dir)])
+
+
+def simulate(partitions: list[Partition], *, spec_path: Path, out_dir: Path,
                          state_dir: Path, run_config: Mapping[str, Any],
                          policy: Path | None = None, seed: int | None = 0,
                          evaluate: bool = True, capture: Path | None = None,
@@ -163,14 +175,33 @@ def run_segmentation_sim(partitions: list[Partition], *, spec_path: Path, out_di
     if not model_path.is_file():
         raise ContractError(f"The simulation ended without a model in {out_dir}; see the log "
                             "above for the partners' replies.")
-    model = SegmentModel.load(model_path)
+    model = load_model(model_path)
     metrics = _metrics(model, partitions, spec_path, state_dir, wall, seed, evaluate)
     write_outputs(model, metrics, out_dir)
     return SimulationResult(out_dir=out_dir, model=model, metrics=metrics)
 
 
-def _metrics(model: SegmentModel, partitions: list[Partition], spec_path: Path,
-             state_dir: Path, wall: float, seed: int | None, evaluate: bool) -> dict[str, Any]:
+def load_model(path: Path) -> SegmentModel | ResponseModel:
+    """Load a segment or response model by its declared format."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("format") == RESPONSE_FORMAT:
+        return ResponseModel.load(path)
+    return SegmentModel.load(path)
+
+
+def _response_designs(model: ResponseModel, partitions: list[Partition], spec_path: Path,
+                      state_dir: Path) -> list[DesignData]:
+    centers = model.segment_centers if len(model.segment_centers) else None
+    return [design_data(table, model.spec, model.target, segment_centers=centers,
+                        holdout=float(model.params["holdout"]), seed=int(model.params["seed"]),
+                        source=p.name)
+            for table, p in zip(partner_tables(partitions, spec_path, state_dir), partitions,
+                                strict=True)]
+
+
+def _metrics(model: SegmentModel | ResponseModel, partitions: list[Partition],
+             spec_path: Path, state_dir: Path, wall: float, seed: int | None,
+             evaluate: bool) -> dict[str, Any]:
     eps = model.privacy["epsilon_spent"]
     metrics: dict[str, Any] = {
         "privacy": {"epsilon_spent": None if eps == "inf" else eps,
@@ -178,9 +209,12 @@ def _metrics(model: SegmentModel, partitions: list[Partition], spec_path: Path,
                     "delta": model.privacy["delta"], "non_private": model.privacy["non_private"],
                     "accountant": model.privacy["accountant"]},
         "n_partners": len(model.partners), "partners": model.partners,
-        "rounds": model.params["rounds"], "wall_time_s": round(wall, 3),
-        "evaluation": "simulation"}
-    if evaluate:
+        "params": model.params, "rounds": model.params.get("rounds"),
+        "wall_time_s": round(wall, 3), "evaluation": "simulation"}
+    if evaluate and isinstance(model, ResponseModel):
+        metrics["response"] = evaluate_response(
+            model, _response_designs(model, partitions, spec_path, state_dir))
+    elif evaluate:
         pooled = pooled_matrix(partitions, spec_path, state_dir)
         metrics["n_customers"] = len(pooled)
         metrics["kmeans"] = evaluate_segments(model, pooled, seed=seed or 0)

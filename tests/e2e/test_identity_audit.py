@@ -22,7 +22,7 @@ from privacy.pseudonym import Pseudonymizer, normalize_email, normalize_phone
 from server.app import build_server_app
 from sim.datasets import load_preset
 from sim.partition import Partition
-from sim.runner import _prepare_partners, federation_key, run_segmentation_sim
+from sim.runner import _prepare_partners, federation_key, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_canaries_never_leave_a_partner(tmp_path: Path) -> None:
     parts = _plant(_small_federation())
     preset = load_preset("retail-transactions")
     # Execute: the full pipeline with the wire audit on
-    result = run_segmentation_sim(parts, spec_path=preset.spec_path, out_dir=tmp_path / "out",
+    result = simulate(parts, spec_path=preset.spec_path, out_dir=tmp_path / "out",
                                   state_dir=tmp_path / "state", capture=tmp_path / "capture",
                                   run_config={"k": 4, "epsilon": 1.0}, seed=0, evaluate=False)
     files = list((tmp_path / "capture").rglob("*.bin"))

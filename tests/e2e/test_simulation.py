@@ -16,7 +16,7 @@ from fedprofile.features import transform_frame
 from privacy.accounting import gdp_epsilon
 from privacy.ledger import Ledger
 from sim.datasets import load_preset
-from sim.runner import SimulationResult, run_segmentation_sim
+from sim.runner import SimulationResult, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def bank():
 @pytest.fixture(scope="module")
 def private_run(bank, tmp_path_factory) -> tuple[SimulationResult, Path]:
     root = tmp_path_factory.mktemp("bank-private")
-    result = run_segmentation_sim(bank.partitions(5), spec_path=bank.spec_path,
+    result = simulate(bank.partitions(5), spec_path=bank.spec_path,
                                   out_dir=root / "out", state_dir=root / "state",
                                   run_config={"k": 6, "epsilon": 1.0, "delta": 1e-6},
                                   seed=0, capture=root / "capture")
@@ -83,7 +83,7 @@ def test_no_customer_value_or_id_leaves_a_partner(private_run, bank) -> None:
 def test_non_private_run_through_flower_is_exact_lloyd(bank, tmp_path) -> None:
     # Prepare / Execute: epsilon = inf through the Flower simulation
     parts = bank.partitions(5)
-    result = run_segmentation_sim(parts, spec_path=bank.spec_path, out_dir=tmp_path / "out",
+    result = simulate(parts, spec_path=bank.spec_path, out_dir=tmp_path / "out",
                                   state_dir=tmp_path / "state", evaluate=False, seed=1,
                                   run_config={"k": 5, "epsilon": math.inf, "rounds": 2})
     # Assert: Lloyd from the same start (the history's start) on the pooled data
@@ -102,7 +102,7 @@ def test_partner_policy_refuses_a_run_over_its_per_run_limit(bank, tmp_path) -> 
     policy = tmp_path / "policy.toml"
     policy.write_text("max_epsilon_per_run = 0.5\ntotal_epsilon = 4.0\n")
     with pytest.raises(FedprofileError, match=r"limit of 0\.5 per run") as info:
-        run_segmentation_sim(bank.partitions(3), spec_path=bank.spec_path,
+        simulate(bank.partitions(3), spec_path=bank.spec_path,
                              out_dir=tmp_path / "out", state_dir=tmp_path / "state",
                              run_config={"k": 4, "epsilon": 1.0}, policy=policy, evaluate=False)
     assert "refused" in str(info.value)

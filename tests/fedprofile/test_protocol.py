@@ -20,11 +20,16 @@ from fedprofile.errors import ProtocolError
 from fedprofile.protocol import (
     PROTOCOL_VERSION,
     ErrorCode,
+    GradientReply,
+    GradientRequest,
+    GramReply,
+    GramRequest,
     KMeansReply,
     KMeansRequest,
     MessageKind,
     ProfileReply,
     ProfileRequest,
+    ResponseTask,
 )
 from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 
@@ -37,6 +42,10 @@ EVENTS: tuple[PrivacyEvent, ...] = (
                   component="counts"),
     NonPrivateEvent(sensitivity=1.0, stage="kmeans", round=1, component="counts"),
 )
+
+TASK = ResponseTask(run_id="0123abcd", spec_fingerprint="f" * 64, stage="ridge", round=0,
+                    target="balance", holdout=0.2, holdout_seed=7,
+                    segment_centers=np.zeros((0,)))
 
 SAMPLES: dict[str, Any] = {
     "profile-request": ProfileRequest(
@@ -61,6 +70,16 @@ SAMPLES: dict[str, Any] = {
     "kmeans-reply": KMeansReply(
         sums=np.array([[10.5, -3.0, 2.0], [-1.25, 0.0, 7.0]]), counts=np.array([12.3, -0.7]),
         events=EVENTS[:2]),
+    "gram-request": GramRequest(task=TASK, gram_noise_multiplier=4.0,
+                                target_noise_multiplier=5.0, with_target=True),
+    "gram-request-segment-aware": GramRequest(
+        task=dataclasses.replace(TASK, segment_centers=np.ones((3, 4))),
+        gram_noise_multiplier=0.0, target_noise_multiplier=0.0, with_target=False),
+    "gram-reply": GramReply(gram_upper=np.arange(6.0), xty=np.array([1.0, -2.0, 0.5]),
+                            events=EVENTS[:2]),
+    "gradient-request": GradientRequest(task=TASK, theta=np.array([0.1, -0.3, 2.0]), clip=1.5,
+                                        noise_multiplier=9.0),
+    "gradient-reply": GradientReply(gradient=np.array([3.0, -1.0, 0.25]), events=EVENTS[:1]),
 }
 
 
@@ -76,6 +95,8 @@ def _assert_same_payload(a: Any, b: Any) -> None:
             assert isinstance(y, np.ndarray)
             assert x.shape == y.shape
             np.testing.assert_array_equal(x, y)
+        elif dataclasses.is_dataclass(x):
+            _assert_same_payload(x, y)
         else:
             assert x == y, f.name
 
@@ -102,7 +123,7 @@ def test_payload_round_trips_through_its_record(name: str) -> None:
 def test_every_payload_class_of_the_protocol_has_a_round_trip_sample() -> None:
     # Prepare
     payload_classes = {cls for _, cls in inspect.getmembers(protocol, inspect.isclass)
-                       if cls.__module__ == protocol.__name__
+                       if cls.__module__.startswith(protocol.__name__)
                        and hasattr(cls, "to_record") and hasattr(cls, "from_record")}
 
     # Execute
@@ -379,10 +400,11 @@ def test_error_codes_are_distinct() -> None:
 
 
 def _protocol_record_keys() -> set[str]:
-    """Record names and keys spelled in fedprofile/protocol.py (found in its syntax tree)."""
-    tree = ast.parse((ROOT / "fedprofile" / "protocol.py").read_text(encoding="utf-8"))
+    """Record names and keys spelled in fedprofile/protocol/ (found in its syntax trees)."""
     keys: set[str] = set()
-    for node in ast.walk(tree):
+    nodes = [node for path in sorted((ROOT / "fedprofile" / "protocol").glob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))]
+    for node in nodes:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
                 and isinstance(node.value.value, str) \
                 and any(isinstance(t, ast.Name) and t.id.startswith("_") and t.id.isupper()
@@ -400,7 +422,8 @@ def _protocol_record_keys() -> set[str]:
 
 # Words that are record keys *and* ordinary fields of the model/ledger JSON documents that the
 # server writes (e.g. ``model.privacy["delta"]``, history ``{"stage": ..., "round": ...}``).
-_SHARED_WORDS = {"delta", "stage", "round"}
+# words that are also ordinary fields of model JSON documents (params, privacy records)
+_SHARED_WORDS = {"delta", "stage", "round", "target", "holdout", "clip", "theta", "gradient"}
 
 
 def _key_uses(source: str, label: str, dashed: set[str], words: set[str]) -> list[str]:

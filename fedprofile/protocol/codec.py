@@ -1,0 +1,106 @@
+"""Record names, keys, codes and the checked readers every payload uses."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+from fedprofile.errors import ProtocolError
+from privacy.events import PrivacyEvent, event_from_dict
+
+__all__ = ["PROTOCOL_VERSION", "ErrorCode", "MessageKind"]
+
+PROTOCOL_VERSION = 1
+
+# Record names and keys: the only place they are spelled.
+_ARRAYS = "arrays"
+_CONFIG = "config"
+_VERSION = "protocol-version"
+
+
+class MessageKind:
+    """Message types (``"<category>.<action>"``) of every stage; not instantiable."""
+
+    PROFILE: ClassVar[str] = "query.profile"
+    KMEANS: ClassVar[str] = "train.kmeans"
+    GRAM: ClassVar[str] = "train.gram"
+    GRADIENT: ClassVar[str] = "train.gradient"
+
+    def __new__(cls) -> MessageKind:  # noqa: D102
+        raise TypeError(f"{cls.__name__} is a namespace of constants and cannot be instantiated.")
+
+
+class ErrorCode:
+    """Codes of the error replies a partner sends on purpose; not instantiable."""
+
+    POLICY_REFUSED: ClassVar[int] = 100
+    CONTRACT_MISMATCH: ClassVar[int] = 101
+    DATA_ERROR: ClassVar[int] = 102
+    PROTOCOL_ERROR: ClassVar[int] = 103
+    INTERNAL: ClassVar[int] = 199
+
+    def __new__(cls) -> ErrorCode:  # noqa: D102
+        raise TypeError(f"{cls.__name__} is a namespace of constants and cannot be instantiated.")
+
+
+def _config(content: RecordDict, message: str) -> ConfigRecord:
+    if _CONFIG not in content:
+        raise ProtocolError(f"{message}: the message has no {_CONFIG!r} record.")
+    config = content[_CONFIG]
+    if not isinstance(config, ConfigRecord):
+        raise ProtocolError(f"{message}: record {_CONFIG!r} must be a ConfigRecord.")
+    version = config.get(_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"{message}: protocol version {version!r} is not supported; "
+                            f"this node speaks version {PROTOCOL_VERSION}.")
+    return config
+
+
+def _get(config: ConfigRecord, key: str, kind: type | tuple[type, ...], message: str) -> Any:
+    if key not in config:
+        raise ProtocolError(f"{message}: missing field {key!r}.")
+    value = config[key]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ProtocolError(f"{message}: field {key!r} must be {kind}, got bool.")
+    if not isinstance(value, kind):
+        raise ProtocolError(f"{message}: field {key!r} must be {kind}, got "
+                            f"{type(value).__name__}.")
+    return value
+
+
+def _float(config: ConfigRecord, key: str, message: str, *, allow_inf: bool = False) -> float:
+    value = float(_get(config, key, (int, float), message))
+    if math.isnan(value) or (math.isinf(value) and not allow_inf) or value < 0:
+        raise ProtocolError(f"{message}: field {key!r} must be a non-negative finite number.")
+    return value
+
+
+def _array(content: RecordDict, key: str, message: str) -> np.ndarray:
+    if _ARRAYS not in content or not isinstance(content[_ARRAYS], ArrayRecord):
+        raise ProtocolError(f"{message}: the message has no {_ARRAYS!r} ArrayRecord.")
+    arrays = content[_ARRAYS]
+    if key not in arrays:
+        raise ProtocolError(f"{message}: missing array {key!r}.")
+    value = np.asarray(arrays[key].numpy(), dtype=float)
+    if not np.all(np.isfinite(value)):
+        raise ProtocolError(f"{message}: array {key!r} holds non-finite values.")
+    return value
+
+
+def _events_json(events: tuple[PrivacyEvent, ...]) -> str:
+    return json.dumps([e.to_dict() for e in events])
+
+
+def _events_from_json(text: str, message: str) -> tuple[PrivacyEvent, ...]:
+    try:
+        decoded = json.loads(text)
+        if not isinstance(decoded, list):
+            raise TypeError("not a list")
+        return tuple(event_from_dict(d) for d in decoded)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"{message}: field 'events' is not a valid event list "
+                            f"({exc}).") from None

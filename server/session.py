@@ -1,0 +1,150 @@
+"""One run's life on the coordinator: introduction, the stage loop and the ledger.
+
+Every stage (k-means, ridge, logistic) is a small object with ``rounds()``,
+``configure(round)``, ``aggregate(round, replies)`` and ``finalize()``; :func:`drive` runs
+any of them, validates replies as a set and enters each partner's releases in the
+federation ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from flwr.app import RecordDict
+from flwr.serverapp import Grid
+
+from fedprofile.config import RunConfig
+from fedprofile.contract import FeatureSpec
+from fedprofile.protocol import (
+    GradientReply,
+    GradientRequest,
+    GramReply,
+    GramRequest,
+    KMeansReply,
+    KMeansRequest,
+    MessageKind,
+    ProfileReply,
+    ProfileRequest,
+)
+from privacy.accounting import compose_mu, gdp_epsilon
+from privacy.events import PrivacyEvent
+from privacy.ledger import Ledger
+from server.federation import Federation, RunAborted, wait_for_nodes
+
+__all__ = ["RunSession", "Stage", "drive", "open_run", "privacy_record"]
+
+log = logging.getLogger("fedprofile.server")
+ACCOUNTANT = "gdp-exact"
+
+
+class Stage(Protocol):
+    """The life cycle every server stage follows."""
+
+    def rounds(self) -> tuple[Any, ...]: ...  # noqa: D102
+
+    def configure(self, rnd: Any) -> Any: ...  # noqa: D102
+
+    def aggregate(self, rnd: Any, replies: list[Any]) -> None: ...  # noqa: D102
+
+    def finalize(self) -> Any: ...  # noqa: D102
+
+
+class Plan(Protocol):
+    """What a privacy plan exposes (k-means and response plans)."""
+
+    epsilon: float
+    delta: float
+    mu: float
+
+    @property
+    def non_private(self) -> bool: ...
+
+    def events(self) -> tuple[PrivacyEvent, ...]: ...
+
+
+def privacy_record(plan: Plan) -> dict[str, Any]:
+    """The model's privacy section: target, spend, accountant and every release."""
+    releases, mus = [], []
+    for event in plan.events():
+        mus.append(event.mu)
+        eps = gdp_epsilon(compose_mu(mus), plan.delta)
+        releases.append({**event.to_dict(), "epsilon_cumulative": eps})
+    spent = gdp_epsilon(compose_mu(mus), plan.delta)
+    return {"epsilon_target": plan.epsilon, "delta": plan.delta, "epsilon_spent": spent,
+            "mu": plan.mu, "accountant": ACCOUNTANT, "non_private": plan.non_private,
+            "noise_placement": "partner",
+            "unit": "one customer of one partner (add/remove)", "releases": releases}
+
+
+@dataclass
+class RunSession:
+    """The partners, the federation ledger and the id of one run."""
+
+    run_id: str
+    fed: Federation
+    ledger: Ledger
+    delta: float
+
+
+def _introduce(fed: Federation, request: ProfileRequest) -> None:
+    replies = fed.broadcast(MessageKind.PROFILE, request.to_record(), ProfileReply.from_record)
+    for node, reply in replies.items():
+        fed.names[node] = reply.partner
+    key_ids = {reply.key_id for reply in replies.values()}
+    if len(key_ids) > 1:
+        uses = "; ".join(f"{r.partner} uses {r.key_id or 'no key'}" for r in replies.values())
+        raise RunAborted("Partners pseudonymise with different keys, so their customers "
+                         f"cannot be matched; the run stops before any release: {uses}.")
+    log.info("Partners taking part: %s", ", ".join(fed.name(n) for n in fed.node_ids))
+
+
+def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
+             stage_name: str, expected_partners: int = 0) -> RunSession:
+    """Wait for partners, announce the run and its whole plan, open the ledger."""
+    run_id = uuid.uuid4().hex[:16]
+    nodes = wait_for_nodes(grid, expected=max(expected_partners, cfg.min_partners),
+                           timeout=min(cfg.timeout, 120.0))
+    fed = Federation(grid=grid, node_ids=nodes, min_partners=cfg.min_partners,
+                     timeout=cfg.timeout)
+    fed.check_quorum("start")
+    _introduce(fed, ProfileRequest(
+        run_id=run_id, spec_fingerprint=spec.fingerprint(), epsilon_target=cfg.epsilon,
+        delta=cfg.delta, stages=(stage_name,), planned_events=plan.events(),
+        min_segment_size=cfg.min_segment_size))
+    ledger = Ledger(Path(cfg.out_dir) / "federation_ledger.sqlite")
+    for node in fed.node_ids:
+        ledger.start_run(run_id=run_id, party=fed.name(node), epsilon_target=cfg.epsilon,
+                         delta=cfg.delta, params={"stage": stage_name})
+    return RunSession(run_id=run_id, fed=fed, ledger=ledger, delta=cfg.delta)
+
+
+def _decoder(request: Any, dim: int) -> Callable[[RecordDict], Any]:
+    if isinstance(request, KMeansRequest):
+        return partial(KMeansReply.from_record, shape=request.centers.shape)
+    if isinstance(request, GramRequest):
+        return partial(GramReply.from_record, dim=dim)
+    if isinstance(request, GradientRequest):
+        return partial(GradientReply.from_record, dim=dim)
+    raise TypeError(f"No reply type for {type(request).__name__}.")
+
+
+def drive(session: RunSession, stage: Stage, *, dim: int = 0) -> Any:
+    """Run every round of ``stage``; return its ``finalize()``."""
+    for rnd in stage.rounds():
+        request = stage.configure(rnd)
+        replies = session.fed.broadcast(request.message_type, request.to_record(),
+                                        _decoder(request, dim))
+        for node, reply in replies.items():
+            session.ledger.record(run_id=session.run_id, party=session.fed.name(node),
+                                  events=reply.events, delta=session.delta)
+        stage.aggregate(rnd, list(replies.values()))
+        log.info("%s round %s: %d partners answered", request.message_type,
+                 getattr(rnd, "round", rnd), len(replies))
+    session.ledger.close()
+    return stage.finalize()
