@@ -270,13 +270,22 @@ def bench_utility(
     k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
     seeds: Annotated[int, typer.Option(min=1, max=100, help="Seeds per epsilon.")] = 3,
     rounds: Annotated[int, typer.Option(min=1, max=50, help="Lloyd rounds.")] = 3,
+    task: Annotated[str, typer.Option(help="segments, ridge or logistic.")] = "segments",
+    target: Annotated[str, typer.Option(help="Target of ridge/logistic.")] = "",
+    gd_rounds: Annotated[int, typer.Option(min=1, max=100, help="Logistic rounds.")] = 5,
 ) -> None:
-    """Segment cost ratio and ARI against centralized k-means for epsilon in 0.5..8, inf."""
+    """Quality against centralized scikit-learn for epsilon in 0.5..8 and inf.
+
+    Segments: k-means cost ratio and ARI. Ridge: held-out R². Logistic: held-out AUC.
+    """
     from fedprofile.contract import load_spec
     from fedprofile.features import transform_frame
     from sim.bench import EPSILONS, kmeans_utility
     from sim.datasets import load_preset
 
+    if task != "segments":
+        _bench_response(dataset, partners, task, target, seeds, gd_rounds)
+        return
     try:
         preset = load_preset(dataset)
         spec = load_spec(preset.spec_path)
@@ -296,6 +305,39 @@ def bench_utility(
     for r in rows:
         typer.echo(f"| {r.epsilon:g} | {r.ratio_mean:.4f} ± {r.ratio_sd:.4f} | "
                    f"{r.ari_mean:.3f} | {r.suppressed_mean:.1f} |")
+
+
+def _bench_response(dataset: str, partners: int | None, task: str, target: str, seeds: int,
+                    gd_rounds: int) -> None:
+    from fedprofile.contract import load_spec
+    from fedprofile.design import design_data, design_norm_bound, target_bound
+    from sim.bench import EPSILONS, response_utility
+    from sim.datasets import load_preset
+
+    try:
+        if task not in ("ridge", "logistic") or not target:
+            raise FedprofileError("Give --task ridge|logistic and a --target of the spec.")
+        preset = load_preset(dataset)
+        spec = load_spec(preset.spec_path)
+        designs = [design_data(p.frame, spec, target, segment_centers=None, holdout=0.2,
+                               seed=0, source=p.name) for p in preset.partitions(partners)]
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            bar = progress.add_task(f"{dataset}: {len(designs)} partners, {task} {target}",
+                                    total=len(EPSILONS) * seeds)
+            rows = response_utility(designs, task=task, rounds=gd_rounds,
+                                    norm_bound=design_norm_bound(spec, target,
+                                                                 segment_aware=False),
+                                    target_bound=target_bound(spec, target), seeds=seeds,
+                                    progress=lambda: progress.advance(bar))
+    except FedprofileError as exc:
+        raise _fail(exc) from None
+    metric = rows[0].metric
+    typer.echo(f"| epsilon | federated {metric} (mean ± sd, {seeds} seeds) | centralized | gap |")
+    typer.echo("|---|---|---|---|")
+    for r in rows:
+        typer.echo(f"| {r.epsilon:g} | {r.federated_mean:.4f} ± {r.federated_sd:.4f} | "
+                   f"{r.centralized:.4f} | {r.centralized - r.federated_mean:+.4f} |")
 
 
 def _fmt_eps(value: float) -> str:

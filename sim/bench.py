@@ -1,4 +1,4 @@
-"""Utility benchmarks: segment quality against epsilon, over seeds, in process.
+"""Utility benchmarks: segment and response-model quality against epsilon, in process.
 
 The protocol is run with :func:`sim.inprocess.run_kmeans_inprocess`, the same stage and
 partner computation as the Flower apps without the message passing (the end-to-end tests
@@ -17,10 +17,11 @@ from sklearn.metrics import adjusted_rand_score
 
 from client.statistics import assign
 from fedprofile.contract import FeatureSpec
+from fedprofile.design import DesignData
 from sim.evaluate import CENTRALIZED_SEEDS, kmeans_cost
-from sim.inprocess import run_kmeans_inprocess
+from sim.inprocess import run_kmeans_inprocess, run_response_inprocess
 
-__all__ = ["UtilityRow", "kmeans_utility"]
+__all__ = ["ResponseRow", "UtilityRow", "kmeans_utility", "response_utility"]
 
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
 
@@ -60,4 +61,52 @@ def kmeans_utility(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
         rows.append(UtilityRow(epsilon=eps, ratio_mean=float(np.mean(ratios)),
                                ratio_sd=float(np.std(ratios)), ari_mean=float(np.mean(aris)),
                                suppressed_mean=float(np.mean(suppressed)), seeds=seeds))
+    return rows
+
+
+@dataclass(frozen=True)
+class ResponseRow:
+    """Federated test metric (mean, sd over seeds) against the centralized one, per epsilon."""
+
+    epsilon: float
+    metric: str
+    federated_mean: float
+    federated_sd: float
+    centralized: float
+    seeds: int
+
+
+def response_utility(designs: Sequence[DesignData], *, task: str, norm_bound: float,
+                     target_bound: float, alpha: float = 1.0, rounds: int = 5,
+                     epsilons: Sequence[float] = EPSILONS, seeds: int = 3, delta: float = 1e-6,
+                     progress: Callable[[], None] | None = None) -> list[ResponseRow]:
+    """Held-out R² (ridge) or AUC (logistic) of the federated model per epsilon."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.metrics import r2_score, roc_auc_score
+
+    z_tr = np.vstack([d.z_train for d in designs])
+    y_tr = np.concatenate([d.y_train for d in designs])
+    z_te = np.vstack([d.z_test for d in designs])
+    y_te = np.concatenate([d.y_test for d in designs])
+    if task == "ridge":
+        metric, score = "R²", lambda theta: r2_score(y_te, np.clip(z_te @ theta, -0.5, 0.5))
+        central = Ridge(alpha=alpha).fit(z_tr[:, :-1], y_tr).predict(z_te[:, :-1])
+        reference = float(r2_score(y_te, central))
+    else:
+        metric, score = "AUC", lambda theta: roc_auc_score(y_te, z_te @ theta)
+        model = LogisticRegression(C=1.0 / alpha, max_iter=2000).fit(z_tr[:, :-1], y_tr)
+        reference = float(roc_auc_score(y_te, model.decision_function(z_te[:, :-1])))
+    rows = []
+    for eps in epsilons:
+        values = []
+        for seed in range(seeds):
+            result = run_response_inprocess(designs, task=task, epsilon=eps, delta=delta,
+                                            norm_bound=norm_bound, target_bound=target_bound,
+                                            alpha=alpha, rounds=rounds, noise_seed=seed)
+            values.append(float(score(result.coef)))
+            if progress:
+                progress()
+        rows.append(ResponseRow(epsilon=eps, metric=metric, federated_mean=float(np.mean(values)),
+                                federated_sd=float(np.std(values)), centralized=reference,
+                                seeds=seeds))
     return rows

@@ -1,4 +1,4 @@
-"""The k-means protocol run in one process with plain NumPy, without Flower.
+"""The protocols run in one process with plain NumPy, without Flower.
 
 The same stage object and the same partner computation (partials, mechanisms) as the
 Flower apps, with the message passing replaced by function calls. It is the reference for
@@ -12,13 +12,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from client.response import gram_statistics
 from client.statistics import cluster_partials
 from fedprofile.contract import FeatureSpec
-from fedprofile.protocol import KMeansReply
+from fedprofile.design import DesignData
+from fedprofile.protocol import GradientReply, GramReply, GramRequest, KMeansReply, ResponseTask
 from privacy.mechanisms import GaussianMechanism
 from server.kmeans import KMeansResult, KMeansStage, default_candidates, plan_kmeans
+from server.regression import LogisticStage, RegressionResult, RidgeStage, plan_response
 
-__all__ = ["run_kmeans_inprocess"]
+__all__ = ["run_kmeans_inprocess", "run_response_inprocess"]
 
 
 def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
@@ -52,3 +55,47 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
         stage.aggregate(rnd, replies)
     result = stage.finalize()
     return result
+
+
+def run_response_inprocess(designs: Sequence[DesignData], *, task: str, epsilon: float,
+                           norm_bound: float, target_bound: float, delta: float = 1e-6,
+                           alpha: float = 1.0, rounds: int = 5,
+                           noise_seed: int | None = None) -> RegressionResult:
+    """Federated DP ridge or logistic regression over partners' design data, in process."""
+    plan = plan_response(task=task, epsilon=epsilon, delta=delta,  # type: ignore[arg-type]
+                         norm_bound=norm_bound, target_bound=target_bound, rounds=rounds)
+    dim = designs[0].z_train.shape[1]
+    task_info = ResponseTask(run_id="inprocess", spec_fingerprint="", stage=task, round=0,
+                             target="", holdout=0.0, holdout_seed=0,
+                             segment_centers=np.zeros((0,)))
+    stage_cls = RidgeStage if task == "ridge" else LogisticStage
+    stage = stage_cls(plan=plan, task=task_info, dim=dim, alpha=alpha)
+    rng = np.random.default_rng(noise_seed)
+    for rnd in stage.rounds():
+        request = stage.configure(rnd)
+        replies: list = []
+        for d in designs:
+            if isinstance(request, GramRequest):
+                upper, xty = gram_statistics(d.z_train, d.y_train if request.with_target
+                                             else None)
+                gm = GaussianMechanism(sensitivity=norm_bound**2,
+                                       noise_multiplier=request.gram_noise_multiplier)
+                tm = GaussianMechanism(sensitivity=norm_bound * target_bound,
+                                       noise_multiplier=request.target_noise_multiplier)
+                replies.append(GramReply(gram_upper=gm.randomise(upper, rng),
+                                         xty=tm.randomise(xty, rng), events=()))
+            else:
+                total = _logistic_gradient(d.z_train, d.y_train, request.theta, request.clip)
+                mech = GaussianMechanism(sensitivity=request.clip,
+                                         noise_multiplier=request.noise_multiplier)
+                replies.append(GradientReply(gradient=mech.randomise(total, rng), events=()))
+        stage.aggregate(rnd, replies)
+    return stage.finalize()
+
+
+def _logistic_gradient(z: np.ndarray, y: np.ndarray, theta: np.ndarray, clip: float
+                       ) -> np.ndarray:
+    """Clipped per-customer gradient sum in NumPy (the Opacus path gives the same numbers)."""
+    per = (1.0 / (1.0 + np.exp(-(z @ theta))) - y)[:, None] * z
+    norms = np.linalg.norm(per, axis=1)
+    return np.minimum(1.0, clip / np.maximum(norms, 1e-12)) @ per
