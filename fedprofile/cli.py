@@ -78,7 +78,7 @@ def sim(
     alpha: Annotated[float, typer.Option(min=0.0, help="Ridge penalty of response models.")
                      ] = 1.0,
     gd_rounds: Annotated[int, typer.Option(min=1, max=100,
-                                           help="Gradient rounds of logistic regression.")] = 5,
+                                           help="Gradient rounds of logistic regression.")] = 3,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.9,
                                            help="Share of customers each partner keeps for "
                                                 "testing.")] = 0.2,
@@ -272,7 +272,7 @@ def bench_utility(
     rounds: Annotated[int, typer.Option(min=1, max=50, help="Lloyd rounds.")] = 3,
     task: Annotated[str, typer.Option(help="segments, ridge or logistic.")] = "segments",
     target: Annotated[str, typer.Option(help="Target of ridge/logistic.")] = "",
-    gd_rounds: Annotated[int, typer.Option(min=1, max=100, help="Logistic rounds.")] = 5,
+    gd_rounds: Annotated[int, typer.Option(min=1, max=100, help="Logistic rounds.")] = 3,
 ) -> None:
     """Quality against centralized scikit-learn for epsilon in 0.5..8 and inf.
 

@@ -111,7 +111,7 @@ class RunConfig:
         The contract's target of a response model.
     alpha : float, default=1.0
         Ridge penalty of response models (on scaled features), in ``[0, inf)``.
-    gd_rounds : int, default=5
+    gd_rounds : int, default=3
         Gradient rounds of logistic regression, in ``[1, 100]``.
     clip : float, default=0
         Per-customer gradient bound of logistic regression (0: the design norm bound).
@@ -137,7 +137,7 @@ class RunConfig:
     task: str = "segments"
     target: str = ""
     alpha: float = 1.0
-    gd_rounds: int = 5
+    gd_rounds: int = 3
     clip: float = 0.0
     holdout: float = 0.2
     segments: str = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import math
 import zlib
 from pathlib import Path
@@ -11,9 +12,16 @@ from typing import Any
 
 import pandas as pd
 
-from fedprofile.errors import DataError
+from fedprofile.errors import ContractError, DataError
 
-__all__ = ["SUPPORTED_SUFFIXES", "json_safe", "read_table", "write_table"]
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "check_document",
+    "json_safe",
+    "read_document",
+    "read_table",
+    "write_table",
+]
 
 SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
@@ -97,3 +105,26 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """Read a JSON document (a model file), with errors that name the file."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ContractError(f"Model file {str(p)!r} does not exist.") from None
+    except (OSError, ValueError) as exc:
+        raise ContractError(f"Model file {str(p)!r} is not valid JSON ({exc}).") from None
+    if not isinstance(doc, dict):
+        raise ContractError(f"Model file {str(p)!r} does not hold a JSON object.")
+    return doc
+
+
+def check_document(doc: dict[str, Any], *, fmt: str, version: int, source: str) -> None:
+    """Check a model document's declared format and version."""
+    if doc.get("format") != fmt:
+        raise ContractError(f"{source} is not a {fmt} document.")
+    if doc.get("version") != version:
+        raise ContractError(f"{source} has version {doc.get('version')!r}; this fedprofile "
+                            f"reads version {version}.")

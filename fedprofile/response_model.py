@@ -15,7 +15,7 @@ from fedprofile.contract import FeatureSpec, NumericFeature
 from fedprofile.design import design_names, feature_mask
 from fedprofile.errors import ContractError
 from fedprofile.features import transform_frame
-from fedprofile.io import json_safe
+from fedprofile.io import check_document, json_safe, read_document
 from fedprofile.targets import unscale_target
 
 __all__ = ["FORMAT", "VERSION", "ResponseModel"]
@@ -129,19 +129,13 @@ class ResponseModel:
     @classmethod
     def load(cls, path: str | Path) -> ResponseModel:
         """Read a model written by :meth:`save`, checking its format and version."""
-        p = Path(path)
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ContractError(f"Model file {str(p)!r} does not exist.") from None
-        except (OSError, ValueError) as exc:
-            raise ContractError(f"Model file {str(p)!r} is not valid JSON ({exc}).") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ContractError(f"File {str(p)!r} is not a fedprofile response model.")
-        if doc.get("version") != VERSION:
-            raise ContractError(f"Model {str(p)!r} has version {doc.get('version')!r}; this "
-                                f"fedprofile reads version {VERSION}.")
-        spec = FeatureSpec.from_dict(doc["spec"], source=str(p))
+        return cls.from_dict(read_document(path), source=str(path))
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], *, source: str = "<model>") -> ResponseModel:
+        """Rebuild a model from its JSON document."""
+        check_document(doc, fmt=FORMAT, version=VERSION, source=source)
+        spec = FeatureSpec.from_dict(doc["spec"], source=source)
         return cls(task=doc["task"], spec=spec, target=doc["target"], coef=doc["coef"],
                    penalty=doc["penalty"], privacy=doc["privacy"], params=doc["params"],
                    partners=doc["partners"], segment_centers=np.asarray(doc["segment_centers"]),

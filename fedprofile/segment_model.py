@@ -21,7 +21,7 @@ import pandas as pd
 from fedprofile.contract import CategoricalFeature, FeatureSpec, NumericFeature
 from fedprofile.errors import ContractError
 from fedprofile.features import transform_frame
-from fedprofile.io import json_safe
+from fedprofile.io import check_document, json_safe, read_document
 
 __all__ = ["FORMAT", "VERSION", "SegmentModel", "build_profiles"]
 
@@ -191,22 +191,15 @@ class SegmentModel:
     @classmethod
     def load(cls, path: str | Path) -> SegmentModel:
         """Read a model written by :meth:`save`, checking its format and version."""
-        p = Path(path)
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ContractError(f"Model file {str(p)!r} does not exist.") from None
-        except (OSError, ValueError) as exc:
-            raise ContractError(f"Model file {str(p)!r} is not valid JSON ({exc}).") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ContractError(f"File {str(p)!r} is not a fedprofile segment model.")
-        if doc.get("version") != VERSION:
-            raise ContractError(f"Model {str(p)!r} has version {doc.get('version')!r}; this "
-                                f"fedprofile reads version {VERSION}.")
-        spec = FeatureSpec.from_dict(doc["spec"], source=str(p))
+        return cls.from_dict(read_document(path), source=str(path))
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], *, source: str = "<model>") -> SegmentModel:
+        """Rebuild a model from its JSON document."""
+        check_document(doc, fmt=FORMAT, version=VERSION, source=source)
+        spec = FeatureSpec.from_dict(doc["spec"], source=source)
         return cls(spec=spec, centers=np.asarray(doc["centers_scaled"]),
                    sizes=np.asarray(doc["sizes_noisy"]),
                    min_segment_size=doc["min_segment_size"], privacy=doc["privacy"],
                    params=doc["params"], partners=doc["partners"], history=doc.get("history"),
                    created_at=doc.get("created_at"))
-

@@ -74,7 +74,7 @@ def _z(mu: float) -> float:
 
 
 def plan_response(*, task: Task, epsilon: float, delta: float, norm_bound: float,
-                  target_bound: float, rounds: int = 5, clip: float = 0.0,
+                  target_bound: float, rounds: int = 3, clip: float = 0.0,
                   gram_share: float = 0.3, gram_share_ridge: float = 0.7) -> ResponsePlan:
     """Split (epsilon, delta) over the releases of a ridge or logistic run.
 

@@ -77,7 +77,7 @@ class ResponseRow:
 
 
 def response_utility(designs: Sequence[DesignData], *, task: str, norm_bound: float,
-                     target_bound: float, alpha: float = 1.0, rounds: int = 5,
+                     target_bound: float, alpha: float = 1.0, rounds: int = 3,
                      epsilons: Sequence[float] = EPSILONS, seeds: int = 3, delta: float = 1e-6,
                      progress: Callable[[], None] | None = None) -> list[ResponseRow]:
     """Held-out R² (ridge) or AUC (logistic) of the federated model per epsilon."""

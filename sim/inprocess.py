@@ -59,7 +59,7 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
 
 def run_response_inprocess(designs: Sequence[DesignData], *, task: str, epsilon: float,
                            norm_bound: float, target_bound: float, delta: float = 1e-6,
-                           alpha: float = 1.0, rounds: int = 5,
+                           alpha: float = 1.0, rounds: int = 3,
                            noise_seed: int | None = None) -> RegressionResult:
     """Federated DP ridge or logistic regression over partners' design data, in process."""
     plan = plan_response(task=task, epsilon=epsilon, delta=delta,  # type: ignore[arg-type]
