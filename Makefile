@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/fedprofile sim --dataset bank --partners 5 --k 6 --epsilon 1 --seed 0 --out runs/demo
-	@echo "Open runs/demo/report.html"
+	$(BIN)/fedprofile sim --dataset bank --partners 5 --task pipeline --target y --k 6 \
+		--epsilon 1 --seed 0 --out runs/demo --state-dir runs/demo/state
+	@echo "Open runs/demo/segments/report.html and runs/demo/response/report.html"
 
 sim-retail: setup
 	$(BIN)/fedprofile sim --dataset retail --partners 6 --k 4 --epsilon 1 --seed 0 --out runs/retail

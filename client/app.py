@@ -8,8 +8,10 @@ never holds data values.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -27,6 +29,7 @@ from fedprofile.errors import (
     PolicyRefusedError,
     ProtocolError,
 )
+from fedprofile.io import write_table
 from fedprofile.protocol import (
     ErrorCode,
     GradientReply,
@@ -37,7 +40,12 @@ from fedprofile.protocol import (
     KMeansRequest,
     ProfileReply,
     ProfileRequest,
+    ScoreReply,
+    ScoreRequest,
 )
+from fedprofile.response_model import ResponseModel
+from fedprofile.scoring import score_customers
+from fedprofile.segment_model import SegmentModel
 from privacy.mechanisms import GaussianMechanism
 
 __all__ = ["app", "build_client_app"]
@@ -140,6 +148,21 @@ def gradient(request: GradientRequest, site: PartnerSite) -> GradientReply:
                          events=events)
 
 
+def score(request: ScoreRequest, site: PartnerSite) -> ScoreReply:
+    """Score every customer locally with the published models; write, send nothing."""
+    site.check_contract(request.spec_fingerprint)
+    site.guard.check(run_id=request.run_id, stage="score", events=(), delta=site.policy.delta)
+    segments = (SegmentModel.from_dict(json.loads(request.segment_model), source="coordinator")
+                if request.segment_model else None)
+    response = (ResponseModel.from_dict(json.loads(request.response_model),
+                                        source="coordinator")
+                if request.response_model else None)
+    scored = score_customers(site.customers(), response=response, segments=segments,
+                             prepared=True, source=site.config.data_path)
+    write_table(scored, Path(site.config.output_dir) / f"scores-{request.run_id}.parquet")
+    return ScoreReply()
+
+
 def _error_reply(msg: Message, exc: Exception) -> Message:
     for kind, code in _ERROR_CODES:
         if isinstance(exc, kind):
@@ -185,6 +208,10 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
     @client.train("gram")
     def _gram(msg: Message, context: Context) -> Message:
         return _respond(msg, context, defaults, GramRequest.from_record, gram)
+
+    @client.query("score")
+    def _score(msg: Message, context: Context) -> Message:
+        return _respond(msg, context, defaults, ScoreRequest.from_record, score)
 
     @client.train("gradient")
     def _gradient(msg: Message, context: Context) -> Message:

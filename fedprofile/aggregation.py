@@ -226,7 +226,11 @@ def aggregate_customers(frame: pd.DataFrame, spec: CustomerAggregation, *,
     rows = frame.loc[frame[spec.id].notna()].copy()
     snapshot = pd.Timestamp(spec.snapshot) if spec.snapshot else None
     if spec.date:
-        rows[spec.date] = pd.to_datetime(rows[spec.date], errors="coerce")
+        parsed = pd.to_datetime(rows[spec.date], errors="coerce", format="mixed")
+        if (parsed.isna() & rows[spec.date].notna()).any():
+            raise DataError(f"{source}: some values of the date column {spec.date!r} are not "
+                            "dates (ISO 8601, e.g. 2011-12-09 or 2011-12-09 08:26:00).")
+        rows[spec.date] = parsed
         if snapshot is not None:
             rows = rows.loc[rows[spec.date] < snapshot]
     for name, expression in spec.rows.items():

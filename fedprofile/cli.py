@@ -72,7 +72,9 @@ def sim(
     capture: Annotated[Path | None, typer.Option(
         help="Wire audit: write every message a partner sends to this folder.")] = None,
     task: Annotated[str, typer.Option(
-        help="What to learn: segments, ridge (value), logistic (conversion).")] = "segments",
+        help="What to learn: segments, ridge (value), logistic (conversion), or pipeline "
+             "(segments, then a segment-aware model of --target, then local scoring).")
+    ] = "segments",
     target: Annotated[str, typer.Option(help="Target of ridge/logistic ([target.NAME]).")
                       ] = "",
     alpha: Annotated[float, typer.Option(min=0.0, help="Ridge penalty of response models.")
@@ -103,8 +105,9 @@ def sim(
                   "candidates": candidates, "min-segment-size": min_segment_size,
                   "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
                   "holdout": holdout, "segments": str(segments or "")}
-        total = {"segments": rounds + (1 if init == "overcluster" else 0), "ridge": 1,
-                 "logistic": 1 + gd_rounds}.get(task, 1)
+        seg_rounds = rounds + (1 if init == "overcluster" else 0)
+        total = {"segments": seg_rounds, "ridge": 1, "logistic": 1 + gd_rounds,
+                 "pipeline": seg_rounds + 1 + gd_rounds}.get(task, 1)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} rounds"), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
@@ -116,11 +119,18 @@ def sim(
                 on_round=lambda msg: progress.update(bar, advance=1, description=msg))
     except FedprofileError as exc:
         raise _fail(exc) from None
-    _print_summary(result.metrics, result.report)
+    for stage in result.stages or (result,):
+        _print_summary(stage.metrics, stage.report)
+    if result.stages:
+        console.print(f"The whole pipeline spends epsilon = {eps:g} (both stages composed "
+                      "exactly); the scoring stage sends nothing.", highlight=False)
+        console.print("Each partner's local scores: "
+                      f"{state_dir}/partners/*/outputs/scores-*.parquet", highlight=False)
 
 
 def _print_summary(metrics: dict, report: Path) -> None:  # type: ignore[type-arg]
-    table = Table(title="Segmentation run", show_header=False)
+    title = "Segmentation" if metrics.get("kmeans") else "Response model"
+    table = Table(title=f"{title} run", show_header=False)
     privacy = metrics["privacy"]
     eps = privacy.get("epsilon_spent")
     table.add_row("privacy", "NOT PRIVATE (epsilon = inf)" if privacy["non_private"]

@@ -28,7 +28,7 @@ def resolve_app_path(path: str) -> Path:
     return APP_ROOT / p
 
 _INIT_METHODS = ("overcluster", "random")
-TASKS = ("segments", "ridge", "logistic")
+TASKS = ("segments", "ridge", "logistic", "pipeline")
 
 
 def _value(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -105,8 +105,10 @@ class RunConfig:
     dataset : str
         Simulation under ``flwr run`` only: virtual nodes without a ``data-path`` take their
         slice of this shipped data set.
-    task : {"segments", "ridge", "logistic"}, default="segments"
-        What to learn.
+    task : {"segments", "ridge", "logistic", "pipeline"}, default="segments"
+        What to learn; ``pipeline`` learns segments, then a segment-aware response model
+        for ``target`` (ridge or logistic by the target's kind), then has every partner
+        score its customers locally; epsilon covers the whole pipeline.
     target : str
         The contract's target of a response model.
     alpha : float, default=1.0
@@ -213,6 +215,8 @@ class NodeConfig:
         -1 (default) draws release noise from OS entropy; simulations may seed it.
     key : str
         The partner's copy of the federation's pseudonymisation key file (never sent).
+    output_dir : str
+        Where local scores are written (default: ``state_dir/outputs``).
     capture_dir : str
         Wire audit: when set, every message the partner sends is also written there as the
         exact serialized bytes.
@@ -227,6 +231,7 @@ class NodeConfig:
     noise_seed: int = -1
     key: str = ""
     capture_dir: str = ""
+    output_dir: str = ""
 
     @classmethod
     def known_keys(cls) -> set[str]:
@@ -245,4 +250,5 @@ class NodeConfig:
                    partner_name=name, state_dir=state, policy=_str(cfg, "policy", ""),
                    mapping=_str(cfg, "mapping", ""),
                    noise_seed=_int(cfg, "noise_seed", -1, low=-1),
-                   key=_str(cfg, "key", ""), capture_dir=_str(cfg, "capture_dir", ""))
+                   key=_str(cfg, "key", ""), capture_dir=_str(cfg, "capture_dir", ""),
+                   output_dir=_str(cfg, "output_dir", "") or str(Path(state) / "outputs"))

@@ -16,13 +16,14 @@ __all__ = ["score_customers"]
 def score_customers(frame: pd.DataFrame, *, response: ResponseModel | None = None,
                     segments: SegmentModel | None = None,
                     pseudonymizer: Pseudonymizer | None = None,
-                    id_column: str | None = None, source: str = "partner table"
-                    ) -> pd.DataFrame:
+                    id_column: str | None = None, source: str = "partner table",
+                    prepared: bool = False) -> pd.DataFrame:
     """Segment and score of every customer of ``frame``, keyed by its (pseudonymous) id.
 
     Raw identity columns are pseudonymised and rows aggregated per customer first when the
     models' contract says so; the output holds the id, ``segment`` and ``score`` (the
     predicted value for ridge, the probability for logistic) and no raw identifier.
+    ``prepared`` says ``frame`` is already one row per (pseudonymous) customer.
 
     Raises
     ------
@@ -36,8 +37,11 @@ def score_customers(frame: pd.DataFrame, *, response: ResponseModel | None = Non
     if len({m.spec.fingerprint() for m in models}) > 1:
         raise ContractError("The segment and response models were trained under different "
                             "contracts; score with models of the same federation.")
-    table = customer_table(frame, spec, pseudonymizer=pseudonymizer, source=source)
+    table = frame if prepared else customer_table(frame, spec, pseudonymizer=pseudonymizer,
+                                                  source=source)
     key = id_column or (spec.customers.id if spec.customers else None)
+    if key is None:
+        key = next((c for c in ("customer_id", "pid", "id") if c in table.columns), None)
     if key is not None and key not in table.columns:
         raise ContractError(f"{source}: no id column {key!r}; name it with --id-col.")
     out = pd.DataFrame({key: table[key]} if key else {}, index=table.index)

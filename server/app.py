@@ -28,11 +28,11 @@ from fedprofile.protocol import ResponseTask
 from fedprofile.response_model import ResponseModel
 from fedprofile.segment_model import SegmentModel
 from server.federation import RunAborted
-from server.kmeans import KMeansStage, plan_kmeans
-from server.regression import LogisticStage, RidgeStage, plan_response
+from server.kmeans import KMeansPlan, KMeansStage, plan_kmeans
+from server.regression import LogisticStage, ResponsePlan, RidgeStage, plan_response
 from server.report import render_report
 from server.report_response import render_response_report
-from server.session import drive, open_run, privacy_record
+from server.session import RunSession, drive, open_run, privacy_record
 
 __all__ = ["app", "build_server_app", "run_response", "run_segmentation", "write_outputs"]
 
@@ -40,7 +40,14 @@ log = logging.getLogger("fedprofile.server")
 Model = SegmentModel | ResponseModel
 
 
-def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0) -> SegmentModel:
+def segment_plan(cfg: RunConfig, spec: FeatureSpec) -> KMeansPlan:
+    """The noise of a segmentation run under ``cfg``."""
+    return plan_kmeans(epsilon=cfg.epsilon, delta=cfg.delta, lloyd_rounds=cfg.rounds,
+                       norm_bound=spec.norm_bound, init=cfg.init)  # type: ignore[arg-type]
+
+
+def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
+                     session: RunSession | None = None) -> SegmentModel:
     """Run a private segmentation on ``grid`` and return the model.
 
     Raises
@@ -49,14 +56,16 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0) 
         If fewer than ``cfg.min_partners`` partners take part to the end.
     """
     spec: FeatureSpec = load_spec(cfg.spec)
-    plan = plan_kmeans(epsilon=cfg.epsilon, delta=cfg.delta, lloyd_rounds=cfg.rounds,
-                       norm_bound=spec.norm_bound, init=cfg.init)  # type: ignore[arg-type]
-    session = open_run(grid, cfg, spec, plan, stage_name="kmeans",
-                       expected_partners=expected_partners)
+    plan = segment_plan(cfg, spec)
+    own = session is None
+    session = session or open_run(grid, cfg, spec, plan, stages=("kmeans",),
+                                  expected_partners=expected_partners)
     stage = KMeansStage(spec=spec, plan=plan, k=cfg.k, n_partners=len(session.fed.node_ids),
                         run_id=session.run_id, fingerprint=spec.fingerprint(),
                         candidates=cfg.n_candidates(spec.dim), seed=cfg.seed)
     result = drive(session, stage)
+    if own:
+        session.ledger.close()
     params = {"task": "segments", "k": cfg.k, "rounds": cfg.rounds, "init": cfg.init,
               "candidates": cfg.n_candidates(spec.dim), "seed": cfg.seed,
               "run_id": session.run_id, "min_partners": cfg.min_partners}
@@ -76,31 +85,46 @@ def _segment_centers(cfg: RunConfig, spec: FeatureSpec) -> np.ndarray:
     return segments.cluster_centers_
 
 
-def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0) -> ResponseModel:
-    """Fit a private ridge or logistic regression on ``grid`` and return the model."""
-    spec = load_spec(cfg.spec)
-    if cfg.target not in spec.targets:
-        raise RunAborted(f"Target {cfg.target!r} is not declared in the spec {cfg.spec}; "
+def response_task_for(spec: FeatureSpec, target: str) -> str:
+    """Ridge for a numeric target, logistic for a binary one."""
+    if target not in spec.targets:
+        raise RunAborted(f"Target {target!r} is not declared in the spec {spec.source}; "
                          f"declared: {sorted(spec.targets) or 'none'}.")
-    kind = spec.targets[cfg.target].kind
-    if (cfg.task == "logistic") != (kind == "binary"):
-        raise RunAborted(f"Task {cfg.task!r} does not fit the {kind} target {cfg.target!r}; "
-                         "use ridge for numeric targets and logistic for binary ones.")
-    centers = _segment_centers(cfg, spec)
-    dim = len(design_names(spec, cfg.target, len(centers) if centers.size else 0))
-    plan = plan_response(task=cfg.task, epsilon=cfg.epsilon,  # type: ignore[arg-type]
+    return "logistic" if spec.targets[target].kind == "binary" else "ridge"
+
+
+def response_plan(cfg: RunConfig, spec: FeatureSpec, *, segment_aware: bool) -> ResponsePlan:
+    """The noise of a response-model run under ``cfg``."""
+    return plan_response(task=cfg.task, epsilon=cfg.epsilon,  # type: ignore[arg-type]
                          delta=cfg.delta,
                          norm_bound=design_norm_bound(spec, cfg.target,
-                                                      segment_aware=bool(centers.size)),
+                                                      segment_aware=segment_aware),
                          target_bound=target_bound(spec, cfg.target), rounds=cfg.gd_rounds,
                          clip=cfg.clip)
-    session = open_run(grid, cfg, spec, plan, stage_name=cfg.task,
-                       expected_partners=expected_partners)
+
+
+def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
+                 session: RunSession | None = None,
+                 segment_centers: np.ndarray | None = None) -> ResponseModel:
+    """Fit a private ridge or logistic regression on ``grid`` and return the model."""
+    spec = load_spec(cfg.spec)
+    if response_task_for(spec, cfg.target) != cfg.task:
+        raise RunAborted(f"Task {cfg.task!r} does not fit the "
+                         f"{spec.targets[cfg.target].kind} target {cfg.target!r}; use ridge "
+                         "for numeric targets and logistic for binary ones.")
+    centers = _segment_centers(cfg, spec) if segment_centers is None else segment_centers
+    dim = len(design_names(spec, cfg.target, len(centers) if centers.size else 0))
+    plan = response_plan(cfg, spec, segment_aware=bool(centers.size))
+    own = session is None
+    session = session or open_run(grid, cfg, spec, plan, stages=(cfg.task,),
+                                  expected_partners=expected_partners)
     task = ResponseTask(run_id=session.run_id, spec_fingerprint=spec.fingerprint(),
                         stage=cfg.task, round=0, target=cfg.target, holdout=cfg.holdout,
                         holdout_seed=cfg.seed, segment_centers=centers)
     stage_cls = RidgeStage if cfg.task == "ridge" else LogisticStage
     result = drive(session, stage_cls(plan=plan, task=task, dim=dim, alpha=cfg.alpha), dim=dim)
+    if own:
+        session.ledger.close()
     params = {"task": cfg.task, "target": cfg.target, "alpha": cfg.alpha,
               "gd_rounds": cfg.gd_rounds if cfg.task == "logistic" else 0,
               "clip": plan.clip, "holdout": cfg.holdout, "seed": cfg.seed,
@@ -144,15 +168,21 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
         expected = int(settings.pop("expected-partners", 0))
         cfg = RunConfig.from_mapping(settings)
         start = time.perf_counter()
-        run = run_segmentation if cfg.task == "segments" else run_response
         try:
-            model = run(grid, cfg, expected_partners=expected)
+            if cfg.task == "pipeline":
+                from server.pipeline import run_pipeline
+
+                outputs = run_pipeline(grid, cfg, expected_partners=expected)
+            else:
+                run = run_segmentation if cfg.task == "segments" else run_response
+                outputs = {Path(cfg.out_dir): run(grid, cfg, expected_partners=expected)}
         except RunAborted as exc:
             log.error("%s", exc)
             raise
-        write_outputs(model, coordinator_metrics(model, time.perf_counter() - start),
-                      Path(cfg.out_dir))
-        log.info("Model written to %s", Path(cfg.out_dir) / "model.json")
+        for folder, model in outputs.items():
+            write_outputs(model, coordinator_metrics(model, time.perf_counter() - start),
+                          folder)
+            log.info("Model written to %s", folder / "model.json")
 
     return server
 

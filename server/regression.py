@@ -88,6 +88,11 @@ def plan_response(*, task: Task, epsilon: float, delta: float, norm_bound: float
         raise ContractError(f"The 'task' parameter must be 'ridge' or 'logistic'. Got {task!r}.")
     if rounds < 1:
         raise ContractError(f"The 'rounds' parameter must be >= 1. Got {rounds!r} instead.")
+    for name, value in (("norm_bound", norm_bound), ("target_bound", target_bound),
+                        ("clip", clip)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ContractError(f"The {name!r} parameter must be a finite number >= 0. "
+                                f"Got {value!r} instead.")
     mu = gdp_mu(epsilon, delta)
     clip = clip or norm_bound
     if task == "ridge":

@@ -105,7 +105,7 @@ def _introduce(fed: Federation, request: ProfileRequest) -> None:
 
 
 def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
-             stage_name: str, expected_partners: int = 0) -> RunSession:
+             stages: tuple[str, ...], expected_partners: int = 0) -> RunSession:
     """Wait for partners, announce the run and its whole plan, open the ledger."""
     run_id = uuid.uuid4().hex[:16]
     nodes = wait_for_nodes(grid, expected=max(expected_partners, cfg.min_partners),
@@ -115,12 +115,12 @@ def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
     fed.check_quorum("start")
     _introduce(fed, ProfileRequest(
         run_id=run_id, spec_fingerprint=spec.fingerprint(), epsilon_target=cfg.epsilon,
-        delta=cfg.delta, stages=(stage_name,), planned_events=plan.events(),
+        delta=cfg.delta, stages=stages, planned_events=plan.events(),
         min_segment_size=cfg.min_segment_size))
     ledger = Ledger(Path(cfg.out_dir) / "federation_ledger.sqlite")
     for node in fed.node_ids:
         ledger.start_run(run_id=run_id, party=fed.name(node), epsilon_target=cfg.epsilon,
-                         delta=cfg.delta, params={"stage": stage_name})
+                         delta=cfg.delta, params={"planned_stages": list(stages)})
     return RunSession(run_id=run_id, fed=fed, ledger=ledger, delta=cfg.delta)
 
 
@@ -146,5 +146,4 @@ def drive(session: RunSession, stage: Stage, *, dim: int = 0) -> Any:
         stage.aggregate(rnd, list(replies.values()))
         log.info("%s round %s: %d partners answered", request.message_type,
                  getattr(rnd, "round", rnd), len(replies))
-    session.ledger.close()
     return stage.finalize()

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class SimulationResult:
     out_dir: Path
     model: SegmentModel | ResponseModel
     metrics: dict[str, Any]
+    stages: tuple[SimulationResult, ...] = ()
 
     @property
     def report(self) -> Path:
@@ -171,14 +172,19 @@ def simulate(partitions: list[Partition], *, spec_path: Path, out_dir: Path,
         if handler:
             server_log.removeHandler(handler)
     wall = time.perf_counter() - start
-    model_path = out_dir / "model.json"
-    if not model_path.is_file():
-        raise ContractError(f"The simulation ended without a model in {out_dir}; see the log "
-                            "above for the partners' replies.")
-    model = load_model(model_path)
-    metrics = _metrics(model, partitions, spec_path, state_dir, wall, seed, evaluate)
-    write_outputs(model, metrics, out_dir)
-    return SimulationResult(out_dir=out_dir, model=model, metrics=metrics)
+    folders = ([out_dir / "segments", out_dir / "response"]
+               if run_config.get("task") == "pipeline" else [out_dir])
+    results = []
+    for folder in folders:
+        model_path = folder / "model.json"
+        if not model_path.is_file():
+            raise ContractError(f"The simulation ended without a model in {folder}; see the "
+                                "log above for the partners' replies.")
+        model = load_model(model_path)
+        metrics = _metrics(model, partitions, spec_path, state_dir, wall, seed, evaluate)
+        write_outputs(model, metrics, folder)
+        results.append(SimulationResult(out_dir=folder, model=model, metrics=metrics))
+    return results[-1] if len(results) == 1 else replace(results[-1], stages=tuple(results))
 
 
 def load_model(path: Path) -> SegmentModel | ResponseModel:

@@ -15,6 +15,7 @@ from fedprofile.protocol.response import (
     GramRequest,
     ResponseTask,
 )
+from fedprofile.protocol.scoring import ScoreReply, ScoreRequest
 from fedprofile.protocol.segmentation import (
     KMeansReply,
     KMeansRequest,
@@ -35,4 +36,6 @@ __all__ = [
     "ProfileReply",
     "ProfileRequest",
     "ResponseTask",
+    "ScoreReply",
+    "ScoreRequest",
 ]

@@ -29,6 +29,7 @@ class MessageKind:
     KMEANS: ClassVar[str] = "train.kmeans"
     GRAM: ClassVar[str] = "train.gram"
     GRADIENT: ClassVar[str] = "train.gradient"
+    SCORE: ClassVar[str] = "query.score"
 
     def __new__(cls) -> MessageKind:  # noqa: D102
         raise TypeError(f"{cls.__name__} is a namespace of constants and cannot be instantiated.")

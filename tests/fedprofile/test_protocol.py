@@ -30,6 +30,8 @@ from fedprofile.protocol import (
     ProfileReply,
     ProfileRequest,
     ResponseTask,
+    ScoreReply,
+    ScoreRequest,
 )
 from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 
@@ -80,6 +82,9 @@ SAMPLES: dict[str, Any] = {
     "gradient-request": GradientRequest(task=TASK, theta=np.array([0.1, -0.3, 2.0]), clip=1.5,
                                         noise_multiplier=9.0),
     "gradient-reply": GradientReply(gradient=np.array([3.0, -1.0, 0.25]), events=EVENTS[:1]),
+    "score-request": ScoreRequest(run_id="r", spec_fingerprint="f" * 64,
+                                  segment_model='{"format": "x"}', response_model=""),
+    "score-reply": ScoreReply(),
 }
 
 
