@@ -68,7 +68,8 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
         session.ledger.close()
     params = {"task": "segments", "k": cfg.k, "rounds": cfg.rounds, "init": cfg.init,
               "candidates": cfg.n_candidates(spec.dim), "seed": cfg.seed,
-              "run_id": session.run_id, "min_partners": cfg.min_partners}
+              "run_id": session.run_id, "min_partners": cfg.min_partners,
+              "dropped_partners": session.fed.summary()["dropped"]}
     return SegmentModel(spec=spec, centers=result.centers, sizes=result.sizes,
                         min_segment_size=cfg.min_segment_size, privacy=privacy_record(plan),
                         params=params, partners=session.fed.summary()["partners"],
@@ -128,7 +129,8 @@ def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
     params = {"task": cfg.task, "target": cfg.target, "alpha": cfg.alpha,
               "gd_rounds": cfg.gd_rounds if cfg.task == "logistic" else 0,
               "clip": plan.clip, "holdout": cfg.holdout, "seed": cfg.seed,
-              "segments": cfg.segments, "run_id": session.run_id}
+              "segments": cfg.segments, "run_id": session.run_id,
+              "dropped_partners": session.fed.summary()["dropped"]}
     return ResponseModel(task=cfg.task, spec=spec, target=cfg.target, coef=result.coef,
                          penalty=result.penalty, privacy=privacy_record(plan), params=params,
                          partners=session.fed.summary()["partners"],

@@ -22,6 +22,7 @@ from fedprofile.protocol import ErrorCode
 __all__ = ["Federation", "RunAborted", "wait_for_nodes"]
 
 log = logging.getLogger("fedprofile.server")
+_POLL_SECONDS = 0.5
 T = TypeVar("T")
 
 _REASONS = {ErrorCode.POLICY_REFUSED: "refused by its privacy policy",
@@ -84,11 +85,14 @@ class Federation:
         messages = [Message(content=content.copy(),
                             message_type=message_type, dst_node_id=node)
                     for node in self.node_ids]
-        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        sent = dict(zip(self.grid.push_messages(messages), self.node_ids, strict=True))
+        replies = self._collect(set(sent))
         by_node: dict[int, T] = {}
         answered = set()
         for reply in replies:
-            node = reply.metadata.src_node_id
+            # error replies made by the SuperLink (a node that went away) carry its own id
+            # as source: the message they answer says which partner it was
+            node = sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             answered.add(node)
             if reply.has_error():
                 code = reply.error.code
@@ -102,6 +106,18 @@ class Federation:
             self._drop(node, f"did not answer {message_type} within {self.timeout:g} s")
         self.check_quorum(message_type)
         return by_node
+
+    def _collect(self, pending: set[str]) -> list[Message]:
+        """Pull replies until every message is answered or the round's timeout passes."""
+        deadline = time.monotonic() + self.timeout
+        replies: list[Message] = []
+        while pending and time.monotonic() < deadline:
+            batch = list(self.grid.pull_messages(list(pending)))
+            replies.extend(batch)
+            pending.difference_update(r.metadata.reply_to_message_id for r in batch)
+            if pending:
+                time.sleep(_POLL_SECONDS)
+        return replies
 
     def check_quorum(self, message_type: str) -> None:
         """Raise :class:`RunAborted` if fewer than ``min_partners`` partners remain."""

@@ -1,0 +1,1 @@
+"""Deployment: a loopback federation of real processes, Docker files."""

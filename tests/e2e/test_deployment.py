@@ -1,0 +1,137 @@
+"""Integration test of a real deployment on loopback: a SuperLink and three SuperNodes as
+separate processes, TLS and SuperNode authentication on, the app run with ``flwr run``.
+
+The tests run in order on one federation: the full pipeline, refused nodes, a partner
+killed mid-run, and finally that no process is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deploy.loopback import LoopbackFederation
+from fedprofile.contract import load_spec
+from fedprofile.credentials import create_credentials
+from fedprofile.features import transform_frame
+from fedprofile.segment_model import SegmentModel
+from privacy.ledger import Ledger
+from sim.datasets import load_preset
+from sim.evaluate import evaluate_segments
+
+pytestmark = pytest.mark.slow
+PARTNERS = 3
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return load_preset("bank")
+
+
+@pytest.fixture(scope="module")
+def federation(bank, tmp_path_factory):
+    root = tmp_path_factory.mktemp("loopback")
+    partners = []
+    for i, part in enumerate(bank.partitions(PARTNERS)):
+        data = root / "data" / f"partner-{i + 1}.parquet"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        part.frame.to_parquet(data)
+        home = root / "partners" / f"partner-{i + 1}"
+        partners.append({"data-path": str(data), "spec": str(bank.spec_path),
+                         "partner-name": part.name, "state-dir": str(home),
+                         "output-dir": str(home / "outputs")})
+    fed = LoopbackFederation(root=root, partners=partners)
+    with fed.running():
+        for i in range(PARTNERS):
+            fed.start_partner(i)
+        yield fed
+    assert fed.alive() == []
+
+
+def _run_config(root: Path, bank, out: str, **extra) -> dict:
+    return {"spec": str(bank.spec_path), "out-dir": str(root / out), "epsilon": 1.0,
+            "expected-partners": PARTNERS, "dataset": "", "timeout": 120.0, **extra}
+
+
+def test_pipeline_runs_over_tls_with_authenticated_partners(federation, bank) -> None:
+    # Execute: segments, a segment-aware logistic model and local scoring, over real processes
+    done = federation.run(_run_config(federation.root, bank, "out", task="pipeline", target="y",
+                                      k=6), timeout=900)
+    assert done.returncode == 0, (federation.logs / "flwr-run.log").read_text()[-2000:]
+    # Assert: the segments meet the simulation's bar on the pooled data
+    model = SegmentModel.load(federation.root / "out" / "segments" / "model.json")
+    spec = load_spec(bank.spec_path)
+    pooled = np.vstack([transform_frame(p.frame, spec).matrix
+                        for p in bank.partitions(PARTNERS)])
+    assert evaluate_segments(model, pooled, seed=0)["cost_ratio"] <= 1.05
+    assert sorted(model.partners) == sorted(p["partner-name"] for p in federation.partners)
+    response = json.loads((federation.root / "out" / "response" / "model.json").read_text())
+    assert response["task"] == "logistic"
+    assert response["privacy"]["epsilon_spent"] <= 1.0
+    # each partner scored its own customers locally, and its ledger holds the whole plan
+    for partner in federation.partners:
+        scores = list(Path(partner["output-dir"]).glob("scores-*.parquet"))
+        assert len(scores) == 1
+        assert set(pd.read_parquet(scores[0]).columns) == {"customer_id", "segment", "score"}
+        with Ledger(Path(partner["state-dir"]) / "ledger.sqlite") as ledger:
+            spend = ledger.spend(party=partner["partner-name"], delta=1e-6)
+            assert spend.epsilon == pytest.approx(1.0, rel=1e-6)
+
+
+def _exits_refused(proc: subprocess.Popen, log: Path, timeout: float = 150.0) -> bool:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode != 0
+
+
+def test_unregistered_key_and_plain_connection_are_refused(federation, tmp_path) -> None:
+    # Prepare: a valid key pair the SuperLink has never seen
+    stranger = create_credentials(tmp_path, partners=1).partner_keys[0][0]
+    # Execute
+    unregistered = federation.start_partner(0, key=stranger)
+    plain = federation.start_partner(1, tls=False)
+    # Assert: both give up with an error, neither joins
+    assert _exits_refused(unregistered, federation.logs / "partner-1.log")
+    assert _exits_refused(plain, federation.logs / "partner-2.log")
+    listing = federation.cli("supernode", "list", "loopback").stdout
+    assert listing.count("online") == PARTNERS
+
+
+def test_partner_killed_mid_run_is_reported_and_the_run_completes(federation, bank) -> None:
+    # Prepare: start a segmentation run in the background
+    config = _run_config(federation.root, bank, "out-fault", k=4, rounds=6, **{
+        "min-partners": 2})
+    runner = federation.run_in_background(config)
+    victim = federation.partners[2]
+    ledger_file = Path(victim["state-dir"]) / "ledger.sqlite"
+    # Execute: once the victim has released something in this run, kill its SuperNode
+    start = time.monotonic()
+    baseline = _releases(ledger_file)
+    while _releases(ledger_file) <= baseline and time.monotonic() - start < 300:
+        time.sleep(1)
+    node = federation.processes["partner-3"]
+    os.killpg(node.pid, signal.SIGKILL)
+    output, _ = runner.communicate(timeout=600)
+    # Assert: the run finished with the two others, naming who left
+    assert runner.returncode == 0, output[-2000:]
+    model = SegmentModel.load(federation.root / "out-fault" / "model.json")
+    assert victim["partner-name"] not in model.partners
+    assert len(model.partners) == 2
+    assert victim["partner-name"] in model.params["dropped_partners"]
+
+
+def _releases(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with Ledger(path) as ledger:
+        return len(ledger.events())
