@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: setup demo test lint sim-retail clean
+.PHONY: setup demo deploy-demo compose-setup test lint sim-retail clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: setup
 	$(BIN)/fedprofile sim --dataset bank --partners 5 --task pipeline --target y --k 6 \
 		--epsilon 1 --seed 0 --out runs/demo --state-dir runs/demo/state
 	@echo "Open runs/demo/segments/report.html and runs/demo/response/report.html"
+
+deploy-demo: setup
+	$(BIN)/python -m deploy.demo
+
+compose-setup: setup
+	$(BIN)/python -m deploy.compose_setup
 
 sim-retail: setup
 	$(BIN)/fedprofile sim --dataset retail --partners 6 --k 4 --epsilon 1 --seed 0 --out runs/retail

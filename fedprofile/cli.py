@@ -170,6 +170,27 @@ def keygen(
 
 
 @app.command()
+def certs(
+    out: Annotated[Path, typer.Option(help="Folder for certificates/ and keys/.")],
+    partners: Annotated[int, typer.Option(min=1, max=1000, help="SuperNode key pairs.")] = 3,
+    host: Annotated[list[str] | None, typer.Option(
+        help="Extra SuperLink host name or IP for the certificate (repeatable).")] = None,
+) -> None:
+    """Create the CA, the SuperLink TLS certificate and one key pair per partner."""
+    from fedprofile.credentials import create_credentials
+
+    try:
+        made = create_credentials(out, partners=partners, hosts=list(host or []))
+    except FedprofileError as exc:
+        raise _fail(exc) from None
+    console.print(f"CA: {made.ca_cert}\nSuperLink: {made.server_cert}, {made.server_key}",
+                  highlight=False)
+    for private, public in made.partner_keys:
+        console.print(f"Partner key: {private} (keep at the partner), {public} (register "
+                      "with `flwr supernode register`)", highlight=False)
+
+
+@app.command()
 def pseudonymize(
     source: Annotated[Path, typer.Argument(help="CSV or Parquet file with raw identifiers.")],
     key: Annotated[Path, typer.Option(help="Key file from `fedprofile keygen`.")],

@@ -63,13 +63,15 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
     stage = KMeansStage(spec=spec, plan=plan, k=cfg.k, n_partners=len(session.fed.node_ids),
                         run_id=session.run_id, fingerprint=spec.fingerprint(),
                         candidates=cfg.n_candidates(spec.dim), seed=cfg.seed)
+    first = len(session.timings)
     result = drive(session, stage)
     if own:
         session.ledger.close()
     params = {"task": "segments", "k": cfg.k, "rounds": cfg.rounds, "init": cfg.init,
               "candidates": cfg.n_candidates(spec.dim), "seed": cfg.seed,
               "run_id": session.run_id, "min_partners": cfg.min_partners,
-              "dropped_partners": session.fed.summary()["dropped"]}
+              "dropped_partners": session.fed.summary()["dropped"],
+              "round_seconds": session.timings[first:]}
     return SegmentModel(spec=spec, centers=result.centers, sizes=result.sizes,
                         min_segment_size=cfg.min_segment_size, privacy=privacy_record(plan),
                         params=params, partners=session.fed.summary()["partners"],
@@ -123,6 +125,7 @@ def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
                         stage=cfg.task, round=0, target=cfg.target, holdout=cfg.holdout,
                         holdout_seed=cfg.seed, segment_centers=centers)
     stage_cls = RidgeStage if cfg.task == "ridge" else LogisticStage
+    first = len(session.timings)
     result = drive(session, stage_cls(plan=plan, task=task, dim=dim, alpha=cfg.alpha), dim=dim)
     if own:
         session.ledger.close()
@@ -130,7 +133,8 @@ def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
               "gd_rounds": cfg.gd_rounds if cfg.task == "logistic" else 0,
               "clip": plan.clip, "holdout": cfg.holdout, "seed": cfg.seed,
               "segments": cfg.segments, "run_id": session.run_id,
-              "dropped_partners": session.fed.summary()["dropped"]}
+              "dropped_partners": session.fed.summary()["dropped"],
+              "round_seconds": session.timings[first:]}
     return ResponseModel(task=cfg.task, spec=spec, target=cfg.target, coef=result.coef,
                          penalty=result.penalty, privacy=privacy_record(plan), params=params,
                          partners=session.fed.summary()["partners"],

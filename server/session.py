@@ -9,9 +9,10 @@ federation ledger.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -90,6 +91,7 @@ class RunSession:
     fed: Federation
     ledger: Ledger
     delta: float
+    timings: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _introduce(fed: Federation, request: ProfileRequest) -> None:
@@ -137,6 +139,7 @@ def _decoder(request: Any, dim: int) -> Callable[[RecordDict], Any]:
 def drive(session: RunSession, stage: Stage, *, dim: int = 0) -> Any:
     """Run every round of ``stage``; return its ``finalize()``."""
     for rnd in stage.rounds():
+        start = time.perf_counter()
         request = stage.configure(rnd)
         replies = session.fed.broadcast(request.message_type, request.to_record(),
                                         _decoder(request, dim))
@@ -144,6 +147,9 @@ def drive(session: RunSession, stage: Stage, *, dim: int = 0) -> Any:
             session.ledger.record(run_id=session.run_id, party=session.fed.name(node),
                                   events=reply.events, delta=session.delta)
         stage.aggregate(rnd, list(replies.values()))
+        session.timings.append({"message": request.message_type,
+                                "round": getattr(rnd, "round", rnd),
+                                "seconds": round(time.perf_counter() - start, 3)})
         log.info("%s round %s: %d partners answered", request.message_type,
                  getattr(rnd, "round", rnd), len(replies))
     return stage.finalize()
