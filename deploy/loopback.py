@@ -23,6 +23,7 @@ from typing import Any
 
 from fedprofile.credentials import Credentials, create_credentials
 from fedprofile.errors import FedprofileError
+from fedprofile.processes import descendants
 
 __all__ = ["DeploymentError", "LoopbackFederation", "free_port", "node_config_text"]
 
@@ -48,24 +49,6 @@ def node_config_text(config: Mapping[str, Any]) -> str:
         parts.append(f"{key}={value}" if isinstance(value, int | float) and
                      not isinstance(value, bool) else f"{key}='{value}'")
     return " ".join(parts)
-
-
-def _descendants(roots: set[int]) -> set[int]:
-    """Live descendants of ``roots`` (from /proc), not including the roots."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                if fields[0] != "Z":
-                    parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = set(roots)
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
-        found |= frontier
-    return found
 
 
 def _bin(name: str) -> str:
@@ -192,7 +175,7 @@ class LoopbackFederation:
 
     def stop(self) -> None:
         """Stop exactly the processes this object started, and their descendants."""
-        descendants = _descendants({p.pid for p in self.processes.values()})
+        helpers = descendants({p.pid for p in self.processes.values()})
         for proc in self.processes.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -205,14 +188,14 @@ class LoopbackFederation:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
-        for pid in descendants:  # detached helpers (superexec, clientapp) of our processes
+        for pid in helpers:  # detached helpers (superexec, clientapp) of our processes
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
 
     def alive(self) -> list[int]:
         """PIDs of started processes and their descendants that are still running."""
         pids = {p.pid for p in self.processes.values() if p.poll() is None}
-        return sorted(pids | _descendants({p.pid for p in self.processes.values()}))
+        return sorted(pids | descendants({p.pid for p in self.processes.values()}))
 
     @contextlib.contextmanager
     def running(self) -> Iterator[LoopbackFederation]:

@@ -338,6 +338,36 @@ def bench_utility(
                    f"{r.ari_mean:.3f} | {r.suppressed_mean:.1f} |")
 
 
+@bench_app.command("speed")
+def bench_speed(
+    dataset: Annotated[str, typer.Option(help=f"One of {', '.join(PRESET_NAMES)}.")] = "bank",
+    partners: Annotated[str, typer.Option(help="Comma-separated partner counts.")] = "5",
+    customers: Annotated[str, typer.Option(
+        help="Comma-separated customer counts (0 = the data set as shipped; more rows are a "
+             "jittered scale-up of real rows).")] = "0",
+    k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
+) -> None:
+    """Wall time on Flower vs in process, per-round times, bytes sent and peak memory."""
+    from sim.bench_speed import speed_run
+
+    rows = []
+    try:
+        for n in (int(x) for x in customers.split(",")):
+            for m in (int(x) for x in partners.split(",")):
+                with console.status(f"{dataset}: {m} partners, {n or 'all'} customers"):
+                    rows.append(speed_run(dataset=dataset, partners=m, customers=n, k=k))
+    except (FedprofileError, ValueError) as exc:
+        raise _fail(exc) from None
+    typer.echo("| partners | customers | Flower wall (s) | in-process (s) | ratio | "
+               "round times (s) | bytes / partner / round | peak RSS (MB) |")
+    typer.echo("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        rounds = " ".join(f"{s:.1f}" for s in r.rounds_s)
+        typer.echo(f"| {r.partners} | {r.customers:,} | {r.flower_s:.1f} | "
+                   f"{r.inprocess_s:.1f} | {r.overhead:.1f} | {rounds} | "
+                   f"{r.bytes_per_partner_round:,.0f} | {r.peak_rss_mb:,.0f} |")
+
+
 def _bench_response(dataset: str, partners: int | None, task: str, target: str, seeds: int,
                     gd_rounds: int) -> None:
     from fedprofile.contract import load_spec

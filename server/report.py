@@ -16,45 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from server import report_plots
-from server.report_html import (
-    CSS as _CSS,
-)
-from server.report_html import (
-    esc as _e,
-)
-from server.report_html import (
-    fmt as _fmt,
-)
-from server.report_html import (
-    fmt_sci as _fmt_sci,
-)
-from server.report_html import (
-    get as _get,
-)
-from server.report_html import (
-    img as _img,
-)
-from server.report_html import (
-    ledger_section as _ledger_section,
-)
-from server.report_html import (
-    mapping as _mapping,
-)
-from server.report_html import (
-    num as _num,
-)
-from server.report_html import (
-    table as _table,
-)
+from server.report_html import CSS, esc, fmt, fmt_sci, get, img, ledger_section, mapping, num, table
 
 __all__ = ["render_report"]
 
 
 def _is_non_private(model: Mapping[str, Any], metrics: Mapping[str, Any]) -> bool:
     """True if either file flags the run as non-private or its ε is infinite."""
-    if _get(model, "privacy", "non_private") or _get(metrics, "privacy", "non_private"):
+    if get(model, "privacy", "non_private") or get(metrics, "privacy", "non_private"):
         return True
-    eps = _num(_get(model, "privacy", "epsilon_spent"))
+    eps = num(get(model, "privacy", "epsilon_spent"))
     return eps is not None and math.isinf(eps)
 
 
@@ -64,19 +35,19 @@ def _segments(model: Mapping[str, Any]) -> list[dict[str, Any]]:
     sizes = list(model.get("sizes_noisy") or [])
     flags = list(model.get("suppressed") or [])
     n = max(len(profiles), len(sizes), len(flags))
-    known = [_num(s) or 0.0 for s in sizes]
+    known = [num(s) or 0.0 for s in sizes]
     total = sum(max(s, 0.0) for s in known)
     out = []
     for i in range(n):
         prof = profiles[i] if i < len(profiles) else {}
-        size = _num(prof.get("size", sizes[i] if i < len(sizes) else None))
-        share = _num(prof.get("share"))
+        size = num(prof.get("size", sizes[i] if i < len(sizes) else None))
+        share = num(prof.get("share"))
         if share is None and size is not None and total > 0:
             share = max(size, 0.0) / total
         sup = bool(prof.get("suppressed")) or (i < len(flags) and bool(flags[i]))
         out.append({"id": prof.get("segment", i), "size": size, "share": share,
-                    "suppressed": sup, "numeric": _mapping(prof.get("numeric")),
-                    "categorical": _mapping(prof.get("categorical")),
+                    "suppressed": sup, "numeric": mapping(prof.get("numeric")),
+                    "categorical": mapping(prof.get("categorical")),
                     "tags": list(prof.get("tags") or [])})
     return out
 
@@ -94,7 +65,7 @@ def _header(model: Mapping[str, Any], metrics: Mapping[str, Any], segs: list[dic
     partners = model.get("partners") or []
     n_partners = len(partners) or metrics.get("n_partners") or "several"
     seg_words = "segments were" if published != 1 else "segment was"
-    text = (f"{published} audience {seg_words} learned from {_e(n_partners)} "
+    text = (f"{published} audience {seg_words} learned from {esc(n_partners)} "
             f"partner{'' if n_partners == 1 else 's'}' customers; "
             "no customer record left any partner")
     if n_sup:
@@ -109,13 +80,13 @@ def _header(model: Mapping[str, Any], metrics: Mapping[str, Any], segs: list[dic
     else:
         priv = model.get("privacy") or {}
         eps = priv.get("epsilon_spent", priv.get("epsilon_target"))
-        eps_text = f"{_num(eps):.2f}" if _num(eps) is not None else "unknown"
-        delta = _num(priv.get("delta"))
-        text += (f"; privacy guarantee ε={eps_text}, δ={_fmt_sci(delta) if delta else '0'}"
+        eps_text = f"{num(eps):.2f}" if num(eps) is not None else "unknown"
+        delta = num(priv.get("delta"))
+        text += (f"; privacy guarantee ε={eps_text}, δ={fmt_sci(delta) if delta else '0'}"
                  " (the results would look almost the same had any single customer "
                  "stayed out).")
-    return (f"<header><h1>Audience segments: {_e(fed)}</h1>"
-            f'<p class="meta">Report of the run of {_e(date)}</p>{warning}'
+    return (f"<header><h1>Audience segments: {esc(fed)}</h1>"
+            f'<p class="meta">Report of the run of {esc(date)}</p>{warning}'
             f'<p class="summary">{text}</p></header>')
 
 
@@ -125,9 +96,9 @@ def _top_categories(cats: Mapping[str, Any], top: int = 3) -> list[str]:
     for feat, shares in cats.items():
         if not isinstance(shares, Mapping):
             continue
-        ranked = sorted(((c, _num(v) or 0.0) for c, v in shares.items()), key=lambda t: -t[1])
-        parts = ", ".join(f"{_e(c)} {100 * v:.0f} %" for c, v in ranked[:top])
-        lines.append(f"<li><b>{_e(feat)}</b>: {parts}</li>")
+        ranked = sorted(((c, num(v) or 0.0) for c, v in shares.items()), key=lambda t: -t[1])
+        parts = ", ".join(f"{esc(c)} {100 * v:.0f} %" for c, v in ranked[:top])
+        lines.append(f"<li><b>{esc(feat)}</b>: {parts}</li>")
     return lines
 
 
@@ -137,20 +108,20 @@ def _segments_section(model: Mapping[str, Any], segs: list[dict]) -> str:
     for s in segs:
         if s["suppressed"]:
             continue
-        tags = "".join(f'<span class="tag">{_e(t)}</span>' for t in s["tags"]) or (
+        tags = "".join(f'<span class="tag">{esc(t)}</span>' for t in s["tags"]) or (
             '<span class="na">no tags</span>')
         size = "size unknown" if s["size"] is None else f"≈ {max(s['size'], 0):,.0f} customers"
         share = "" if s["share"] is None else f" ({100 * s['share']:.1f} % of customers)"
-        nums = [f"<li><b>{_e(k)}</b>: average {_fmt(v)}</li>" for k, v in s["numeric"].items()]
+        nums = [f"<li><b>{esc(k)}</b>: average {fmt(v)}</li>" for k, v in s["numeric"].items()]
         items = "".join(nums + _top_categories(s["categorical"]))
-        cards.append(f'<div class="card"><h3>Segment {_e(s["id"])}</h3><div>{tags}</div>'
+        cards.append(f'<div class="card"><h3>Segment {esc(s["id"])}</h3><div>{tags}</div>'
                      f'<p><span class="size">{size}</span>{share}</p><ul>{items}</ul></div>')
     body = f'<div class="cards">{"".join(cards)}</div>' if cards else (
         '<p class="na">No segment was large enough to publish.</p>')
     sup = [s for s in segs if s["suppressed"]]
     if sup:
-        n_min = _fmt(model.get("min_segment_size"), 0) if model.get("min_segment_size") else "N"
-        rows = "".join(f"<li>Segment {_e(s['id'])}: suppressed (fewer than {n_min} customers)"
+        n_min = fmt(model.get("min_segment_size"), 0) if model.get("min_segment_size") else "N"
+        rows = "".join(f"<li>Segment {esc(s['id'])}: suppressed (fewer than {n_min} customers)"
                        "</li>" for s in sup)
         body += ('<h3>Suppressed segments</h3><p class="suppressed">These segments are too '
                  "small to describe without risk; their profiles are not shown.</p>"
@@ -162,11 +133,11 @@ def _heatmap_data(model: Mapping[str, Any], segs: list[dict]) -> tuple[list, lis
     """Rows, columns and values of the profile heatmap (published segments only)."""
     names = [str(n) for n in model.get("feature_names") or []]
     centers = model.get("centers_scaled") or []
-    spec = _get(model, "spec", "features") or {}
+    spec = get(model, "spec", "features") or {}
     numeric = [f for f in names
-               if _get(spec, f, "kind") == "numeric" or (not spec and "=" not in f)]
+               if get(spec, f, "kind") == "numeric" or (not spec and "=" not in f)]
     if spec:
-        cat_feats = [f for f, d in spec.items() if _get(d, "kind") == "categorical"]
+        cat_feats = [f for f, d in spec.items() if get(d, "kind") == "categorical"]
     else:
         cat_feats = sorted({n.split("=", 1)[0] for n in names if "=" in n})
     pub = [s for s in segs if not s["suppressed"]]
@@ -174,8 +145,8 @@ def _heatmap_data(model: Mapping[str, Any], segs: list[dict]) -> tuple[list, lis
     for feat in cat_feats:
         best: dict[str, float] = {}
         for s in pub:
-            for cat, v in (_get(s["categorical"], str(feat)) or {}).items():
-                best[cat] = max(best.get(cat, 0.0), _num(v) or 0.0)
+            for cat, v in (get(s["categorical"], str(feat)) or {}).items():
+                best[cat] = max(best.get(cat, 0.0), num(v) or 0.0)
         for cat in sorted(best, key=lambda c: -best[c])[:3]:
             cols.append((f"{feat}={cat} (share)", ("cat", feat, cat)))
     rows, values = [], []
@@ -185,9 +156,9 @@ def _heatmap_data(model: Mapping[str, Any], segs: list[dict]) -> tuple[list, lis
         row = []
         for _, key in cols:
             if key[0] == "num":
-                row.append(_num(centre[key[1]]) if centre and key[1] < len(centre) else None)
+                row.append(num(centre[key[1]]) if centre and key[1] < len(centre) else None)
             else:
-                row.append(_num(_get(s["categorical"], str(key[1]), str(key[2]))))
+                row.append(num(get(s["categorical"], str(key[1]), str(key[2]))))
         values.append([math.nan if v is None else v for v in row])
         rows.append(f"Segment {s['id']}: " + ", ".join(str(t) for t in s["tags"][:2]))
     return rows, [c for c, _ in cols], values
@@ -197,23 +168,23 @@ def _plots_section(model: Mapping[str, Any], metrics: Mapping[str, Any], segs: l
     """The four plots: sizes, profile heatmap, cost per round, privacy spend."""
     parts = []
     sizes = [None if s["suppressed"] else s["size"] for s in segs]
-    parts.append(_img(report_plots.plot_segment_sizes(
-        [s["id"] for s in segs], sizes, _num(model.get("min_segment_size"))),
+    parts.append(img(report_plots.plot_segment_sizes(
+        [s["id"] for s in segs], sizes, num(model.get("min_segment_size"))),
         "Segment sizes", "no segments"))
-    parts.append(_img(report_plots.plot_profile_heatmap(*_heatmap_data(model, segs)),
+    parts.append(img(report_plots.plot_profile_heatmap(*_heatmap_data(model, segs)),
                       "Segment profiles", "no published profile to show"))
-    per_round = [r for r in _get(metrics, "kmeans", "cost_per_round") or []
-                 if isinstance(r, Mapping) and _num(r.get("cost")) is not None]
-    parts.append(_img(report_plots.plot_cost_per_round(
-        [_num(r.get("round", i)) for i, r in enumerate(per_round)],
-        [_num(r["cost"]) for r in per_round],
-        _num(_get(metrics, "kmeans", "cost_centralized"))),
+    per_round = [r for r in get(metrics, "kmeans", "cost_per_round") or []
+                 if isinstance(r, Mapping) and num(r.get("cost")) is not None]
+    parts.append(img(report_plots.plot_cost_per_round(
+        [num(r.get("round", i)) for i, r in enumerate(per_round)],
+        [num(r["cost"]) for r in per_round],
+        num(get(metrics, "kmeans", "cost_centralized"))),
         "k-means cost per round", "not recorded for this run"))
-    rel = [r for r in _get(model, "privacy", "releases") or [] if isinstance(r, Mapping)]
-    parts.append(_img(report_plots.plot_privacy_spend(
+    rel = [r for r in get(model, "privacy", "releases") or [] if isinstance(r, Mapping)]
+    parts.append(img(report_plots.plot_privacy_spend(
         [f"{r.get('stage', '?')} r{r.get('round', '?')} {r.get('component', '')}" for r in rel],
-        [_num(r.get("mu")) for r in rel], [_num(r.get("epsilon_cumulative")) for r in rel],
-        _num(_get(model, "privacy", "epsilon_target"))),
+        [num(r.get("mu")) for r in rel], [num(r.get("epsilon_cumulative")) for r in rel],
+        num(get(model, "privacy", "epsilon_target"))),
         "Privacy spend per release", "no finite privacy loss was recorded"))
     return "<section><h2>Charts</h2>" + "".join(parts) + "</section>"
 
@@ -231,12 +202,12 @@ def _ari_words(ari: float) -> str:
 
 def _quality_section(metrics: Mapping[str, Any]) -> str:
     """Cost ratio and ARI against a centralized k-means, explained in words."""
-    km = _mapping(metrics.get("kmeans"))
-    fed, cen = _num(km.get("cost_federated")), _num(km.get("cost_centralized"))
-    ratio = _num(km.get("cost_ratio"))
+    km = mapping(metrics.get("kmeans"))
+    fed, cen = num(km.get("cost_federated")), num(km.get("cost_centralized"))
+    ratio = num(km.get("cost_ratio"))
     if ratio is None and fed is not None and cen:
         ratio = fed / cen
-    ari = _num(km.get("ari"))
+    ari = num(km.get("ari"))
     words = []
     if ratio is not None and math.isfinite(ratio):
         gap = 100 * abs(ratio - 1)
@@ -254,9 +225,9 @@ def _quality_section(metrics: Mapping[str, Any]) -> str:
             ("customers", metrics.get("n_customers")), ("rounds", metrics.get("rounds")),
             ("wall time (s)", metrics.get("wall_time_s")),
             ("evaluation", metrics.get("evaluation"))) if v is not None]
-    table = _table(["quantity", "value"], rows) if rows else ""
+    facts = table(["quantity", "value"], rows) if rows else ""
     return ("<section><h2>Quality compared with a centralized k-means</h2>"
-            f"<p>{' '.join(_e(w) for w in words)}</p>{table}</section>")
+            f"<p>{' '.join(esc(w) for w in words)}</p>{facts}</section>")
 
 
 def _params_section(model: Mapping[str, Any]) -> str:
@@ -264,19 +235,19 @@ def _params_section(model: Mapping[str, Any]) -> str:
     params = model.get("params") or {}
     prows = [(k, v if isinstance(v, (int, float, str)) else str(v)) for k, v in params.items()]
     frows = []
-    for name, d in (_get(model, "spec", "features") or {}).items():
+    for name, d in (get(model, "spec", "features") or {}).items():
         d = d if isinstance(d, Mapping) else {}
         if d.get("kind") == "categorical":
             detail = ", ".join(str(c) for c in d.get("categories") or [])
             detail += " (+ other)" if d.get("other") else ""
         else:
             bounds = d.get("bounds") or []
-            detail = " to ".join(_fmt(b) for b in bounds) if bounds else "–"
+            detail = " to ".join(fmt(b) for b in bounds) if bounds else "–"
         frows.append((name, d.get("kind", "–"), detail))
-    partners = "".join(f"<li>{_e(p)}</li>" for p in model.get("partners") or [])
+    partners = "".join(f"<li>{esc(p)}</li>" for p in model.get("partners") or [])
     return ("<section><h2>Run parameters</h2>"
-            + (_table(["parameter", "value"], prows) if prows else "")
-            + (_table(["feature", "kind", "bounds / categories"], frows) if frows else "")
+            + (table(["parameter", "value"], prows) if prows else "")
+            + (table(["feature", "kind", "bounds / categories"], frows) if frows else "")
             + (f"<h3>Partners</h3><ul>{partners}</ul>" if partners else "") + "</section>")
 
 
@@ -301,14 +272,14 @@ def render_report(model: Mapping[str, Any], metrics: Mapping[str, Any], out_path
     metrics = metrics or {}
     segs = _segments(model)
     non_private = _is_non_private(model, metrics)
-    title = _e(f"Audience segments: {model.get('federation') or 'report'}")
+    title = esc(f"Audience segments: {model.get('federation') or 'report'}")
     doc = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{_CSS}</style></head><body><main>"
+        f"<style>{CSS}</style></head><body><main>"
         + _header(model, metrics, segs) + _segments_section(model, segs)
         + _plots_section(model, metrics, segs)
         + '<h2 class="part">Details for analysts and engineers</h2>'
-        + _quality_section(metrics) + _ledger_section(model, non_private)
+        + _quality_section(metrics) + ledger_section(model, non_private)
         + _params_section(model) + "</main></body></html>\n"
     )
     out = Path(out_path)
