@@ -22,7 +22,8 @@ PRESET_NAMES = ("bank", "retail", "retail-transactions", "retail-holdout", "hill
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+    err_console.print("[bold red]Error:[/]", end=" ")
+    err_console.print(str(exc), markup=False, highlight=False)
     return typer.Exit(code=2)
 
 

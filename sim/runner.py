@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from client.app import build_client_app
+from fedprofile.config import RunConfig
 from fedprofile.contract import load_spec
 from fedprofile.customers import customer_table
 from fedprofile.design import DesignData, design_data
@@ -149,6 +150,7 @@ def simulate(partitions: list[Partition], *, spec_path: Path, out_dir: Path,
         raise ContractError("A simulation needs at least one partner.")
     from flwr.simulation import run_simulation
 
+    RunConfig.from_mapping({**dict(run_config), "spec": str(spec_path)})  # fail fast
     _quiet_flower()
     nodes = _prepare_partners(partitions, spec_path=spec_path, state_dir=state_dir,
                               policy=policy, seed=seed, capture=capture)
