@@ -312,7 +312,7 @@ def bench_utility(
     """
     from fedprofile.contract import load_spec
     from fedprofile.features import transform_frame
-    from sim.bench import EPSILONS, kmeans_utility
+    from sim.bench import EPSILONS, kmeans_baselines, kmeans_utility
     from sim.datasets import load_preset
 
     if task != "segments":
@@ -337,6 +337,10 @@ def bench_utility(
     for r in rows:
         typer.echo(f"| {r.epsilon:g} | {r.ratio_mean:.4f} ± {r.ratio_sd:.4f} | "
                    f"{r.ari_mean:.3f} | {r.suppressed_mean:.1f} |")
+    base = kmeans_baselines(mats, k=k)
+    typer.echo(f"Non-private baselines: averaged local centres {base.averaged_local_centres:.4f}"
+               f"; partners alone {base.partners_alone_mean:.4f} (mean), "
+               f"{base.partners_alone_worst:.4f} (worst)")
 
 
 @bench_app.command("speed")

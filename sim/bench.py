@@ -21,7 +21,8 @@ from fedprofile.design import DesignData
 from sim.evaluate import CENTRALIZED_SEEDS, kmeans_cost
 from sim.inprocess import run_kmeans_inprocess, run_response_inprocess
 
-__all__ = ["ResponseRow", "UtilityRow", "kmeans_utility", "response_utility"]
+__all__ = ["BaselineRow", "ResponseRow", "UtilityRow", "kmeans_baselines", "kmeans_utility",
+           "response_utility"]
 
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
 
@@ -110,3 +111,42 @@ def response_utility(designs: Sequence[DesignData], *, task: str, norm_bound: fl
                                 federated_sd=float(np.std(values)), centralized=reference,
                                 seeds=seeds))
     return rows
+
+
+@dataclass(frozen=True)
+class BaselineRow:
+    """Cost ratios of two non-private alternatives a user might otherwise pick."""
+
+    averaged_local_centres: float
+    partners_alone_mean: float
+    partners_alone_worst: float
+
+
+def kmeans_baselines(matrices: Sequence[np.ndarray], *, k: int, seed: int = 0) -> BaselineRow:
+    """Cost ratios to centralized k-means of two non-private alternatives.
+
+    (a) Averaging each partner's local KMeans centres (matched to the first partner's by
+    the Hungarian method, weighted by partner size); (b) each partner clustering alone,
+    evaluated on everyone's customers.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    pooled = np.vstack(matrices)
+    reference = float(np.mean([
+        kmeans_cost(pooled, KMeans(n_clusters=k, n_init=10, random_state=s)
+                    .fit(pooled).cluster_centers_) for s in range(CENTRALIZED_SEEDS)]))
+    local = [KMeans(n_clusters=min(k, len(m)), n_init=10, random_state=seed).fit(m)
+             .cluster_centers_ for m in matrices]
+    anchor = local[0]
+    total = np.zeros_like(anchor)
+    for centres, m in zip(local, matrices, strict=True):
+        if len(centres) < k:
+            continue
+        cost = ((anchor[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+        _, match = linear_sum_assignment(cost)
+        total += len(m) * centres[match]
+    averaged = total / sum(len(m) for m, c in zip(matrices, local, strict=True) if len(c) == k)
+    alone = [kmeans_cost(pooled, c) / reference for c in local]
+    return BaselineRow(averaged_local_centres=kmeans_cost(pooled, averaged) / reference,
+                       partners_alone_mean=float(np.mean(alone)),
+                       partners_alone_worst=float(np.max(alone)))
