@@ -95,7 +95,8 @@ def _categorical_column(values: pd.Series, feat: CategoricalFeature, report: Dat
                         ) -> tuple[np.ndarray, np.ndarray]:
     absent = values.isna().to_numpy()
     text = values.astype("string").str.strip()
-    codes = pd.Categorical(text, categories=list(feat.levels)).codes.copy()
+    index = {level: i for i, level in enumerate(feat.levels)}
+    codes = text.map(index).fillna(-1).to_numpy(dtype=np.int64, copy=True)
     unseen = (codes < 0) & ~absent
     report.missing[feat.name] = int(absent.sum())
     report.other_category[feat.name] = int(unseen.sum())
