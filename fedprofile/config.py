@@ -121,6 +121,9 @@ class RunConfig:
         Share of each partner's customers kept aside for testing, in ``[0, 1)``.
     segments : str
         A segment model JSON; response models then use the segment as a feature.
+    expected_partners : int, default=0
+        Wait (up to 120 s) for this many partners before starting; 0 waits for
+        ``min_partners``.
     """
 
     spec: str = "specs/bank.toml"
@@ -143,6 +146,7 @@ class RunConfig:
     clip: float = 0.0
     holdout: float = 0.2
     segments: str = ""
+    expected_partners: int = 0
 
     def n_candidates(self, dim: int) -> int:
         """Candidates of the over-clustering start for a contract of dimension ``dim``."""
@@ -190,7 +194,8 @@ class RunConfig:
                    gd_rounds=_int(cfg, "gd_rounds", cls.gd_rounds, low=1, high=100),
                    clip=_float(cfg, "clip", cls.clip, open_low=-1e-300),
                    holdout=_float(cfg, "holdout", cls.holdout, open_low=-1e-300, high=0.99),
-                   segments=_str(cfg, "segments", ""))
+                   segments=_str(cfg, "segments", ""),
+                   expected_partners=_int(cfg, "expected_partners", 0, low=0))
 
 
 @dataclass(frozen=True)

@@ -170,9 +170,8 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        settings = {**dict(context.run_config), **dict(overrides or {})}
-        expected = int(settings.pop("expected-partners", 0))
-        cfg = RunConfig.from_mapping(settings)
+        cfg = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
+        expected = cfg.expected_partners
         start = time.perf_counter()
         try:
             if cfg.task == "pipeline":
