@@ -143,12 +143,15 @@ class LoopbackFederation:
                 raise DeploymentError(f"Registering partner {i + 1}'s key failed: "
                                       f"{done.stdout[-400:]}{done.stderr[-400:]}")
 
-    def start_partner(self, index: int, *, key: Path | None = None, tls: bool = True
-                      ) -> subprocess.Popen[bytes]:
-        """Start partner ``index``'s SuperNode (with its own key unless ``key`` is given)."""
+    def start_partner(self, index: int, *, key: Path | None = None, tls: bool = True,
+                      role: str | None = None) -> subprocess.Popen[bytes]:
+        """Start partner ``index``'s SuperNode (with its own key unless ``key`` is given).
+
+        ``role`` names the process and its log (default ``partner-<index + 1>``).
+        """
         creds = self._credentials()
         private = key or creds.partner_keys[index][0]
-        name = f"partner-{index + 1}"
+        name = role or f"partner-{index + 1}"
         security = ["--root-certificates", str(creds.ca_cert)] if tls else ["--insecure"]
         return self._spawn(name, [
             _bin("flower-supernode"), *security, "--auth-supernode-private-key", str(private),
