@@ -20,6 +20,7 @@ __all__ = [
     "json_safe",
     "read_document",
     "read_table",
+    "write_document",
     "write_table",
 ]
 
@@ -105,6 +106,14 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def write_document(doc: dict[str, Any], path: str | Path) -> Path:
+    """Write a JSON document (a model file); non-finite numbers become strings."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(json_safe(doc), indent=1), encoding="utf-8")
+    return p
 
 
 def read_document(path: str | Path) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ from fedprofile.contract import FeatureSpec, NumericFeature
 from fedprofile.design import design_names, feature_mask
 from fedprofile.errors import ContractError
 from fedprofile.features import transform_frame
-from fedprofile.io import check_document, json_safe, read_document
+from fedprofile.io import check_document, read_document, write_document
 from fedprofile.targets import unscale_target
 
 __all__ = ["FORMAT", "VERSION", "ResponseModel"]
@@ -121,10 +120,7 @@ class ResponseModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the model as JSON."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(json_safe(self.to_dict()), indent=1), encoding="utf-8")
-        return p
+        return write_document(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> ResponseModel:

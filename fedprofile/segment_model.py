@@ -9,7 +9,6 @@ when customers are scored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ import pandas as pd
 from fedprofile.contract import CategoricalFeature, FeatureSpec, NumericFeature
 from fedprofile.errors import ContractError
 from fedprofile.features import transform_frame
-from fedprofile.io import check_document, json_safe, read_document
+from fedprofile.io import check_document, read_document, write_document
 
 __all__ = ["FORMAT", "VERSION", "SegmentModel", "build_profiles"]
 
@@ -183,10 +182,7 @@ class SegmentModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the model as JSON."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(json_safe(self.to_dict()), indent=1), encoding="utf-8")
-        return p
+        return write_document(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> SegmentModel:

@@ -7,7 +7,7 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedprofile.errors import ProtocolError
 from privacy.events import PrivacyEvent, event_from_dict
@@ -105,3 +105,11 @@ def _events_from_json(text: str, message: str) -> tuple[PrivacyEvent, ...]:
     except (ValueError, KeyError, TypeError) as exc:
         raise ProtocolError(f"{message}: field 'events' is not a valid event list "
                             f"({exc}).") from None
+
+
+def _reply_record(arrays: dict[str, np.ndarray], events: tuple[PrivacyEvent, ...]
+                  ) -> RecordDict:
+    """A reply: named float arrays and the ledger events of the release."""
+    return RecordDict({
+        _ARRAYS: ArrayRecord({k: Array(np.asarray(v, dtype=float)) for k, v in arrays.items()}),
+        _CONFIG: ConfigRecord({_VERSION: PROTOCOL_VERSION, "events": _events_json(events)})})

@@ -18,9 +18,9 @@ from fedprofile.protocol.codec import (
     _array,
     _config,
     _events_from_json,
-    _events_json,
     _float,
     _get,
+    _reply_record,
 )
 from privacy.events import PrivacyEvent
 
@@ -114,11 +114,7 @@ class GramReply:
 
     def to_record(self) -> RecordDict:
         """Encode as a RecordDict."""
-        return RecordDict({
-            _ARRAYS: ArrayRecord({"gram-upper": Array(np.asarray(self.gram_upper, dtype=float)),
-                                  "xty": Array(np.asarray(self.xty, dtype=float))}),
-            _CONFIG: ConfigRecord({_VERSION: PROTOCOL_VERSION,
-                                   "events": _events_json(self.events)})})
+        return _reply_record({"gram-upper": self.gram_upper, "xty": self.xty}, self.events)
 
     @classmethod
     def from_record(cls, content: RecordDict, *, dim: int | None = None) -> GramReply:
@@ -176,10 +172,7 @@ class GradientReply:
 
     def to_record(self) -> RecordDict:
         """Encode as a RecordDict."""
-        return RecordDict({
-            _ARRAYS: ArrayRecord({"gradient": Array(np.asarray(self.gradient, dtype=float))}),
-            _CONFIG: ConfigRecord({_VERSION: PROTOCOL_VERSION,
-                                   "events": _events_json(self.events)})})
+        return _reply_record({"gradient": self.gradient}, self.events)
 
     @classmethod
     def from_record(cls, content: RecordDict, *, dim: int | None = None) -> GradientReply:

@@ -21,6 +21,7 @@ from fedprofile.protocol.codec import (
     _events_json,
     _float,
     _get,
+    _reply_record,
 )
 from privacy.events import PrivacyEvent
 
@@ -154,11 +155,7 @@ class KMeansReply:
 
     def to_record(self) -> RecordDict:
         """Encode as a RecordDict."""
-        return RecordDict({
-            _ARRAYS: ArrayRecord({"sums": Array(np.asarray(self.sums, dtype=float)),
-                                  "counts": Array(np.asarray(self.counts, dtype=float))}),
-            _CONFIG: ConfigRecord({_VERSION: PROTOCOL_VERSION,
-                                   "events": _events_json(self.events)})})
+        return _reply_record({"sums": self.sums, "counts": self.counts}, self.events)
 
     @classmethod
     def from_record(cls, content: RecordDict, *, shape: tuple[int, int] | None = None
