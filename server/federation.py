@@ -108,13 +108,18 @@ class Federation:
         return by_node
 
     def _collect(self, pending: set[str]) -> list[Message]:
-        """Pull replies until every message is answered or the round's timeout passes."""
+        """Pull replies until every message is answered or the round's timeout passes.
+
+        Each message is pulled on its own, so one partner's broken upload (a node killed
+        while sending) cannot hold back the others' replies.
+        """
         deadline = time.monotonic() + self.timeout
         replies: list[Message] = []
         while pending and time.monotonic() < deadline:
-            batch = list(self.grid.pull_messages(list(pending)))
-            replies.extend(batch)
-            pending.difference_update(r.metadata.reply_to_message_id for r in batch)
+            for message_id in sorted(pending):
+                batch = list(self.grid.pull_messages([message_id]))
+                replies.extend(batch)
+                pending.difference_update(r.metadata.reply_to_message_id for r in batch)
             if pending:
                 time.sleep(_POLL_SECONDS)
         return replies
