@@ -120,6 +120,7 @@ def test_partner_killed_mid_run_is_reported_and_the_run_completes(federation, ba
     baseline = _releases(ledger_file)
     while _releases(ledger_file) <= baseline and time.monotonic() - start < 300:
         time.sleep(1)
+    time.sleep(4)  # let that reply finish uploading: the partner then vanishes between rounds
     node = federation.processes["partner-3"]
     os.killpg(node.pid, signal.SIGKILL)
     output, _ = runner.communicate(timeout=600)
