@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,7 +12,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from fedprofile.cli_common import PRESET_NAMES, console
 from fedprofile.cli_common import fail as _fail
-from fedprofile.errors import FedprofileError
+from fedprofile.errors import ContractError, FedprofileError
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks whose tables the README quotes.")
 
@@ -17,49 +20,66 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks whose tables the 
 @bench_app.command("utility")
 def bench_utility(
     dataset: Annotated[str, typer.Option(help=f"One of {', '.join(PRESET_NAMES)}.")] = "bank",
-    partners: Annotated[int | None, typer.Option(min=1, max=1000, help="Partners.")] = None,
+    partners: Annotated[str, typer.Option(
+        help="Comma-separated partner counts, e.g. '5,10' (default: the preset's split).")] = "",
     k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
     seeds: Annotated[int, typer.Option(min=1, max=100, help="Seeds per epsilon.")] = 3,
     rounds: Annotated[int, typer.Option(min=1, max=50, help="Lloyd rounds.")] = 3,
     task: Annotated[str, typer.Option(help="segments, ridge or logistic.")] = "segments",
     target: Annotated[str, typer.Option(help="Target of ridge/logistic.")] = "",
     gd_rounds: Annotated[int, typer.Option(min=1, max=100, help="Logistic rounds.")] = 3,
+    init: Annotated[str, typer.Option(
+        help="Comma-separated k-means starts (default: all the project offers).")] = "",
+    epsilons: Annotated[str, typer.Option(
+        help="Comma-separated epsilons, 'inf' for no noise (default: 0.5,1,2,4,8,inf).")] = "",
+    plot: Annotated[Path | None, typer.Option(
+        help="Write a PNG of utility against epsilon to this path.")] = None,
 ) -> None:
     """Quality against centralized scikit-learn for epsilon in 0.5..8 and inf.
 
-    Segments: k-means cost ratio and ARI. Ridge: held-out R². Logistic: held-out AUC.
+    Segments: k-means cost ratio and ARI per start and partner count, with non-private
+    baselines. Ridge: held-out R². Logistic: held-out AUC.
     """
-    from fedprofile.contract import load_spec
-    from fedprofile.features import transform_frame
-    from sim.bench import EPSILONS, kmeans_baselines, kmeans_utility
-    from sim.datasets import load_preset
+    from sim.bench import (
+        EPSILONS,
+        INITS,
+        response_benchmark,
+        response_table,
+        segment_benchmark,
+        segment_table,
+    )
+    from sim.bench_plots import plot_against_epsilon, response_panels, segment_panels
 
-    if task != "segments":
-        _bench_response(dataset, partners, task, target, seeds, gd_rounds)
-        return
     try:
-        preset = load_preset(dataset)
-        spec = load_spec(preset.spec_path)
-        parts = preset.partitions(partners)
-        mats = [transform_frame(p.frame, spec, source=p.name).matrix for p in parts]
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                      TimeElapsedColumn(), console=console) as progress:
-            task = progress.add_task(f"{dataset}: {len(parts)} partners, k={k}",
-                                     total=len(EPSILONS) * seeds)
-            rows = kmeans_utility(mats, spec, k=k, seeds=seeds, rounds=rounds,
-                                  progress=lambda: progress.advance(task))
+        counts = _partner_counts(partners)
+        eps = _epsilon_list(epsilons) if epsilons else EPSILONS
+        inits = _init_list(init, INITS) if init else INITS
+        if task not in ("segments", "ridge", "logistic"):
+            raise ContractError(f"--task must be segments, ridge or logistic. Got {task!r}.")
+        runs = len(counts) * len(eps) * seeds * (len(inits) if task == "segments" else 1)
+        what = f"k={k}" if task == "segments" else f"{task} {target}"
+        with _progress(f"{dataset}: {what}", runs) as advance:
+            if task == "segments":
+                rows, baselines = segment_benchmark(dataset, k=k, partner_counts=counts,
+                                                    inits=inits, epsilons=eps, seeds=seeds,
+                                                    rounds=rounds, progress=advance)
+            else:
+                responses = response_benchmark(dataset, task=task, target=target,
+                                               partner_counts=counts, epsilons=eps,
+                                               seeds=seeds, rounds=gd_rounds, progress=advance)
     except FedprofileError as exc:
         raise _fail(exc) from None
-    typer.echo(f"| epsilon | cost / centralized (mean ± sd, {seeds} seeds) | ARI | "
-               "suppressed segments |")
-    typer.echo("|---|---|---|---|")
-    for r in rows:
-        typer.echo(f"| {r.epsilon:g} | {r.ratio_mean:.4f} ± {r.ratio_sd:.4f} | "
-                   f"{r.ari_mean:.3f} | {r.suppressed_mean:.1f} |")
-    base = kmeans_baselines(mats, k=k)
-    typer.echo(f"Non-private baselines: averaged local centres {base.averaged_local_centres:.4f}"
-               f"; partners alone {base.partners_alone_mean:.4f} (mean), "
-               f"{base.partners_alone_worst:.4f} (worst)")
+    if task == "segments":
+        typer.echo(segment_table(rows, baselines))
+        panels, ylabel = segment_panels(rows, baselines), "k-means cost / centralized"
+        title = f"{dataset}, k = {k}: segment cost against ε ({seeds} seeds)"
+    else:
+        typer.echo(response_table(responses))
+        metric = responses[0].metric
+        panels, ylabel = response_panels(responses), f"held-out {metric}"
+        title = f"{dataset}: {task} {target}, held-out {metric} against ε ({seeds} seeds)"
+    if plot is not None:
+        typer.echo(f"Plot: {plot_against_epsilon(plot, panels, ylabel=ylabel, title=title)}")
 
 
 @bench_app.command("speed")
@@ -92,34 +112,53 @@ def bench_speed(
                    f"{r.bytes_per_partner_round:,.0f} | {r.peak_rss_mb:,.0f} |")
 
 
-def _bench_response(dataset: str, partners: int | None, task: str, target: str, seeds: int,
-                    gd_rounds: int) -> None:
-    from fedprofile.contract import load_spec
-    from fedprofile.design import design_data, design_norm_bound, target_bound
-    from sim.bench import EPSILONS, response_utility
-    from sim.datasets import load_preset
+@contextmanager
+def _progress(description: str, total: int) -> Iterator[Callable[[], None]]:
+    """A rich progress bar; yields the function that advances it by one run."""
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task(description, total=total)
+        yield lambda: progress.advance(bar)
 
+
+def _split(text: str, option: str) -> list[str]:
+    """Non-empty comma-separated items of an option, or a ContractError naming it."""
+    items = [x.strip() for x in text.split(",")]
+    if not all(items):
+        raise ContractError(f"{option} must be a comma-separated list without empty items. "
+                            f"Got {text!r}.")
+    return items
+
+
+def _partner_counts(text: str) -> list[int | None]:
+    """Partner counts of ``--partners``; empty text means the preset's default split."""
+    if not text:
+        return [None]
+    items = _split(text, "--partners")
+    if not all(x.isdigit() and 1 <= int(x) <= 1000 for x in items):
+        raise ContractError("--partners must be comma-separated integers in [1, 1000], "
+                            f"e.g. '5,10'. Got {text!r}.")
+    return [int(x) for x in dict.fromkeys(items)]
+
+
+def _epsilon_list(text: str) -> list[float]:
+    """Epsilons of ``--epsilons``: positive numbers or 'inf'."""
+    items = _split(text, "--epsilons")
     try:
-        if task not in ("ridge", "logistic") or not target:
-            raise FedprofileError("Give --task ridge|logistic and a --target of the spec.")
-        preset = load_preset(dataset)
-        spec = load_spec(preset.spec_path)
-        designs = [design_data(p.frame, spec, target, segment_centers=None, holdout=0.2,
-                               seed=0, source=p.name) for p in preset.partitions(partners)]
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                      TimeElapsedColumn(), console=console) as progress:
-            bar = progress.add_task(f"{dataset}: {len(designs)} partners, {task} {target}",
-                                    total=len(EPSILONS) * seeds)
-            rows = response_utility(designs, task=task, rounds=gd_rounds,
-                                    norm_bound=design_norm_bound(spec, target,
-                                                                 segment_aware=False),
-                                    target_bound=target_bound(spec, target), seeds=seeds,
-                                    progress=lambda: progress.advance(bar))
-    except FedprofileError as exc:
-        raise _fail(exc) from None
-    metric = rows[0].metric
-    typer.echo(f"| epsilon | federated {metric} (mean ± sd, {seeds} seeds) | centralized | gap |")
-    typer.echo("|---|---|---|---|")
-    for r in rows:
-        typer.echo(f"| {r.epsilon:g} | {r.federated_mean:.4f} ± {r.federated_sd:.4f} | "
-                   f"{r.centralized:.4f} | {r.centralized - r.federated_mean:+.4f} |")
+        values = [float(x) for x in items]
+    except ValueError:
+        values = []
+    if not values or not all(v > 0 for v in values):
+        raise ContractError("--epsilons must be comma-separated positive numbers or 'inf', "
+                            f"e.g. '1,inf'. Got {text!r}.")
+    return values
+
+
+def _init_list(text: str, offered: Sequence[str]) -> list[str]:
+    """k-means starts of ``--init``, each one the project offers."""
+    items = _split(text, "--init")
+    unknown = [x for x in items if x not in offered]
+    if unknown:
+        raise ContractError(f"--init must be a comma-separated list of {', '.join(offered)}. "
+                            f"Got unknown {', '.join(map(repr, unknown))}.")
+    return list(dict.fromkeys(items))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -18,50 +19,113 @@ from sklearn.metrics import adjusted_rand_score
 from client.statistics import assign
 from fedprofile.contract import FeatureSpec
 from fedprofile.design import DesignData
+from fedprofile.errors import ContractError
+from server.kmeans import InitMethod
+from sim.datasets import Preset
 from sim.evaluate import CENTRALIZED_SEEDS, kmeans_cost
 from sim.inprocess import run_kmeans_inprocess, run_response_inprocess
+from sim.partition import Partition
 
-__all__ = ["BaselineRow", "ResponseRow", "UtilityRow", "kmeans_baselines", "kmeans_utility",
+__all__ = ["EPSILONS", "INITS", "BaselineRow", "Centralized", "ResponseRow", "UtilityRow",
+           "bench_partitions", "centralized_kmeans", "kmeans_baselines", "kmeans_utility",
            "response_utility"]
 
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
+INITS: tuple[str, ...] = get_args(InitMethod)
+"""Every initialisation the k-means stage offers (all private: the start spends budget or
+uses no data)."""
+
+
+def bench_partitions(preset: Preset, n_partners: int | None = None, *,
+                     seed: int = 0) -> list[Partition]:
+    """The preset's partners; beyond one partner per value, the largest are cut in halves.
+
+    Up to the number of distinct values of the preset's partition column this is
+    :meth:`Preset.partitions` (values grouped into balanced groups). For more partners each
+    value is a partner first, then the largest partner is repeatedly split into two halves
+    at random (``seed``), like the retail preset's UK shards.
+    """
+    distinct = preset.frame[preset.partition_column].nunique(dropna=False)
+    if n_partners is None or n_partners <= distinct:
+        return preset.partitions(n_partners)
+    if n_partners > len(preset.frame):
+        raise ContractError(f"Cannot split {len(preset.frame)} customers into {n_partners} "
+                            "partners.")
+    parts = preset.partitions(distinct)
+    rng = np.random.default_rng(seed)
+    while len(parts) < n_partners:
+        big = max(range(len(parts)), key=lambda i: len(parts[i]))
+        part = parts.pop(big)
+        order = rng.permutation(len(part))
+        halves = np.array_split(order, 2)
+        parts[big:big] = [Partition(f"{part.name}/{j + 1}", part.frame.iloc[np.sort(h)])
+                          for j, h in enumerate(halves)]
+    return parts
+
+
+@dataclass(frozen=True)
+class Centralized:
+    """Centralized non-private k-means: the first seeded fit's centres and the mean cost."""
+
+    centers: np.ndarray
+    cost: float
+
+
+def centralized_kmeans(pooled: np.ndarray, k: int) -> Centralized:
+    """Mean cost of ``CENTRALIZED_SEEDS`` seeded ``KMeans(n_init=10)`` fits on ``pooled``."""
+    fits = [KMeans(n_clusters=k, n_init=10, random_state=s).fit(pooled)
+            for s in range(CENTRALIZED_SEEDS)]
+    return Centralized(centers=fits[0].cluster_centers_,
+                       cost=float(np.mean([kmeans_cost(pooled, f.cluster_centers_)
+                                           for f in fits])))
 
 
 @dataclass(frozen=True)
 class UtilityRow:
-    """Mean and standard deviation over seeds at one epsilon."""
+    """Mean and standard deviation over seeds at one (init, partners, epsilon)."""
 
+    init: str
+    partners: int
     epsilon: float
     ratio_mean: float
     ratio_sd: float
     ari_mean: float
+    ari_sd: float
     suppressed_mean: float
     seeds: int
 
 
 def kmeans_utility(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
-                   epsilons: Sequence[float] = EPSILONS, seeds: int = 3, rounds: int = 3,
-                   min_segment_size: int = 50, delta: float = 1e-6,
+                   inits: Sequence[str] = INITS, epsilons: Sequence[float] = EPSILONS,
+                   seeds: int = 3, rounds: int = 3, min_segment_size: int = 50,
+                   delta: float = 1e-6, reference: Centralized | None = None,
                    progress: Callable[[], None] | None = None) -> list[UtilityRow]:
-    """Cost ratio to centralized k-means (mean of 5 seeded fits) and ARI, per epsilon."""
+    """Cost ratio to centralized k-means and ARI against its first fit, per init and epsilon.
+
+    ``reference`` defaults to :func:`centralized_kmeans` of the pooled matrices; pass it to
+    compare several partner splits of the same customers against one reference.
+    """
     pooled = np.vstack(matrices)
-    fits = [KMeans(n_clusters=k, n_init=10, random_state=s).fit(pooled)
-            for s in range(CENTRALIZED_SEEDS)]
-    reference = float(np.mean([kmeans_cost(pooled, f.cluster_centers_) for f in fits]))
+    ref = reference or centralized_kmeans(pooled, k)
+    ref_labels = assign(pooled, ref.centers)
     rows = []
-    for eps in epsilons:
-        ratios, aris, suppressed = [], [], []
-        for seed in range(seeds):
-            result = run_kmeans_inprocess(matrices, spec, k=k, epsilon=eps, delta=delta,
-                                          rounds=rounds, seed=seed, noise_seed=seed)
-            ratios.append(kmeans_cost(pooled, result.centers) / reference)
-            aris.append(adjusted_rand_score(fits[0].labels_, assign(pooled, result.centers)))
-            suppressed.append(int((result.sizes < min_segment_size).sum()))
-            if progress:
-                progress()
-        rows.append(UtilityRow(epsilon=eps, ratio_mean=float(np.mean(ratios)),
-                               ratio_sd=float(np.std(ratios)), ari_mean=float(np.mean(aris)),
-                               suppressed_mean=float(np.mean(suppressed)), seeds=seeds))
+    for init in inits:
+        for eps in epsilons:
+            ratios, aris, suppressed = [], [], []
+            for seed in range(seeds):
+                result = run_kmeans_inprocess(matrices, spec, k=k, epsilon=eps, delta=delta,
+                                              rounds=rounds, init=init, seed=seed,
+                                              noise_seed=seed)
+                ratios.append(kmeans_cost(pooled, result.centers) / ref.cost)
+                aris.append(adjusted_rand_score(ref_labels, assign(pooled, result.centers)))
+                suppressed.append(int((result.sizes < min_segment_size).sum()))
+                if progress:
+                    progress()
+            rows.append(UtilityRow(init=init, partners=len(matrices), epsilon=eps,
+                                   ratio_mean=float(np.mean(ratios)),
+                                   ratio_sd=float(np.std(ratios)), ari_mean=float(np.mean(aris)),
+                                   ari_sd=float(np.std(aris)),
+                                   suppressed_mean=float(np.mean(suppressed)), seeds=seeds))
     return rows
 
 
@@ -69,6 +133,7 @@ def kmeans_utility(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
 class ResponseRow:
     """Federated test metric (mean, sd over seeds) against the centralized one, per epsilon."""
 
+    partners: int
     epsilon: float
     metric: str
     federated_mean: float
@@ -107,7 +172,8 @@ def response_utility(designs: Sequence[DesignData], *, task: str, norm_bound: fl
             values.append(float(score(result.coef)))
             if progress:
                 progress()
-        rows.append(ResponseRow(epsilon=eps, metric=metric, federated_mean=float(np.mean(values)),
+        rows.append(ResponseRow(partners=len(designs), epsilon=eps, metric=metric,
+                                federated_mean=float(np.mean(values)),
                                 federated_sd=float(np.std(values)), centralized=reference,
                                 seeds=seeds))
     return rows
@@ -115,38 +181,129 @@ def response_utility(designs: Sequence[DesignData], *, task: str, norm_bound: fl
 
 @dataclass(frozen=True)
 class BaselineRow:
-    """Cost ratios of two non-private alternatives a user might otherwise pick."""
+    """Cost ratios of non-private alternatives a user might otherwise pick."""
 
+    partners: int
     averaged_local_centres: float
+    averaged_index_aligned: float
     partners_alone_mean: float
     partners_alone_worst: float
 
 
-def kmeans_baselines(matrices: Sequence[np.ndarray], *, k: int, seed: int = 0) -> BaselineRow:
-    """Cost ratios to centralized k-means of two non-private alternatives.
+def kmeans_baselines(matrices: Sequence[np.ndarray], *, k: int, seed: int = 0,
+                     reference: Centralized | None = None) -> BaselineRow:
+    """Cost ratios to centralized k-means of non-private alternatives.
 
-    (a) Averaging each partner's local KMeans centres (matched to the first partner's by
-    the Hungarian method, weighted by partner size); (b) each partner clustering alone,
-    evaluated on everyone's customers.
+    (a) Averaging each partner's local KMeans centres, matched to the first partner's by
+    the Hungarian method and weighted by partner size; (a') the same average taken index by
+    index without matching, as naive tutorials do; (b) each partner clustering alone,
+    evaluated on everyone's customers. Partners with fewer than ``k`` customers are left
+    out of the averages.
     """
     from scipy.optimize import linear_sum_assignment
 
     pooled = np.vstack(matrices)
-    reference = float(np.mean([
-        kmeans_cost(pooled, KMeans(n_clusters=k, n_init=10, random_state=s)
-                    .fit(pooled).cluster_centers_) for s in range(CENTRALIZED_SEEDS)]))
+    ref = reference or centralized_kmeans(pooled, k)
     local = [KMeans(n_clusters=min(k, len(m)), n_init=10, random_state=seed).fit(m)
              .cluster_centers_ for m in matrices]
-    anchor = local[0]
-    total = np.zeros_like(anchor)
-    for centres, m in zip(local, matrices, strict=True):
-        if len(centres) < k:
-            continue
-        cost = ((anchor[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
-        _, match = linear_sum_assignment(cost)
-        total += len(m) * centres[match]
-    averaged = total / sum(len(m) for m, c in zip(matrices, local, strict=True) if len(c) == k)
-    alone = [kmeans_cost(pooled, c) / reference for c in local]
-    return BaselineRow(averaged_local_centres=kmeans_cost(pooled, averaged) / reference,
+    full = [(c, len(m)) for c, m in zip(local, matrices, strict=True) if len(c) == k]
+    anchor = full[0][0]
+    matched = []
+    for centres, _ in full:
+        _, match = linear_sum_assignment(((anchor[:, None, :] - centres[None, :, :]) ** 2)
+                                         .sum(axis=2))
+        matched.append(centres[match])
+    weights = [n for _, n in full]
+    averaged = np.average(matched, axis=0, weights=weights)
+    aligned = np.average([c for c, _ in full], axis=0, weights=weights)
+    alone = [kmeans_cost(pooled, c) / ref.cost for c in local]
+    return BaselineRow(partners=len(matrices),
+                       averaged_local_centres=kmeans_cost(pooled, averaged) / ref.cost,
+                       averaged_index_aligned=kmeans_cost(pooled, aligned) / ref.cost,
                        partners_alone_mean=float(np.mean(alone)),
                        partners_alone_worst=float(np.max(alone)))
+
+
+def _partner_matrices(dataset: str, partner_counts: Sequence[int | None]
+                     ) -> tuple[FeatureSpec, list[list[np.ndarray]]]:
+    """The preset's spec and, per partner count, each partner's transformed matrix."""
+    from fedprofile.contract import load_spec
+    from fedprofile.features import transform_frame
+    from sim.datasets import load_preset
+
+    preset = load_preset(dataset)
+    spec = load_spec(preset.spec_path)
+    return spec, [[transform_frame(p.frame, spec, source=p.name).matrix
+                   for p in bench_partitions(preset, n)] for n in partner_counts]
+
+
+def segment_benchmark(dataset: str, *, k: int, partner_counts: Sequence[int | None] = (None,),
+                      inits: Sequence[str] = INITS, epsilons: Sequence[float] = EPSILONS,
+                      seeds: int = 3, rounds: int = 3,
+                      progress: Callable[[], None] | None = None
+                      ) -> tuple[list[UtilityRow], list[BaselineRow]]:
+    """:func:`kmeans_utility` and :func:`kmeans_baselines` of a preset per partner count.
+
+    Every partner count is compared with one centralized reference (the same customers).
+    """
+    spec, splits = _partner_matrices(dataset, partner_counts)
+    reference = centralized_kmeans(np.vstack(splits[0]), k)
+    rows: list[UtilityRow] = []
+    baselines = []
+    for mats in splits:
+        rows += kmeans_utility(mats, spec, k=k, inits=inits, epsilons=epsilons, seeds=seeds,
+                               rounds=rounds, reference=reference, progress=progress)
+        baselines.append(kmeans_baselines(mats, k=k, reference=reference))
+    return rows, baselines
+
+
+def response_benchmark(dataset: str, *, task: str, target: str,
+                       partner_counts: Sequence[int | None] = (None,),
+                       epsilons: Sequence[float] = EPSILONS, seeds: int = 3, rounds: int = 3,
+                       progress: Callable[[], None] | None = None) -> list[ResponseRow]:
+    """:func:`response_utility` of a preset's ridge or logistic target per partner count."""
+    from fedprofile.contract import load_spec
+    from fedprofile.design import design_data, design_norm_bound, target_bound
+    from sim.datasets import load_preset
+
+    if task not in ("ridge", "logistic") or not target:
+        raise ContractError("Give --task ridge|logistic and a --target of the spec.")
+    preset = load_preset(dataset)
+    spec = load_spec(preset.spec_path)
+    rows: list[ResponseRow] = []
+    for n in partner_counts:
+        designs = [design_data(p.frame, spec, target, segment_centers=None, holdout=0.2,
+                               seed=0, source=p.name) for p in bench_partitions(preset, n)]
+        rows += response_utility(designs, task=task, rounds=rounds,
+                                 norm_bound=design_norm_bound(spec, target, segment_aware=False),
+                                 target_bound=target_bound(spec, target), epsilons=epsilons,
+                                 seeds=seeds, progress=progress)
+    return rows
+
+
+def segment_table(rows: Sequence[UtilityRow], baselines: Sequence[BaselineRow]) -> str:
+    """Markdown tables of segment utility rows and of the non-private baselines."""
+    seeds = rows[0].seeds if rows else 0
+    lines = [f"| init | partners | ε | cost / centralized (mean ± sd, {seeds} seeds) | "
+             "ARI (mean ± sd) | suppressed segments |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.init} | {r.partners} | {r.epsilon:g} | {r.ratio_mean:.3f} ± "
+              f"{r.ratio_sd:.3f} | {r.ari_mean:.2f} ± {r.ari_sd:.2f} | {r.suppressed_mean:.1f} |"
+              for r in rows]
+    lines += ["", "| partners | averaged local centres, matched (not private) | "
+              "averaged local centres, index-aligned (not private) | partners alone, "
+              "mean / worst |", "|---|---|---|---|"]
+    lines += [f"| {b.partners} | {b.averaged_local_centres:.3f} | "
+              f"{b.averaged_index_aligned:.3f} | {b.partners_alone_mean:.3f} / "
+              f"{b.partners_alone_worst:.3f} |" for b in baselines]
+    return "\n".join(lines)
+
+
+def response_table(rows: Sequence[ResponseRow]) -> str:
+    """Markdown table of response utility rows."""
+    metric, seeds = (rows[0].metric, rows[0].seeds) if rows else ("", 0)
+    lines = [f"| partners | ε | federated {metric} (mean ± sd, {seeds} seeds) | centralized | "
+             "gap |", "|---|---|---|---|---|"]
+    lines += [f"| {r.partners} | {r.epsilon:g} | {r.federated_mean:.4f} ± "
+              f"{r.federated_sd:.4f} | {r.centralized:.4f} | "
+              f"{r.centralized - r.federated_mean:+.4f} |" for r in rows]
+    return "\n".join(lines)
