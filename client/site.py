@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,8 +23,9 @@ from fedprofile.contract import FeatureSpec, load_spec
 from fedprofile.customers import customer_table
 from fedprofile.design import DesignData, design_data
 from fedprofile.errors import ContractError, DataError, ProtocolError
-from fedprofile.features import transform_frame
-from fedprofile.io import read_table
+from fedprofile.features import resolve_columns
+from fedprofile.io import iter_table, read_table
+from fedprofile.matrix_store import CHUNK_ROWS, frame_chunks, write_matrix
 from fedprofile.protocol import ResponseTask
 from privacy.keys import load_key
 from privacy.ledger import Ledger
@@ -34,15 +35,18 @@ from privacy.pseudonym import Pseudonymizer
 
 __all__ = ["PartnerSite", "resolve_node_config"]
 
+T = TypeVar("T")
 
-def _replace_cache(path: Path, pattern: str, write: Callable[[Path], object]) -> None:
+
+def _replace_cache(path: Path, pattern: str, write: Callable[[Path], T]) -> T:
     """Atomically write a cache file, removing stale ones of the same kind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(pattern):
         stale.unlink(missing_ok=True)
     tmp = path.with_name(f"tmp-{path.name}")
-    write(tmp)
+    result = write(tmp)
     tmp.replace(path)
+    return result
 
 
 def resolve_node_config(node_config: Mapping[str, Any],
@@ -78,6 +82,9 @@ class PartnerSite:
     config : NodeConfig
         The partner's node configuration.
     """
+
+    chunk_rows: int = CHUNK_ROWS
+    """Rows per chunk when the matrix cache is built."""
 
     def __init__(self, config: NodeConfig) -> None:
         if not config.data_path:
@@ -175,16 +182,35 @@ class PartnerSite:
         return table
 
     def matrix(self) -> np.ndarray:
-        """The partner's scaled customer matrix, from the local cache when it is current."""
+        """The partner's scaled customer matrix (float32, memory-mapped from the local cache).
+
+        The cache is built chunk by chunk, so memory does not grow with the data file; it is
+        rebuilt when the file, the contract, the mapping or the key changes.
+        """
         cache = self.state_dir / "cache" / f"matrix-{self._cache_key()}.npy"
-        if cache.is_file():
-            return np.load(cache, mmap_mode="r")
+        if not cache.is_file():
+            report = _replace_cache(cache, "matrix-*.npy", lambda tmp: write_matrix(
+                self._customer_chunks(), self.spec, tmp, mapping=self.mapping,
+                source=self.config.data_path))
+            (self.state_dir / "data_quality.json").write_text(
+                json.dumps(report.to_dict(), indent=1), encoding="utf-8")
+        return np.load(cache, mmap_mode="r")
+
+    def _customer_chunks(self) -> Iterator[pd.DataFrame]:
+        """The customer table in chunks.
+
+        Streamed from the data file when its rows are customers; sliced from the aggregated
+        table when the contract groups rows per customer (grouping needs the whole file).
+        """
+        if self.spec.customers is not None:
+            yield from frame_chunks(self.customers(), self.chunk_rows)
+            return
+        wanted = set(resolve_columns(self.spec, self.mapping).values())
+        wanted |= set(self.spec.identity.columns if self.spec.identity else ())
         source = self.config.data_path
-        fm = transform_frame(self.customers(), self.spec, mapping=self.mapping, source=source)
-        _replace_cache(cache, "matrix-*.npy", lambda tmp: np.save(tmp, fm.matrix))
-        report = self.state_dir / "data_quality.json"
-        report.write_text(json.dumps(fm.report.to_dict(), indent=1), encoding="utf-8")
-        return fm.matrix
+        for frame in iter_table(source, chunk_rows=self.chunk_rows, columns=wanted):
+            yield customer_table(frame, self.spec, pseudonymizer=self.pseudonymizer,
+                                 source=source)
 
     def design(self, task: ResponseTask) -> DesignData:
         """The partner's design rows for a response model (training and held-out parts)."""

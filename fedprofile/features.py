@@ -37,6 +37,41 @@ class DataQualityReport:
         """Return the report as a JSON-compatible dict."""
         return asdict(self)
 
+    def merge(self, other: DataQualityReport) -> DataQualityReport:
+        """The report of two parts of one table (a chunked transform adds its chunks')."""
+        def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {key: a.get(key, 0) + b.get(key, 0) for key in {**a, **b}}
+
+        return DataQualityReport(
+            rows=self.rows + other.rows, customers=self.customers + other.customers,
+            dropped=self.dropped + other.dropped, missing=add(self.missing, other.missing),
+            imputed=add(self.imputed, other.imputed),
+            unparseable=add(self.unparseable, other.unparseable),
+            clipped=add(self.clipped, other.clipped),
+            other_category=add(self.other_category, other.other_category))
+
+    def check(self, columns: Mapping[str, str], source: str) -> None:
+        """Refuse a table the contract cannot use, naming the problem.
+
+        ``columns`` maps feature names to the partner's column names (for the message).
+
+        Raises
+        ------
+        DataError
+            If the table has no rows, a numeric column holds no parseable value at all, or
+            no customer is left after the missing-value rules.
+        """
+        if self.rows == 0:
+            raise DataError(f"{source}: the table has no rows (empty partition).")
+        for name, bad in self.unparseable.items():
+            if bad and bad == self.rows - self.missing.get(name, 0):
+                raise DataError(f"{source}: column {columns[name]!r} (feature {name!r}) holds "
+                                "no numeric values; is it the right column, or the right type?")
+        if self.customers == 0:
+            raise DataError(f"{source}: no customer is left after the missing-value rules "
+                            "(every row had a missing or unparseable value in a feature "
+                            "declared with missing = \"drop\").")
+
 
 @dataclass(frozen=True)
 class FeatureMatrix:
@@ -67,18 +102,14 @@ def resolve_columns(spec: FeatureSpec, mapping: Mapping[str, str] | None = None)
     return {f.name: mapping.get(f.name, f.column or f.name) for f in spec.features}
 
 
-def _numeric_column(values: pd.Series, feat: NumericFeature, column: str, source: str,
-                    report: DataQualityReport) -> tuple[np.ndarray, np.ndarray]:
+def _numeric_column(values: pd.Series, feat: NumericFeature, report: DataQualityReport
+                    ) -> tuple[np.ndarray, np.ndarray]:
     if pd.api.types.is_bool_dtype(values):
         values = values.astype(float)
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, copy=True)
     numbers[~np.isfinite(numbers)] = np.nan
     absent = values.isna().to_numpy()
     bad = np.isnan(numbers) & ~absent
-    present = ~absent
-    if present.any() and bad[present].all():
-        raise DataError(f"{source}: column {column!r} (feature {feat.name!r}) holds no numeric "
-                        "values; is it the right column, or the right type?")
     report.unparseable[feat.name] = int(bad.sum())
     report.missing[feat.name] = int(absent.sum())
     invalid = np.isnan(numbers)
@@ -115,7 +146,7 @@ def _categorical_column(values: pd.Series, feat: CategoricalFeature, report: Dat
 
 def transform_frame(frame: pd.DataFrame, spec: FeatureSpec, *,
                     mapping: Mapping[str, str] | None = None,
-                    source: str = "partner table") -> FeatureMatrix:
+                    source: str = "partner table", check: bool = True) -> FeatureMatrix:
     """Transform a partner's table into the contract's scaled matrix.
 
     Parameters
@@ -128,12 +159,15 @@ def transform_frame(frame: pd.DataFrame, spec: FeatureSpec, *,
         Feature name -> local column name, for partners whose columns differ.
     source : str
         Name of the table for error messages (usually its file path).
+    check : bool, default=True
+        Apply :meth:`DataQualityReport.check`; a chunked transform checks the merged
+        report of all chunks instead.
 
     Raises
     ------
     DataError
-        If a mapped column is missing, a numeric column holds no numbers, or no customer
-        is left after the missing-value rules.
+        If a mapped column is missing, the table is empty, a numeric column holds no
+        numbers, or no customer is left after the missing-value rules.
     """
     columns = resolve_columns(spec, mapping)
     absent = sorted({c for c in columns.values() if c not in frame.columns})
@@ -141,14 +175,12 @@ def transform_frame(frame: pd.DataFrame, spec: FeatureSpec, *,
         raise DataError(f"{source}: missing column(s) {absent} required by the spec "
                         f"{spec.source}; map them with a column mapping if they are named "
                         "differently.")
-    if frame.empty:
-        raise DataError(f"{source}: the table has no rows (empty partition).")
     report = DataQualityReport(rows=len(frame))
     blocks, invalid = [], np.zeros(len(frame), dtype=bool)
     for feat in spec.features:
         values = frame[columns[feat.name]]
         if isinstance(feat, NumericFeature):
-            block, bad = _numeric_column(values, feat, columns[feat.name], source, report)
+            block, bad = _numeric_column(values, feat, report)
         else:
             block, bad = _categorical_column(values, feat, report)
         blocks.append(block)
@@ -156,8 +188,6 @@ def transform_frame(frame: pd.DataFrame, spec: FeatureSpec, *,
     keep = ~invalid
     report.dropped = int(invalid.sum())
     report.customers = int(keep.sum())
-    if report.customers == 0:
-        raise DataError(f"{source}: no customer is left after the missing-value rules "
-                        "(every row had a missing or unparseable value in a feature declared "
-                        "with missing = \"drop\").")
+    if check:
+        report.check(columns, source)
     return FeatureMatrix(matrix=np.hstack(blocks)[keep], keep=keep, report=report)

@@ -7,16 +7,20 @@ import gzip
 import json
 import math
 import zlib
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from fedprofile.errors import ContractError, DataError
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "check_document",
+    "iter_table",
     "json_safe",
     "read_document",
     "read_table",
@@ -83,6 +87,50 @@ def read_table(path: str | Path, *, columns: list[str] | None = None) -> pd.Data
             raise DataError(f"Data file {str(p)!r} has no column(s) {absent}.")
         frame = frame[columns]
     return frame
+
+
+def iter_table(path: str | Path, *, chunk_rows: int,
+               columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Read a table like :func:`read_table`, ``chunk_rows`` rows at a time.
+
+    ``columns`` limits what is read to those of the named columns the file has (absent
+    ones are left for the caller to report). Memory is bounded by one chunk, whatever the
+    file's size.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, of an unsupported type, unreadable or empty.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"Data file {str(p)!r} does not exist.")
+    suffix = _suffix(p)
+    wanted = None if columns is None else set(columns)
+    rows = 0
+    try:
+        if suffix in (".parquet", ".pq"):
+            with pq.ParquetFile(p) as parquet:
+                names = parquet.schema_arrow.names
+                chosen = names if wanted is None else [c for c in names if c in wanted]
+                for batch in parquet.iter_batches(batch_size=chunk_rows, columns=chosen):
+                    rows += batch.num_rows
+                    yield batch.to_pandas()
+        else:
+            sep = _sniff_separator(p, suffix == ".csv.gz")
+            usecols = None if wanted is None else (lambda c: c in wanted)
+            with pd.read_csv(p, sep=sep, chunksize=chunk_rows, usecols=usecols,
+                             low_memory=False) as reader:
+                for chunk in reader:
+                    rows += len(chunk)
+                    yield chunk
+    except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError,
+            pa.ArrowException) as exc:
+        kind = type(exc).__name__
+        raise DataError(f"Data file {str(p)!r} could not be read ({kind}); "
+                        "is it a valid CSV or Parquet file?") from None
+    if rows == 0:
+        raise DataError(f"Data file {str(p)!r} has no rows.")
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -4,6 +4,10 @@ Each measurement runs the pipeline on Flower's simulation engine and the same pr
 process with plain NumPy (:mod:`sim.inprocess`), so the framework's overhead is a ratio
 measured in one run. Peak memory is the sum of the resident sets of this process and all
 its descendants (Ray's workers included), sampled every 0.2 s.
+
+Data at scale are written to one Parquet file per partner, chunk by chunk, before timing;
+the runner passes the paths, and every partner streams its file into a float32 matrix
+cache that it then reads memory-mapped (:mod:`fedprofile.matrix_store`).
 """
 
 from __future__ import annotations
@@ -13,22 +17,26 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from client.site import PartnerSite
+from fedprofile.config import NodeConfig
 from fedprofile.contract import NumericFeature, load_spec
-from fedprofile.features import transform_frame
+from fedprofile.io import write_table
 from fedprofile.processes import tree_rss
 from sim.datasets import load_preset
 from sim.inprocess import run_kmeans_inprocess
-from sim.partition import Partition, PartitionRule, partition_frame
+from sim.partition import PartitionRule, PartnerFile, partition_frame
 from sim.runner import simulate
 
-__all__ = ["SpeedRow", "replicate_with_jitter", "speed_run"]
+__all__ = ["SpeedRow", "replicate_with_jitter", "speed_run", "write_partner_files"]
 
 @contextlib.contextmanager
 def peak_rss() -> Iterator[list[int]]:
@@ -51,7 +59,7 @@ def peak_rss() -> Iterator[list[int]]:
 
 
 def replicate_with_jitter(frame: pd.DataFrame, n_rows: int, *, numeric: list[str],
-                          seed: int) -> pd.DataFrame:
+                          seed: int | Sequence[int]) -> pd.DataFrame:
     """A synthetic scale-up: real rows drawn with replacement, numeric columns jittered.
 
     Each numeric value gets multiplicative noise of 5 % (and integers stay integers), so
@@ -65,6 +73,37 @@ def replicate_with_jitter(frame: pd.DataFrame, n_rows: int, *, numeric: list[str
         out[column] = np.round(jittered) if pd.api.types.is_integer_dtype(frame[column]) \
             else jittered
     return out
+
+
+def write_partner_files(frame: pd.DataFrame, out_dir: Path, *, partners: int, customers: int,
+                        numeric: list[str], seed: int, chunk_rows: int = 250_000
+                        ) -> list[PartnerFile]:
+    """Each partner's file of an IID split, written without holding more than one chunk.
+
+    ``customers = 0`` splits ``frame`` itself; more customers are a jittered scale-up
+    (:func:`replicate_with_jitter`) generated and written chunk by chunk, so the data are
+    never held whole in this process.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not customers:
+        parts = partition_frame(frame, PartitionRule("iid"), partners, seed=seed)
+        return [PartnerFile(name=p.name, path=write_table(p.frame, out_dir / f"{i:02d}.parquet"))
+                for i, p in enumerate(parts)]
+    files = []
+    for pid in range(partners):
+        size = customers // partners + (pid < customers % partners)
+        path = out_dir / f"{pid:02d}.parquet"
+        writer: pq.ParquetWriter | None = None
+        for chunk, start in enumerate(range(0, size, chunk_rows)):
+            rows = replicate_with_jitter(frame, min(chunk_rows, size - start), numeric=numeric,
+                                         seed=(seed, pid, chunk))
+            table = pa.Table.from_pandas(rows, preserve_index=False)
+            writer = writer or pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+        if writer:
+            writer.close()
+        files.append(PartnerFile(name=f"iid-{pid}", path=path))
+    return files
 
 
 @dataclass(frozen=True)
@@ -85,36 +124,42 @@ class SpeedRow:
         return self.flower_s / self.inprocess_s
 
 
-def _inprocess_seconds(parts: list[Partition], spec_path: Path, k: int, seed: int) -> float:
+def _inprocess_seconds(files: list[PartnerFile], spec_path: Path, state_dir: Path, k: int,
+                       seed: int) -> float:
+    """The same partners' work and protocol in one process: build matrices, run rounds."""
     start = time.perf_counter()
-    spec = load_spec(spec_path)
-    mats = [transform_frame(p.frame, spec).matrix for p in parts]
-    run_kmeans_inprocess(mats, spec, k=k, epsilon=1.0, seed=seed, noise_seed=seed)
+    matrices = [PartnerSite(NodeConfig(data_path=str(f.path), spec=str(spec_path),
+                                       partner_name=f.name, state_dir=str(state_dir / f.name)))
+                .matrix() for f in files]
+    run_kmeans_inprocess(matrices, load_spec(spec_path), k=k, epsilon=1.0, seed=seed,
+                         noise_seed=seed)
     return time.perf_counter() - start
 
 
 def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k: int = 6,
               seed: int = 0) -> SpeedRow:
-    """Time one private segmentation on Flower and in process, with bytes and peak memory."""
+    """Time one private segmentation on Flower and in process, with bytes and peak memory.
+
+    Both read the same partner files (written first, not timed) and keep their partners'
+    state in separate folders, so each builds its own matrix caches.
+    """
     preset = load_preset(dataset)
-    frame = preset.frame
-    if customers and customers != len(frame):
-        spec = load_spec(preset.spec_path)
-        numeric = [f.column or f.name for f in spec.features if isinstance(f, NumericFeature)]
-        frame = replicate_with_jitter(frame, customers, numeric=numeric, seed=seed)
-    parts = partition_frame(frame, PartitionRule("iid"), partners, seed=seed)
-    del frame
-    inprocess = _inprocess_seconds(parts, preset.spec_path, k, seed)
-    with tempfile.TemporaryDirectory() as tmp, peak_rss() as peak:
+    spec = load_spec(preset.spec_path)
+    numeric = [f.column or f.name for f in spec.features if isinstance(f, NumericFeature)]
+    with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        start = time.perf_counter()
-        result = simulate(parts, spec_path=preset.spec_path, out_dir=root / "out",
-                          state_dir=root / "state", run_config={"k": k, "epsilon": 1.0},
-                          seed=seed, evaluate=False, capture=root / "capture")
-        flower = time.perf_counter() - start
+        files = write_partner_files(preset.frame, root / "data", partners=partners,
+                                    customers=customers, numeric=numeric, seed=seed)
+        inprocess = _inprocess_seconds(files, preset.spec_path, root / "inprocess", k, seed)
+        with peak_rss() as peak:
+            start = time.perf_counter()
+            result = simulate(files, spec_path=preset.spec_path, out_dir=root / "out",
+                              state_dir=root / "state", run_config={"k": k, "epsilon": 1.0},
+                              seed=seed, evaluate=False, capture=root / "capture")
+            flower = time.perf_counter() - start
         sent = [f.stat().st_size for f in (root / "capture").rglob("*kmeans*.bin")]
     rounds = [t["seconds"] for t in result.model.params["round_seconds"]]
-    return SpeedRow(partners=partners, customers=sum(len(p.frame) for p in parts),
+    return SpeedRow(partners=partners, customers=customers or len(preset.frame),
                     flower_s=flower, inprocess_s=inprocess, rounds_s=rounds,
                     bytes_per_partner_round=float(np.mean(sent)) if sent else 0.0,
                     peak_rss_mb=peak[0] / 2**20)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -23,7 +24,14 @@ import pandas as pd
 
 from fedprofile.errors import ContractError
 
-__all__ = ["MISSING_VALUE_NAME", "Partition", "PartitionRule", "parse_rule", "partition_frame"]
+__all__ = [
+    "MISSING_VALUE_NAME",
+    "Partition",
+    "PartitionRule",
+    "PartnerFile",
+    "parse_rule",
+    "partition_frame",
+]
 
 MISSING_VALUE_NAME = "(missing)"
 """Group value that stands for a missing value of the partition column."""
@@ -110,6 +118,17 @@ class Partition:
     def __len__(self) -> int:
         """Return the number of rows (customers) of the partner."""
         return len(self.frame)
+
+
+@dataclass(frozen=True)
+class PartnerFile:
+    """A simulated partner whose table is already a file, never loaded by the runner.
+
+    For data at scale: the runner hands the path to the partner, which streams it.
+    """
+
+    name: str
+    path: Path
 
 
 def parse_rule(text: str) -> PartitionRule:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from fedprofile.design import DesignData, design_data
 from fedprofile.errors import ContractError
 from fedprofile.features import transform_frame
 from fedprofile.io import write_table
+from fedprofile.matrix_store import stored_values
 from fedprofile.response_model import FORMAT as RESPONSE_FORMAT
 from fedprofile.response_model import ResponseModel
 from fedprofile.segment_model import SegmentModel
@@ -36,7 +37,7 @@ from privacy.pseudonym import Pseudonymizer
 from server.app import build_server_app, write_outputs
 from sim.evaluate import evaluate_segments
 from sim.evaluate_response import evaluate_response
-from sim.partition import Partition
+from sim.partition import Partition, PartnerFile
 
 __all__ = ["SimulationResult", "federation_key", "load_model", "partner_tables", "pooled_matrix",
            "simulate"]
@@ -76,15 +77,16 @@ def federation_key(state_dir: Path) -> Path:
     return path
 
 
-def _prepare_partners(partitions: list[Partition], *, spec_path: Path, state_dir: Path,
-                      policy: Path | None, seed: int | None, capture: Path | None
+def _prepare_partners(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path,
+                      state_dir: Path, policy: Path | None, seed: int | None, capture: Path | None
                       ) -> dict[int, dict[str, Any]]:
     key = federation_key(state_dir) if load_spec(spec_path).identity else None
     nodes: dict[int, dict[str, Any]] = {}
     for pid, part in enumerate(partitions):
         slug = f"{pid:02d}-{_slug(part.name)}"
         home = state_dir / "partners" / slug
-        data = write_table(part.frame, home / "data" / "customers.parquet")
+        data = (part.path if isinstance(part, PartnerFile)
+                else write_table(part.frame, home / "data" / "customers.parquet"))
         nodes[pid] = {"data-path": str(data), "spec": str(spec_path), "partner-name": part.name,
                       "state-dir": str(home), "policy": str(policy) if policy else "",
                       "noise-seed": -1 if seed is None else seed,
@@ -112,23 +114,22 @@ def partner_tables(partitions: list[Partition], spec_path: Path, state_dir: Path
 
 
 def pooled_matrix(partitions: list[Partition], spec_path: Path, state_dir: Path) -> np.ndarray:
-    """Every partner's scaled matrix stacked, built as the partners build theirs."""
+    """Every partner's scaled matrix stacked, with the values the partners store."""
     spec = load_spec(spec_path)
-    return np.vstack([transform_frame(t, spec).matrix
-                      for t in partner_tables(partitions, spec_path, state_dir)])
+    return stored_values(np.vstack([transform_frame(t, spec).matrix
+                                    for t in partner_tables(partitions, spec_path, state_dir)]))
 
 
-def simulate(partitions: list[Partition], *, spec_path: Path, out_dir: Path,
-                         state_dir: Path, run_config: Mapping[str, Any],
-                         policy: Path | None = None, seed: int | None = 0,
-                         evaluate: bool = True, capture: Path | None = None,
-                         on_round: Callable[[str], None] | None = None) -> SimulationResult:
+def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, out_dir: Path,
+             state_dir: Path, run_config: Mapping[str, Any], policy: Path | None = None,
+             seed: int | None = 0, evaluate: bool = True, capture: Path | None = None,
+             on_round: Callable[[str], None] | None = None) -> SimulationResult:
     """Simulate a federation of ``len(partitions)`` partners and write model, metrics, report.
 
     Parameters
     ----------
-    partitions : list of Partition
-        One table per partner (one row per customer).
+    partitions : sequence of Partition or PartnerFile
+        One table per partner (one row per customer), in memory or as a file.
     spec_path : Path
         The federation's feature contract.
     out_dir, state_dir : Path
@@ -140,7 +141,7 @@ def simulate(partitions: list[Partition], *, spec_path: Path, out_dir: Path,
     seed : int or None
         Seeds the simulation (candidates and partners' noise); None draws noise from OS entropy.
     evaluate : bool
-        Compare with centralized scikit-learn on the pooled data (simulation only).
+        Compare with centralized scikit-learn on the pooled data (in-memory partitions only).
     capture : Path, optional
         Wire audit: every message each partner sends is written under ``capture/<partner>``.
     on_round : callable, optional
@@ -148,6 +149,9 @@ def simulate(partitions: list[Partition], *, spec_path: Path, out_dir: Path,
     """
     if len(partitions) < 1:
         raise ContractError("A simulation needs at least one partner.")
+    if evaluate and any(isinstance(p, PartnerFile) for p in partitions):
+        raise ContractError("Evaluation pools the partners' tables in memory; give Partition "
+                            "tables, or evaluate=False for partners given as files.")
     from flwr.simulation import run_simulation
 
     RunConfig.from_mapping({**dict(run_config), "spec": str(spec_path)})  # fail fast
@@ -207,7 +211,7 @@ def _response_designs(model: ResponseModel, partitions: list[Partition], spec_pa
                                 strict=True)]
 
 
-def _metrics(model: SegmentModel | ResponseModel, partitions: list[Partition],
+def _metrics(model: SegmentModel | ResponseModel, partitions: Sequence[Partition | PartnerFile],
              spec_path: Path, state_dir: Path, wall: float, seed: int | None,
              evaluate: bool) -> dict[str, Any]:
     eps = model.privacy["epsilon_spent"]
@@ -219,11 +223,12 @@ def _metrics(model: SegmentModel | ResponseModel, partitions: list[Partition],
         "n_partners": len(model.partners), "partners": model.partners,
         "params": model.params, "rounds": model.params.get("rounds"),
         "wall_time_s": round(wall, 3), "evaluation": "simulation"}
+    tables = [p for p in partitions if isinstance(p, Partition)]  # all, when evaluating
     if evaluate and isinstance(model, ResponseModel):
         metrics["response"] = evaluate_response(
-            model, _response_designs(model, partitions, spec_path, state_dir))
+            model, _response_designs(model, tables, spec_path, state_dir))
     elif evaluate:
-        pooled = pooled_matrix(partitions, spec_path, state_dir)
+        pooled = pooled_matrix(tables, spec_path, state_dir)
         metrics["n_customers"] = len(pooled)
         metrics["kmeans"] = evaluate_segments(model, pooled, seed=seed or 0)
     return metrics

@@ -13,6 +13,7 @@ from sklearn.cluster import KMeans
 from fedprofile.contract import load_spec
 from fedprofile.errors import FedprofileError
 from fedprofile.features import transform_frame
+from fedprofile.matrix_store import stored_values
 from privacy.ledger import Ledger
 from sim.datasets import load_preset
 from sim.runner import SimulationResult, simulate
@@ -87,7 +88,7 @@ def test_non_private_run_through_flower_is_exact_lloyd(bank, tmp_path) -> None:
                                   run_config={"k": 5, "epsilon": math.inf, "rounds": 2})
     # Assert: Lloyd from the same start (the history's start) on the pooled data
     spec = load_spec(bank.spec_path)
-    pooled = np.vstack([transform_frame(p.frame, spec).matrix for p in parts])
+    pooled = stored_values(np.vstack([transform_frame(p.frame, spec).matrix for p in parts]))
     start = np.asarray(result.model.history[0]["centers_scaled"])
     central = KMeans(n_clusters=5, init=start, n_init=1, max_iter=2, tol=0.0,
                      algorithm="lloyd").fit(pooled)
