@@ -25,7 +25,7 @@ from sim.bench import BaselineRow, ResponseRow, UtilityRow
 __all__ = ["Curve", "Panel", "plot_against_epsilon", "response_panels", "segment_panels"]
 
 _REFERENCE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
-_OFF_SCALE = 3.0
+_OFF_SCALE = 1.5
 """A reference further above the curves than this many curve spans is written, not drawn."""
 
 
