@@ -79,7 +79,7 @@ def bench_utility(
         panels, ylabel = response_panels(responses), f"held-out {metric}"
         title = f"{dataset}: {task} {target}, held-out {metric} against ε ({seeds} seeds)"
     if plot is not None:
-        typer.echo(f"Plot: {plot_against_epsilon(plot, panels, ylabel=ylabel, title=title)}")
+        _write_plot(plot, lambda: plot_against_epsilon(plot, panels, ylabel=ylabel, title=title))
 
 
 @bench_app.command("speed")
@@ -90,9 +90,12 @@ def bench_speed(
         help="Comma-separated customer counts (0 = the data set as shipped; more rows are a "
              "jittered scale-up of real rows).")] = "0",
     k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
+    plot: Annotated[Path | None, typer.Option(
+        help="Also draw wall time and peak memory against customers and partners (PNG).")
+    ] = None,
 ) -> None:
-    """Wall time on Flower vs in process, per-round times, bytes sent and peak memory."""
-    from sim.bench_speed import speed_run
+    """Wall time on Flower vs in process, per stage and round, bytes sent and peak memory."""
+    from sim.bench_speed import plot_speed, speed_run, speed_table
 
     rows = []
     try:
@@ -102,14 +105,20 @@ def bench_speed(
                     rows.append(speed_run(dataset=dataset, partners=m, customers=n, k=k))
     except (FedprofileError, ValueError) as exc:
         raise _fail(exc) from None
-    typer.echo("| partners | customers | Flower wall (s) | in-process (s) | ratio | "
-               "round times (s) | bytes / partner / round | peak RSS (MB) |")
-    typer.echo("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        rounds = " ".join(f"{s:.1f}" for s in r.rounds_s)
-        typer.echo(f"| {r.partners} | {r.customers:,} | {r.flower_s:.1f} | "
-                   f"{r.inprocess_s:.1f} | {r.overhead:.1f} | {rounds} | "
-                   f"{r.bytes_per_partner_round:,.0f} | {r.peak_rss_mb:,.0f} |")
+    typer.echo(speed_table(rows))
+    if plot is not None:
+        _write_plot(plot, lambda: plot_speed(rows, plot))
+
+
+def _write_plot(path: Path, draw: Callable[[], Path]) -> None:
+    """Draw a plot; a path that cannot be written, or too few points, is a clear error."""
+    try:
+        typer.echo(f"Plot: {draw()}")
+    except OSError as exc:
+        raise _fail(FedprofileError(f"Cannot write the plot {str(path)!r}: "
+                                    f"{exc.strerror or exc}.")) from None
+    except ValueError as exc:
+        raise _fail(exc) from None
 
 
 @contextmanager

@@ -63,7 +63,7 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
     stage = KMeansStage(spec=spec, plan=plan, k=cfg.k, n_partners=len(session.fed.node_ids),
                         run_id=session.run_id, fingerprint=spec.fingerprint(),
                         candidates=cfg.n_candidates(spec.dim), seed=cfg.seed)
-    first = len(session.timings)
+    first = 0 if own else len(session.timings)  # a run of its own: with the profile
     result = drive(session, stage)
     if own:
         session.ledger.close()
@@ -125,7 +125,7 @@ def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
                         stage=cfg.task, round=0, target=cfg.target, holdout=cfg.holdout,
                         holdout_seed=cfg.seed, segment_centers=centers)
     stage_cls = RidgeStage if cfg.task == "ridge" else LogisticStage
-    first = len(session.timings)
+    first = 0 if own else len(session.timings)  # a run of its own: with the profile
     result = drive(session, stage_cls(plan=plan, task=task, dim=dim, alpha=cfg.alpha), dim=dim)
     if own:
         session.ledger.close()

@@ -115,15 +115,19 @@ def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
     fed = Federation(grid=grid, node_ids=nodes, min_partners=cfg.min_partners,
                      timeout=cfg.timeout)
     fed.check_quorum("start")
+    start = time.perf_counter()
     _introduce(fed, ProfileRequest(
         run_id=run_id, spec_fingerprint=spec.fingerprint(), epsilon_target=cfg.epsilon,
         delta=cfg.delta, stages=stages, planned_events=plan.events(),
         min_segment_size=cfg.min_segment_size))
+    profiled = {"message": MessageKind.PROFILE, "round": 0,
+                "seconds": round(time.perf_counter() - start, 3)}
     ledger = Ledger(Path(cfg.out_dir) / "federation_ledger.sqlite")
     for node in fed.node_ids:
         ledger.start_run(run_id=run_id, party=fed.name(node), epsilon_target=cfg.epsilon,
                          delta=cfg.delta, params={"planned_stages": list(stages)})
-    return RunSession(run_id=run_id, fed=fed, ledger=ledger, delta=cfg.delta)
+    return RunSession(run_id=run_id, fed=fed, ledger=ledger, delta=cfg.delta,
+                      timings=[profiled])
 
 
 def _decoder(request: Any, dim: int) -> Callable[[RecordDict], Any]:

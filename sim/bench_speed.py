@@ -36,7 +36,8 @@ from sim.inprocess import run_kmeans_inprocess
 from sim.partition import PartitionRule, PartnerFile, partition_frame
 from sim.runner import simulate
 
-__all__ = ["SpeedRow", "replicate_with_jitter", "speed_run", "write_partner_files"]
+__all__ = ["SpeedRow", "plot_speed", "replicate_with_jitter", "speed_run", "speed_table",
+           "write_partner_files"]
 
 @contextlib.contextmanager
 def peak_rss() -> Iterator[list[int]]:
@@ -108,13 +109,20 @@ def write_partner_files(frame: pd.DataFrame, out_dir: Path, *, partners: int, cu
 
 @dataclass(frozen=True)
 class SpeedRow:
-    """One speed measurement."""
+    """One speed measurement: whole runs and their stages, on Flower and in process.
+
+    The first stage is the partners' profile round, where each builds its matrix cache
+    (in process: the same build, one partner after another); the others are k-means rounds.
+    """
 
     partners: int
     customers: int
     flower_s: float
     inprocess_s: float
+    flower_build_s: float
+    inprocess_build_s: float
     rounds_s: list[float]
+    inprocess_rounds_s: float
     bytes_per_partner_round: float
     peak_rss_mb: float
 
@@ -125,15 +133,16 @@ class SpeedRow:
 
 
 def _inprocess_seconds(files: list[PartnerFile], spec_path: Path, state_dir: Path, k: int,
-                       seed: int) -> float:
-    """The same partners' work and protocol in one process: build matrices, run rounds."""
+                       seed: int) -> tuple[float, float]:
+    """The same partners' work and protocol in one process: (matrix build, rounds) seconds."""
     start = time.perf_counter()
     matrices = [PartnerSite(NodeConfig(data_path=str(f.path), spec=str(spec_path),
                                        partner_name=f.name, state_dir=str(state_dir / f.name)))
                 .matrix() for f in files]
+    built = time.perf_counter()
     run_kmeans_inprocess(matrices, load_spec(spec_path), k=k, epsilon=1.0, seed=seed,
                          noise_seed=seed)
-    return time.perf_counter() - start
+    return built - start, time.perf_counter() - built
 
 
 def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k: int = 6,
@@ -150,7 +159,7 @@ def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k
         root = Path(tmp)
         files = write_partner_files(preset.frame, root / "data", partners=partners,
                                     customers=customers, numeric=numeric, seed=seed)
-        inprocess = _inprocess_seconds(files, preset.spec_path, root / "inprocess", k, seed)
+        build, rounds = _inprocess_seconds(files, preset.spec_path, root / "inprocess", k, seed)
         with peak_rss() as peak:
             start = time.perf_counter()
             result = simulate(files, spec_path=preset.spec_path, out_dir=root / "out",
@@ -158,8 +167,68 @@ def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k
                               seed=seed, evaluate=False, capture=root / "capture")
             flower = time.perf_counter() - start
         sent = [f.stat().st_size for f in (root / "capture").rglob("*kmeans*.bin")]
-    rounds = [t["seconds"] for t in result.model.params["round_seconds"]]
+    profile, *kmeans = result.model.params["round_seconds"]
     return SpeedRow(partners=partners, customers=customers or len(preset.frame),
-                    flower_s=flower, inprocess_s=inprocess, rounds_s=rounds,
+                    flower_s=flower, inprocess_s=build + rounds,
+                    flower_build_s=profile["seconds"], inprocess_build_s=build,
+                    rounds_s=[t["seconds"] for t in kmeans], inprocess_rounds_s=rounds,
                     bytes_per_partner_round=float(np.mean(sent)) if sent else 0.0,
                     peak_rss_mb=peak[0] / 2**20)
+
+
+def speed_table(rows: Sequence[SpeedRow]) -> str:
+    """The speed measurements as a Markdown table (the one BENCHMARKS.md quotes)."""
+    lines = ["| partners | customers | Flower wall (s) | in-process (s) | ratio | cache build, "
+             "Flower / in-process (s) | k-means rounds, Flower (s) | k-means rounds, "
+             "in-process (s) | bytes / partner / round | peak RSS (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rounds = " ".join(f"{s:.1f}" for s in r.rounds_s)
+        lines.append(f"| {r.partners} | {r.customers:,} | {r.flower_s:.1f} | "
+                     f"{r.inprocess_s:.1f} | {r.overhead:.2f} | {r.flower_build_s:.1f} / "
+                     f"{r.inprocess_build_s:.1f} | {rounds} | {r.inprocess_rounds_s:.1f} | "
+                     f"{r.bytes_per_partner_round:,.0f} | {r.peak_rss_mb:,.0f} |")
+    return "\n".join(lines)
+
+
+def plot_speed(rows: Sequence[SpeedRow], path: Path) -> Path:
+    """Wall time (Flower, in process) and peak memory against customers and partners.
+
+    Rows sharing a partner count form the customer curve; rows sharing a customer count
+    form the partner curve; a panel is drawn only where such a series has two points.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = []
+    for axis, other in (("customers", "partners"), ("partners", "customers")):
+        groups: dict[int, list[SpeedRow]] = {}
+        for r in rows:
+            groups.setdefault(getattr(r, other), []).append(r)
+        fixed, chosen = max(groups.items(), key=lambda item: len(item[1]))
+        if len(chosen) > 1:
+            series.append((axis, other, fixed, sorted(chosen, key=lambda r: getattr(r, axis))))
+    if not series:
+        raise ValueError("A speed plot needs two or more customer counts or partner counts.")
+    fig, axes = plt.subplots(len(series), 2, figsize=(10, 3.6 * len(series)), squeeze=False)
+    for (axis, other, fixed, chosen), (time_ax, mem_ax) in zip(series, axes, strict=True):
+        x = [getattr(r, axis) for r in chosen]
+        time_ax.plot(x, [r.flower_s for r in chosen], "o-", label="Flower simulation")
+        time_ax.plot(x, [r.inprocess_s for r in chosen], "s--", label="in process (NumPy)")
+        time_ax.set_ylabel("wall time (s)")
+        mem_ax.plot(x, [r.peak_rss_mb / 1024 for r in chosen], "o-", color="tab:red")
+        mem_ax.axhline(4.0, color="grey", linestyle=":", label="4 GiB")
+        mem_ax.set_ylabel("peak RSS, whole process tree (GiB)")
+        mem_ax.set_ylim(bottom=0)
+        for ax in (time_ax, mem_ax):
+            ax.set_xscale("log")
+            ax.set_xlabel(f"{axis} ({other} = {fixed:,})")
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
