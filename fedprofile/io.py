@@ -50,6 +50,23 @@ def _sniff_separator(path: Path, compressed: bool) -> str:
         return ","
 
 
+_READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError,
+                pa.ArrowException)
+
+
+def _table_file(path: str | Path) -> tuple[Path, str]:
+    """The path of an existing table file and its (supported) suffix."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"Data file {str(p)!r} does not exist.")
+    return p, _suffix(p)
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    return DataError(f"Data file {str(path)!r} could not be read ({type(exc).__name__}); "
+                     "is it a valid CSV or Parquet file?")
+
+
 def read_table(path: str | Path, *, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a CSV (``,``/``;``/tab separated, optionally gzip'd) or Parquet file.
 
@@ -65,20 +82,15 @@ def read_table(path: str | Path, *, columns: list[str] | None = None) -> pd.Data
     DataError
         If the file is missing, of an unsupported type, unreadable or empty.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"Data file {str(p)!r} does not exist.")
-    suffix = _suffix(p)
+    p, suffix = _table_file(path)
     try:
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(p, columns=columns)
         else:
             sep = _sniff_separator(p, suffix == ".csv.gz")
             frame = pd.read_csv(p, sep=sep, low_memory=False)
-    except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError) as exc:
-        kind = type(exc).__name__
-        raise DataError(f"Data file {str(p)!r} could not be read ({kind}); "
-                        "is it a valid CSV or Parquet file?") from None
+    except _READ_ERRORS as exc:
+        raise _unreadable(p, exc) from None
     if frame.empty:
         raise DataError(f"Data file {str(p)!r} has no rows.")
     if columns is not None and suffix not in (".parquet", ".pq"):
@@ -102,10 +114,7 @@ def iter_table(path: str | Path, *, chunk_rows: int,
     DataError
         If the file is missing, of an unsupported type, unreadable or empty.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"Data file {str(p)!r} does not exist.")
-    suffix = _suffix(p)
+    p, suffix = _table_file(path)
     wanted = None if columns is None else set(columns)
     rows = 0
     try:
@@ -124,11 +133,8 @@ def iter_table(path: str | Path, *, chunk_rows: int,
                 for chunk in reader:
                     rows += len(chunk)
                     yield chunk
-    except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError,
-            pa.ArrowException) as exc:
-        kind = type(exc).__name__
-        raise DataError(f"Data file {str(p)!r} could not be read ({kind}); "
-                        "is it a valid CSV or Parquet file?") from None
+    except _READ_ERRORS as exc:
+        raise _unreadable(p, exc) from None
     if rows == 0:
         raise DataError(f"Data file {str(p)!r} has no rows.")
 
