@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from fedprofile.config import NodeConfig, resolve_app_path
-from fedprofile.contract import FeatureSpec, load_spec
-from fedprofile.customers import customer_table
+from fedprofile.contract import CategoricalFeature, FeatureSpec, load_spec
+from fedprofile.customers import ID_COLUMN, customer_table
 from fedprofile.design import DesignData, design_data
 from fedprofile.errors import ContractError, DataError, ProtocolError
 from fedprofile.features import resolve_columns
 from fedprofile.io import iter_table, read_table
-from fedprofile.matrix_store import CHUNK_ROWS, frame_chunks, write_matrix
+from fedprofile.matrix_store import CHUNK_ROWS, STORAGE_DTYPE, frame_chunks, write_matrix
 from fedprofile.protocol import ResponseTask
 from privacy.keys import load_key
 from privacy.ledger import Ledger
@@ -37,11 +37,14 @@ __all__ = ["PartnerSite", "resolve_node_config"]
 
 T = TypeVar("T")
 
+CACHE_FORMAT = f"matrix-v2-{STORAGE_DTYPE.str}"
+"""Part of the cache key: a cache written in another format is never reused."""
+
 
 def _replace_cache(path: Path, pattern: str, write: Callable[[Path], T]) -> T:
     """Atomically write a cache file, removing stale ones of the same kind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(pattern):
+    for stale in [*path.parent.glob(pattern), *path.parent.glob(f"tmp-{pattern}*")]:
         stale.unlink(missing_ok=True)
     tmp = path.with_name(f"tmp-{path.name}")
     result = write(tmp)
@@ -166,7 +169,8 @@ class PartnerSite:
         except OSError:
             raise DataError(f"Data file {str(path)!r} does not exist.") from None
         ident = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns,
-                            self.spec.fingerprint(), self.mapping, self.key_id], sort_keys=True)
+                            self.spec.fingerprint(), self.mapping, self.key_id,
+                            CACHE_FORMAT], sort_keys=True)
         return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
     def customers(self) -> pd.DataFrame:
@@ -175,8 +179,8 @@ class PartnerSite:
         if cache.is_file():
             return pd.read_parquet(cache)
         source = self.config.data_path
-        table = customer_table(read_table(source), self.spec, pseudonymizer=self.pseudonymizer,
-                               source=source)
+        table = customer_table(read_table(source, text_columns=self._text_columns), self.spec,
+                               pseudonymizer=self.pseudonymizer, source=source)
         _replace_cache(cache, "customers-*.parquet",
                        lambda tmp: table.to_parquet(tmp, index=False))
         return table
@@ -184,11 +188,13 @@ class PartnerSite:
     def matrix(self) -> np.ndarray:
         """The partner's scaled customer matrix (float32, memory-mapped from the local cache).
 
-        The cache is built chunk by chunk, so memory does not grow with the data file; it is
-        rebuilt when the file, the contract, the mapping or the key changes.
+        The cache is built chunk by chunk, so memory does not grow with the data file
+        (except under a ``[customers]`` section, whose grouping reads the whole file); it
+        is rebuilt when the file, the contract, the mapping, the key or the format changes.
         """
         cache = self.state_dir / "cache" / f"matrix-{self._cache_key()}.npy"
         if not cache.is_file():
+            (self.state_dir / "data_quality.json").unlink(missing_ok=True)
             report = _replace_cache(cache, "matrix-*.npy", lambda tmp: write_matrix(
                 self._customer_chunks(), self.spec, tmp, mapping=self.mapping,
                 source=self.config.data_path))
@@ -206,11 +212,20 @@ class PartnerSite:
             yield from frame_chunks(self.customers(), self.chunk_rows)
             return
         wanted = set(resolve_columns(self.spec, self.mapping).values())
-        wanted |= set(self.spec.identity.columns if self.spec.identity else ())
+        if self.spec.identity:  # and the id column, which pseudonymisation refuses to overwrite
+            wanted |= {*self.spec.identity.columns, ID_COLUMN}
         source = self.config.data_path
-        for frame in iter_table(source, chunk_rows=self.chunk_rows, columns=wanted):
+        for frame in iter_table(source, chunk_rows=self.chunk_rows, columns=wanted,
+                                text_columns=self._text_columns):
             yield customer_table(frame, self.spec, pseudonymizer=self.pseudonymizer,
                                  source=source)
+
+    @cached_property
+    def _text_columns(self) -> set[str]:
+        """Local columns of categorical features: read as written, never as numbers."""
+        columns = resolve_columns(self.spec, self.mapping)
+        return {columns[f.name] for f in self.spec.features
+                if isinstance(f, CategoricalFeature)}
 
     def design(self, task: ResponseTask) -> DesignData:
         """The partner's design rows for a response model (training and held-out parts)."""

@@ -90,6 +90,9 @@ def bench_speed(
         help="Comma-separated customer counts (0 = the data set as shipped; more rows are a "
              "jittered scale-up of real rows).")] = "0",
     k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
+    workers: Annotated[int | None, typer.Option(
+        min=1, max=64, help="Partners Flower computes at a time (default: cores, at most 2); "
+                            "the in-process reference computes one at a time.")] = None,
     plot: Annotated[Path | None, typer.Option(
         help="Also draw wall time and peak memory against customers and partners (PNG).")
     ] = None,
@@ -102,7 +105,8 @@ def bench_speed(
         for n in (int(x) for x in customers.split(",")):
             for m in (int(x) for x in partners.split(",")):
                 with console.status(f"{dataset}: {m} partners, {n or 'all'} customers"):
-                    rows.append(speed_run(dataset=dataset, partners=m, customers=n, k=k))
+                    rows.append(speed_run(dataset=dataset, partners=m, customers=n, k=k,
+                                          workers=workers))
     except (FedprofileError, ValueError) as exc:
         raise _fail(exc) from None
     typer.echo(speed_table(rows))

@@ -14,7 +14,10 @@ from fedprofile.contract import FeatureSpec
 from fedprofile.errors import DataError
 from privacy.pseudonym import Pseudonymizer, pseudonymize_frame
 
-__all__ = ["customer_table"]
+__all__ = ["ID_COLUMN", "customer_table"]
+
+ID_COLUMN = "pid"
+"""The pseudonymous customer id column when the contract has no ``[customers]`` section."""
 
 
 def customer_table(frame: pd.DataFrame, spec: FeatureSpec, *,
@@ -31,7 +34,7 @@ def customer_table(frame: pd.DataFrame, spec: FeatureSpec, *,
     DataError
         If identity columns are declared but no key is configured, or a column is missing.
     """
-    id_column = spec.customers.id if spec.customers else "pid"
+    id_column = spec.customers.id if spec.customers else ID_COLUMN
     if spec.identity is not None:
         if pseudonymizer is None:
             raise DataError(f"The spec {spec.source} declares identity columns; the partner "

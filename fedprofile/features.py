@@ -122,10 +122,24 @@ def _numeric_column(values: pd.Series, feat: NumericFeature, report: DataQuality
     return feat.scale(np.nan_to_num(numbers, nan=lo))[:, None], invalid
 
 
+def _category_text(values: pd.Series) -> pd.Series:
+    """Values as trimmed text, with whole numbers held as floats written as integers.
+
+    A CSV column of numeric codes with a blank reads as float: ``1.0`` names category ``"1"``.
+    """
+    text = values.astype("string")
+    if pd.api.types.is_float_dtype(values):
+        numbers = values.to_numpy(dtype=float)
+        whole = np.isfinite(numbers) & (np.abs(numbers) < 2.0**53)
+        whole[whole] = np.mod(numbers[whole], 1.0) == 0.0
+        text[whole] = pd.array(numbers[whole].astype(np.int64).astype(str), dtype="string")
+    return text.str.strip()
+
+
 def _categorical_column(values: pd.Series, feat: CategoricalFeature, report: DataQualityReport
                         ) -> tuple[np.ndarray, np.ndarray]:
     absent = values.isna().to_numpy()
-    text = values.astype("string").str.strip()
+    text = _category_text(values)
     index = {level: i for i, level in enumerate(feat.levels)}
     codes = text.map(index).fillna(-1).to_numpy(dtype=np.int64, copy=True)
     unseen = (codes < 0) & ~absent

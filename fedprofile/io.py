@@ -67,7 +67,8 @@ def _unreadable(path: Path, exc: Exception) -> DataError:
                      "is it a valid CSV or Parquet file?")
 
 
-def read_table(path: str | Path, *, columns: list[str] | None = None) -> pd.DataFrame:
+def read_table(path: str | Path, *, columns: list[str] | None = None,
+               text_columns: Collection[str] = ()) -> pd.DataFrame:
     """Read a CSV (``,``/``;``/tab separated, optionally gzip'd) or Parquet file.
 
     Parameters
@@ -76,6 +77,8 @@ def read_table(path: str | Path, *, columns: list[str] | None = None) -> pd.Data
         The file to read.
     columns : list of str, optional
         Only these columns (Parquet reads no others; CSV reads all, then selects).
+    text_columns : collection of str
+        CSV columns read as text, as written (codes such as ``007`` keep their zeros).
 
     Raises
     ------
@@ -88,7 +91,8 @@ def read_table(path: str | Path, *, columns: list[str] | None = None) -> pd.Data
             frame = pd.read_parquet(p, columns=columns)
         else:
             sep = _sniff_separator(p, suffix == ".csv.gz")
-            frame = pd.read_csv(p, sep=sep, low_memory=False)
+            frame = pd.read_csv(p, sep=sep, low_memory=False,
+                                dtype=dict.fromkeys(text_columns, str))
     except _READ_ERRORS as exc:
         raise _unreadable(p, exc) from None
     if frame.empty:
@@ -101,13 +105,15 @@ def read_table(path: str | Path, *, columns: list[str] | None = None) -> pd.Data
     return frame
 
 
-def iter_table(path: str | Path, *, chunk_rows: int,
-               columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
+def iter_table(path: str | Path, *, chunk_rows: int, columns: Collection[str] | None = None,
+               text_columns: Collection[str] = ()) -> Iterator[pd.DataFrame]:
     """Read a table like :func:`read_table`, ``chunk_rows`` rows at a time.
 
     ``columns`` limits what is read to those of the named columns the file has (absent
-    ones are left for the caller to report). Memory is bounded by one chunk, whatever the
-    file's size.
+    ones are left for the caller to report; a file with none of them is read whole, so the
+    caller can name what is missing). ``text_columns`` are CSV columns read as text, so
+    their values do not depend on which rows share a chunk. Memory is bounded by one chunk
+    for CSV, and by one row group for Parquet.
 
     Raises
     ------
@@ -115,21 +121,20 @@ def iter_table(path: str | Path, *, chunk_rows: int,
         If the file is missing, of an unsupported type, unreadable or empty.
     """
     p, suffix = _table_file(path)
-    wanted = None if columns is None else set(columns)
     rows = 0
     try:
         if suffix in (".parquet", ".pq"):
             with pq.ParquetFile(p) as parquet:
-                names = parquet.schema_arrow.names
-                chosen = names if wanted is None else [c for c in names if c in wanted]
+                chosen = _present(parquet.schema_arrow.names, columns)
                 for batch in parquet.iter_batches(batch_size=chunk_rows, columns=chosen):
                     rows += batch.num_rows
                     yield batch.to_pandas()
         else:
             sep = _sniff_separator(p, suffix == ".csv.gz")
-            usecols = None if wanted is None else (lambda c: c in wanted)
-            with pd.read_csv(p, sep=sep, chunksize=chunk_rows, usecols=usecols,
-                             low_memory=False) as reader:
+            header = pd.read_csv(p, sep=sep, nrows=0).columns
+            with pd.read_csv(p, sep=sep, chunksize=chunk_rows, low_memory=False,
+                             usecols=_present(header, columns),
+                             dtype=dict.fromkeys(text_columns, str)) as reader:
                 for chunk in reader:
                     rows += len(chunk)
                     yield chunk
@@ -137,6 +142,12 @@ def iter_table(path: str | Path, *, chunk_rows: int,
         raise _unreadable(p, exc) from None
     if rows == 0:
         raise DataError(f"Data file {str(p)!r} has no rows.")
+
+
+def _present(names: Collection[str], wanted: Collection[str] | None) -> list[str]:
+    """The wanted columns a file has, in file order; all of them if it has none."""
+    chosen = [c for c in names if wanted is None or c in wanted]
+    return chosen or list(names)
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:

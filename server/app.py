@@ -63,7 +63,6 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
     stage = KMeansStage(spec=spec, plan=plan, k=cfg.k, n_partners=len(session.fed.node_ids),
                         run_id=session.run_id, fingerprint=spec.fingerprint(),
                         candidates=cfg.n_candidates(spec.dim), seed=cfg.seed)
-    first = 0 if own else len(session.timings)  # a run of its own: with the profile
     result = drive(session, stage)
     if own:
         session.ledger.close()
@@ -71,7 +70,7 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
               "candidates": cfg.n_candidates(spec.dim), "seed": cfg.seed,
               "run_id": session.run_id, "min_partners": cfg.min_partners,
               "dropped_partners": session.fed.summary()["dropped"],
-              "round_seconds": session.timings[first:]}
+              "round_seconds": session.take_timings()}
     return SegmentModel(spec=spec, centers=result.centers, sizes=result.sizes,
                         min_segment_size=cfg.min_segment_size, privacy=privacy_record(plan),
                         params=params, partners=session.fed.summary()["partners"],
@@ -125,7 +124,6 @@ def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
                         stage=cfg.task, round=0, target=cfg.target, holdout=cfg.holdout,
                         holdout_seed=cfg.seed, segment_centers=centers)
     stage_cls = RidgeStage if cfg.task == "ridge" else LogisticStage
-    first = 0 if own else len(session.timings)  # a run of its own: with the profile
     result = drive(session, stage_cls(plan=plan, task=task, dim=dim, alpha=cfg.alpha), dim=dim)
     if own:
         session.ledger.close()
@@ -134,7 +132,7 @@ def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
               "clip": plan.clip, "holdout": cfg.holdout, "seed": cfg.seed,
               "segments": cfg.segments, "run_id": session.run_id,
               "dropped_partners": session.fed.summary()["dropped"],
-              "round_seconds": session.timings[first:]}
+              "round_seconds": session.take_timings()}
     return ResponseModel(task=cfg.task, spec=spec, target=cfg.target, coef=result.coef,
                          penalty=result.penalty, privacy=privacy_record(plan), params=params,
                          partners=session.fed.summary()["partners"],

@@ -92,6 +92,12 @@ class RunSession:
     ledger: Ledger
     delta: float
     timings: list[dict[str, Any]] = field(default_factory=list)
+    reported: int = 0
+
+    def take_timings(self) -> list[dict[str, Any]]:
+        """The round times not yet given to a model (each round goes to exactly one)."""
+        new, self.reported = self.timings[self.reported:], len(self.timings)
+        return new
 
 
 def _introduce(fed: Federation, request: ProfileRequest) -> None:

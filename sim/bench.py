@@ -207,6 +207,9 @@ def kmeans_baselines(matrices: Sequence[np.ndarray], *, k: int, seed: int = 0,
     local = [KMeans(n_clusters=min(k, len(m)), n_init=10, random_state=seed).fit(m)
              .cluster_centers_ for m in matrices]
     full = [(c, len(m)) for c, m in zip(local, matrices, strict=True) if len(c) == k]
+    if not full:
+        raise ContractError(f"No partner has {k} customers to train k = {k} local centres; "
+                            "use fewer partners or a smaller k.")
     anchor = full[0][0]
     matched = []
     for centres, _ in full:
@@ -229,11 +232,12 @@ def _partner_matrices(dataset: str, partner_counts: Sequence[int | None]
     """The preset's spec and, per partner count, each partner's transformed matrix."""
     from fedprofile.contract import load_spec
     from fedprofile.features import transform_frame
+    from fedprofile.matrix_store import stored_values
     from sim.datasets import load_preset
 
     preset = load_preset(dataset)
     spec = load_spec(preset.spec_path)
-    return spec, [[transform_frame(p.frame, spec, source=p.name).matrix
+    return spec, [[stored_values(transform_frame(p.frame, spec, source=p.name).matrix)
                    for p in bench_partitions(preset, n)] for n in partner_counts]
 
 
@@ -247,6 +251,11 @@ def segment_benchmark(dataset: str, *, k: int, partner_counts: Sequence[int | No
     Every partner count is compared with one centralized reference (the same customers).
     """
     spec, splits = _partner_matrices(dataset, partner_counts)
+    for mats in splits:
+        if max(len(m) for m in mats) < k:
+            raise ContractError(f"With {len(mats)} partners no partner has {k} customers, so "
+                                "the local baselines cannot be trained; use fewer partners or "
+                                "a smaller k.")
     reference = centralized_kmeans(np.vstack(splits[0]), k)
     rows: list[UtilityRow] = []
     baselines = []

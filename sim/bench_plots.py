@@ -96,8 +96,8 @@ def plot_against_epsilon(path: Path, panels: Sequence[Panel], *, ylabel: str,
     axes[0][0].set_ylabel(ylabel)
     axes[0][0].set_ylim(bottom - pad, top + 2 * pad)
     fig.suptitle(title, fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()
         fig.savefig(path, format="png", dpi=80, metadata={"Software": None})
     finally:

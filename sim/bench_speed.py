@@ -29,12 +29,14 @@ import pyarrow.parquet as pq
 from client.site import PartnerSite
 from fedprofile.config import NodeConfig
 from fedprofile.contract import NumericFeature, load_spec
+from fedprofile.errors import ContractError
 from fedprofile.io import write_table
 from fedprofile.processes import tree_rss
+from fedprofile.protocol import MessageKind
 from sim.datasets import load_preset
 from sim.inprocess import run_kmeans_inprocess
 from sim.partition import PartitionRule, PartnerFile, partition_frame
-from sim.runner import simulate
+from sim.runner import default_workers, simulate
 
 __all__ = ["SpeedRow", "plot_speed", "replicate_with_jitter", "speed_run", "speed_table",
            "write_partner_files"]
@@ -85,6 +87,10 @@ def write_partner_files(frame: pd.DataFrame, out_dir: Path, *, partners: int, cu
     (:func:`replicate_with_jitter`) generated and written chunk by chunk, so the data are
     never held whole in this process.
     """
+    if customers and customers < partners:
+        raise ContractError(f"{customers:,} customers cannot be split over {partners} partners; "
+                            "give at least one customer per partner (or 0 for the data set "
+                            "as shipped).")
     out_dir.mkdir(parents=True, exist_ok=True)
     if not customers:
         parts = partition_frame(frame, PartitionRule("iid"), partners, seed=seed)
@@ -98,7 +104,8 @@ def write_partner_files(frame: pd.DataFrame, out_dir: Path, *, partners: int, cu
         for chunk, start in enumerate(range(0, size, chunk_rows)):
             rows = replicate_with_jitter(frame, min(chunk_rows, size - start), numeric=numeric,
                                          seed=(seed, pid, chunk))
-            table = pa.Table.from_pandas(rows, preserve_index=False)
+            table = pa.Table.from_pandas(rows, preserve_index=False,
+                                         schema=writer.schema if writer else None)
             writer = writer or pq.ParquetWriter(path, table.schema)
             writer.write_table(table)
         if writer:
@@ -117,6 +124,7 @@ class SpeedRow:
 
     partners: int
     customers: int
+    workers: int
     flower_s: float
     inprocess_s: float
     flower_build_s: float
@@ -146,11 +154,13 @@ def _inprocess_seconds(files: list[PartnerFile], spec_path: Path, state_dir: Pat
 
 
 def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k: int = 6,
-              seed: int = 0) -> SpeedRow:
+              seed: int = 0, workers: int | None = None) -> SpeedRow:
     """Time one private segmentation on Flower and in process, with bytes and peak memory.
 
     Both read the same partner files (written first, not timed) and keep their partners'
-    state in separate folders, so each builds its own matrix caches.
+    state in separate folders, so each builds its own matrix caches. The reference runs the
+    partners one after another; ``workers`` is how many Flower runs at a time (default: the
+    machine's cores, at most 2; 1 is the like-for-like comparison).
     """
     preset = load_preset(dataset)
     spec = load_spec(preset.spec_path)
@@ -164,27 +174,32 @@ def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k
             start = time.perf_counter()
             result = simulate(files, spec_path=preset.spec_path, out_dir=root / "out",
                               state_dir=root / "state", run_config={"k": k, "epsilon": 1.0},
-                              seed=seed, evaluate=False, capture=root / "capture")
+                              seed=seed, evaluate=False, capture=root / "capture",
+                              workers=workers)
             flower = time.perf_counter() - start
         sent = [f.stat().st_size for f in (root / "capture").rglob("*kmeans*.bin")]
-    profile, *kmeans = result.model.params["round_seconds"]
+    times = result.model.params["round_seconds"]
     return SpeedRow(partners=partners, customers=customers or len(preset.frame),
-                    flower_s=flower, inprocess_s=build + rounds,
-                    flower_build_s=profile["seconds"], inprocess_build_s=build,
-                    rounds_s=[t["seconds"] for t in kmeans], inprocess_rounds_s=rounds,
+                    workers=workers or default_workers(), flower_s=flower,
+                    inprocess_s=build + rounds,
+                    flower_build_s=sum(t["seconds"] for t in times
+                                       if t["message"] == MessageKind.PROFILE),
+                    inprocess_build_s=build,
+                    rounds_s=[t["seconds"] for t in times if t["message"] == MessageKind.KMEANS],
+                    inprocess_rounds_s=rounds,
                     bytes_per_partner_round=float(np.mean(sent)) if sent else 0.0,
                     peak_rss_mb=peak[0] / 2**20)
 
 
 def speed_table(rows: Sequence[SpeedRow]) -> str:
     """The speed measurements as a Markdown table (the one BENCHMARKS.md quotes)."""
-    lines = ["| partners | customers | Flower wall (s) | in-process (s) | ratio | cache build, "
-             "Flower / in-process (s) | k-means rounds, Flower (s) | k-means rounds, "
-             "in-process (s) | bytes / partner / round | peak RSS (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| partners | customers | Flower workers | Flower wall (s) | in-process (s) | ratio | "
+             "cache build, Flower / in-process (s) | k-means rounds, Flower (s) | k-means "
+             "rounds, in-process (s) | bytes / partner / round | peak RSS (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rounds = " ".join(f"{s:.1f}" for s in r.rounds_s)
-        lines.append(f"| {r.partners} | {r.customers:,} | {r.flower_s:.1f} | "
+        lines.append(f"| {r.partners} | {r.customers:,} | {r.workers} | {r.flower_s:.1f} | "
                      f"{r.inprocess_s:.1f} | {r.overhead:.2f} | {r.flower_build_s:.1f} / "
                      f"{r.inprocess_build_s:.1f} | {rounds} | {r.inprocess_rounds_s:.1f} | "
                      f"{r.bytes_per_partner_round:,.0f} | {r.peak_rss_mb:,.0f} |")
@@ -227,8 +242,10 @@ def plot_speed(rows: Sequence[SpeedRow], path: Path) -> Path:
             ax.set_xlabel(f"{axis} ({other} = {fixed:,})")
             ax.grid(True, alpha=0.3)
             ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110, metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return path

@@ -39,8 +39,8 @@ from sim.evaluate import evaluate_segments
 from sim.evaluate_response import evaluate_response
 from sim.partition import Partition, PartnerFile
 
-__all__ = ["SimulationResult", "federation_key", "load_model", "partner_tables", "pooled_matrix",
-           "simulate"]
+__all__ = ["SimulationResult", "default_workers", "federation_key", "load_model",
+           "partner_tables", "pooled_matrix", "simulate"]
 
 log = logging.getLogger("fedprofile.sim")
 
@@ -120,10 +120,16 @@ def pooled_matrix(partitions: list[Partition], spec_path: Path, state_dir: Path)
                                     for t in partner_tables(partitions, spec_path, state_dir)]))
 
 
+def default_workers() -> int:
+    """Partners a simulation computes at a time by default: the cores, at most 2."""
+    return min(os.cpu_count() or 1, 2)
+
+
 def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, out_dir: Path,
              state_dir: Path, run_config: Mapping[str, Any], policy: Path | None = None,
              seed: int | None = 0, evaluate: bool = True, capture: Path | None = None,
-             on_round: Callable[[str], None] | None = None) -> SimulationResult:
+             on_round: Callable[[str], None] | None = None,
+             workers: int | None = None) -> SimulationResult:
     """Simulate a federation of ``len(partitions)`` partners and write model, metrics, report.
 
     Parameters
@@ -146,6 +152,9 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
         Wire audit: every message each partner sends is written under ``capture/<partner>``.
     on_round : callable, optional
         Called with a message after every round (progress display).
+    workers : int, optional
+        Partners computed at a time (Ray actors, one CPU each); default: the machine's
+        cores, at most 2.
     """
     if len(partitions) < 1:
         raise ContractError("A simulation needs at least one partner.")
@@ -172,7 +181,7 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
         run_simulation(server_app=build_server_app(overrides),
                        client_app=build_client_app(nodes), num_supernodes=len(partitions),
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                       "init_args": {"num_cpus": min(os.cpu_count() or 1, 2),
+                                       "init_args": {"num_cpus": workers or default_workers(),
                                                      "log_to_driver": False}})
     finally:
         if handler:

@@ -14,7 +14,13 @@ from fedprofile.contract import FeatureSpec, load_spec
 from fedprofile.errors import DataError
 from fedprofile.features import transform_frame
 from fedprofile.io import iter_table, read_table, write_table
-from fedprofile.matrix_store import STORAGE_DTYPE, frame_chunks, stored_values, write_matrix
+from fedprofile.matrix_store import (
+    STORAGE_DTYPE,
+    frame_chunks,
+    stored_values,
+    to_storage,
+    write_matrix,
+)
 
 SPEC = FeatureSpec.from_dict({"features": {
     "age": {"kind": "numeric", "bounds": [20, 60]},
@@ -52,7 +58,7 @@ def test_chunked_matrix_and_report_equal_the_whole_table_transform(tmp_path) -> 
     # Assert: the same rows in the same order, stored as float32; the same counts
     stored = np.load(tmp_path / "m.npy", mmap_mode="r")
     assert stored.dtype == STORAGE_DTYPE and stored.shape == whole.matrix.shape
-    np.testing.assert_array_equal(stored, whole.matrix.astype(np.float32))
+    np.testing.assert_array_equal(stored, to_storage(whole.matrix))
     assert np.abs(stored - whole.matrix).max() < 1e-7
     assert report.to_dict() == whole.report.to_dict()
     assert 0 < report.dropped < report.rows
@@ -86,12 +92,25 @@ def test_unusable_tables_are_refused_whole_and_leave_no_file(tmp_path, change, m
     assert list(tmp_path.iterdir()) == []
 
 
-def test_stored_values_round_to_float32_and_compute_in_float64() -> None:
-    values = np.array([[0.1, -0.3333333333333]])
-    out = stored_values(values)
-    assert out.dtype == np.float64
-    np.testing.assert_array_equal(out, values.astype(np.float32).astype(np.float64))
-    assert not np.array_equal(out, values)
+def test_stored_values_round_toward_zero_so_no_row_outgrows_the_norm_bound() -> None:
+    # Prepare: weight 0.3 puts one-hot entries at 0.3, which float32 rounds up to nearest
+    spec = FeatureSpec.from_dict({"features": {
+        "age": {"kind": "numeric", "bounds": [20, 60], "weight": 0.3},
+        "color": {"kind": "categorical", "categories": ["red", "blue"], "weight": 0.3},
+    }}, source="w.toml")
+    exact = transform_frame(pd.DataFrame({"age": [60, 20, 41.3], "color": ["red"] * 3}),
+                            spec).matrix
+    nearest = exact.astype(np.float32).astype(np.float64)
+    assert (np.abs(nearest) > np.abs(exact)).any()  # rounding to nearest would grow values
+
+    # Execute
+    stored = stored_values(exact)
+
+    # Assert: float32 values, never larger in magnitude, never longer than the bound
+    assert stored.dtype == np.float64
+    np.testing.assert_array_equal(stored, stored.astype(np.float32))
+    assert (np.abs(stored) <= np.abs(exact)).all() and np.abs(stored - exact).max() < 1e-7
+    assert (np.linalg.norm(stored, axis=1) <= spec.norm_bound).all()
 
 
 # --- iter_table ------------------------------------------------------------------------------
@@ -178,3 +197,53 @@ def test_partner_cache_is_reused_and_rebuilt_when_the_data_change(tmp_path) -> N
     np.testing.assert_array_equal(changed[:, 0], [-0.5, 0.5, 0.5, 0.5])
     assert not cache.exists()
     assert len(list((tmp_path / "state" / "cache").glob("matrix-*.npy"))) == 1
+
+
+@pytest.mark.parametrize(("categories", "column"), [
+    (["1", "2"], ["1", "2"] * 5 + ["1", "", "2", "1", "2", "2", "1", "2", "1", "1"]),
+    (["007", "008", "new"], ["007", "008"] * 5 + ["new", "007"] * 5),
+], ids=["codes-with-a-blank", "leading-zeros-then-text"])
+def test_csv_chunks_read_categories_as_the_whole_file_does(tmp_path, categories, column) -> None:
+    # Prepare: the chunk boundary (10 rows) would change the column's inferred type
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(f'[features.code]\nkind = "categorical"\ncategories = {categories}\n'
+                         'missing = "impute"\ndefault = "(other)"\nother = true\n')
+    data = tmp_path / "d.csv"
+    data.write_text("n,code\n" + "".join(f"{i},{c}\n" for i, c in enumerate(column)))
+    site = _site(tmp_path, data, spec_path)
+    site.chunk_rows = 10
+
+    # Execute
+    chunked = np.asarray(site.matrix())
+
+    # Assert: every value found its category, as written in the file
+    expected = pd.Series([c or "(other)" for c in column])
+    levels = [*categories, "(other)"]
+    np.testing.assert_array_equal(chunked.argmax(axis=1), expected.map(levels.index))
+    quality = (tmp_path / "state" / "data_quality.json").read_text()
+    assert '"other_category": {\n  "code": 0' in quality
+
+
+def test_csv_with_none_of_the_contract_columns_names_them(tmp_path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("alter;kontostand\n30;10\n")
+    bank_like = tmp_path / "spec.toml"
+    bank_like.write_text('[features.age]\nkind = "numeric"\nbounds = [20, 60]\n')
+    with pytest.raises(DataError, match=r"missing column\(s\) \['age'\].*column mapping"):
+        _site(tmp_path, data, bank_like).matrix()
+
+
+def test_identity_file_that_already_has_an_id_column_is_refused_before_any_release(
+        tmp_path) -> None:
+    from privacy.keys import generate_key, write_key
+
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text('[identity]\nemail = "email"\n\n'
+                         '[features.age]\nkind = "numeric"\nbounds = [20, 60]\n')
+    data = write_table(pd.DataFrame({"email": ["a@example.com"], "pid": ["x"], "age": [30]}),
+                       tmp_path / "d.csv")
+    key = write_key(generate_key(), tmp_path / "k.key")
+    site = PartnerSite(NodeConfig(data_path=str(data), spec=str(spec_path), partner_name="p",
+                                  state_dir=str(tmp_path / "state"), key=str(key)))
+    with pytest.raises(DataError, match="pid"):
+        site.matrix()

@@ -112,7 +112,7 @@ def test_cli_response_rows_per_partner_count(tmp_path: Path) -> None:
     (["--task", "ridge"], "Give --task ridge|logistic and a --target"),
     (["--dataset", "retail", "--partners", "5000"], "must be comma-separated integers"),
 ], ids=["unknown-init", "empty-init", "non-integer-partners", "zero-partners",
-        "negative-epsilon", "unknown-task", "ridge-without-target", "too-many-partners"])
+        "negative-epsilon", "unknown-task", "ridge-without-target", "over-the-cli-limit"])
 def test_bad_bench_options_exit_2_with_one_line(args, message) -> None:
     result = runner.invoke(app, ["bench", "utility", "--seeds", "1", *args])
     assert result.exit_code == 2
@@ -129,3 +129,11 @@ def test_unwritable_plot_path_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "Cannot write the plot" in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_partners_too_small_for_k_exit_2_before_the_sweep() -> None:
+    result = runner.invoke(app, ["bench", "utility", "--seeds", "1", "--epsilons", "inf",
+                                 "--dataset", "retail", "--partners", "1000", "--k", "6"])
+    assert result.exit_code == 2, result.output
+    assert "no partner has 6 customers" in " ".join(result.output.split())
+    assert "| overcluster" not in result.output and "Traceback" not in result.output
