@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from client.site import PartnerSite
 from fedprofile.config import NodeConfig
@@ -141,16 +142,22 @@ class SpeedRow:
 
 
 def _inprocess_seconds(files: list[PartnerFile], spec_path: Path, state_dir: Path, k: int,
-                       seed: int) -> tuple[float, float]:
-    """The same partners' work and protocol in one process: (matrix build, rounds) seconds."""
-    start = time.perf_counter()
-    matrices = [PartnerSite(NodeConfig(data_path=str(f.path), spec=str(spec_path),
-                                       partner_name=f.name, state_dir=str(state_dir / f.name)))
-                .matrix() for f in files]
-    built = time.perf_counter()
-    run_kmeans_inprocess(matrices, load_spec(spec_path), k=k, epsilon=1.0, seed=seed,
-                         noise_seed=seed)
-    return built - start, time.perf_counter() - built
+                       seed: int, threads: int) -> tuple[float, float]:
+    """The same partners' work and protocol in one process: (matrix build, rounds) seconds.
+
+    NumPy's BLAS gets ``threads`` threads: as many cores as Flower's workers get (Ray gives
+    each worker one core and one BLAS thread).
+    """
+    with threadpool_limits(limits=threads):
+        start = time.perf_counter()
+        matrices = [PartnerSite(NodeConfig(data_path=str(f.path), spec=str(spec_path),
+                                           partner_name=f.name,
+                                           state_dir=str(state_dir / f.name))).matrix()
+                    for f in files]
+        built = time.perf_counter()
+        run_kmeans_inprocess(matrices, load_spec(spec_path), k=k, epsilon=1.0, seed=seed,
+                             noise_seed=seed)
+        return built - start, time.perf_counter() - built
 
 
 def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k: int = 6,
@@ -158,10 +165,11 @@ def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k
     """Time one private segmentation on Flower and in process, with bytes and peak memory.
 
     Both read the same partner files (written first, not timed) and keep their partners'
-    state in separate folders, so each builds its own matrix caches. The reference runs the
-    partners one after another; ``workers`` is how many Flower runs at a time (default: the
-    machine's cores, at most 2; 1 is the like-for-like comparison).
+    state in separate folders, so each builds its own matrix caches. ``workers`` is how many
+    partners Flower computes at a time (default: the machine's cores, at most 2); the
+    reference computes one at a time with as many BLAS threads.
     """
+    workers = workers or default_workers()
     preset = load_preset(dataset)
     spec = load_spec(preset.spec_path)
     numeric = [f.column or f.name for f in spec.features if isinstance(f, NumericFeature)]
@@ -169,7 +177,8 @@ def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k
         root = Path(tmp)
         files = write_partner_files(preset.frame, root / "data", partners=partners,
                                     customers=customers, numeric=numeric, seed=seed)
-        build, rounds = _inprocess_seconds(files, preset.spec_path, root / "inprocess", k, seed)
+        build, rounds = _inprocess_seconds(files, preset.spec_path, root / "inprocess", k, seed,
+                                           threads=workers)
         with peak_rss() as peak:
             start = time.perf_counter()
             result = simulate(files, spec_path=preset.spec_path, out_dir=root / "out",
@@ -180,7 +189,7 @@ def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k
         sent = [f.stat().st_size for f in (root / "capture").rglob("*kmeans*.bin")]
     times = result.model.params["round_seconds"]
     return SpeedRow(partners=partners, customers=customers or len(preset.frame),
-                    workers=workers or default_workers(), flower_s=flower,
+                    workers=workers, flower_s=flower,
                     inprocess_s=build + rounds,
                     flower_build_s=sum(t["seconds"] for t in times
                                        if t["message"] == MessageKind.PROFILE),
