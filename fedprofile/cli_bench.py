@@ -92,7 +92,8 @@ def bench_speed(
     k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
     workers: Annotated[int | None, typer.Option(
         min=1, max=64, help="Partners Flower computes at a time (default: cores, at most 2); "
-                            "the in-process reference computes one at a time.")] = None,
+                            "the in-process reference computes one at a time with as many "
+                            "BLAS threads.")] = None,
     plot: Annotated[Path | None, typer.Option(
         help="Also draw wall time and peak memory against customers and partners (PNG).")
     ] = None,
