@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,7 @@ def bench_utility(
     from sim.bench_plots import plot_against_epsilon, response_panels, segment_panels
 
     try:
+        _check_plot_path(plot)
         counts = _partner_counts(partners)
         eps = _epsilon_list(epsilons) if epsilons else EPSILONS
         inits = _init_list(init, INITS) if init else INITS
@@ -103,6 +105,7 @@ def bench_speed(
 
     rows = []
     try:
+        _check_plot_path(plot)
         for n in (int(x) for x in customers.split(",")):
             for m in (int(x) for x in partners.split(",")):
                 with console.status(f"{dataset}: {m} partners, {n or 'all'} customers"):
@@ -113,6 +116,19 @@ def bench_speed(
     typer.echo(speed_table(rows))
     if plot is not None:
         _write_plot(plot, lambda: plot_speed(rows, plot))
+
+
+def _check_plot_path(path: Path | None) -> None:
+    """Refuse a plot path that cannot be written before any benchmark runs."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FedprofileError(f"Cannot write the plot {str(path)!r}: "
+                              f"{exc.strerror or exc}.") from None
+    if not os.access(path.parent, os.W_OK) or path.is_dir():
+        raise FedprofileError(f"Cannot write the plot {str(path)!r}: not a writable file path.")
 
 
 def _write_plot(path: Path, draw: Callable[[], Path]) -> None:

@@ -120,7 +120,7 @@ def test_bad_bench_options_exit_2_with_one_line(args, message) -> None:
     assert "Traceback" not in result.output
 
 
-def test_unwritable_plot_path_is_a_one_line_error(tmp_path: Path) -> None:
+def test_unwritable_plot_path_is_refused_before_the_runs(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     result = runner.invoke(app, ["bench", "utility", "--dataset", "retail", "--k", "2",
@@ -128,6 +128,7 @@ def test_unwritable_plot_path_is_a_one_line_error(tmp_path: Path) -> None:
                                  "--init", "random", "--plot", str(blocker / "x.png")])
     assert result.exit_code == 2
     assert "Cannot write the plot" in " ".join(result.output.split())
+    assert "| random" not in result.output  # refused before any run
     assert "Traceback" not in result.output
 
 
