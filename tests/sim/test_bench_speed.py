@@ -75,3 +75,24 @@ def test_speed_table_and_plot(tmp_path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     with pytest.raises(ValueError, match="two or more"):
         plot_speed(rows[:1], tmp_path / "one.png")
+
+
+def test_partners_given_as_files_cannot_be_evaluated_centrally(tmp_path) -> None:
+    from fedprofile.errors import ContractError
+    from sim.datasets import load_preset
+    from sim.runner import simulate
+
+    files = write_partner_files(_frame(), tmp_path, partners=2, customers=0, numeric=["age"],
+                                seed=0)
+    with pytest.raises(ContractError, match="evaluate=False for partners given as files"):
+        simulate(files, spec_path=load_preset("bank").spec_path, out_dir=tmp_path / "out",
+                 state_dir=tmp_path / "state", run_config={"k": 2}, evaluate=True)
+    assert not (tmp_path / "state").exists()
+
+
+def test_too_few_customers_for_the_partners_is_a_clear_error(tmp_path) -> None:
+    from fedprofile.errors import ContractError
+
+    with pytest.raises(ContractError, match="cannot be split over 10 partners"):
+        write_partner_files(_frame(), tmp_path, partners=10, customers=5, numeric=["age"],
+                            seed=0)
