@@ -19,7 +19,9 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from fedprofile.contract import load_spec
 from fedprofile.errors import ContractError, DataError
+from sim.identity import customer_keys
 from sim.partition import Partition, PartitionRule, partition_frame
 
 __all__ = [
@@ -92,11 +94,13 @@ class Preset:
         Returns
         -------
         list of Partition
-            See :func:`sim.partition.partition_frame`.
+            See :func:`sim.partition.partition_frame`; when the spec groups rows into
+            customers, whole customers are split and counted.
         """
         count = self.default_partners if n_partners is None else n_partners
         rule = PartitionRule("column", column=self.partition_column)
-        return partition_frame(self.frame, rule, count)
+        keys = customer_keys(self.frame, load_spec(self.spec_path))
+        return partition_frame(self.frame, rule, count, customers=keys)
 
 
 @dataclass(frozen=True)

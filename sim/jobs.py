@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from fedprofile.contract import FeatureSpec, load_spec
 from fedprofile.errors import ContractError, DataError
 from fedprofile.io import read_table
+from fedprofile.suggest import did_you_mean
 from privacy.pseudonym import normalize_email
 from sim.datasets import load_preset
-from sim.identity import add_overlap
+from sim.identity import add_overlap, customer_keys
 from sim.partition import Partition, PartitionRule, parse_rule, partition_frame
 
 __all__ = ["prepare_partitions", "preset_partition_file", "rule_from_text"]
@@ -51,14 +53,16 @@ def prepare_partitions(*, dataset: str | None, data: Path | None, spec: Path | N
                                 "'dirichlet:ALPHA:COLUMN').")
         spec_path, frame = spec, read_table(data)  # type: ignore[arg-type]
         rule_text, count = partition_by, partners or DEFAULT_PARTNERS
-    load_spec(spec_path)  # fail early on a bad contract
+    contract = load_spec(spec_path)  # fail early on a bad contract
     rule = rule_from_text(rule_text)
     if rule.column is not None and rule.column not in frame.columns:
-        raise ContractError(f"Partition column {rule.column!r} is not in the data; columns: "
+        raise ContractError(f"Partition column {rule.column!r} is not in the data"
+                            f"{did_you_mean(rule.column, frame.columns)}; columns: "
                             f"{', '.join(map(str, frame.columns[:30]))}.")
-    parts = partition_frame(frame, rule, count, seed=seed)
+    parts = partition_frame(frame, rule, count, seed=seed,
+                            customers=customer_keys(frame, contract))
     if overlap > 0:
-        parts = _with_overlap(parts, load_spec(spec_path), overlap, seed)
+        parts = _with_overlap(parts, contract, overlap, seed)
     return Path(spec_path), parts
 
 
@@ -73,10 +77,9 @@ def _with_overlap(parts: list[Partition], spec: FeatureSpec, share: float, seed:
     tagged = []
     for p in parts:
         canonical = {v: _canonical_email(v) for v in p.frame[column].dropna().unique()}
-        tagged.append(Partition(name=p.name, frame=p.frame.assign(
-            **{key: p.frame[column].map(canonical)})))
+        tagged.append(replace(p, frame=p.frame.assign(**{key: p.frame[column].map(canonical)})))
     shared = add_overlap(tagged, share=share, id_column=key, seed=seed)
-    return [Partition(name=p.name, frame=p.frame.drop(columns=[key])) for p in shared]
+    return [replace(p, frame=p.frame.drop(columns=[key])) for p in shared]
 
 
 def _canonical_email(value: str) -> str | None:

@@ -8,6 +8,10 @@ Three rules are supported, written as short strings on the command line:
 - ``"dirichlet:<alpha>:<label>"``: non-IID label skew; the rows of every label value are
   spread over the partners with proportions drawn from ``Dirichlet(alpha)``.
 
+When rows are transactions (a contract with a ``[customers]`` section), the caller passes
+each row's customer (:func:`sim.identity.customer_keys`) and the rules split customers:
+all rows of a customer go to one partner, and groups are balanced in customers.
+
 Every function here is pure: the same frame, rule, partner count and seed give the same
 partitions, in the same order. Partition frames keep the row index labels of the input.
 """
@@ -23,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from fedprofile.errors import ContractError
+from fedprofile.suggest import did_you_mean
 
 __all__ = [
     "MISSING_VALUE_NAME",
@@ -110,14 +115,31 @@ class Partition:
         Readable partner name, e.g. ``"blue-collar+retired"`` or ``"iid-0"``.
     frame : pandas.DataFrame
         The partner's rows, with the index labels they had in the input frame.
+    customers : int or None, default=None
+        Distinct customers among the rows, when rows are transactions grouped per customer
+        at the partner; None when every row is a customer.
     """
 
     name: str
     frame: pd.DataFrame = field(repr=False)
+    customers: int | None = None
 
     def __len__(self) -> int:
-        """Return the number of rows (customers) of the partner."""
+        """Return the number of rows of the partner."""
         return len(self.frame)
+
+    @property
+    def n_customers(self) -> int:
+        """The partner's number of customers (its rows, when every row is a customer)."""
+        return len(self.frame) if self.customers is None else self.customers
+
+    @property
+    def label(self) -> str:
+        """``name (N customers)``, plus the row count when rows are transactions."""
+        text = f"{self.name} ({self.n_customers:,} customers"
+        if self.customers is not None:
+            text += f", {len(self.frame):,} rows"
+        return text + ")"
 
 
 @dataclass(frozen=True)
@@ -180,14 +202,15 @@ def parse_rule(text: str) -> PartitionRule:
 
 
 def partition_frame(
-    df: pd.DataFrame, rule: PartitionRule, n_partners: int, *, seed: int = 0
+    df: pd.DataFrame, rule: PartitionRule, n_partners: int, *, seed: int = 0,
+    customers: pd.Series | np.ndarray | None = None,
 ) -> list[Partition]:
     """Split a frame into ``n_partners`` disjoint, non-empty partitions.
 
     Parameters
     ----------
     df : pandas.DataFrame
-        One row per customer.
+        One row per customer, or (with ``customers``) several rows per customer.
     rule : PartitionRule
         The splitting rule (see :func:`parse_rule`).
     n_partners : int
@@ -195,30 +218,55 @@ def partition_frame(
     seed : int, default=0
         Seed of ``numpy.random.default_rng`` for the ``"iid"`` and ``"dirichlet"`` rules;
         the ``"column"`` rule is deterministic and ignores it.
+    customers : pandas.Series or ndarray, optional
+        The customer of each row (positionally aligned with ``df``; missing = no customer),
+        for tables whose rows are transactions grouped per customer at the partner (see
+        :func:`sim.identity.customer_keys`). Then a customer's rows all go to one partner,
+        the rules split and balance customers rather than rows, and a customer's value of
+        the rule's column is the one most of its rows hold (ties: its first row's). Rows
+        without a customer are spread evenly (``"iid"``, ``"dirichlet"``) or follow their
+        own value (``"column"``); they count as no customer.
 
     Returns
     -------
     list of Partition
         One partition per partner, in a deterministic order: for ``"column"`` the group
-        holding the most frequent value first; otherwise by partner number.
+        holding the most customers first; otherwise by partner number.
 
     Raises
     ------
     ContractError
         If a parameter is invalid, the rule's column is absent, the column has fewer distinct
-        values than partners, or a partner would receive no rows.
+        values than partners, or a partner would receive no rows (no customer).
     """
     _check_args(df, rule, n_partners, seed)
+    codes = None if customers is None else _customer_codes(df, customers)
+    rows = _Units(df, codes)
+    rng = np.random.default_rng(seed)
+    names = [f"{rule.kind}-{i}" for i in range(n_partners)]
     if rule.kind == "column":
-        parts = _split_by_column(df, str(rule.column), n_partners)
+        values = rows.unit_values(_group_values(df, str(rule.column)))
+        groups = _column_groups(values, str(rule.column), n_partners)
+        names = ["+".join(group) for group in groups]
+        where = {value: g for g, group in enumerate(groups) for value in group}
+        owner = rows.owner(values.map(where).to_numpy(dtype=np.int64),
+                           rows.loose_values(_group_values(df, str(rule.column)), where))
     elif rule.kind == "iid":
-        parts = _split_iid(df, n_partners, seed)
+        owner = rows.owner(_iid_owner(rows.n_units, n_partners, rng),
+                           _iid_owner(rows.n_loose, n_partners, rng))
     else:
-        parts = _split_dirichlet(df, str(rule.column), float(rule.alpha or 0.0), n_partners, seed)
+        labels = rows.unit_values(_group_values(df, str(rule.column))).to_numpy()
+        owner = rows.owner(_dirichlet_owner(labels, float(rule.alpha or 0.0), n_partners, rng),
+                           _iid_owner(rows.n_loose, n_partners, rng))
+    counts = rows.customers_per_owner(n_partners)
+    parts = [Partition(name, df.iloc[np.flatnonzero(owner == i)],
+                       None if counts is None else int(counts[i]))
+             for i, name in enumerate(names)]
     for part in parts:
-        if part.frame.empty:
+        if part.frame.empty or part.customers == 0:
+            what = "no rows" if part.frame.empty else "no customer"
             raise ContractError(
-                f"Partner {part.name!r} received no rows under rule {str(rule)!r} with "
+                f"Partner {part.name!r} received {what} under rule {str(rule)!r} with "
                 f"n_partners={n_partners}, seed={seed}. Every partner must hold data: use fewer "
                 "partners, a larger alpha or another seed."
             )
@@ -264,7 +312,8 @@ def _check_args(df: pd.DataFrame, rule: PartitionRule, n_partners: int, seed: in
         )
     if rule.column is not None and rule.column not in df.columns:
         raise ContractError(
-            f"The partition column {rule.column!r} of rule {str(rule)!r} is not in the frame. "
+            f"The partition column {rule.column!r} of rule {str(rule)!r} is not in the frame"
+            f"{did_you_mean(rule.column, df.columns)}. "
             f"Available columns: {', '.join(map(str, df.columns))}."
         )
 
@@ -292,9 +341,67 @@ def _greedy_groups(counts: pd.Series, n_groups: int) -> list[list[str]]:
     return groups
 
 
-def _split_by_column(df: pd.DataFrame, column: str, n_partners: int) -> list[Partition]:
-    """One partner per value (or balanced group of values) of ``column``."""
-    values = _group_values(df, column)
+class _Units:
+    """Rows grouped into the units a split assigns: customers, or single rows.
+
+    ``codes`` gives each row's customer number (``-1``: no customer); without codes every
+    row is its own unit. Rows without a customer are "loose": assigned apart, never counted.
+    """
+
+    def __init__(self, df: pd.DataFrame, codes: np.ndarray | None) -> None:
+        self._keyed = codes is not None
+        self._codes = np.arange(len(df)) if codes is None else codes
+        self.n_units = int(self._codes.max()) + 1 if len(self._codes) else 0
+        self._loose = np.flatnonzero(self._codes < 0)
+        self.n_loose = len(self._loose)
+        self._unit_owner = np.zeros(0, dtype=np.int64)
+
+    def unit_values(self, values: pd.Series) -> pd.Series:
+        """Each unit's value: the one most of its rows hold, ties broken by its first row."""
+        if not self._keyed:
+            return values.reset_index(drop=True)
+        rows = pd.DataFrame({"unit": self._codes, "value": values.to_numpy(),
+                             "pos": np.arange(len(values))}).loc[self._codes >= 0]
+        stats = rows.groupby(["unit", "value"], sort=False)["pos"].agg(["size", "min"])
+        stats = stats.reset_index().sort_values(["unit", "size", "min"],
+                                                ascending=[True, False, True])
+        chosen = stats.drop_duplicates("unit").set_index("unit")["value"]
+        return chosen.reindex(range(self.n_units)).reset_index(drop=True)
+
+    def loose_values(self, values: pd.Series, where: dict[str, int]) -> np.ndarray:
+        """Groups of the loose rows by their own value; unknown values go to group 0."""
+        own = values.to_numpy()[self._loose]
+        return np.asarray([where.get(v, 0) for v in own], dtype=np.int64)
+
+    def owner(self, unit_owner: np.ndarray, loose_owner: np.ndarray) -> np.ndarray:
+        """The partner of every row, from its unit's partner (or its own, when loose)."""
+        owner = unit_owner[np.maximum(self._codes, 0)] if self.n_units else \
+            np.zeros(len(self._codes), dtype=np.int64)
+        owner[self._loose] = loose_owner
+        self._unit_owner = unit_owner
+        return owner
+
+    def customers_per_owner(self, n_partners: int) -> np.ndarray | None:
+        """Customers of each partner (None when rows are customers)."""
+        if not self._keyed:
+            return None
+        return np.bincount(self._unit_owner, minlength=n_partners)
+
+
+def _customer_codes(df: pd.DataFrame, customers: pd.Series | np.ndarray) -> np.ndarray:
+    """Customer numbers ``0..n-1`` of the rows in order of appearance; ``-1`` for none."""
+    keys = np.asarray(customers, dtype=object)
+    if keys.ndim != 1 or len(keys) != len(df):
+        raise ContractError(
+            "The 'customers' parameter of partition_frame must hold one customer key per row "
+            f"of the frame ({len(df)}). Got {keys.shape[0] if keys.ndim else 0} instead."
+        )
+    codes, _ = pd.factorize(pd.Series(keys), use_na_sentinel=True)
+    return codes.astype(np.int64)
+
+
+def _column_groups(values: pd.Series, column: str, n_partners: int) -> list[list[str]]:
+    """Balanced groups of the values of ``column`` (by units), one per partner."""
     counts = values.value_counts(sort=False)
     if len(counts) < n_partners:
         raise ContractError(
@@ -302,31 +409,25 @@ def _split_by_column(df: pd.DataFrame, column: str, n_partners: int) -> list[Par
             f"distinct values of column {column!r} ({len(counts)}). Got {n_partners} instead. "
             "Use fewer partners, another column, or the 'iid' or 'dirichlet' rule."
         )
-    groups = _greedy_groups(counts, n_partners)
-    return [Partition("+".join(group), df.loc[values.isin(group).to_numpy()]) for group in groups]
+    return _greedy_groups(counts, n_partners)
 
 
-def _split_iid(df: pd.DataFrame, n_partners: int, seed: int) -> list[Partition]:
-    """Cut a seeded shuffle into ``n_partners`` parts whose sizes differ by at most one."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(df))
-    chunks = np.array_split(order, n_partners)
-    return [Partition(f"iid-{i}", df.iloc[np.sort(chunk)]) for i, chunk in enumerate(chunks)]
+def _iid_owner(n_units: int, n_partners: int, rng: np.random.Generator) -> np.ndarray:
+    """Partners of a seeded shuffle of the units cut into parts differing by at most one."""
+    owner = np.empty(n_units, dtype=np.int64)
+    for partner, chunk in enumerate(np.array_split(rng.permutation(n_units), n_partners)):
+        owner[chunk] = partner
+    return owner
 
 
-def _split_dirichlet(
-    df: pd.DataFrame, column: str, alpha: float, n_partners: int, seed: int
-) -> list[Partition]:
-    """Spread each label value's rows over partners with Dirichlet(alpha) proportions."""
-    rng = np.random.default_rng(seed)
-    labels = _group_values(df, column).to_numpy()
-    owner = np.empty(len(df), dtype=np.int64)
+def _dirichlet_owner(labels: np.ndarray, alpha: float, n_partners: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Spread each label value's units over partners with Dirichlet(alpha) proportions."""
+    owner = np.empty(len(labels), dtype=np.int64)
     for label in sorted(set(labels.tolist())):
         positions = rng.permutation(np.flatnonzero(labels == label))
         shares = rng.dirichlet(np.full(n_partners, alpha))
         cuts = np.floor(np.cumsum(shares)[:-1] * len(positions)).astype(np.int64)
         for partner, chunk in enumerate(np.split(positions, cuts)):
             owner[chunk] = partner
-    return [
-        Partition(f"dirichlet-{i}", df.iloc[np.flatnonzero(owner == i)]) for i in range(n_partners)
-    ]
+    return owner

@@ -181,3 +181,17 @@ def test_retail_full_shares_the_retail_spec(presets: dict[str, Preset]) -> None:
         spec = tomllib.load(handle)
     assert all(f in preset.frame.columns for f in spec["features"])
     assert "future_spend" not in preset.frame.columns
+
+
+def test_retail_transactions_partners_hold_whole_customers(presets: dict[str, Preset]) -> None:
+    """The raw-lines preset splits people, not lines: 4,372 customers, each at one partner."""
+    parts = presets["retail-transactions"].partitions()
+    assert sum(p.n_customers for p in parts) == 4_372
+    assert sum(len(p.frame) for p in parts) == len(presets["retail-transactions"].frame)
+    for p in parts:
+        assert p.n_customers < len(p.frame)
+        assert f"{p.n_customers:,} customers" in p.label
+    emails = [set(p.frame["email"].str.strip().str.lower()) for p in parts]
+    for i, first in enumerate(emails):
+        for second in emails[i + 1:]:
+            assert not first & second
