@@ -18,12 +18,14 @@ import pyarrow.parquet as pq
 from fedprofile.errors import ContractError, DataError
 
 __all__ = [
+    "SEPARATORS",
     "SUPPORTED_SUFFIXES",
     "check_document",
     "iter_table",
     "json_safe",
     "read_document",
     "read_table",
+    "sniff_separator",
     "write_document",
     "write_table",
 ]
@@ -40,14 +42,69 @@ def _suffix(path: Path) -> str:
                     f"{', '.join(SUPPORTED_SUFFIXES)}.")
 
 
-def _sniff_separator(path: Path, compressed: bool) -> str:
+SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+"""The CSV separators read, by name."""
+
+_SNIFF_BYTES, _SNIFF_LINES = 64 * 1024, 200
+
+
+def _head_lines(path: Path, compressed: bool) -> list[str]:
+    """The file's first complete lines (at most ``_SNIFF_LINES`` within 64 KiB)."""
     opener = gzip.open if compressed else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:  # type: ignore[operator]
-        head = fh.read(64 * 1024)
-    try:
-        return csv.Sniffer().sniff(head.splitlines()[0] if head else "", ",;\t|").delimiter
-    except csv.Error:
-        return ","
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:  # type: ignore[operator]
+        head = fh.read(_SNIFF_BYTES)
+    lines = head.splitlines(keepends=True)
+    if len(head) == _SNIFF_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut
+    return [line for line in lines[:_SNIFF_LINES] if line.strip()]
+
+
+def sniff_separator(lines: list[str]) -> str:
+    """The separator among ``, ; tab |`` that best splits a CSV file's first lines.
+
+    A candidate must split the header into two columns or more; among those, the one that
+    splits the most rows into as many fields as the header wins, then the one giving more
+    columns (a ``;`` file with decimal commas: ``;``), then the order ``, ; tab |``. Quoted
+    fields are honoured (:mod:`csv`). A single column (no candidate) reads with ``,``.
+
+    Parameters
+    ----------
+    lines : list of str
+        The header line and the first data lines.
+
+    Returns
+    -------
+    str
+        The separator.
+    """
+    best, best_key = ",", None
+    for rank, sep in enumerate(SEPARATORS):
+        widths = [len(row) for row in csv.reader(lines, delimiter=sep) if row]
+        if not widths or widths[0] < 2:
+            continue
+        body = widths[1:]
+        agree = sum(w == widths[0] for w in body) / len(body) if body else 1.0
+        key = (agree >= 0.9, widths[0], agree, -rank)
+        if best_key is None or key > best_key:
+            best, best_key = sep, key
+    return best
+
+
+def _sniff_separator(path: Path, compressed: bool) -> str:
+    return sniff_separator(_head_lines(path, compressed))
+
+
+def _check_columns(path: Path, columns: pd.Index) -> None:
+    """Refuse a CSV that reads as one column whose name holds a separator character."""
+    if len(columns) != 1:
+        return
+    header = str(columns[0])
+    found = [name for sep, name in SEPARATORS.items() if sep in header]
+    if found:
+        raise DataError(f"Data file {str(path)!r} reads as one column, but its header holds "
+                        f"{found[0]} characters: it looks {found[0]}-separated with lines "
+                        "that do not split consistently (is each line quoted whole?). Write "
+                        "it with one of the separators , ; tab or | and quote only fields.")
 
 
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError,
@@ -63,13 +120,18 @@ def _table_file(path: str | Path) -> tuple[Path, str]:
 
 
 def _unreadable(path: Path, exc: Exception) -> DataError:
+    if isinstance(exc, UnicodeDecodeError):
+        return DataError(f"Data file {str(path)!r} could not be read as UTF-8 text; save it "
+                         "as UTF-8 CSV (or Parquet).")
     return DataError(f"Data file {str(path)!r} could not be read ({type(exc).__name__}); "
                      "is it a valid CSV or Parquet file?")
 
 
 def read_table(path: str | Path, *, columns: list[str] | None = None,
                text_columns: Collection[str] = ()) -> pd.DataFrame:
-    """Read a CSV (``,``/``;``/tab separated, optionally gzip'd) or Parquet file.
+    """Read a CSV (``,``/``;``/tab/``|`` separated, optionally gzip'd) or Parquet file.
+
+    The CSV separator is found from the first lines (:func:`sniff_separator`).
 
     Parameters
     ----------
@@ -83,7 +145,8 @@ def read_table(path: str | Path, *, columns: list[str] | None = None,
     Raises
     ------
     DataError
-        If the file is missing, of an unsupported type, unreadable or empty.
+        If the file is missing, of an unsupported type, unreadable, not UTF-8, empty, or a
+        CSV that reads as one column whose header holds a separator.
     """
     p, suffix = _table_file(path)
     try:
@@ -95,6 +158,8 @@ def read_table(path: str | Path, *, columns: list[str] | None = None,
                                 dtype=dict.fromkeys(text_columns, str))
     except _READ_ERRORS as exc:
         raise _unreadable(p, exc) from None
+    if suffix not in (".parquet", ".pq"):
+        _check_columns(p, frame.columns)
     if frame.empty:
         raise DataError(f"Data file {str(p)!r} has no rows.")
     if columns is not None and suffix not in (".parquet", ".pq"):
@@ -118,7 +183,7 @@ def iter_table(path: str | Path, *, chunk_rows: int, columns: Collection[str] | 
     Raises
     ------
     DataError
-        If the file is missing, of an unsupported type, unreadable or empty.
+        As :func:`read_table`.
     """
     p, suffix = _table_file(path)
     rows = 0
@@ -132,12 +197,15 @@ def iter_table(path: str | Path, *, chunk_rows: int, columns: Collection[str] | 
         else:
             sep = _sniff_separator(p, suffix == ".csv.gz")
             header = pd.read_csv(p, sep=sep, nrows=0).columns
+            _check_columns(p, header)
             with pd.read_csv(p, sep=sep, chunksize=chunk_rows, low_memory=False,
                              usecols=_present(header, columns),
                              dtype=dict.fromkeys(text_columns, str)) as reader:
                 for chunk in reader:
                     rows += len(chunk)
                     yield chunk
+    except DataError:
+        raise
     except _READ_ERRORS as exc:
         raise _unreadable(p, exc) from None
     if rows == 0:
