@@ -7,20 +7,25 @@ pseudonymisation, so each customer contributes exactly one vector (the unit of p
     [customers]
     id = "pid"                      # (pseudonymous) customer id column
     date = "InvoiceDate"            # date column, for recency/tenure and the snapshot window
-    snapshot = "2011-12-10"         # public snapshot date; rows on or after it are ignored
+    date_format = "%Y%m%d"          # optional; ISO 8601 (2011-12-09 08:26:00) by default
+    snapshot = "2011-12-10"         # public snapshot date (ISO 8601); rows on or after it
+                                    # are ignored
 
-    [customers.rows]                # row-level columns (pandas expressions over the row)
+    [customers.rows]                # row-level columns (expressions over the row)
     amount = "Quantity * UnitPrice"
 
     [customers.aggregates.monetary] # per-customer aggregates
     function = "sum"                # count sum mean min max distinct_count recency_days tenure_days
     source = "amount"
-    where = "Quantity > 0"          # optional row filter (pandas query)
+    where = "Quantity > 0"          # optional row filter (expression)
 
     [customers.derived]             # expressions over the aggregates
     mean_basket = "monetary / frequency"
 
-Expressions are evaluated by pandas (``DataFrame.eval``/``query``) on the partner's own data.
+Expressions use the small allow-listed language of :mod:`fedprofile.expressions` (column
+names, literals, arithmetic, comparisons, boolean operators and a few named functions); they
+are validated when the contract is loaded and evaluated column-wise on the partner's own
+data, never by ``eval``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fedprofile.errors import ContractError, DataError
+from fedprofile.expressions import parse_expression
 
 __all__ = [
     "AGGREGATE_FUNCTIONS",
@@ -97,6 +104,7 @@ class CustomerAggregation:
     id: str = "pid"
     date: str | None = None
     snapshot: str | None = None
+    date_format: str | None = None
     rows: dict[str, str] = field(default_factory=dict)
     aggregates: tuple[Aggregate, ...] = ()
     derived: dict[str, str] = field(default_factory=dict)
@@ -110,6 +118,8 @@ class CustomerAggregation:
             d["date"] = self.date
         if self.snapshot:
             d["snapshot"] = self.snapshot
+        if self.date_format:
+            d["date_format"] = self.date_format
         return d
 
 
@@ -137,17 +147,46 @@ def parse_identity(section: Any, source: str) -> IdentitySpec:
     return IdentitySpec(email=email, phone=phone, region=str(region))
 
 
+def _check_expression(text: Any, source: str, where: str) -> str:
+    if not isinstance(text, str):
+        raise _err(source, where, "must be an expression (a string).")
+    try:
+        parse_expression(text)
+    except ContractError as exc:
+        raise _err(source, where, str(exc)) from None
+    return text
+
+
 def _expressions(section: Any, source: str, where: str) -> dict[str, str]:
     if not isinstance(section, dict) or not all(isinstance(v, str) for v in section.values()):
         raise _err(source, where, "must map column names to expressions (strings).")
-    return dict(section)
+    return {name: _check_expression(text, source, f"{where} {name}")
+            for name, text in section.items()}
+
+
+def _check_date_format(date_format: Any, source: str) -> str | None:
+    if date_format is None:
+        return None
+    where = "[customers] date_format"
+    if not isinstance(date_format, str) or "%" not in date_format:
+        raise _err(source, where, f"must be a strptime format such as \"%Y%m%d\"; got "
+                   f"{date_format!r}.")
+    sample = pd.Timestamp("2001-02-03 04:05:06")
+    try:
+        ok = pd.to_datetime(sample.strftime(date_format), format=date_format) is not pd.NaT
+    except ValueError:
+        ok = False
+    if not ok:
+        raise _err(source, where, f"{date_format!r} is not a usable strptime format.")
+    return date_format
 
 
 def parse_customers(section: Any, source: str) -> CustomerAggregation:
     """Parse the ``[customers]`` section."""
     if not isinstance(section, dict):
         raise _err(source, "[customers]", "must be a table.")
-    unknown = set(section) - {"id", "date", "snapshot", "rows", "aggregates", "derived"}
+    unknown = set(section) - {"id", "date", "date_format", "snapshot", "rows", "aggregates",
+                              "derived"}
     if unknown:
         raise _err(source, "[customers]", f"unknown key(s) {sorted(unknown)}.")
     aggregates = []
@@ -161,9 +200,15 @@ def parse_customers(section: Any, source: str) -> CustomerAggregation:
                        f" Got {function!r} instead.")
         if function not in ("count", "recency_days", "tenure_days") and not decl.get("source"):
             raise _err(source, where, f"function {function!r} needs a 'source' column.")
+        for key in ("source", "where"):
+            if decl.get(key) is not None:
+                _check_expression(decl[key], source, f"{where} {key}")
         aggregates.append(Aggregate(name=name, function=function, source=decl.get("source"),
                                     where=decl.get("where")))
     date, snapshot = section.get("date"), section.get("snapshot")
+    date_format = _check_date_format(section.get("date_format"), source)
+    if date_format and not date:
+        raise _err(source, "[customers]", "'date_format' needs a 'date' column.")
     if any(a.function in ("recency_days", "tenure_days") for a in aggregates) and \
             not (date and snapshot):
         raise _err(source, "[customers]", "recency_days/tenure_days need 'date' and 'snapshot'.")
@@ -176,7 +221,7 @@ def parse_customers(section: Any, source: str) -> CustomerAggregation:
         raise _err(source, "[customers]", "declare at least one aggregate.")
     return CustomerAggregation(
         id=str(section.get("id", "pid")), date=date,
-        snapshot=None if snapshot is None else str(snapshot),
+        snapshot=None if snapshot is None else str(snapshot), date_format=date_format,
         rows=_expressions(section.get("rows", {}), source, "[customers.rows]"),
         aggregates=tuple(aggregates),
         derived=_expressions(section.get("derived", {}), source, "[customers.derived]"))
@@ -184,10 +229,50 @@ def parse_customers(section: Any, source: str) -> CustomerAggregation:
 
 def _evaluate(frame: pd.DataFrame, expression: str, what: str, source: str) -> Any:
     try:
-        return frame.eval(expression, engine="python")
-    except Exception as exc:  # noqa: BLE001 - pandas raises many types; name the expression
-        raise DataError(f"{source}: {what} = {expression!r} cannot be evaluated "
-                        f"({type(exc).__name__}); check the column names.") from None
+        return parse_expression(expression).evaluate(frame)
+    except ContractError as exc:
+        raise DataError(f"{source}: {what} = {expression!r} is not allowed: {exc}") from None
+    except DataError as exc:  # names columns and operations only, never values
+        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - pandas raises many types; messages may hold values
+        reason = type(exc).__name__
+    raise DataError(f"{source}: {what} = {expression!r} cannot be evaluated ({reason}); "
+                    "check the column names.")
+
+
+def _as_text(value: Any) -> str:
+    """``20111209`` and ``20111209.0`` (an integer column with gaps) -> ``"20111209"``."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _parse_dates(values: pd.Series, column: str, date_format: str | None,
+                 source: str) -> pd.Series:
+    """Parse a date column: ISO 8601 by default, else ``date_format``; never epoch numbers."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values
+    else:
+        numeric = pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+        if numeric and date_format is None:
+            raise DataError(f"{source}: the date column {column!r} holds numbers, not dates; "
+                            "declare their format in [customers], e.g. "
+                            "date_format = \"%Y%m%d\" for 20111209.")
+        text = values if pd.api.types.is_string_dtype(values) and not numeric else \
+            values.map(_as_text, na_action="ignore").astype(object)
+        parsed = pd.to_datetime(text, errors="coerce", format=date_format or "ISO8601")
+        bad = int((parsed.isna() & values.notna()).sum())
+        if bad:
+            expected = f"the declared date_format {date_format!r}" if date_format else \
+                "ISO 8601, e.g. 2011-12-09 or 2011-12-09 08:26:00 (else declare date_format)"
+            raise DataError(f"{source}: {bad} of {int(values.notna().sum())} values of the "
+                            f"date column {column!r} do not match {expected}.")
+    days = parsed.dropna().dt.normalize()
+    if len(days) > 1 and days.nunique() == 1:
+        raise DataError(f"{source}: all {len(days)} values of the date column {column!r} "
+                        "fall on the same day, so recency and tenure would carry no "
+                        "information; check the column and its date_format.")
+    return parsed
 
 
 def _aggregate_one(rows: pd.DataFrame, agg: Aggregate, spec: CustomerAggregation,
@@ -226,11 +311,7 @@ def aggregate_customers(frame: pd.DataFrame, spec: CustomerAggregation, *,
     rows = frame.loc[frame[spec.id].notna()].copy()
     snapshot = pd.Timestamp(spec.snapshot) if spec.snapshot else None
     if spec.date:
-        parsed = pd.to_datetime(rows[spec.date], errors="coerce", format="mixed")
-        if (parsed.isna() & rows[spec.date].notna()).any():
-            raise DataError(f"{source}: some values of the date column {spec.date!r} are not "
-                            "dates (ISO 8601, e.g. 2011-12-09 or 2011-12-09 08:26:00).")
-        rows[spec.date] = parsed
+        rows[spec.date] = _parse_dates(rows[spec.date], spec.date, spec.date_format, source)
         if snapshot is not None:
             rows = rows.loc[rows[spec.date] < snapshot]
     for name, expression in spec.rows.items():

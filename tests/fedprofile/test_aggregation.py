@@ -184,7 +184,8 @@ def test_a_source_expression_is_evaluated_per_row() -> None:
 
 def test_no_customer_left_raises_data_error() -> None:
     # Prepare: every line is on or after the snapshot
-    frame = _transactions().assign(date="2021-01-01 00:00")
+    frame = _transactions().assign(date=["2021-01-01 00:00", "2021-01-02 00:00"] * 3
+                                   + ["2021-01-03 00:00"])
 
     # Execute / Assert
     with pytest.raises(DataError, match="no customer left"):
@@ -352,3 +353,136 @@ def test_customer_table_with_identity_but_no_aggregation_keeps_one_row_per_line(
     assert table.columns.tolist() == ["pid", "lines"]
     assert table["lines"].tolist() == [1, 3]
     assert table["pid"].nunique() == 1
+
+
+# --- dates are explicit: ISO 8601 by default, else the declared date_format ---------------
+
+DATED = {"id": "cid", "date": "date", "snapshot": "1997-01-10",
+         "aggregates": {"recency": {"function": "recency_days"},
+                        "tenure": {"function": "tenure_days"}}}
+
+
+def _dated(dates: list[Any], **changes: Any) -> tuple[pd.DataFrame, CustomerAggregation]:
+    frame = pd.DataFrame({"cid": ["a", "a", "b", "b"][:len(dates)], "date": dates})
+    return frame, parse_customers({**DATED, **changes}, "t")
+
+
+def test_integer_dates_without_a_format_are_a_data_error_not_epoch_nanoseconds() -> None:
+    # Prepare: read as nanoseconds since 1970 these would all be 1970-01-01
+    frame, spec = _dated([19970101, 19970105, 19970102, 19970108])
+
+    # Execute / Assert
+    with pytest.raises(DataError, match=r"partner\.csv: the date column 'date' holds numbers"
+                                        r".*date_format = \"%Y%m%d\""):
+        aggregate_customers(frame, spec, source="partner.csv")
+
+
+@pytest.mark.parametrize("dates", [
+    [19970101, 19970105, 19970102, 19970108],
+    [19970101.0, 19970105.0, 19970102.0, 19970108.0],
+    ["19970101", "19970105", "19970102", "19970108"],
+], ids=["int", "float", "text"])
+def test_declared_date_format_reads_integer_dates(dates) -> None:
+    # Prepare
+    frame, spec = _dated(dates, date_format="%Y%m%d")
+
+    # Execute
+    out = aggregate_customers(frame, spec)
+
+    # Assert: snapshot 1997-01-10
+    assert out.loc["a"].tolist() == [5.0, 9.0]
+    assert out.loc["b"].tolist() == [2.0, 8.0]
+
+
+def test_integer_dates_with_gaps_are_read_with_the_format() -> None:
+    # Prepare: a CSV integer column with a gap is read as floats
+    frame, spec = _dated([19970101.0, np.nan, 19970102.0, 19970108.0], date_format="%Y%m%d")
+
+    # Execute
+    out = aggregate_customers(frame, spec)
+
+    # Assert: the undated row is kept out of the dates (missing, not a bad value)
+    assert out.loc["b"].tolist() == [2.0, 8.0]
+    assert out.loc["a"].tolist() == [9.0, 9.0]
+
+
+def test_day_first_dates_with_a_declared_format() -> None:
+    # Prepare
+    frame, spec = _dated(["01/01/1997", "05/01/1997", "02/01/1997", "08/01/1997"],
+                         date_format="%d/%m/%Y")
+
+    # Execute
+    out = aggregate_customers(frame, spec)
+
+    # Assert
+    assert out.loc["a"].tolist() == [5.0, 9.0]
+
+
+def test_values_not_matching_the_declared_format_are_counted_not_shown() -> None:
+    # Prepare
+    frame, spec = _dated([19970101, 1997010, 19971301, 19970108], date_format="%Y%m%d")
+
+    # Execute / Assert
+    with pytest.raises(DataError, match=r"partner\.csv: 2 of 4 values of the date column "
+                                        r"'date' do not match the declared date_format "
+                                        r"'%Y%m%d'") as info:
+        aggregate_customers(frame, spec, source="partner.csv")
+    assert "1997010" not in str(info.value) and "19971301" not in str(info.value)
+
+
+def test_dates_are_iso_8601_by_default() -> None:
+    # Prepare: US-style dates were guessed before; now they need a declared format
+    frame, spec = _dated(["1997-01-01", "01/05/1997", "1997-01-02", "01/08/1997"])
+
+    # Execute / Assert
+    with pytest.raises(DataError, match=r"2 of 4 values of the date column 'date' do not "
+                                        r"match ISO 8601.*declare date_format"):
+        aggregate_customers(frame, spec)
+
+
+def test_date_column_with_a_single_day_is_a_data_error() -> None:
+    # Prepare: a wrongly read column typically collapses to one day
+    frame, spec = _dated(["1997-01-01 08:00", "1997-01-01 09:00", "1997-01-01",
+                          "1997-01-01 23:00"])
+
+    # Execute / Assert
+    with pytest.raises(DataError, match=r"all 4 values of the date column 'date' fall on "
+                                        "the same day"):
+        aggregate_customers(frame, spec)
+
+
+def test_datetime_column_is_used_as_it_is() -> None:
+    # Prepare
+    frame, spec = _dated(list(pd.to_datetime(["1997-01-01", "1997-01-05", "1997-01-02",
+                                              "1997-01-08"])))
+
+    # Execute
+    out = aggregate_customers(frame, spec)
+
+    # Assert
+    assert out.loc["a"].tolist() == [5.0, 9.0]
+
+
+@pytest.mark.parametrize(("changes", "match"), [
+    ({"date_format": "YYYYMMDD"}, r"\[customers\] date_format: must be a strptime format"),
+    ({"date_format": 19970101}, r"\[customers\] date_format: must be a strptime format"),
+    ({"date_format": "%Y%m%d", "date": None, "aggregates": {"n": {"function": "count"}}},
+     "'date_format' needs a 'date' column"),
+], ids=["no-directive", "not-text", "without-date"])
+def test_invalid_date_format_is_a_contract_error(changes, match) -> None:
+    section = {k: v for k, v in {**DATED, **changes}.items() if v is not None}
+    with pytest.raises(ContractError, match=match):
+        parse_customers(section, "t")
+
+
+def test_date_format_round_trips_through_to_dict() -> None:
+    # Prepare
+    spec = FeatureSpec.from_dict({"features": FEATURES,
+                                  "customers": {**DATED, "date_format": "%Y%m%d"}})
+
+    # Execute
+    again = FeatureSpec.from_dict(spec.to_dict())
+
+    # Assert
+    assert again.customers is not None and again.customers.date_format == "%Y%m%d"
+    assert again.fingerprint() == spec.fingerprint()
