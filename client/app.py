@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.capture import make_capture_mod
+from client.redact import redact_local_paths
 from client.response import clipped_gradient_sum, gram_statistics
 from client.site import PartnerSite
 from client.statistics import cluster_partials
@@ -40,6 +41,7 @@ from fedprofile.protocol import (
     KMeansRequest,
     ProfileReply,
     ProfileRequest,
+    ResponseTask,
     ScoreReply,
     ScoreRequest,
 )
@@ -48,7 +50,8 @@ from fedprofile.scoring import score_customers
 from fedprofile.segment_model import SegmentModel
 from privacy.mechanisms import GaussianMechanism
 
-__all__ = ["app", "build_client_app"]
+__all__ = ["app", "build_client_app", "error_for", "gradient", "gram", "kmeans", "profile",
+           "score"]
 
 log = logging.getLogger("fedprofile.client")
 
@@ -62,12 +65,16 @@ _ERROR_CODES: tuple[tuple[type[Exception], int], ...] = (
 
 
 def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
-    """Check the announced run against the contract and the policy; release nothing."""
+    """Accept the announced run and its whole plan against the policy; release nothing.
+
+    The plan is stored in the partner's ledger: every later release of the run must be one
+    of its releases. The data is checked against the run (``k``, ``target``) so that a run
+    that cannot finish is refused before anything is spent.
+    """
     site.check_contract(request.spec_fingerprint)
-    site.guard.check(run_id=request.run_id, stage="profile", events=request.planned_events,
-                     delta=request.delta)
-    for stage in request.stages:
-        site.guard.check(run_id=request.run_id, stage=stage, events=(), delta=request.delta)
+    site.guard.accept_plan(run_id=request.run_id, stages=request.stages,
+                           events=request.planned_events, delta=request.delta,
+                           min_segment_size=request.min_segment_size)
     site.ledger.start_run(run_id=request.run_id, party=site.name,
                           epsilon_target=request.epsilon_target, delta=request.delta)
     site.matrix()  # fail early on a bad data file, before any release
@@ -77,12 +84,20 @@ def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
                         epsilon_remaining=site.guard.remaining())
 
 
+def _check_centre_count(site: PartnerSite, count: int, what: str) -> None:
+    limit = site.policy.max_candidate_centres
+    if count > limit:
+        raise ProtocolError(f"{what}: {count} centres; this partner accepts at most {limit} "
+                            "(policy 'max_candidate_centres').")
+
+
 def kmeans(request: KMeansRequest, site: PartnerSite) -> KMeansReply:
     """Noised per-centre sums and counts of the partner's customers."""
     site.check_contract(request.spec_fingerprint)
     if request.centers.shape[1] != site.spec.dim:
         raise ProtocolError(f"train.kmeans request: centres have {request.centers.shape[1]} "
                             f"coordinates; the contract has {site.spec.dim}.")
+    _check_centre_count(site, request.centers.shape[0], "train.kmeans request")
     sum_mech = GaussianMechanism(sensitivity=site.spec.norm_bound,
                                  noise_multiplier=request.sum_noise_multiplier)
     count_mech = GaussianMechanism(sensitivity=1.0,
@@ -90,25 +105,33 @@ def kmeans(request: KMeansRequest, site: PartnerSite) -> KMeansReply:
     where = {"stage": request.stage, "round": request.round}
     events = (sum_mech.event(component="sums", **where),
               count_mech.event(component="counts", **where))
-    site.guard.authorize(run_id=request.run_id, stage="kmeans", events=events,
-                         delta=site.policy.delta)
     sums, counts = cluster_partials(site.matrix(), request.centers)
-    rng = site.rng(stage=request.stage, round=request.round)
+    site.guard.authorize(run_id=request.run_id, stage="kmeans", events=events)
+    rng = site.rng(run_id=request.run_id, stage=request.stage, round=request.round,
+                   request=request.centers)
     return KMeansReply(sums=sum_mech.randomise(sums, rng),
                        counts=count_mech.randomise(counts, rng), events=events)
+
+
+def _response_stage(site: PartnerSite, task: ResponseTask) -> str:
+    """The policy stage of a Gram release: follows from the target's kind in the contract."""
+    target = site.spec.targets.get(task.target)
+    if target is None:
+        raise ContractError(f"Target {task.target!r} is not declared in the partner's contract.")
+    _check_centre_count(site, task.segment_centers.shape[0], f"{task.stage} request segments")
+    return "logistic" if target.kind == "binary" else "ridge"
 
 
 def gram(request: GramRequest, site: PartnerSite) -> GramReply:
     """Noised ``Z'Z`` (and ``Z'y``) of the partner's training customers."""
     task = request.task
     site.check_contract(task.spec_fingerprint)
-    if task.target not in site.spec.targets:
-        raise ContractError(f"Target {task.target!r} is not declared in the partner's contract.")
+    stage = _response_stage(site, task)
     bound = design_norm_bound(site.spec, task.target,
                               segment_aware=bool(task.segment_centers.size))
     gram_mech = GaussianMechanism(sensitivity=bound**2,
                                   noise_multiplier=request.gram_noise_multiplier)
-    where = {"stage": task.stage, "round": task.round}
+    where = {"stage": stage, "round": task.round}
     events = [gram_mech.event(component="gram", **where)]
     target_mech = None
     if request.with_target:
@@ -117,10 +140,10 @@ def gram(request: GramRequest, site: PartnerSite) -> GramReply:
             noise_multiplier=request.target_noise_multiplier)
         events.append(target_mech.event(component="xty", **where))
     data = site.design(task)
-    site.guard.authorize(run_id=task.run_id, stage=task.stage, events=events,
-                         delta=site.policy.delta)
     upper, xty = gram_statistics(data.z_train, data.y_train if target_mech else None)
-    rng = site.rng(stage=task.stage, round=task.round)
+    site.guard.authorize(run_id=task.run_id, stage=stage, events=events)
+    rng = site.rng(run_id=task.run_id, stage=stage, round=task.round,
+                   request=task.segment_centers)
     return GramReply(gram_upper=gram_mech.randomise(upper, rng),
                      xty=target_mech.randomise(xty, rng) if target_mech else xty,
                      events=tuple(events))
@@ -130,28 +153,26 @@ def gradient(request: GradientRequest, site: PartnerSite) -> GradientReply:
     """Noised sum of the per-customer clipped logistic-loss gradients at ``theta``."""
     task = request.task
     site.check_contract(task.spec_fingerprint)
-    if site.spec.targets.get(task.target) is None or \
-            site.spec.targets[task.target].kind != "binary":
+    if _response_stage(site, task) != "logistic":
         raise ContractError(f"Logistic regression needs a binary target; {task.target!r} is "
                             "not one in the contract.")
     mech = GaussianMechanism(sensitivity=request.clip, noise_multiplier=request.noise_multiplier)
-    events = (mech.event(component="gradient", stage=task.stage, round=task.round),)
+    events = (mech.event(component="gradient", stage="logistic", round=task.round),)
     data = site.design(task)
     if data.z_train.shape[1] != len(request.theta):
         raise ProtocolError(f"train.gradient request: theta has {len(request.theta)} values; "
                             f"the design has {data.z_train.shape[1]} columns.")
-    site.guard.authorize(run_id=task.run_id, stage=task.stage, events=events,
-                         delta=site.policy.delta)
     total = clipped_gradient_sum(data.z_train, data.y_train, request.theta, request.clip)
-    return GradientReply(gradient=mech.randomise(total, site.rng(stage=task.stage,
-                                                                  round=task.round)),
-                         events=events)
+    site.guard.authorize(run_id=task.run_id, stage="logistic", events=events)
+    rng = site.rng(run_id=task.run_id, stage="logistic", round=task.round,
+                   request=np.concatenate([request.theta, [request.clip]]))
+    return GradientReply(gradient=mech.randomise(total, rng), events=events)
 
 
 def score(request: ScoreRequest, site: PartnerSite) -> ScoreReply:
     """Score every customer locally with the published models; write, send nothing."""
     site.check_contract(request.spec_fingerprint)
-    site.guard.check(run_id=request.run_id, stage="score", events=(), delta=site.policy.delta)
+    site.guard.check_announced(run_id=request.run_id, stage="score")
     segments = (SegmentModel.from_dict(json.loads(request.segment_model), source="coordinator")
                 if request.segment_model else None)
     response = (ResponseModel.from_dict(json.loads(request.response_model),
@@ -159,30 +180,37 @@ def score(request: ScoreRequest, site: PartnerSite) -> ScoreReply:
                 if request.response_model else None)
     scored = score_customers(site.customers(), response=response, segments=segments,
                              prepared=True, source=site.config.data_path)
-    write_table(scored, Path(site.config.output_dir) / f"scores-{request.run_id}.parquet")
+    write_table(scored, site.output_path(f"scores-{request.run_id}.parquet"))
     return ScoreReply()
 
 
-def _error_reply(msg: Message, exc: Exception) -> Message:
+def error_for(exc: Exception, site: PartnerSite | None, message_type: str = "") -> Error:
+    """The error reply's content: what went wrong, never where (no local paths) nor data.
+
+    The full text goes to the partner's own log.
+    """
     for kind, code in _ERROR_CODES:
         if isinstance(exc, kind):
-            return Message(Error(code=code, reason=str(exc)), reply_to=msg)
-    log.exception("Unexpected error while handling %s", msg.metadata.message_type)
-    return Message(Error(code=ErrorCode.INTERNAL,
-                         reason=f"Internal error at the partner ({type(exc).__name__}); "
-                                "details are in the partner's own log."), reply_to=msg)
+            log.warning("Refused %s: %s", message_type, exc)
+            reason = redact_local_paths(str(exc), site.local_paths() if site else ())
+            return Error(code=code, reason=reason)
+    log.exception("Unexpected error while handling %s", message_type)
+    return Error(code=ErrorCode.INTERNAL,
+                 reason=f"Internal error at the partner ({type(exc).__name__}); details are in "
+                        "the partner's own log.")
 
 
 def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str, Any]],
              parse: Callable[[RecordDict], Any], step: Callable[[Any, PartnerSite], Any]
              ) -> Message:
+    site = None
     try:
         site = PartnerSite.from_node_config(context.node_config, defaults,
                                             context.run_config)
         reply = step(parse(msg.content), site)
         return Message(reply.to_record(), reply_to=msg)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a clean error reply
-        return _error_reply(msg, exc)
+        return Message(error_for(exc, site, msg.metadata.message_type), reply_to=msg)
 
 
 def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:

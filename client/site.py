@@ -30,7 +30,7 @@ from fedprofile.protocol import ResponseTask
 from privacy.keys import load_key
 from privacy.ledger import Ledger
 from privacy.mechanisms import secure_rng
-from privacy.policy import PartnerGuard, PartnerPolicy, load_policy
+from privacy.policy import SIMULATION_POLICY, PartnerGuard, PartnerPolicy, load_policy
 from privacy.pseudonym import Pseudonymizer
 
 __all__ = ["PartnerSite", "resolve_node_config"]
@@ -129,8 +129,14 @@ class PartnerSite:
 
     @cached_property
     def policy(self) -> PartnerPolicy:
-        """The partner's policy (permissive defaults when no file is configured)."""
-        return load_policy(self.config.policy) if self.config.policy else PartnerPolicy()
+        """The partner's policy file; without one, the documented default policy.
+
+        A simulated node (Flower gave it a ``partition-id``) without a file runs with no
+        limits, as the user's own test of its own data; a deployed node never does.
+        """
+        if self.config.policy:
+            return load_policy(self.config.policy)
+        return SIMULATION_POLICY if self.config.simulation else PartnerPolicy()
 
     @cached_property
     def pseudonymizer(self) -> Pseudonymizer | None:
@@ -237,9 +243,36 @@ class PartnerSite:
                            holdout=task.holdout, seed=task.holdout_seed, mapping=self.mapping,
                            source=self.config.data_path)
 
-    def rng(self, *, stage: str, round: int) -> np.random.Generator:
-        """Release noise: OS entropy, or a seeded stream in simulations."""
+    def rng(self, *, run_id: str, stage: str, round: int, request: np.ndarray
+            ) -> np.random.Generator:
+        """Release noise: OS entropy, or in simulations a stream seeded per release.
+
+        A simulation's seed mixes the run id, the stage, the round and a digest of the
+        request's public parameters (``request``), so two different requests never share a
+        noise draw whose difference would cancel it.
+        """
         if self.config.noise_seed < 0:
             return secure_rng()
-        digest = hashlib.sha256(f"{self.config.noise_seed}/{self.name}/{stage}/{round}".encode())
+        if not self.config.simulation:
+            raise ProtocolError("Seeded noise is for simulations only.")
+        digest = hashlib.sha256(json.dumps([self.config.noise_seed, self.name, run_id, stage,
+                                            round]).encode())
+        digest.update(np.ascontiguousarray(request, dtype=np.float64).tobytes())
         return secure_rng(int.from_bytes(digest.digest()[:8], "little"))
+
+    def output_path(self, name: str) -> Path:
+        """A file of the partner's output folder; refuses any name that would leave it."""
+        folder = Path(self.config.output_dir).resolve()
+        path = (folder / name).resolve()
+        if path.parent != folder or name in ("", ".", ".."):
+            raise ProtocolError("An output file name must not be a path.")
+        return path
+
+    def local_paths(self) -> list[tuple[str, str]]:
+        """The node's configured local paths as (node-config key, path), as given and resolved."""
+        c = self.config
+        named = {"data-path": c.data_path, "spec": c.spec, "policy": c.policy,
+                 "mapping": c.mapping, "key": c.key, "state-dir": c.state_dir,
+                 "output-dir": c.output_dir, "capture-dir": c.capture_dir}
+        return [pair for label, path in named.items() if path
+                for pair in ((label, path), (label, str(Path(path).resolve())))]

@@ -213,11 +213,12 @@ class NodeConfig:
     state_dir : str
         Where the partner keeps its ledger and caches.
     policy : str
-        The partner's policy TOML ("" = permissive defaults, for simulations).
+        The partner's policy TOML. Without one a deployed node runs the documented default
+        policy (:class:`privacy.policy.PartnerPolicy`); a simulated one runs without limits.
     mapping : str
         Optional TOML file mapping feature names to local column names.
     noise_seed : int
-        -1 (default) draws release noise from OS entropy; simulations may seed it.
+        -1 (default) draws release noise from OS entropy; only simulations may seed it.
     key : str
         The partner's copy of the federation's pseudonymisation key file (never sent).
     output_dir : str
@@ -225,6 +226,8 @@ class NodeConfig:
     capture_dir : str
         Wire audit: when set, every message the partner sends is also written there as the
         exact serialized bytes.
+    simulation : bool
+        Whether this is a simulated node (Flower gave it a ``partition-id``).
     """
 
     data_path: str = ""
@@ -237,6 +240,7 @@ class NodeConfig:
     key: str = ""
     capture_dir: str = ""
     output_dir: str = ""
+    simulation: bool = False
 
     @classmethod
     def known_keys(cls) -> set[str]:
@@ -251,9 +255,14 @@ class NodeConfig:
         name = _str(cfg, "partner_name", "") or (f"partner-{partition_id}"
                                                  if partition_id is not None else "partner")
         state = _str(cfg, "state_dir", "") or str(Path(".fedprofile") / "partners" / name)
+        noise_seed = _int(cfg, "noise_seed", -1, low=-1)
+        if noise_seed >= 0 and partition_id is None:
+            raise ContractError("The 'noise-seed' node config key is for simulations only: a "
+                                "deployed partner draws its noise from OS entropy, so that no "
+                                "two releases can share a noise draw.")
         return cls(data_path=_str(cfg, "data_path", ""), spec=_str(cfg, "spec", ""),
                    partner_name=name, state_dir=state, policy=_str(cfg, "policy", ""),
                    mapping=_str(cfg, "mapping", ""),
-                   noise_seed=_int(cfg, "noise_seed", -1, low=-1),
+                   noise_seed=noise_seed, simulation=partition_id is not None,
                    key=_str(cfg, "key", ""), capture_dir=_str(cfg, "capture_dir", ""),
                    output_dir=_str(cfg, "output_dir", "") or str(Path(state) / "outputs"))

@@ -22,7 +22,7 @@ from fedprofile.errors import DataError
 from privacy.accounting import compose_mu, gdp_epsilon
 from privacy.events import PrivacyEvent, event_from_dict
 
-__all__ = ["Ledger", "SpendSummary"]
+__all__ = ["AcceptedPlan", "Ledger", "LedgerTransaction", "SpendSummary"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS releases (
 CREATE TABLE IF NOT EXISTS notes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, party TEXT NOT NULL,
     kind TEXT NOT NULL, message TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plans (
+    run_id TEXT NOT NULL, party TEXT NOT NULL, stages TEXT NOT NULL, events TEXT NOT NULL,
+    accepted_at TEXT NOT NULL, PRIMARY KEY (run_id, party));
 CREATE INDEX IF NOT EXISTS releases_party ON releases (party, run_id);
 """
 
@@ -63,6 +66,68 @@ class SpendSummary:
                 "mu": None if math.isinf(self.mu) else self.mu,
                 "epsilon": None if math.isinf(self.epsilon) else self.epsilon,
                 "delta": self.delta}
+
+
+@dataclass(frozen=True)
+class AcceptedPlan:
+    """A run's announced plan as a partner accepted it: the stages and every release."""
+
+    run_id: str
+    stages: tuple[str, ...]
+    events: tuple[PrivacyEvent, ...]
+
+
+_EVENT_COLUMNS = ("mechanism", "sensitivity", "stage", "round", "component", "noise_multiplier")
+
+
+class LedgerTransaction:
+    """Reads and writes inside one exclusive SQLite write transaction (``BEGIN IMMEDIATE``).
+
+    Everything read here cannot change before the transaction commits, so a check made on
+    it and the record that follows are one atomic step for every thread and process.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def events(self, *, run_id: str | None, party: str | None) -> list[PrivacyEvent]:
+        """Recorded events, oldest first, optionally for one run and/or party."""
+        sql = (f"SELECT {', '.join(_EVENT_COLUMNS)} FROM releases "
+               "WHERE (? IS NULL OR run_id = ?) AND (? IS NULL OR party = ?) ORDER BY seq")
+        rows = self._db.execute(sql, (run_id, run_id, party, party)).fetchall()
+        return [event_from_dict(dict(zip(_EVENT_COLUMNS, row, strict=True))) for row in rows]
+
+    def record(self, *, run_id: str, party: str, events: Sequence[PrivacyEvent],
+               delta: float) -> float:
+        """Insert ``events``; return the run's epsilon after them."""
+        mus = [e.mu for e in self.events(run_id=run_id, party=party)]
+        rows = []
+        for event in events:
+            mus.append(event.mu)
+            eps = gdp_epsilon(compose_mu(mus), delta)
+            rows.append((run_id, party, event.stage, event.round, event.component,
+                         event.mechanism, event.sensitivity, event.sigma,
+                         event.noise_multiplier, delta, eps, _now()))
+        self._db.executemany(
+            "INSERT INTO releases (run_id, party, stage, round, component, mechanism, "
+            "sensitivity, sigma, noise_multiplier, delta, epsilon_run, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return rows[-1][10] if rows else gdp_epsilon(compose_mu(mus), delta)
+
+    def plan(self, *, run_id: str, party: str) -> AcceptedPlan | None:
+        """The plan ``party`` accepted for ``run_id``, if any."""
+        row = self._db.execute("SELECT stages, events FROM plans WHERE run_id = ? AND party = ?",
+                               (run_id, party)).fetchone()
+        if row is None:
+            return None
+        return AcceptedPlan(run_id=run_id, stages=tuple(json.loads(row[0])),
+                            events=tuple(event_from_dict(d) for d in json.loads(row[1])))
+
+    def save_plan(self, *, party: str, plan: AcceptedPlan) -> None:
+        """Store an accepted plan (a run's plan is stored once and never replaced)."""
+        self._db.execute("INSERT INTO plans VALUES (?, ?, ?, ?, ?)",
+                         (plan.run_id, party, json.dumps(list(plan.stages)),
+                          json.dumps([e.to_dict() for e in plan.events]), _now()))
 
 
 class Ledger:
@@ -110,6 +175,15 @@ class Ledger:
             raise
         self._db.execute("COMMIT")
 
+    @contextmanager
+    def exclusive(self) -> Iterator[LedgerTransaction]:
+        """One atomic write transaction; an exception inside it rolls everything back.
+
+        Checks and records made inside it cannot interleave with any other writer.
+        """
+        with self._transaction() as db:
+            yield LedgerTransaction(db)
+
     def start_run(self, *, run_id: str, party: str, epsilon_target: float, delta: float,
                   params: dict[str, Any] | None = None) -> None:
         """Register a run for ``party`` (idempotent)."""
@@ -121,19 +195,8 @@ class Ledger:
     def record(self, *, run_id: str, party: str, events: Sequence[PrivacyEvent],
                delta: float) -> float:
         """Durably record ``events`` in one transaction; return the run's epsilon after them."""
-        with self._transaction() as db:
-            mus = [e.mu for e in self._events(db, run_id=run_id, party=party)]
-            rows = []
-            for event in events:
-                mus.append(event.mu)
-                eps = gdp_epsilon(compose_mu(mus), delta)
-                rows.append((run_id, party, event.stage, event.round, event.component,
-                             event.mechanism, event.sensitivity, event.sigma,
-                             event.noise_multiplier, delta, eps, _now()))
-            db.executemany("INSERT INTO releases (run_id, party, stage, round, component, "
-                           "mechanism, sensitivity, sigma, noise_multiplier, delta, epsilon_run,"
-                           " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return rows[-1][10] if rows else self.spend(party=party, run_id=run_id, delta=delta).epsilon
+        with self.exclusive() as tx:
+            return tx.record(run_id=run_id, party=party, events=events, delta=delta)
 
     def note(self, *, run_id: str, party: str, kind: str, message: str) -> None:
         """Record a refusal or another notable event (no data values in ``message``)."""
@@ -141,20 +204,10 @@ class Ledger:
             db.execute("INSERT INTO notes (run_id, party, kind, message, created_at) "
                        "VALUES (?, ?, ?, ?, ?)", (run_id, party, kind, message, _now()))
 
-    @staticmethod
-    def _events(db: sqlite3.Connection, *, run_id: str | None, party: str | None
-                ) -> list[PrivacyEvent]:
-        sql = ("SELECT mechanism, sensitivity, stage, round, component, noise_multiplier "
-               "FROM releases WHERE (? IS NULL OR run_id = ?) AND (? IS NULL OR party = ?) "
-               "ORDER BY seq")
-        rows = db.execute(sql, (run_id, run_id, party, party)).fetchall()
-        keys = ("mechanism", "sensitivity", "stage", "round", "component", "noise_multiplier")
-        return [event_from_dict(dict(zip(keys, row, strict=True))) for row in rows]
-
     def events(self, *, run_id: str | None = None, party: str | None = None
                ) -> list[PrivacyEvent]:
         """Recorded events, oldest first, optionally for one run and/or party."""
-        return self._events(self._db, run_id=run_id, party=party)
+        return LedgerTransaction(self._db).events(run_id=run_id, party=party)
 
     def spend(self, *, party: str, delta: float, run_id: str | None = None) -> SpendSummary:
         """Epsilon spent by ``party`` in ``run_id`` (or over its whole history) at ``delta``."""
@@ -162,6 +215,10 @@ class Ledger:
         mu = compose_mu(e.mu for e in events)
         return SpendSummary(party=party, run_id=run_id, releases=len(events), mu=mu,
                             epsilon=gdp_epsilon(mu, delta), delta=delta)
+
+    def plan(self, *, run_id: str, party: str) -> AcceptedPlan | None:
+        """The plan ``party`` accepted for ``run_id``, if any."""
+        return LedgerTransaction(self._db).plan(run_id=run_id, party=party)
 
     def parties(self) -> list[str]:
         """Parties with recorded releases or runs."""

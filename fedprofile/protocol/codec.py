@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,7 +13,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from fedprofile.errors import ProtocolError
 from privacy.events import PrivacyEvent, event_from_dict
 
-__all__ = ["PROTOCOL_VERSION", "ErrorCode", "MessageKind"]
+__all__ = ["PROTOCOL_VERSION", "RUN_ID_PATTERN", "ErrorCode", "MessageKind"]
 
 PROTOCOL_VERSION = 1
 
@@ -20,6 +21,9 @@ PROTOCOL_VERSION = 1
 _ARRAYS = "arrays"
 _CONFIG = "config"
 _VERSION = "protocol-version"
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a run id may be: it names files at the partner, so never a path."""
 
 
 class MessageKind:
@@ -70,6 +74,14 @@ def _get(config: ConfigRecord, key: str, kind: type | tuple[type, ...], message:
     if not isinstance(value, kind):
         raise ProtocolError(f"{message}: field {key!r} must be {kind}, got "
                             f"{type(value).__name__}.")
+    return value
+
+
+def _run_id(config: ConfigRecord, message: str) -> str:
+    value = _get(config, "run-id", str, message)
+    if not RUN_ID_PATTERN.fullmatch(value):
+        raise ProtocolError(f"{message}: field 'run-id' must be 1 to 64 letters, digits, '_' "
+                            "or '-'.")
     return value
 
 

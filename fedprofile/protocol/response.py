@@ -21,6 +21,7 @@ from fedprofile.protocol.codec import (
     _float,
     _get,
     _reply_record,
+    _run_id,
 )
 from privacy.events import PrivacyEvent
 
@@ -45,7 +46,7 @@ def _task_from(content: RecordDict, m: str) -> tuple[ConfigRecord, ResponseTask]
     holdout = _float(c, "holdout", m)
     if holdout >= 1.0:
         raise ProtocolError(f"{m}: field 'holdout' must be in [0, 1).")
-    task = ResponseTask(run_id=_get(c, "run-id", str, m),
+    task = ResponseTask(run_id=_run_id(c, m),
                         spec_fingerprint=_get(c, "spec-fingerprint", str, m),
                         stage=_get(c, "stage", str, m), round=int(_get(c, "round", int, m)),
                         target=_get(c, "target", str, m), holdout=holdout,

@@ -14,6 +14,7 @@ from fedprofile.protocol.codec import (
     MessageKind,
     _config,
     _get,
+    _run_id,
 )
 
 __all__ = ["ScoreReply", "ScoreRequest"]
@@ -45,7 +46,7 @@ class ScoreRequest:
         """Decode and validate."""
         m = "query.score request"
         c = _config(content, m)
-        return cls(run_id=_get(c, "run-id", str, m),
+        return cls(run_id=_run_id(c, m),
                    spec_fingerprint=_get(c, "spec-fingerprint", str, m),
                    segment_model=_get(c, "segment-model", str, m),
                    response_model=_get(c, "response-model", str, m))

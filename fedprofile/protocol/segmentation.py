@@ -22,6 +22,7 @@ from fedprofile.protocol.codec import (
     _float,
     _get,
     _reply_record,
+    _run_id,
 )
 from privacy.events import PrivacyEvent
 
@@ -32,7 +33,9 @@ __all__ = ["KMeansReply", "KMeansRequest", "ProfileReply", "ProfileRequest"]
 class ProfileRequest:
     """``query.profile``: the coordinator announces a run and its full privacy plan.
 
-    Each partner checks the plan against its own policy before any data-dependent release.
+    Each partner checks the plan against its own policy before any data-dependent release,
+    and checks its data against the run (``k`` segments, the response ``target``) so that a
+    run that cannot finish spends nothing. ``k`` is 0 and ``target`` "" when unused.
     """
 
     run_id: str
@@ -42,6 +45,8 @@ class ProfileRequest:
     stages: tuple[str, ...]
     planned_events: tuple[PrivacyEvent, ...]
     min_segment_size: int
+    k: int = 0
+    target: str = ""
 
     message_type: ClassVar[str] = MessageKind.PROFILE
 
@@ -52,7 +57,8 @@ class ProfileRequest:
             "spec-fingerprint": self.spec_fingerprint, "epsilon-target": self.epsilon_target,
             "delta": self.delta, "stages": list(self.stages),
             "planned-events": _events_json(self.planned_events),
-            "min-segment-size": self.min_segment_size})})
+            "min-segment-size": self.min_segment_size, "num-segments": self.k,
+            "target": self.target})})
 
     @classmethod
     def from_record(cls, content: RecordDict) -> ProfileRequest:
@@ -60,12 +66,13 @@ class ProfileRequest:
         m = "query.profile request"
         c = _config(content, m)
         stages = _get(c, "stages", list, m)
-        return cls(run_id=_get(c, "run-id", str, m),
+        return cls(run_id=_run_id(c, m),
                    spec_fingerprint=_get(c, "spec-fingerprint", str, m),
                    epsilon_target=_float(c, "epsilon-target", m, allow_inf=True),
                    delta=_float(c, "delta", m), stages=tuple(str(s) for s in stages),
                    planned_events=_events_from_json(_get(c, "planned-events", str, m), m),
-                   min_segment_size=int(_get(c, "min-segment-size", int, m)))
+                   min_segment_size=int(_get(c, "min-segment-size", int, m)),
+                   k=int(_get(c, "num-segments", int, m)), target=_get(c, "target", str, m))
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,7 @@ class KMeansRequest:
         centers = _array(content, "centers", m)
         if centers.ndim != 2 or centers.shape[0] < 1:
             raise ProtocolError(f"{m}: 'centers' must be a non-empty 2-D array.")
-        return cls(run_id=_get(c, "run-id", str, m),
+        return cls(run_id=_run_id(c, m),
                    spec_fingerprint=_get(c, "spec-fingerprint", str, m),
                    stage=_get(c, "stage", str, m), round=int(_get(c, "round", int, m)),
                    centers=centers,

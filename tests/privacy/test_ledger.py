@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from fedprofile.errors import DataError, PolicyRefusedError
+from fedprofile.errors import DataError
 from privacy.accounting import gdp_epsilon
 from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 from privacy.ledger import Ledger
-from privacy.policy import PartnerGuard, PartnerPolicy
 
 DELTA = 1e-6
 EPS_MU_ONE = 4.886554117462211  # epsilon of 1-GDP at delta = 1e-6 (closed form, brentq)
@@ -212,36 +211,34 @@ def test_notes_are_kept_in_order_and_filtered_by_run() -> None:
     ledger.close()
 
 
-def test_a_refused_authorization_records_no_release_but_notes_the_refusal() -> None:
-    # Prepare: one run at z = 2 per component spends gdp_epsilon(sqrt(0.5)) ~ 3.6 > 1
+def test_an_exception_inside_an_exclusive_transaction_records_nothing() -> None:
+    # Prepare
     ledger = Ledger(":memory:")
-    guard = PartnerGuard(PartnerPolicy(max_epsilon_per_run=1.0), ledger, "acme")
     ledger.record(run_id="r0", party="acme", events=[_g(20.0)], delta=DELTA)
     before = list(ledger.release_rows())
 
     # Execute
-    with pytest.raises(PolicyRefusedError, match="limit of 1 per run"):
-        guard.authorize(run_id="r1", stage="kmeans", events=_round_events(1), delta=DELTA)
+    with pytest.raises(RuntimeError), ledger.exclusive() as tx:
+        tx.record(run_id="r1", party="acme", events=_round_events(1), delta=DELTA)
+        assert len(tx.events(run_id="r1", party="acme")) == len(_round_events(1))
+        raise RuntimeError("refused after the check")
 
     # Assert
     assert list(ledger.release_rows()) == before
     assert ledger.events(run_id="r1") == []
-    notes = ledger.notes(run_id="r1")
-    assert [(n["party"], n["kind"]) for n in notes] == [("acme", "refusal")]
     ledger.close()
 
 
-def test_an_accepted_authorization_records_its_releases() -> None:
+def test_an_exclusive_transaction_records_its_releases() -> None:
     # Prepare
     ledger = Ledger(":memory:")
-    guard = PartnerGuard(PartnerPolicy(), ledger, "acme")
 
     # Execute
-    guard.authorize(run_id="r1", stage="kmeans", events=_round_events(1), delta=DELTA)
+    with ledger.exclusive() as tx:
+        tx.record(run_id="r1", party="acme", events=_round_events(1), delta=DELTA)
 
     # Assert
     assert ledger.events(run_id="r1", party="acme") == _round_events(1)
-    assert ledger.notes() == []
     ledger.close()
 
 

@@ -72,8 +72,9 @@ def test_successive_runs_stop_at_the_total_budget(tmp_path: Path, limit: float) 
         for run in range(1000):
             with Ledger(db) as ledger:  # a new process would reopen the file the same way
                 guard = PartnerGuard(PartnerPolicy(total_epsilon=limit), ledger, "acme")
-                guard.authorize(run_id=f"run-{run}", stage="kmeans", events=[event],
-                                delta=1e-6)
+                guard.accept_plan(run_id=f"run-{run}", stages=("kmeans",), events=[event],
+                                  delta=1e-6, min_segment_size=50)
+                guard.authorize(run_id=f"run-{run}", stage="kmeans", events=[event])
             runs += 1
     with Ledger(db) as ledger:
         assert ledger.spend(party="acme", delta=1e-6).epsilon <= limit
