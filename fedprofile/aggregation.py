@@ -260,13 +260,19 @@ def _parse_dates(values: pd.Series, column: str, date_format: str | None,
                             "date_format = \"%Y%m%d\" for 20111209.")
         text = values if pd.api.types.is_string_dtype(values) and not numeric else \
             values.map(_as_text, na_action="ignore").astype(object)
-        parsed = pd.to_datetime(text, errors="coerce", format=date_format or "ISO8601")
+        try:
+            parsed = pd.to_datetime(text, errors="coerce", format=date_format or "ISO8601")
+        except (ValueError, TypeError):
+            raise DataError(f"{source}: the values of the date column {column!r} mix time "
+                            "zones; write them all in one zone, or all without one.") from None
         bad = int((parsed.isna() & values.notna()).sum())
         if bad:
             expected = f"the declared date_format {date_format!r}" if date_format else \
                 "ISO 8601, e.g. 2011-12-09 or 2011-12-09 08:26:00 (else declare date_format)"
             raise DataError(f"{source}: {bad} of {int(values.notna().sum())} values of the "
                             f"date column {column!r} do not match {expected}.")
+    if parsed.dt.tz is not None:  # one zone: keep its local calendar days
+        parsed = parsed.dt.tz_localize(None)
     days = parsed.dropna().dt.normalize()
     if len(days) > 1 and days.nunique() == 1:
         raise DataError(f"{source}: all {len(days)} values of the date column {column!r} "

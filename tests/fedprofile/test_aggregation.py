@@ -451,6 +451,23 @@ def test_date_column_with_a_single_day_is_a_data_error() -> None:
         aggregate_customers(frame, spec)
 
 
+def test_dates_in_one_time_zone_keep_their_local_days_and_mixed_zones_are_refused() -> None:
+    # Prepare
+    one_zone, spec = _dated(["1997-01-01T23:30:00+01:00", "1997-01-05T08:00:00+01:00",
+                             "1997-01-02T08:00:00+01:00", "1997-01-08T23:30:00+01:00"])
+    mixed = one_zone.assign(date=["1997-01-01T08:00:00+01:00", "1997-01-05T08:00:00+02:00",
+                                  "1997-01-02", "1997-01-08"])
+
+    # Execute
+    out = aggregate_customers(one_zone, spec)
+
+    # Assert
+    assert out.loc["a"].tolist() == [5.0, 9.0]
+    assert out.loc["b"].tolist() == [2.0, 8.0]
+    with pytest.raises(DataError, match="the values of the date column 'date' mix time zones"):
+        aggregate_customers(mixed, spec)
+
+
 def test_datetime_column_is_used_as_it_is() -> None:
     # Prepare
     frame, spec = _dated(list(pd.to_datetime(["1997-01-01", "1997-01-05", "1997-01-02",
