@@ -1,7 +1,9 @@
 """``make deploy-demo``: the pipeline over a real loopback deployment, with a summary.
 
-Starts a SuperLink (TLS, SuperNode authentication, state database) and three partner
-SuperNodes on 127.0.0.1, each with its own data, state and output folders, runs
+Starts a SuperLink (TLS, SuperNode authentication, state database) whose Control API only
+the coordinator reaches, the public Fleet-only gateway, and three partners on 127.0.0.1,
+each with its own data, state and output folders, a SuperNode and a launcher that runs only
+the app the partner approved (its FAB's SHA-256 in the partner's allow-list). Runs
 ``flwr run`` for the full pipeline, prints where every role's log and output is, and stops
 every process it started.
 """
@@ -38,8 +40,10 @@ def main(root: Path = Path("runs/deploy-demo"), partners: int = 3) -> int:
     fed = LoopbackFederation(root=root.resolve(), partners=configs)
     start = time.perf_counter()
     with fed.running():
-        console.print(f"SuperLink on 127.0.0.1:{fed.port} (TLS, node authentication); "
-                      f"{partners} partners registered", highlight=False)
+        console.print(f"SuperLink on 127.0.0.1:{fed.control_port} (coordinator only; TLS, node "
+                      f"authentication), public Fleet gateway on 127.0.0.1:{fed.port}; "
+                      f"{partners} partners registered; app sha256 {fed.app_digest} approved "
+                      "by every partner", highlight=False)
         for i in range(partners):
             fed.start_partner(i)
         done = fed.run({"spec": str(bank.spec_path), "out-dir": str(fed.root / "out"),
@@ -48,6 +52,9 @@ def main(root: Path = Path("runs/deploy-demo"), partners: int = 3) -> int:
     wall = time.perf_counter() - start
     table = Table(title=f"Deployment demo ({wall:.0f} s)", show_header=False)
     table.add_row("flwr run", "ok" if done.returncode == 0 else f"failed ({done.returncode})")
+    table.add_row("approved app (sha256)", fed.app_digest)
+    for i in range(partners):
+        table.add_row(f"allow-list: partner-{i + 1}", str(fed.allow_list(i)))
     for role in sorted(fed.processes):
         table.add_row(f"log: {role}", str(fed.logs / f"{role}.log"))
     table.add_row("log: flwr run", str(fed.logs / "flwr-run.log"))

@@ -1,7 +1,12 @@
 """A real deployment on one machine, as separate processes.
 
-The SuperLink and SuperNodes run with TLS and SuperNode authentication on, and the same
-Flower app is run with ``flwr run``.
+The SuperLink runs with TLS and SuperNode authentication on and listens on its own port, for
+the coordinator's ``flwr`` CLI only; partners reach it through the Fleet-only gateway
+(:mod:`deploy.fleet_gateway`), the one address an outsider can reach. Each partner runs its
+SuperNode with ``--isolation process`` and its own launcher (:mod:`deploy.partner_exec`),
+which runs a ClientApp only if the FAB's SHA-256 is in the partner's allow-list. The app is
+snapshotted once (so edits made while the federation runs cannot change what partners
+approved) and run with ``flwr run``.
 
 Used by ``make deploy-demo`` and the integration test. Every process is started in its own
 session and stopped by PID (its whole process group), also when something fails.
@@ -10,25 +15,31 @@ session and stopped by PID (its whole process group), also when something fails.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedprofile.credentials import Credentials, create_credentials
+from deploy.app_guard import add_to_allow_list
+from deploy.approval import app_digest
+from fedprofile.credentials import Credentials, create_credentials, create_superexec_secret
 from fedprofile.errors import FedprofileError
 from fedprofile.processes import descendants
 
-__all__ = ["DeploymentError", "LoopbackFederation", "free_port", "node_config_text"]
+__all__ = ["DeploymentError", "LoopbackFederation", "free_port", "node_config_text",
+           "snapshot_app"]
 
 APP_DIR = Path(__file__).resolve().parent.parent
-FEDERATION = "loopback"
+FEDERATION = "loopback"  # the coordinator's connection: the SuperLink's own port
+PUBLIC = "public"  # what anyone else can reach: the Fleet-only gateway
 
 
 class DeploymentError(FedprofileError):
@@ -51,6 +62,18 @@ def node_config_text(config: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def snapshot_app(source: Path, out: Path) -> Path:
+    """Unpack the FAB ``flwr run SOURCE`` would ship into ``out``; return ``out``."""
+    from flwr.cli.build import build_fab_from_disk
+
+    out.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(io.BytesIO(build_fab_from_disk(source))) as fab:
+        for name in fab.namelist():
+            if not name.startswith(".info/"):
+                fab.extract(name, out)
+    return out
+
+
 def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
@@ -65,11 +88,16 @@ class LoopbackFederation:
         Folder for credentials, state, logs and outputs.
     partners : list of dict
         Each partner's node config (``data-path``, ``spec``, ``partner-name``, ...).
+    app_dir : Path
+        The Flower app the coordinator runs (snapshotted when the federation starts).
     """
 
     root: Path
     partners: list[dict[str, Any]]
-    port: int = field(default_factory=free_port)
+    app_dir: Path = APP_DIR
+    port: int = field(default_factory=free_port)  # the public Fleet gateway
+    control_port: int = field(default_factory=free_port)  # the SuperLink: coordinator only
+    app_digest: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     credentials: Credentials | None = None
 
@@ -93,17 +121,17 @@ class LoopbackFederation:
         self.processes[role] = proc
         return proc
 
-    def _wait_for_port(self, timeout: float) -> None:
+    def _wait_for_port(self, role: str, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.processes["superlink"].poll() is not None:
-                raise DeploymentError(f"The SuperLink exited; see {self.logs / 'superlink.log'}.")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port),
+            if self.processes[role].poll() is not None:
+                raise DeploymentError(f"The {role} exited; see {self.logs / role}.log.")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
                                                                          timeout=1):
                 return
             time.sleep(0.3)
-        raise DeploymentError(f"The SuperLink did not listen on port {self.port} within "
-                              f"{timeout:g} s; see {self.logs / 'superlink.log'}.")
+        raise DeploymentError(f"The {role} did not listen on port {port} within "
+                              f"{timeout:g} s; see {self.logs / role}.log.")
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Run the ``flwr`` CLI against this federation (TLS with the federation's CA)."""
@@ -112,7 +140,11 @@ class LoopbackFederation:
                               check=False)
 
     def start_superlink(self) -> None:
-        """Start the SuperLink with TLS, SuperNode authentication and a state database."""
+        """Start the SuperLink (TLS, SuperNode authentication, state database) and the gateway.
+
+        The ``flwr`` CLI gets two connections: ``loopback`` (the SuperLink itself, as the
+        coordinator) and ``public`` (the gateway, all an outsider can reach).
+        """
         self.credentials = create_credentials(self.root / "credentials",
                                               partners=len(self.partners))
         c = self.credentials
@@ -122,13 +154,35 @@ class LoopbackFederation:
             "--ssl-certfile", str(c.server_cert), "--ssl-keyfile", str(c.server_key),
             "--enable-supernode-auth", "--database", str(home / "state.db"),
             "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
-            "--port", str(self.port)], home)
+            "--port", str(self.control_port)], home)
+        self._spawn("gateway", [
+            sys.executable, "-m", "deploy.fleet_gateway", "--listen", f"127.0.0.1:{self.port}",
+            "--upstream", f"127.0.0.1:{self.control_port}", "--certfile", str(c.server_cert),
+            "--keyfile", str(c.server_key), "--ca", str(c.ca_cert)], self.root / "gateway")
         (self.root / "cli").mkdir(parents=True, exist_ok=True)
         (self.root / "cli" / "config.toml").write_text(
             f'[superlink]\ndefault = "{FEDERATION}"\n\n[superlink.{FEDERATION}]\n'
-            f'address = "127.0.0.1:{self.port}"\nroot-certificates = "{c.ca_cert}"\n',
-            encoding="utf-8")
-        self._wait_for_port(60.0)
+            f'address = "127.0.0.1:{self.control_port}"\nroot-certificates = "{c.ca_cert}"\n\n'
+            f'[superlink.{PUBLIC}]\naddress = "127.0.0.1:{self.port}"\n'
+            f'root-certificates = "{c.ca_cert}"\n', encoding="utf-8")
+        self._wait_for_port("superlink", self.control_port, 60.0)
+        self._wait_for_port("gateway", self.port, 60.0)
+
+    def prepare_app(self) -> str:
+        """Snapshot the app, approve its FAB at every partner; return the FAB's SHA-256."""
+        self.app_dir = snapshot_app(self.app_dir, self.root / "app")
+        self.app_digest = app_digest(self.app_dir)
+        for i in range(len(self.partners)):
+            add_to_allow_list(self.allow_list(i), self.app_digest, note="fedprofile")
+        return self.app_digest
+
+    def partner_home(self, index: int) -> Path:
+        """Partner ``index``'s node folder (FLWR_HOME, allow-list, SuperExec secret)."""
+        return self.root / "nodes" / f"partner-{index + 1}"
+
+    def allow_list(self, index: int) -> Path:
+        """Partner ``index``'s allow-list of approved FAB digests."""
+        return self.partner_home(index) / "approved-apps.txt"
 
     def _credentials(self) -> Credentials:
         if self.credentials is None:
@@ -147,24 +201,34 @@ class LoopbackFederation:
                       role: str | None = None) -> subprocess.Popen[bytes]:
         """Start partner ``index``'s SuperNode (with its own key unless ``key`` is given).
 
-        ``role`` names the process and its log (default ``partner-<index + 1>``).
+        The SuperNode connects through the public gateway and runs with ``--isolation
+        process``; the partner's launcher (``<role>-exec``) runs its approved ClientApps.
+        ``role`` names the SuperNode process and its log (default ``partner-<index + 1>``).
         """
         creds = self._credentials()
         private = key or creds.partner_keys[index][0]
         name = role or f"partner-{index + 1}"
+        home = self.root / "nodes" / name
+        secret = create_superexec_secret(home / "superexec.secret")
+        runtime = f"127.0.0.1:{free_port()}"
         security = ["--root-certificates", str(creds.ca_cert)] if tls else ["--insecure"]
-        return self._spawn(name, [
+        node = self._spawn(name, [
             _bin("flower-supernode"), *security, "--auth-supernode-private-key", str(private),
-            "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
-            "--port", str(free_port()), "--max-retries", "3", "--max-wait-time", "20",
-            "--node-config", node_config_text(self.partners[index])],
-            self.root / "nodes" / name)
+            "--superlink", f"127.0.0.1:{self.port}", "--isolation", "process",
+            "--superexec-auth-secret-file", str(secret), "--host", "127.0.0.1",
+            "--port", runtime.rsplit(":", 1)[1], "--max-retries", "3", "--max-wait-time", "20",
+            "--node-config", node_config_text(self.partners[index])], home)
+        self._spawn(f"{name}-exec", [
+            sys.executable, "-m", "deploy.partner_exec", "--runtime-api-address", runtime,
+            "--insecure", "--allow-list", str(self.allow_list(index)),
+            "--superexec-auth-secret-file", str(secret)], home)
+        return node
 
     def run(self, run_config: Mapping[str, Any], *, timeout: float = 900.0
             ) -> subprocess.CompletedProcess[str]:
         """``flwr run`` the app on this federation and wait for the run to end."""
         text = node_config_text(run_config)
-        done = self.cli("run", str(APP_DIR), FEDERATION, "--run-config", text, "--stream",
+        done = self.cli("run", str(self.app_dir), FEDERATION, "--run-config", text, "--stream",
                         timeout=timeout)
         (self.logs / "flwr-run.log").write_text(done.stdout + done.stderr, encoding="utf-8")
         return done
@@ -172,7 +236,7 @@ class LoopbackFederation:
     def run_in_background(self, run_config: Mapping[str, Any]) -> subprocess.Popen[str]:
         """Start ``flwr run`` without waiting; read its output with ``communicate()``."""
         return subprocess.Popen(
-            [_bin("flwr"), "run", str(APP_DIR), FEDERATION, "--run-config",
+            [_bin("flwr"), "run", str(self.app_dir), FEDERATION, "--run-config",
              node_config_text(run_config), "--stream"], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, cwd=APP_DIR, env=self._env(self.root / "cli"))
 
@@ -202,10 +266,11 @@ class LoopbackFederation:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[LoopbackFederation]:
-        """Start the SuperLink and register keys; stop everything on exit, whatever happens."""
+        """Start the SuperLink, register keys, approve the app; stop everything on exit."""
         try:
             self.start_superlink()
             self.register_partners()
+            self.prepare_app()
             yield self
         finally:
             self.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from fedprofile.errors import ContractError
 
-__all__ = ["Credentials", "create_credentials"]
+__all__ = ["Credentials", "create_credentials", "create_superexec_secret"]
 
 _VALID_DAYS = 365
 
@@ -62,6 +63,15 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM,
                              serialization.PrivateFormat.TraditionalOpenSSL,
                              serialization.NoEncryption())
+
+
+def create_superexec_secret(path: Path) -> Path:
+    """Write a random SuperExec secret (mode 0600) shared by a partner's SuperNode and launcher.
+
+    Given to ``flower-supernode --superexec-auth-secret-file`` and to the partner's launcher,
+    it keeps any other process from taking the node's tasks over its runtime API.
+    """
+    return _write(path, secrets.token_hex(32).encode("ascii"), private=True)
 
 
 def create_credentials(out: Path, *, partners: int, hosts: list[str] | None = None

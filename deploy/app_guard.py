@@ -1,0 +1,189 @@
+"""The partner's app allow-list and the guarded ClientApp process.
+
+A partner's node executes the code the coordinator ships (the FAB) next to its raw data and
+pseudonymisation key, so the partner decides which FABs may run: its allow-list file holds
+the SHA-256 of every FAB it approved (``fedprofile approve-app``). The partner's launcher
+(:mod:`deploy.partner_exec`) starts every ClientApp through :func:`main` here, which pulls
+the task's FAB from the partner's own SuperNode, hashes the bytes it received and compares
+the digest with the allow-list *before* the FAB is unpacked or any of its code imported.
+An unlisted FAB gets an error reply naming its digest, and nothing of it runs.
+
+This module runs in the process that later loads the approved app. It therefore imports
+only the standard library and Flower, never a package the app itself ships (``fedprofile``,
+``client``...), so the app's modules come from the approved FAB alone.
+
+Allow-list file format: one lowercase hex SHA-256 per line; text after the digest and lines
+starting with ``#`` are comments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TOKEN_ENV", "AppNotApprovedError", "add_to_allow_list", "fab_sha256",
+           "guard_pull", "main", "read_allow_list"]
+
+TOKEN_ENV = "FEDPROFILE_TASK_TOKEN"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+class AppNotApprovedError(RuntimeError):
+    """The FAB of a task is not in the partner's allow-list; nothing of it was loaded."""
+
+
+def fab_sha256(content: bytes) -> str:
+    """SHA-256 (hex) of a FAB's bytes, the identity Flower gives a FAB."""
+    return hashlib.sha256(content).hexdigest()
+
+
+def read_allow_list(path: Path) -> frozenset[str]:
+    """Approved FAB digests in ``path``.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    ValueError
+        A line is neither a comment nor starts with a SHA-256 hex digest.
+    """
+    approved: set[str] = set()
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        digest = text.split()[0].lower()
+        if not _DIGEST.fullmatch(digest):
+            raise ValueError(f"Line {number} of the allow-list {path} does not start with a "
+                             "SHA-256 hex digest (64 hex characters).")
+        approved.add(digest)
+    return frozenset(approved)
+
+
+def add_to_allow_list(path: Path, digest: str, note: str = "") -> bool:
+    """Add ``digest`` to the allow-list at ``path`` (created with mode 0644); True if new."""
+    digest = digest.lower()
+    if not _DIGEST.fullmatch(digest):
+        raise ValueError(f"Not a SHA-256 hex digest: {digest!r}.")
+    path = Path(path)
+    if path.exists() and digest in read_allow_list(path):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    comment = " ".join(f"{note} approved {stamp}".split())
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(f"{digest}  # {comment}\n")
+    return True
+
+
+def _refusal(allow_list: Path, digest: str, fab_hash: str, run_fab_hash: str) -> str | None:
+    """Why the FAB may not run, or None when it is approved."""
+    try:
+        approved = read_allow_list(allow_list)
+    except (OSError, ValueError) as exc:
+        return f"the partner's allow-list cannot be read ({exc})"
+    if digest not in approved:
+        return f"app sha256 {digest} is not in the partner's approved apps"
+    if fab_hash != digest or run_fab_hash != digest:
+        return f"the run names FAB {run_fab_hash or '?'} but delivered FAB {digest}"
+    return None
+
+
+def guard_pull(original: Callable[[Any], tuple[Any, Any, Any, Any]], allow_list: Path,
+               refuse: Callable[[Any, Any, Any, str], None]
+               ) -> Callable[[Any], tuple[Any, Any, Any, Any]]:
+    """Wrap Flower's ``pull_task_input`` so only an approved FAB comes out of it.
+
+    ``refuse(client, message, context, reason)`` sends the error reply before
+    :class:`AppNotApprovedError` is raised; the allow-list is re-read on every task.
+    """
+
+    def pull(client: Any) -> tuple[Any, Any, Any, Any]:
+        message, context, run, fab = original(client)
+        digest = fab_sha256(fab.content)
+        reason = _refusal(allow_list, digest, fab.hash_str, run.fab_hash)
+        if reason is None:
+            _log("INFO", f"Run {run.run_id}: app sha256 {digest} is approved; loading it.")
+            return message, context, run, fab
+        text = f"Partner refused run {run.run_id}: {reason}. No code of the app was loaded."
+        _log("ERROR", f"{text} Allow-list: {allow_list}")
+        refuse(client, message, context, text)
+        raise AppNotApprovedError(text)
+
+    return pull
+
+
+def _log(level: str, text: str) -> None:
+    from logging import getLevelName
+
+    from flwr.supercore import log
+
+    log(getLevelName(level), "[fedprofile app guard] %s", text)
+
+
+def _send_refusal(client: Any, message: Any, context: Any, reason: str) -> None:
+    """Reply to the task's message with an error naming the refusal."""
+    from flwr.app import Message
+    from flwr.app.error import Error
+    from flwr.common.constant import ErrorCode
+    from flwr.supernode.runtime import run_clientapp as runner
+
+    runner.push_message(client, Message(Error(code=ErrorCode.INVALID_FAB, reason=reason),
+                                        reply_to=message), context)
+
+
+def _install_guard(allow_list: Path) -> None:
+    """Route Flower's ClientApp process through :func:`guard_pull`; fail closed."""
+    from flwr.supernode.runtime import run_clientapp as runner
+
+    original = getattr(runner, "pull_task_input", None)
+    installer = getattr(runner, "install_from_fab", None)
+    if original is None or installer is None:
+        raise SystemExit("This Flower version has no pull_task_input/install_from_fab to "
+                         "guard; refusing to run any app.")
+    approved: dict[str, str] = {}
+    pull = guard_pull(original, allow_list, _send_refusal)
+
+    def checked_pull(client: Any) -> tuple[Any, Any, Any, Any]:
+        message, context, run, fab = pull(client)
+        approved["digest"] = fab_sha256(fab.content)
+        return message, context, run, fab
+
+    def checked_install(content: bytes, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(content, bytes) or fab_sha256(content) != approved.get("digest"):
+            raise AppNotApprovedError("Only the FAB approved for this task may be installed.")
+        return installer(content, *args, **kwargs)
+
+    runner.pull_task_input = checked_pull
+    runner.install_from_fab = checked_install
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one ClientApp task (token in ``$FEDPROFILE_TASK_TOKEN``) if its FAB is approved."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime-api-address", required=True)
+    parser.add_argument("--allow-list", type=Path, required=True)
+    parser.add_argument("--insecure", action="store_true")
+    parser.add_argument("--root-certificates", type=Path)
+    parser.add_argument("--parent-pid", type=int)
+    args = parser.parse_args(argv)
+    token = os.environ.pop(TOKEN_ENV, "")
+    if not token:
+        raise SystemExit(f"No task token in ${TOKEN_ENV}.")
+    _install_guard(args.allow_list)
+    from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+    certificates = None if args.root_certificates is None else args.root_certificates.read_bytes()
+    run_clientapp(runtime_api_address=args.runtime_api_address, token=token,
+                  insecure=args.insecure, certificates=certificates,
+                  parent_pid=args.parent_pid, runtime_dependency_install=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""A partner's node runs only the apps its own allow-list approves.
+
+Unit checks of the allow-list and the guard, and a loopback deployment (127.0.0.1) where a
+coordinator runs an app whose ClientApp module writes a marker file when imported: unlisted,
+the partner refuses it with an error reply and the marker never appears; once the partner
+approves the app's digest, the same app runs.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from deploy.app_guard import (
+    AppNotApprovedError,
+    add_to_allow_list,
+    fab_sha256,
+    guard_pull,
+    read_allow_list,
+)
+from deploy.approval import app_digest, approve_app
+from deploy.loopback import LoopbackFederation
+from deploy.partner_exec import check_allow_list
+from fedprofile.errors import ContractError
+
+DIGEST = "ab" * 32
+
+
+def test_allow_list_round_trip_and_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "approved-apps.txt"
+    assert add_to_allow_list(path, DIGEST.upper(), note="app 1.0")
+    assert not add_to_allow_list(path, DIGEST)  # already there
+    assert read_allow_list(path) == {DIGEST}
+    path.write_text(path.read_text() + "# a comment\n\nnot-a-digest\n")
+    with pytest.raises(ValueError, match="Line 4"):
+        read_allow_list(path)
+
+
+def test_launcher_refuses_to_start_without_an_approved_app(tmp_path: Path) -> None:
+    with pytest.raises(ContractError, match="cannot be read"):
+        check_allow_list(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("# nothing yet\n")
+    with pytest.raises(ContractError, match="approves no app"):
+        check_allow_list(tmp_path / "empty.txt")
+
+
+def _pulled(content: bytes, fab_hash: str | None = None, run_hash: str | None = None):
+    digest = fab_sha256(content)
+    fab = SimpleNamespace(content=content, hash_str=fab_hash or digest)
+    run = SimpleNamespace(run_id=7, fab_hash=run_hash or digest)
+    return lambda client: ("message", "context", run, fab)
+
+
+@pytest.mark.parametrize("case", ["unlisted", "declared-hash-differs", "allow-list-missing"])
+def test_guard_refuses_and_replies_with_an_error(tmp_path: Path, case: str) -> None:
+    content = b"fab bytes"
+    allow = tmp_path / "approved.txt"
+    if case != "allow-list-missing":
+        add_to_allow_list(allow, fab_sha256(content) if case != "unlisted" else DIGEST)
+    original = _pulled(content, fab_hash=DIGEST if case == "declared-hash-differs" else None)
+    replies: list[str] = []
+    pull = guard_pull(original, allow, lambda c, m, ctx, reason: replies.append(reason))
+    with pytest.raises(AppNotApprovedError, match="Partner refused run 7"):
+        pull(object())
+    assert len(replies) == 1 and "No code of the app was loaded" in replies[0]
+
+
+def test_guard_passes_an_approved_fab_through(tmp_path: Path) -> None:
+    allow = tmp_path / "approved.txt"
+    add_to_allow_list(allow, fab_sha256(b"fab bytes"))
+    pull = guard_pull(_pulled(b"fab bytes"), allow, lambda *a: pytest.fail("refused"))
+    assert pull(object())[3].content == b"fab bytes"
+
+
+def _marker_app(root: Path, marker: Path) -> Path:
+    """A Flower app whose ClientApp module writes ``marker`` when it is imported."""
+    app = root / "markerapp"
+    (app / "markerapp").mkdir(parents=True)
+    (app / "pyproject.toml").write_text(textwrap.dedent("""\
+        [build-system]
+        requires = ["hatchling"]
+        build-backend = "hatchling.build"
+
+        [project]
+        name = "markerapp"
+        version = "1.0.0"
+        dependencies = ["flwr==1.41.0"]
+
+        [tool.flwr.app]
+        publisher = "attacker"
+
+        [tool.flwr.app.components]
+        serverapp = "markerapp.server_app:app"
+        clientapp = "markerapp.client_app:app"
+
+        [tool.flwr.app.config]
+        out = ""
+        """))
+    (app / "markerapp" / "__init__.py").write_text("")
+    (app / "markerapp" / "client_app.py").write_text(textwrap.dedent(f"""\
+        from pathlib import Path
+
+        from flwr.app import ConfigRecord, Message, RecordDict
+        from flwr.clientapp import ClientApp
+
+        Path({str(marker)!r}).write_text("imported")  # the code a partner must not run
+
+        app = ClientApp()
+
+
+        @app.query()
+        def query(msg, context):
+            return Message(RecordDict({{"r": ConfigRecord({{"ok": 1}})}}), reply_to=msg)
+        """))
+    (app / "markerapp" / "server_app.py").write_text(textwrap.dedent("""\
+        import json
+        import time
+        from pathlib import Path
+
+        from flwr.app import ConfigRecord, Message, RecordDict
+        from flwr.serverapp import ServerApp
+
+        app = ServerApp()
+
+
+        @app.main()
+        def main(grid, context):
+            nodes = []
+            while not nodes:
+                nodes = list(grid.get_node_ids())
+                time.sleep(0.5)
+            msg = Message(RecordDict({"q": ConfigRecord({"x": 1})}), dst_node_id=nodes[0],
+                          message_type="query")
+            reply = list(grid.send_and_receive([msg], timeout=90))[0]
+            result = {"error": reply.error.reason} if reply.has_error() else {"ok": True}
+            Path(context.run_config["out"]).write_text(json.dumps(result))
+        """))
+    return app
+
+
+@pytest.mark.slow
+def test_partner_refuses_an_unapproved_app_without_importing_it(tmp_path: Path) -> None:
+    # Prepare: one partner; the coordinator's app writes a marker file when imported
+    marker = tmp_path / "marker"
+    app = _marker_app(tmp_path, marker)
+    fed = LoopbackFederation(root=tmp_path / "fed", partners=[{"partner-name": "p1"}],
+                             app_dir=app)
+    with fed.running():
+        digest = fed.app_digest
+        fed.allow_list(0).write_text(f"{DIGEST}  # some other app\n")  # not this one
+        fed.start_partner(0)
+        # Execute: the coordinator runs the unapproved app
+        out = tmp_path / "refused.json"
+        done = fed.run({"out": str(out)}, timeout=300)
+        # Assert: an error reply names the digest; no module of the app was imported
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        result = json.loads(out.read_text())
+        assert "Partner refused" in result["error"] and digest in result["error"]
+        assert not marker.exists()
+        assert not list((fed.partner_home(0) / "apps").glob("*"))  # not even unpacked
+        # Execute: the partner approves exactly this app; the same run config runs it
+        assert approve_app(fed.app_dir, fed.allow_list(0)) == (digest, True)
+        out_ok = tmp_path / "approved.json"
+        done = fed.run({"out": str(out_ok)}, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:]
+        assert json.loads(out_ok.read_text()) == {"ok": True}
+        assert marker.read_text() == "imported"
+    assert fed.alive() == []
+
+
+def test_approval_digest_is_the_digest_flwr_run_ships(tmp_path: Path) -> None:
+    from flwr.cli.build import build_fab_from_disk
+
+    app = _marker_app(tmp_path, tmp_path / "marker")
+    fab = build_fab_from_disk(app)
+    (tmp_path / "app.fab").write_bytes(fab)
+    assert app_digest(app) == app_digest(tmp_path / "app.fab") == fab_sha256(fab)
+    (app / "markerapp" / "client_app.py").write_text("app = None  # edited\n")
+    assert app_digest(app) != fab_sha256(fab)
