@@ -11,12 +11,12 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from fedprofile.cli_bench import bench_app
-from fedprofile.cli_common import PRESET_NAMES, console
+from fedprofile.cli_common import PRESET_NAMES, CliApp, console
 from fedprofile.cli_common import fail as _fail
 from fedprofile.errors import FedprofileError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Privacy-first federated profiling: DP audience segments on Flower.")
+app = CliApp(add_completion=False, no_args_is_help=True,
+             help="Privacy-first federated profiling: DP audience segments on Flower.")
 
 
 def _parse_epsilon(text: str) -> float:
@@ -68,8 +68,8 @@ def sim(
         help="What to learn: segments, ridge (value), logistic (conversion), or pipeline "
              "(segments, then a segment-aware model of --target, then local scoring).")
     ] = "segments",
-    target: Annotated[str, typer.Option(help="Target of ridge/logistic ([target.NAME]).")
-                      ] = "",
+    target: Annotated[str, typer.Option(
+        help="Target of ridge/logistic (a \\[target.NAME] of the spec).")] = "",
     alpha: Annotated[float, typer.Option(min=0.0, help="Ridge penalty of response models.")
                      ] = 1.0,
     gd_rounds: Annotated[int, typer.Option(min=1, max=100,
@@ -84,11 +84,16 @@ def sim(
                                "partner (needs an e-mail identity column).")] = 0.0,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
-    from sim.jobs import prepare_partitions
+    from privacy.policy import load_policy
+    from sim.jobs import ensure_folder, prepare_partitions
     from sim.runner import simulate
 
     eps = _parse_epsilon(epsilon)
     try:
+        ensure_folder(out, "--out folder")
+        ensure_folder(state_dir, "--state-dir folder")
+        if policy is not None:
+            load_policy(policy)
         spec_path, parts = prepare_partitions(dataset=dataset, data=data, spec=spec,
                                               partition_by=partition_by, partners=partners,
                                               seed=seed, overlap=overlap)
@@ -114,11 +119,29 @@ def sim(
         raise _fail(exc) from None
     for stage in result.stages or (result,):
         _print_summary(stage.metrics, stage.report)
+    _print_quality(result.metrics)
     if result.stages:
         console.print(f"The whole pipeline spends epsilon = {eps:g} (both stages composed "
                       "exactly); the scoring stage sends nothing.", highlight=False)
         console.print("Each partner's local scores: "
                       f"{state_dir}/partners/*/outputs/scores-*.parquet", highlight=False)
+
+
+def _print_quality(metrics: dict) -> None:  # type: ignore[type-arg]
+    """Each partner's data-quality counts and the run's warnings."""
+    quality = metrics.get("data_quality") or {}
+    if quality:
+        table = Table(title="Data quality at each partner (local counts, never sent)")
+        for col in ("partner", "rows", "customers", "dropped", "missing", "unparseable",
+                    "clipped", "(other)"):
+            table.add_column(col, justify="left" if col == "partner" else "right")
+        for name, q in quality.items():
+            table.add_row(name, *(f"{q.get(key, 0):,}" for key in (
+                "rows", "customers", "dropped", "missing", "unparseable", "clipped",
+                "other_category")))
+        console.print(table)
+    for warning in metrics.get("warnings") or []:
+        console.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
 
 
 def _print_summary(metrics: dict, report: Path) -> None:  # type: ignore[type-arg]
@@ -131,9 +154,10 @@ def _print_summary(metrics: dict, report: Path) -> None:  # type: ignore[type-ar
     table.add_row("partners", str(metrics["n_partners"]))
     resp = metrics.get("response")
     if resp:
+        scaled = " (on the scaled target)" if "r2" in resp["federated"] else ""
         for key in ("r2", "rmse", "auc", "log_loss"):
             if key in resp["federated"]:
-                table.add_row(f"{key} federated / centralized",
+                table.add_row(f"{key} federated / centralized{scaled}",
                               f"{resp['federated'][key]:.4f} / {resp['centralized'][key]:.4f}")
     km = metrics.get("kmeans")
     if km:
@@ -261,7 +285,9 @@ def score(
     segments: Annotated[Path | None, typer.Option(help="A segment model.json.")] = None,
     key: Annotated[Path | None, typer.Option(
         help="The federation key, when the table holds raw identities.")] = None,
-    id_col: Annotated[str | None, typer.Option(help="Customer id column to keep.")] = None,
+    id_col: Annotated[str | None, typer.Option(
+        help="Customer id column to keep (default: the contract's id or pseudonym column, "
+             "else customer_id, pid or id when present).")] = None,
 ) -> None:
     """Score your own customers locally with published models (nothing is sent)."""
     from fedprofile.io import read_table, write_table
@@ -280,7 +306,18 @@ def score(
         write_table(scored, out)
     except FedprofileError as exc:
         raise _fail(exc) from None
-    console.print(f"Scored {len(scored):,} customers into [bold]{out}[/]", highlight=False)
+    scores = [c for c in ("segment", "score") if c in scored.columns]
+    unscored = int(scored[scores].isna().any(axis=1).sum())
+    console.print(f"Scored {len(scored) - unscored:,} customers into [bold]{out}[/]",
+                  highlight=False)
+    if unscored:
+        console.print(f"[bold yellow]Warning:[/] {unscored:,} customers could not be scored "
+                      "(a value the contract drops is missing); their rows are in the file "
+                      "with an empty score.", highlight=False)
+    id_cols = [c for c in scored.columns if c not in ("segment", "score")]
+    if not id_cols:
+        console.print("[bold yellow]Warning:[/] no customer id column was found, so rows are "
+                      "in the input's order; name one with --id-col.", highlight=False)
 
 
 app.add_typer(bench_app, name="bench")

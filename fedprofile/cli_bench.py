@@ -11,11 +11,11 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from fedprofile.cli_common import PRESET_NAMES, console
+from fedprofile.cli_common import PRESET_NAMES, CliApp, console
 from fedprofile.cli_common import fail as _fail
 from fedprofile.errors import ContractError, FedprofileError
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks whose tables the README quotes.")
+bench_app = CliApp(no_args_is_help=True, help="Benchmarks whose tables the README quotes.")
 
 
 @bench_app.command("utility")

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedprofile.contract import FeatureSpec, NumericFeature
+from fedprofile.contract import CategoricalFeature, FeatureSpec, NumericFeature
 from fedprofile.errors import ContractError, DataError
 from fedprofile.features import transform_frame
 from fedprofile.targets import TARGET_BOUND, holdout_mask, target_vector
 
 __all__ = ["DesignData", "design_data", "design_names", "design_norm_bound", "feature_mask",
-           "target_bound"]
+           "onehot_weights", "target_bound", "unsupported_columns"]
 
 
 def feature_mask(spec: FeatureSpec, target: str) -> np.ndarray:
@@ -54,6 +54,33 @@ def design_names(spec: FeatureSpec, target: str, n_segments: int) -> list[str]:
     slots = [n for n, keep in zip(spec.slot_names, feature_mask(spec, target), strict=True)
              if keep]
     return [*slots, *(f"segment={j}" for j in range(n_segments)), "intercept"]
+
+
+def onehot_weights(spec: FeatureSpec, target: str, n_segments: int) -> np.ndarray:
+    """Per design column: the one-hot value ``w`` of a category or segment slot, else 0."""
+    weights = [f.weight if isinstance(f, CategoricalFeature) else 0.0
+               for f in spec.features for _ in range(f.width)]
+    slots = np.asarray(weights, dtype=float)[feature_mask(spec, target)]
+    return np.r_[slots, np.ones(n_segments), 0.0]
+
+
+def unsupported_columns(spec: FeatureSpec, target: str, n_segments: int,
+                        gram_diagonal: np.ndarray | None, noise_sd: float) -> list[str]:
+    """One-hot design columns that no customer (distinguishably from noise) holds.
+
+    The diagonal of ``Z'Z`` at a one-hot slot of value ``w`` is ``w**2`` times the number of
+    customers holding it; a slot whose noisy diagonal is at most two noise standard
+    deviations (exactly zero without noise) has no support, so its coefficient is only
+    the penalty's and the noise's and says nothing about customers. Post-processing of
+    the released Gram matrix: it costs no privacy.
+    """
+    if gram_diagonal is None:
+        return []
+    weights = onehot_weights(spec, target, n_segments)
+    names = design_names(spec, target, n_segments)
+    diagonal = np.asarray(gram_diagonal, dtype=float)
+    return [name for name, w, d in zip(names, weights, diagonal, strict=True)
+            if w > 0 and d <= 2.0 * noise_sd]
 
 
 @dataclass(frozen=True)

@@ -95,11 +95,17 @@ class ResponseModel:
         return out
 
     def coefficients(self) -> list[dict[str, Any]]:
-        """Coefficients with readable names; numeric features also per original unit."""
+        """Coefficients with readable names; numeric features also per original unit.
+
+        ``supported`` is False for a one-hot slot no customer holds (judged from the noisy
+        Gram diagonal when the model was fitted): its coefficient carries no information.
+        """
         rows = []
         slices = self.spec.slices()
+        unsupported = set(self.params.get("unsupported_columns") or [])
         for name, value in zip(self.feature_names_, self.coef_, strict=True):
-            row: dict[str, Any] = {"name": name, "scaled": float(value)}
+            row: dict[str, Any] = {"name": name, "scaled": float(value),
+                                   "supported": name not in unsupported}
             feature = name.split("=", 1)[0]
             if feature in slices and "=" not in name:
                 f = self.spec.feature(feature)

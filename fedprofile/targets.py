@@ -1,7 +1,9 @@
 """Response targets: clipping, transforming and scaling by the contract's public bounds.
 
 Numeric targets are clipped to their bounds, transformed, and scaled to ``[-1/2, 1/2]``
-(so ``|y| <= TARGET_BOUND``); binary targets are 1 where the value equals ``positive``.
+(so ``|y| <= TARGET_BOUND``); binary targets are 1 where the value equals ``positive``,
+compared as text without regard to case or surrounding spaces (``"yes"`` matches ``Yes``, and
+``"TRUE"`` matches a column pandas read as booleans), or as numbers when ``positive`` is one.
 """
 
 from __future__ import annotations
@@ -14,13 +16,32 @@ import pandas as pd
 from fedprofile.contract import NumericFeature, TargetSpec
 from fedprofile.errors import ContractError, DataError
 
-__all__ = ["TARGET_BOUND", "holdout_mask", "target_vector", "unscale_target"]
+__all__ = ["TARGET_BOUND", "binary_labels", "holdout_mask", "target_column", "target_vector",
+           "unscale_target"]
 
 TARGET_BOUND = 0.5
 
 
 def _as_feature(target: TargetSpec) -> NumericFeature:
     return NumericFeature(name=target.name, bounds=target.bounds, transform=target.transform)
+
+
+def target_column(target: TargetSpec, mapping: Mapping[str, str] | None = None) -> str:
+    """The partner's column holding ``target`` (its mapping, else the declared column)."""
+    return (mapping or {}).get(target.name, target.column or target.name)
+
+
+def binary_labels(values: pd.Series, positive: object) -> pd.Series:
+    """Which values mean the positive class (a boolean Series; missing values are False).
+
+    A numeric ``positive`` (not a boolean) is compared as a number; anything else as text,
+    case-insensitively and without surrounding spaces, so the declared ``"yes"`` matches
+    ``Yes`` and ``"TRUE"`` or ``true`` match a column read as booleans.
+    """
+    if isinstance(positive, int | float) and not isinstance(positive, bool):
+        return pd.to_numeric(values, errors="coerce") == float(positive)
+    folded = values.astype(str).str.strip().str.casefold()
+    return values.notna() & (folded == str(positive).strip().casefold())
 
 
 def target_vector(frame: pd.DataFrame, target: TargetSpec, *,
@@ -34,7 +55,7 @@ def target_vector(frame: pd.DataFrame, target: TargetSpec, *,
         If the target column is missing, a numeric target holds no numbers, or every value
         of a binary target is missing.
     """
-    column = (mapping or {}).get(target.name, target.column or target.name)
+    column = target_column(target, mapping)
     if column not in frame.columns:
         raise DataError(f"{source}: missing target column {column!r} (target {target.name!r}).")
     values = frame[column]
@@ -42,12 +63,7 @@ def target_vector(frame: pd.DataFrame, target: TargetSpec, *,
         valid = values.notna().to_numpy()
         if not valid.any():
             raise DataError(f"{source}: target {target.name!r} has no values.")
-        positive = target.positive
-        equal = values.astype(str) == str(positive)
-        if isinstance(positive, int | float) and not isinstance(positive, bool):
-            numbers = pd.to_numeric(values, errors="coerce")
-            equal = numbers == float(positive)
-        return equal.to_numpy(dtype=float), valid
+        return binary_labels(values, target.positive).to_numpy(dtype=float), valid
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, copy=True)
     valid = np.isfinite(numbers)
     if len(numbers) and not valid[values.notna().to_numpy()].any():

@@ -23,7 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedprofile.config import RunConfig, resolve_app_path
 from fedprofile.contract import FeatureSpec, load_spec
-from fedprofile.design import design_names, design_norm_bound, target_bound
+from fedprofile.design import design_names, design_norm_bound, target_bound, unsupported_columns
 from fedprofile.protocol import ResponseTask
 from fedprofile.response_model import ResponseModel
 from fedprofile.segment_model import SegmentModel
@@ -132,7 +132,10 @@ def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
               "clip": plan.clip, "holdout": cfg.holdout, "seed": cfg.seed,
               "segments": cfg.segments, "run_id": session.run_id,
               "dropped_partners": session.fed.summary()["dropped"],
-              "round_seconds": session.take_timings()}
+              "round_seconds": session.take_timings(),
+              "unsupported_columns": unsupported_columns(
+                  spec, cfg.target, len(centers) if centers.size else 0,
+                  result.gram_diagonal, result.gram_noise_sd)}
     return ResponseModel(task=cfg.task, spec=spec, target=cfg.target, coef=result.coef,
                          penalty=result.penalty, privacy=privacy_record(plan), params=params,
                          partners=session.fed.summary()["partners"],

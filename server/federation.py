@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 from fedprofile.errors import FedprofileError, ProtocolError
 from fedprofile.protocol import ErrorCode
 
-__all__ = ["Federation", "RunAborted", "wait_for_nodes"]
+__all__ = ["Federation", "RunAborted", "group_reasons", "wait_for_nodes"]
 
 log = logging.getLogger("fedprofile.server")
 _POLL_SECONDS = 0.5
@@ -30,6 +30,32 @@ _REASONS = {ErrorCode.POLICY_REFUSED: "refused by its privacy policy",
             ErrorCode.DATA_ERROR: "problem with its data",
             ErrorCode.PROTOCOL_ERROR: "malformed instruction",
             ErrorCode.INTERNAL: "internal error"}
+
+
+def group_reasons(reasons: Mapping[str, str], *, total: int | None = None) -> str:
+    """Partners' reasons with identical ones said once: ``all 5 partners: why``.
+
+    Parameters
+    ----------
+    reasons : mapping of str to str
+        Partner name -> reason.
+    total : int, optional
+        Partners in the run; when every one of them gave the same reason the text says
+        "all N partners".
+    """
+    groups: dict[str, list[str]] = {}
+    for name, why in reasons.items():
+        groups.setdefault(why, []).append(name)
+    parts = []
+    for why, names in groups.items():
+        if len(names) == 1:
+            who = names[0]
+        elif total is not None and len(names) == total:
+            who = f"all {total} partners"
+        else:
+            who = f"{len(names)} partners ({', '.join(names)})"
+        parts.append(f"{who}: {why}")
+    return "; ".join(parts)
 
 
 class RunAborted(FedprofileError):
@@ -73,11 +99,14 @@ class Federation:
         """Partner name of a node (its node id until it has introduced itself)."""
         return self.names.get(node_id, f"node {node_id}")
 
-    def _drop(self, node_id: int, why: str) -> None:
+    def _drop(self, node_id: int, why: str, left: dict[str, str] | None = None) -> None:
         name = self.name(node_id)
         self.dropped[name] = why
         self.node_ids = [n for n in self.node_ids if n != node_id]
-        log.warning("Partner %s leaves the run: %s", name, why)
+        if left is None:
+            log.warning("Partner %s leaves the run: %s", name, why)
+        else:
+            left[name] = why
 
     def broadcast(self, message_type: str, content: RecordDict,
                   decode: Callable[[RecordDict], T]) -> dict[int, T]:
@@ -89,6 +118,7 @@ class Federation:
         replies = self._collect(set(sent))
         by_node: dict[int, T] = {}
         answered = set()
+        left: dict[str, str] = {}
         for reply in replies:
             # error replies made by the SuperLink (a node that went away) carry its own id
             # as source: the message they answer says which partner it was
@@ -96,14 +126,17 @@ class Federation:
             answered.add(node)
             if reply.has_error():
                 code = reply.error.code
-                self._drop(node, f"{_REASONS.get(code, 'error')} - {reply.error.reason}")
+                self._drop(node, f"{_REASONS.get(code, 'error')} - {reply.error.reason}", left)
                 continue
             try:
                 by_node[node] = decode(reply.content)
             except ProtocolError as exc:
-                self._drop(node, f"sent a malformed reply ({exc})")
+                self._drop(node, f"sent a malformed reply ({exc})", left)
         for node in [n for n in self.node_ids if n not in answered]:
-            self._drop(node, f"did not answer {message_type} within {self.timeout:g} s")
+            self._drop(node, f"did not answer {message_type} within {self.timeout:g} s", left)
+        if left:
+            log.warning("Leaving the run at %s: %s", message_type,
+                        group_reasons(left, total=len(sent)))
         self.check_quorum(message_type)
         return by_node
 
@@ -128,7 +161,8 @@ class Federation:
         """Raise :class:`RunAborted` if fewer than ``min_partners`` partners remain."""
         if len(self.node_ids) >= self.min_partners:
             return
-        details = "; ".join(f"{name}: {why}" for name, why in self.dropped.items())
+        total = len(self.node_ids) + len(self.dropped)
+        details = group_reasons(self.dropped, total=total)
         raise RunAborted(f"The run stopped at {message_type}: {len(self.node_ids)} partner(s) "
                          f"left, fewer than the minimum of {self.min_partners}. {details}")
 

@@ -154,6 +154,10 @@ class RegressionResult:
     coef: np.ndarray
     penalty: float
     history: list[list[float]] = field(default_factory=list)
+    gram_diagonal: np.ndarray | None = None
+    """The summed noisy ``diag(Z'Z)`` (post-processing: which slots customers hold)."""
+    gram_noise_sd: float = 0.0
+    """The standard deviation of its noise."""
 
 
 class RidgeStage:
@@ -180,7 +184,8 @@ class RidgeStage:
         extra = dp_ridge_penalty(gram + self.alpha * _penalty(self.dim), sigma)
         self.result = RegressionResult(coef=solve_ridge(gram, xty, alpha=self.alpha,
                                                         extra=extra),
-                                       penalty=self.alpha + extra)
+                                       penalty=self.alpha + extra,
+                                       gram_diagonal=np.diag(gram).copy(), gram_noise_sd=sigma)
 
     def finalize(self) -> RegressionResult:
         """The fitted coefficients."""
@@ -197,6 +202,8 @@ class LogisticStage:
         self.theta = np.zeros(dim)
         self._h_inv: np.ndarray | None = None
         self.history: list[list[float]] = []
+        self._diagonal: np.ndarray | None = None
+        self._sigma = 0.0
 
     def rounds(self) -> tuple[int, ...]:
         """The Gram round, then one round per gradient step."""
@@ -217,6 +224,7 @@ class LogisticStage:
             gram = symmetric_from_upper(np.sum([r.gram_upper for r in replies], axis=0),
                                         self.dim)
             sigma = self.plan.gram_z * self.plan.norm_bound**2 * math.sqrt(len(replies))
+            self._diagonal, self._sigma = np.diag(gram).copy(), sigma
             extra = dp_ridge_penalty(gram / 4 + self.alpha * _penalty(self.dim), sigma / 4)
             hessian = gram / 4 + (self.alpha + extra) * _penalty(self.dim)
             eigmin = float(np.linalg.eigvalsh(hessian)[0])
@@ -233,4 +241,5 @@ class LogisticStage:
 
     def finalize(self) -> RegressionResult:
         """The fitted coefficients."""
-        return RegressionResult(coef=self.theta, penalty=self.alpha, history=self.history)
+        return RegressionResult(coef=self.theta, penalty=self.alpha, history=self.history,
+                                gram_diagonal=self._diagonal, gram_noise_sd=self._sigma)

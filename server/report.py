@@ -16,7 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from server import report_plots
-from server.report_html import CSS, esc, fmt, fmt_sci, get, img, ledger_section, mapping, num, table
+from server.report_html import (
+    CSS,
+    data_quality_section,
+    esc,
+    fmt,
+    fmt_sci,
+    get,
+    img,
+    ledger_section,
+    mapping,
+    num,
+    table,
+    warnings_block,
+)
 
 __all__ = ["render_report"]
 
@@ -276,10 +289,12 @@ def render_report(model: Mapping[str, Any], metrics: Mapping[str, Any], out_path
     doc = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{CSS}</style></head><body><main>"
-        + _header(model, metrics, segs) + _segments_section(model, segs)
+        + _header(model, metrics, segs) + warnings_block(metrics)
+        + _segments_section(model, segs)
         + _plots_section(model, metrics, segs)
         + '<h2 class="part">Details for analysts and engineers</h2>'
-        + _quality_section(metrics) + ledger_section(model, non_private)
+        + _quality_section(metrics) + data_quality_section(metrics)
+        + ledger_section(model, non_private)
         + _params_section(model) + "</main></body></html>\n"
     )
     out = Path(out_path)

@@ -8,7 +8,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["CSS", "esc", "fmt", "get", "img", "ledger_section", "mapping", "num", "table"]
+__all__ = ["CSS", "data_quality_section", "esc", "fmt", "get", "img", "ledger_section",
+           "mapping", "num", "table", "warnings_block"]
 
 
 CSS = """
@@ -29,6 +30,7 @@ table{border-collapse:collapse;background:#fff;margin:8px 0;font-size:.92em}
 th,td{border:1px solid #dde;padding:4px 8px;text-align:left}th{background:#eef1f6}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .suppressed{color:#666;font-style:italic}.na{color:#888;font-style:italic}
+.caution{background:#fff4d6;border-left:5px solid #e0a800;padding:10px 14px;margin:12px 0}
 img{max-width:100%;background:#fff;border-radius:6px;margin:8px 0}
 """
 
@@ -120,3 +122,30 @@ def ledger_section(model: Mapping[str, Any], non_private: bool) -> str:
         if non_private else ""
     return (f"<section><h2>Privacy ledger</h2>{note}{table(['item', 'value'], facts)}"
             f"{ledger}</section>")
+
+
+def warnings_block(metrics: Mapping[str, Any]) -> str:
+    """The run's warnings (data quality over 5 %, suppressed segments), or nothing."""
+    items = [w for w in metrics.get("warnings") or [] if isinstance(w, str)]
+    if not items:
+        return ""
+    return ('<div class="caution"><b>Warnings</b><ul>'
+            + "".join(f"<li>{esc(w)}</li>" for w in items) + "</ul></div>")
+
+
+def data_quality_section(metrics: Mapping[str, Any]) -> str:
+    """Per-partner counts of dropped, missing, unparseable, clipped and (other) values."""
+    quality = metrics.get("data_quality")
+    if not isinstance(quality, Mapping) or not quality:
+        return ""
+    keys = ("rows", "customers", "dropped", "missing", "unparseable", "clipped",
+            "other_category")
+    rows = [[name, *(q.get(k) for k in keys)] for name, q in quality.items()
+            if isinstance(q, Mapping)]
+    return ("<section><h2>Data quality at each partner</h2><p>How each partner's table met "
+            "the contract: customers dropped for a missing value the contract drops, values "
+            "missing (dropped or imputed), unparseable, clipped into the declared bounds, and "
+            "categories outside the declared ones (counted as (other)). Simulation only: in a "
+            "deployment these exact counts stay at each partner.</p>"
+            + table(["partner", "rows", "customers", "dropped", "missing", "unparseable",
+                     "clipped", "(other)"], rows, digits=0) + "</section>")

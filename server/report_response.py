@@ -10,7 +10,17 @@ from typing import Any
 import numpy as np
 
 from fedprofile.response_model import ResponseModel
-from server.report_html import CSS, esc, fmt, img, ledger_section, num, table
+from server.report_html import (
+    CSS,
+    data_quality_section,
+    esc,
+    fmt,
+    img,
+    ledger_section,
+    num,
+    table,
+    warnings_block,
+)
 from server.report_plots import figure_to_base64, plt
 
 __all__ = ["render_response_report"]
@@ -53,13 +63,18 @@ def _quality(model: ResponseModel, metrics: Mapping[str, Any]) -> str:
     if not resp:
         return ("<section><h2>Quality</h2><p class='na'>Not available in deployment: test "
                 "metrics stay at each partner.</p></section>")
-    keys = (("r2", "R²"), ("rmse", "RMSE (scaled target)")) if model.task == "ridge" else (
+    keys = (("r2", "R² (on the scaled target)"), ("rmse", "RMSE (on the scaled target)")
+            ) if model.task == "ridge" else (
         ("auc", "AUC"), ("log_loss", "log-loss"))
     rows = [[label, resp.get("federated", {}).get(k), resp.get("centralized", {}).get(k)]
             for k, label in keys]
     words = (f"On the partners' held-out customers ({resp.get('n_test', '?')} in all) the "
              "federated model is compared with the same model trained centrally on the "
              "pooled training customers.")
+    if model.task == "ridge":
+        words += (" R² and RMSE are measured on the scaled target (clipped to its declared "
+                  "bounds, transformed and mapped to [-1/2, 1/2]), not in its original "
+                  "units.")
     return (f"<section><h2>Quality</h2><p>{esc(words)}</p>"
             f"{table(['metric', 'federated (private)', 'centralized (not private)'], rows)}"
             "</section>")
@@ -81,16 +96,24 @@ def render_response_report(model: ResponseModel, metrics: Mapping[str, Any],
     banner = ('<div class="warning">NOT PRIVATE: this run used ε = ∞ (no noise); for checks '
               "only.</div>" if non_private else "")
     coefs = model.coefficients()
-    coef_rows = [[c["name"], c["scaled"], c.get("per_unit")] for c in coefs]
+    coef_rows = [[c["name"] if c.get("supported", True) else f"{c['name']} (no customer)",
+                  c["scaled"], c.get("per_unit")] for c in coefs]
     deciles = (metrics.get("response") or {}).get("deciles") or []
-    coef_img = img(_coef_plot([c["name"] for c in coefs], [c["scaled"] for c in coefs]),
+    shown = [c for c in coefs if c.get("supported", True) and c["name"] != "intercept"]
+    coef_img = img(_coef_plot([c["name"] for c in shown], [c["scaled"] for c in shown]),
                    "Coefficients", "no coefficients")
+    hidden = [c["name"] for c in coefs if not c.get("supported", True)]
+    unsupported_note = (
+        f"<p class='na'>Not charted: {esc(', '.join(hidden))}. No customer holds these "
+        "categories (their noisy count is within two noise standard deviations of zero), "
+        "so their coefficients are noise, not drivers.</p>" if hidden else "")
     body = (f"<h1>{esc(model.spec.name)}: {esc(model.task)} model for {esc(model.target)}</h1>"
             f"<p class='meta'>{esc(datetime.now().strftime('%Y-%m-%d %H:%M'))}</p>{banner}"
-            f"<p class='summary'>{esc(summary)}</p>{_quality(model, metrics)}"
+            f"<p class='summary'>{esc(summary)}</p>{warnings_block(metrics)}"
+            f"{_quality(model, metrics)}{data_quality_section(metrics)}"
             "<section><h2>Charts</h2>"
             f"{img(_decile_plot(deciles, model.task), 'Deciles', 'simulation only')}"
-            f"{coef_img}</section>"
+            f"{coef_img}{unsupported_note}</section>"
             "<section><h2>Coefficients</h2>"
             f"{table(['feature', 'coefficient (scaled)', 'per original unit'], coef_rows)}"
             f"</section>{ledger_section(doc, non_private)}")

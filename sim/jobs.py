@@ -14,9 +14,32 @@ from sim.datasets import load_preset
 from sim.identity import add_overlap, customer_keys
 from sim.partition import Partition, PartitionRule, parse_rule, partition_frame
 
-__all__ = ["prepare_partitions", "preset_partition_file", "rule_from_text"]
+__all__ = ["ensure_folder", "prepare_partitions", "preset_partition_file", "rule_from_text"]
 
 DEFAULT_PARTNERS = 5
+
+
+def ensure_folder(path: Path, what: str) -> Path:
+    """Create the folder ``path`` (and its parents) or refuse in one line.
+
+    Raises
+    ------
+    ContractError
+        If ``path`` is an existing file, lies below a file, or cannot be created.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ContractError(f"The {what} {str(path)!r} is an existing file; give a folder.")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ContractError(f"The {what} {str(path)!r} cannot be created: {str(blocker)!r} is "
+                            "a file, not a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ContractError(f"The {what} {str(path)!r} cannot be created "
+                            f"({exc.strerror or type(exc).__name__}).") from None
+    return path
 
 
 def rule_from_text(text: str) -> PartitionRule:

@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 
 from client.app import build_client_app
+from client.checks import NotReadyError, check_ready, pooled_k_problem
+from client.site import PartnerSite
 from fedprofile.config import RunConfig
 from fedprofile.contract import load_spec
 from fedprofile.customers import customer_table
 from fedprofile.design import DesignData, design_data
-from fedprofile.errors import ContractError
+from fedprofile.errors import ContractError, DataError, FedprofileError
 from fedprofile.features import transform_frame
 from fedprofile.io import write_table
 from fedprofile.matrix_store import stored_values
@@ -35,12 +37,15 @@ from fedprofile.segment_model import SegmentModel
 from privacy.keys import generate_key, load_key, write_key
 from privacy.pseudonym import Pseudonymizer
 from server.app import build_server_app, write_outputs
+from server.federation import group_reasons
 from sim.evaluate import evaluate_segments
 from sim.evaluate_response import evaluate_response
+from sim.jobs import ensure_folder
 from sim.partition import Partition, PartnerFile
+from sim.quality import quality_summary, quality_warnings
 
 __all__ = ["SimulationResult", "default_workers", "federation_key", "load_model",
-           "partner_tables", "pooled_matrix", "simulate"]
+           "partner_tables", "pooled_matrix", "preflight", "simulate"]
 
 log = logging.getLogger("fedprofile.sim")
 
@@ -163,10 +168,17 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
                             "tables, or evaluate=False for partners given as files.")
     from flwr.simulation import run_simulation
 
-    RunConfig.from_mapping({**dict(run_config), "spec": str(spec_path)})  # fail fast
+    cfg = RunConfig.from_mapping({**dict(run_config), "spec": str(spec_path)})  # fail fast
+    if len(partitions) < cfg.min_partners:
+        raise ContractError(f"A federation needs at least min-partners={cfg.min_partners} "
+                            f"partners; this simulation has {len(partitions)}. Give more "
+                            "partners (or a partition column with more values).")
+    ensure_folder(out_dir, "output folder")
+    ensure_folder(state_dir, "state folder")
     _quiet_flower()
     nodes = _prepare_partners(partitions, spec_path=spec_path, state_dir=state_dir,
                               policy=policy, seed=seed, capture=capture)
+    preflight(nodes, cfg)
     overrides = {**dict(run_config), "spec": str(spec_path), "out-dir": str(out_dir),
                  "expected-partners": len(partitions)}
     if seed is not None:
@@ -197,9 +209,67 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
                                 "log above for the partners' replies.")
         model = load_model(model_path)
         metrics = _metrics(model, partitions, spec_path, state_dir, wall, seed, evaluate)
+        metrics["data_quality"] = quality_summary(
+            {node["partner-name"]: Path(node["state-dir"]) / "data_quality.json"
+             for node in nodes.values()})
+        metrics["warnings"] = _warnings(metrics, model)
         write_outputs(model, metrics, folder)
         results.append(SimulationResult(out_dir=folder, model=model, metrics=metrics))
     return results[-1] if len(results) == 1 else replace(results[-1], stages=tuple(results))
+
+
+def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
+    """Every simulated partner's local checks, before Flower starts; the pooled customers.
+
+    Each partner is built from the node config its virtual SuperNode gets, prepares its
+    matrix (cached for the run) and runs :func:`client.checks.check_ready`, so a bad file,
+    policy, target or ``k`` fails in seconds and before any release or ledger entry.
+    Identical reasons are reported once with the partners they concern.
+
+    Raises
+    ------
+    DataError
+        If any partner cannot serve the run, or ``k`` segments of ``min_segment_size``
+        customers cannot come from the pooled customers.
+    """
+    kmeans = cfg.task in ("segments", "pipeline")
+    target = cfg.target if cfg.task in ("ridge", "logistic", "pipeline") else None
+    problems: dict[str, str] = {}
+    hints: list[str] = []
+    customers = 0
+    for pid, node in nodes.items():
+        name = str(node["partner-name"])
+        try:
+            site = PartnerSite.from_node_config(
+                {"partition-id": pid, "num-partitions": len(nodes)}, nodes)
+            _ = site.policy  # a policy file that cannot be read
+            customers += len(site.matrix())
+            check_ready(site, k=cfg.k if kmeans else None, target=target,
+                        min_segment_size=cfg.min_segment_size)
+        except NotReadyError as exc:
+            problems[name] = str(exc)
+            hints.append(f"{name}: {exc.hint}")
+        except FedprofileError as exc:
+            problems[name] = str(exc).replace(str(node["data-path"]), "<data-path>")
+    if problems:
+        details = f" Local details: {'; '.join(hints)}" if hints else ""
+        raise DataError("The partners cannot serve this run; nothing was released: "
+                        f"{group_reasons(problems, total=len(nodes))}.{details}")
+    if kmeans:
+        problem = pooled_k_problem(cfg.k, cfg.min_segment_size, customers, len(nodes))
+        if problem:
+            raise DataError(f"{problem} Nothing was released.")
+    return customers
+
+
+def _warnings(metrics: Mapping[str, Any], model: SegmentModel | ResponseModel) -> list[str]:
+    """Plain warnings of a finished run: data quality over 5 %, suppressed segments."""
+    out = quality_warnings(metrics.get("data_quality") or {})
+    if isinstance(model, SegmentModel) and model.suppressed_.any():
+        out.append(f"{int(model.suppressed_.sum())} of {model.k} segments suppressed (noisy "
+                   f"size under the minimum of {model.min_segment_size} customers); lower --k "
+                   "or --min-segment-size, or give more customers.")
+    return out
 
 
 def load_model(path: Path) -> SegmentModel | ResponseModel:
