@@ -193,18 +193,44 @@ def certs(
     host: Annotated[list[str] | None, typer.Option(
         help="Extra SuperLink host name or IP for the certificate (repeatable).")] = None,
 ) -> None:
-    """Create the CA, the SuperLink TLS certificate and one key pair per partner."""
-    from fedprofile.credentials import create_credentials
+    """Create the CA, the SuperLink TLS certificate, and per partner a key pair and secret."""
+    from fedprofile.credentials import create_credentials, create_superexec_secret
 
     try:
         made = create_credentials(out, partners=partners, hosts=list(host or []))
+        secrets = [create_superexec_secret(out / "keys" / f"partner-{i}.superexec")
+                   for i in range(1, partners + 1)]
+    except (FedprofileError, OSError) as exc:
+        raise _fail(exc) from None
+    console.print(f"CA: {made.ca_cert} (give to partners)\nSuperLink and Fleet gateway: "
+                  f"{made.server_cert}, {made.server_key} (keep at the coordinator)",
+                  highlight=False)
+    for (private, public), secret in zip(made.partner_keys, secrets, strict=True):
+        console.print(f"Partner: {private} and {secret} (keep at the partner: SuperNode key, "
+                      f"SuperNode/launcher secret), {public} (the coordinator registers it "
+                      "with `flwr supernode register`)", highlight=False)
+    console.print("Each partner approves the app it will run with `fedprofile approve-app`.",
+                  highlight=False)
+
+
+@app.command("approve-app")
+def approve_app(
+    source: Annotated[Path, typer.Argument(help="The app folder (as `flwr run` gets it) or a "
+                                                ".fab file.")],
+    allow_list: Annotated[Path | None, typer.Option(
+        help="The partner's allow-list file to add the app's digest to.")] = None,
+) -> None:
+    """Print the SHA-256 of the app's FAB; with --allow-list, approve it at this partner."""
+    from deploy.approval import approve_app as approve
+
+    try:
+        digest, added = approve(source, allow_list)
     except FedprofileError as exc:
         raise _fail(exc) from None
-    console.print(f"CA: {made.ca_cert}\nSuperLink: {made.server_cert}, {made.server_key}",
-                  highlight=False)
-    for private, public in made.partner_keys:
-        console.print(f"Partner key: {private} (keep at the partner), {public} (register "
-                      "with `flwr supernode register`)", highlight=False)
+    console.print(digest, highlight=False)
+    if allow_list is not None:
+        console.print(f"{'Added to' if added else 'Already in'} {allow_list}: this partner's "
+                      "launcher will run this exact app.", highlight=False)
 
 
 @app.command()
