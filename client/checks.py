@@ -74,7 +74,7 @@ def check_ready(site: PartnerSite, *, k: int | None, target: str | None,
         if k < 1:
             raise ContractError(f"The number of segments k must be at least 1. Got {k}.")
         if k * max(min_segment_size, 1) > customers:
-            log.warning("Partner %s: k=%d segments of at least %d customers need %d customers; "
+            log.info("Partner %s: k=%d segments of at least %d customers need %d customers; "
                         "this partner holds %d (the federation as a whole may).",
                         site.name, k, min_segment_size, k * max(min_segment_size, 1), customers)
     if target:
@@ -103,12 +103,12 @@ def _check_target(site: PartnerSite, name: str) -> None:
             f"Target {name!r} declares positive = {target.positive!r}, but no customer's value "
             f"of column {column!r} equals it (compared as text, ignoring case); set "
             f"'positive' in the contract to the label that means 1.",
-            hint=f"{int((~positive).sum()):,} values do not match; the column holds {found}.")
+            hint=f"{int((~positive).sum()):,} values do not match; the column holds {found}")
     if positive.all():
         raise NotReadyError(
             f"Target {name!r}: every customer's value of column {column!r} equals the declared "
             f"positive {target.positive!r}; a binary target needs customers of both classes.",
-            hint=f"all {len(positive):,} values match; the column holds {found}.")
+            hint=f"all {len(positive):,} values match; the column holds {found}")
 
 
 def _labels_hint(values: pd.Series) -> str:

@@ -248,13 +248,13 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
                         min_segment_size=cfg.min_segment_size)
         except NotReadyError as exc:
             problems[name] = str(exc)
-            hints.append(f"{name}: {exc.hint}")
+            hints.append(f"{name}: {exc.hint}.")
         except FedprofileError as exc:
             problems[name] = str(exc).replace(str(node["data-path"]), "<data-path>")
     if problems:
-        details = f" Local details: {'; '.join(hints)}" if hints else ""
+        details = f" Local details: {' '.join(hints)}" if hints else ""
         raise DataError("The partners cannot serve this run; nothing was released: "
-                        f"{group_reasons(problems, total=len(nodes))}.{details}")
+                        f"{group_reasons(problems, total=len(nodes)).rstrip('.')}.{details}")
     if kmeans:
         problem = pooled_k_problem(cfg.k, cfg.min_segment_size, customers, len(nodes))
         if problem:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from fedprofile.cli import app
@@ -60,3 +63,87 @@ def test_a_new_csv_with_missing_values_runs_without_code_changes(tmp_path: Path)
                for p in (tmp_path / "state" / "partners").glob("*/data_quality.json")]
     assert sum(q["dropped"] for q in quality) == 200
     assert sum(q["imputed"]["newbie"] for q in quality) == 200
+
+
+TRAPS = SPEC + """
+[target.bought]
+kind = "binary"
+positive = "yes"
+
+[target.flag]
+kind = "binary"
+positive = "TRUE"
+
+[target.wrong]
+kind = "binary"
+positive = "1"
+"""
+
+
+def _trap_file(tmp_path: Path) -> tuple[Path, Path]:
+    """A small shop file whose labels differ from the contract's only in case or type."""
+    frame = pd.read_csv(Path(__file__).parents[2] / "data" / "hillstrom.csv.gz").head(3_000)
+    frame["bought"] = np.where(frame["visit"] == 1, "Yes", "No")  # declared "yes"
+    frame["flag"] = frame["visit"] == 1                           # read back as booleans
+    frame["wrong"] = frame["bought"]                              # declared "1": no match
+    data, spec = tmp_path / "shop.csv", tmp_path / "shop.toml"
+    frame.to_csv(data, index=False)
+    spec.write_text(TRAPS)
+    return data, spec
+
+
+def _sim(tmp_path: Path, data: Path, spec: Path, *extra: str) -> tuple[Result, float]:
+    start = time.perf_counter()
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(app, [
+        "sim", "--data", str(data), "--spec", str(spec), "--partition-by", "zip_code",
+        "--partners", "3", "--out", str(tmp_path / "out"), "--state-dir",
+        str(tmp_path / "state"), *extra])
+    return result, time.perf_counter() - start
+
+
+def _ledger_rows(state: Path) -> int:
+    rows = 0
+    for db in state.glob("partners/*/ledger.sqlite"):
+        with sqlite3.connect(db) as conn:
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master "
+                                                  "WHERE type='table'")]
+            rows += sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                        for t in tables)
+    return rows
+
+
+def test_doomed_runs_fail_in_seconds_before_any_release(tmp_path: Path) -> None:
+    # Prepare: a positive label that matches no value, a k no federation of 3,000 can fill
+    data, spec = _trap_file(tmp_path)
+    # Execute
+    wrong, wrong_s = _sim(tmp_path, data, spec, "--task", "logistic", "--target", "wrong")
+    big_k, big_k_s = _sim(tmp_path, data, spec, "--k", "100")
+    alone, _ = _sim(tmp_path, data, spec, "--partners", "1")
+    # Assert: one-line errors, no model, no ledger entry, well before Flower would start
+    assert wrong.exit_code == 2, wrong.output
+    assert "all 3 partners: Target 'wrong' declares positive = '1'" in wrong.output
+    assert "Traceback" not in wrong.output and wrong_s < 20
+    assert big_k.exit_code == 2 and big_k_s < 20
+    assert "k=100 segments of at least 50 customers need 5,000 customers" in big_k.output
+    assert alone.exit_code == 2
+    assert "at least min-partners=2 partners" in alone.output
+    assert not (tmp_path / "out" / "model.json").exists()
+    assert _ledger_rows(tmp_path / "state") == 0
+
+
+def test_labels_differing_in_case_or_type_train_and_quality_is_shown(tmp_path: Path) -> None:
+    # Prepare: declared "yes" for Yes/No values, "TRUE" for a column pandas reads as booleans
+    data, spec = _trap_file(tmp_path)
+    # Execute
+    result, _ = _sim(tmp_path, data, spec, "--task", "logistic", "--target", "flag",
+                     "--epsilon", "inf")
+    # Assert: the model learns (both classes were found), quality counts and warnings shown
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["response"]["federated"]["auc"] == pytest.approx(
+        metrics["response"]["centralized"]["auc"], abs=0.01)
+    assert metrics["response"]["federated"]["auc"] > 0.55
+    assert set(metrics["data_quality"]) == {"Surburban", "Urban", "Rural"}
+    assert any("'channel' (other)" in w for w in metrics["warnings"])
+    assert "Data quality at each partner" in result.output
+    assert "Data quality at each partner" in (tmp_path / "out" / "report.html").read_text()
