@@ -80,6 +80,8 @@ def test_four_row_frame_report_counts_by_hand() -> None:
         "unparseable": {"age": 1, "balance": 1},
         "clipped": {"age": 2, "balance": 1},
         "other_category": {"color": 1},
+        "dropped_by": {"age": 1, "balance": 0, "color": 1},
+        "other_suggestions": {},
     }
 
 
