@@ -55,9 +55,9 @@ def test_lines_quoted_whole_are_refused_naming_the_separator(tmp_path: Path) -> 
     """A file that reads as one column whose header holds ';' says it looks ;-separated."""
     path = tmp_path / "quoted.csv"
     path.write_text('"id;tenure;job"\n"c1;3;admin."\n"c2;4;retired"\n', encoding="utf-8")
-    with pytest.raises(DataError, match="one column.*semicolon"):
+    with pytest.raises(DataError, match=r"one column.*semicolon"):
         read_table(path)
-    with pytest.raises(DataError, match="one column.*semicolon"):
+    with pytest.raises(DataError, match=r"one column.*semicolon"):
         list(iter_table(path, chunk_rows=10))
 
 

@@ -132,7 +132,7 @@ def test_customers_must_align_with_the_frame() -> None:
 def test_too_many_partners_for_customers_is_refused() -> None:
     """More partners than customers leaves a partner without customers: refused."""
     frame = _lines(2)
-    with pytest.raises(ContractError, match="no customer|no rows"):
+    with pytest.raises(ContractError, match=r"no customer|no rows"):
         partition_frame(frame, PartitionRule("iid"), 3, customers=frame["customer"])
 
 
