@@ -19,6 +19,7 @@ from fedprofile.contract import (
     TargetSpec,
 )
 from fedprofile.errors import ContractError
+from fedprofile.suggest import closest
 
 __all__ = ["parse_spec", "read_spec"]
 
@@ -43,11 +44,18 @@ def _err(source: str, where: str, problem: str) -> ContractError:
     return ContractError(f"Spec {source}: {where}: {problem}")
 
 
+def _unknown(names: set[str], allowed: set[str] | tuple[str, ...]) -> str:
+    """``['Bounds'] (did you mean 'bounds'?)``: the unknown names, with close allowed ones."""
+    hints = [f"{name!r}: did you mean {match!r}?" for name in sorted(names)
+             if (match := closest(name, allowed)) is not None]
+    return f"{sorted(names)}" + (f" ({'; '.join(hints)})" if hints else "")
+
+
 def parse_spec(data: dict[str, Any], source: str) -> FeatureSpec:
     """Build and validate a :class:`FeatureSpec` from its dict form."""
     unknown = set(data) - _SECTIONS
     if unknown:
-        raise _err(source, "top level", f"unknown section(s) {sorted(unknown)}; "
+        raise _err(source, "top level", f"unknown section(s) {_unknown(unknown, _SECTIONS)}; "
                    f"allowed: {', '.join(sorted(_SECTIONS))}.")
     fed = data.get("federation", {})
     raw_features = data.get("features")
@@ -123,7 +131,8 @@ def _parse_feature(name: str, decl: Any, source: str) -> Feature:
                    f"Got {kind!r} instead.")
     extra = set(decl) - allowed
     if extra:
-        raise _err(source, where, f"unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}.")
+        raise _err(source, where, f"unknown key(s) {_unknown(extra, allowed)}; allowed: "
+                   f"{sorted(allowed)}.")
     missing, column, weight = _common(name, decl, source)
     if kind == "numeric":
         bounds = _parse_bounds(decl, source, where)
@@ -147,7 +156,9 @@ def _parse_feature(name: str, decl: Any, source: str) -> Feature:
         raise _err(source, where, f"category {OTHER!r} is reserved for the other slot.")
     default_cat = None if "default" not in decl else str(decl["default"])
     if default_cat is not None and default_cat not in cats and not (other and default_cat == OTHER):
-        raise _err(source, where, f"'default' {default_cat!r} is not a declared category.")
+        match = closest(default_cat, cats)
+        hint = f" (did you mean {match!r}?)" if match else ""
+        raise _err(source, where, f"'default' {default_cat!r} is not a declared category{hint}.")
     return CategoricalFeature(name=name, categories=tuple(cats), other=other,
                               missing=missing, default=default_cat, weight=weight,  # type: ignore[arg-type]
                               column=column)

@@ -410,3 +410,16 @@ def test_fingerprint_changes_when_the_feature_order_changes() -> None:
     # Assert
     assert reordered.slot_names != _tiny().slot_names
     assert reordered.fingerprint() != _tiny().fingerprint()
+
+
+@pytest.mark.parametrize(("data", "hint"), [
+    ({"features": {"a": {"kind": "numeric", "Bounds": [0, 1]}}}, "did you mean 'bounds'?"),
+    ({"feature": {}, "features": {"a": {"kind": "numeric", "bounds": [0, 1]}}},
+     "did you mean 'features'?"),
+    ({"features": {"m": {"kind": "categorical", "categories": ["Jun"], "missing": "impute",
+                         "default": "jun"}}}, "did you mean 'Jun'?"),
+], ids=["key", "section", "default-category"])
+def test_misspelt_contract_names_get_a_close_match(data: dict[str, Any], hint: str) -> None:
+    """A misspelt key, section or declared default names the close match (contract text)."""
+    with pytest.raises(ContractError, match=re.escape(hint)):
+        FeatureSpec.from_dict(data)
