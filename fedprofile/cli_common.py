@@ -99,7 +99,7 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
             path = crash_log(exc, func.__name__)
             err_console.print(f"[bold red]Unexpected error[/] ({type(exc).__name__}) in "
                               f"fedprofile {func.__name__}; the traceback is in {path}",
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
     return run
 

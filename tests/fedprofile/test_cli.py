@@ -79,3 +79,94 @@ def test_pseudonymize_streams_a_file_and_drops_raw_identities(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert "Ada" not in text and "07400" not in text and "pid" in text
+
+
+def test_help_shows_square_brackets() -> None:
+    result = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["sim", "--help"])
+    assert "(a [target.NAME] of the spec)" in result.output
+
+
+@pytest.mark.parametrize("option", ["--out", "--state-dir"])
+def test_output_folders_that_cannot_exist_are_refused_in_one_line(tmp_path: Path,
+                                                                   option: str) -> None:
+    # Prepare: a plain file where a folder should be, and a path below it
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    # Execute
+    on_file = runner.invoke(app, ["sim", "--dataset", "bank", option, str(blocker)])
+    below = runner.invoke(app, ["sim", "--dataset", "bank", option, str(blocker / "sub")])
+    # Assert
+    assert on_file.exit_code == below.exit_code == 2
+    assert "is an existing file" in " ".join(on_file.output.split())
+    assert "is a file, not a folder" in " ".join(below.output.split())
+    assert "Traceback" not in on_file.output + below.output
+
+
+def test_a_policy_file_is_checked_before_the_run(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("max_epsilon_per_run = 'lots'\n")
+    result = runner.invoke(app, ["sim", "--dataset", "bank", "--policy", str(policy),
+                                 "--out", str(tmp_path / "out"),
+                                 "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "Simulating" not in result.output
+
+
+def test_an_unexpected_error_prints_one_line_and_a_log_without_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: a canary value in the data and a scoring step that fails unexpectedly,
+    # quoting it in its message and holding it in its local variables
+    canary = "CANARY-7d41e9"
+    data = tmp_path / "customers.csv"
+    data.write_text(f"customer_id,lines,spend\n{canary},2,40\n")
+
+    def broken(frame, **_):
+        value = str(frame.iloc[0, 0])
+        raise ValueError(f"could not convert {value!r} to float")
+
+    monkeypatch.setattr("fedprofile.scoring.score_customers", broken)
+    monkeypatch.setenv("FEDPROFILE_LOG_DIR", str(tmp_path / "logs"))
+    model = tmp_path / "segments.json"
+    _segment_model().save(model)
+    # Execute
+    result = CliRunner().invoke(app, ["score", "--data", str(data), "--segments", str(model),
+                                      "--out", str(tmp_path / "scores.csv")])
+    # Assert: exit 1, one line naming the log; the canary is nowhere, the frames are
+    assert result.exit_code == 1
+    assert canary not in result.output
+    assert len(result.output.strip().splitlines()) <= 2 and "Traceback" not in result.output
+    logs = list((tmp_path / "logs").glob("fedprofile-error-*.log"))
+    assert len(logs) == 1 and logs[0].name in "".join(result.output.split())
+    text = logs[0].read_text()
+    assert canary not in text
+    assert "in broken" in text and "ValueError" in text
+
+
+def _segment_model():
+    import numpy as np
+
+    from fedprofile.contract import FeatureSpec
+    from fedprofile.segment_model import SegmentModel
+
+    spec = FeatureSpec.from_dict({"federation": {"name": "shop"}, "features": {
+        "lines": {"kind": "numeric", "bounds": [0, 10]},
+        "spend": {"kind": "numeric", "bounds": [0, 100]}}}, source="shop.toml")
+    return SegmentModel(spec=spec, centers=np.array([[-0.3, -0.1], [-0.4, 0.1]]),
+                        sizes=np.array([100.0, 100.0]), min_segment_size=10, privacy={},
+                        params={}, partners=["p1", "p2"])
+
+
+def test_score_counts_customers_it_could_not_score_apart(tmp_path: Path) -> None:
+    # Prepare: three customers, one with a value the contract drops
+    data = tmp_path / "customers.csv"
+    data.write_text("customer_id,lines,spend\nc1,2,40\nc2,1,50\nc3,,10\n")
+    model = tmp_path / "segments.json"
+    _segment_model().save(model)
+    # Execute
+    result = CliRunner(env={"COLUMNS": "300"}).invoke(app, [
+        "score", "--data", str(data), "--segments", str(model), "--out",
+        str(tmp_path / "scores.csv")])
+    # Assert
+    assert result.exit_code == 0, result.output
+    assert "Scored 2 customers" in result.output
+    assert "1 customers could not be scored" in result.output
