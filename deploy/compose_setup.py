@@ -1,9 +1,13 @@
-"""Set-up for ``docker compose``: credentials and three partners' folders.
+"""Set-up for ``docker compose``: credentials, approvals and three partners' folders.
 
-Writes ``deploy/credentials/`` (CA, SuperLink certificate, partner keys) and, for each
-partner, ``deploy/partners/partner-N/`` with its slice of the bank data, the federation's
-pseudonymisation key (shared by partners only) and a privacy policy. Run it once with
-``python -m deploy.compose_setup`` (``make compose-setup``) before ``docker compose up``.
+Writes ``deploy/credentials/`` (CA, SuperLink and gateway certificate, partner keys, the
+coordinator's SuperExec secret and, per partner, ``partner-N/`` with the SuperNode/launcher
+secret and the allow-list approving the app in this folder as ``flwr run .`` ships it) and,
+for each partner, ``deploy/partners/partner-N/`` with its slice of the bank data, the
+federation's pseudonymisation key (shared by partners only) and a privacy policy. Run it with
+``python -m deploy.compose_setup`` (``make compose-setup``) before ``docker compose up``;
+after any change to the app, each partner approves the new version again with
+``fedprofile approve-app . --allow-list deploy/credentials/partner-N/approved-apps.txt``.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from fedprofile.credentials import create_credentials
+from deploy.approval import approve_app
+from fedprofile.credentials import create_credentials, create_superexec_secret
 from privacy.keys import generate_key, write_key
 from sim.datasets import load_preset
 
 __all__ = ["PARTNERS", "main"]
 
 DEPLOY_DIR = Path(__file__).resolve().parent
+APP_DIR = DEPLOY_DIR.parent
 PARTNERS = 3
 POLICY = """max_epsilon_per_run = 2.0
 total_epsilon = 8.0
@@ -28,9 +34,10 @@ allowed_stages = ["profile", "kmeans", "ridge", "logistic", "score"]
 """
 
 
-def main(out: Path = DEPLOY_DIR) -> int:
+def main(out: Path = DEPLOY_DIR, app: Path = APP_DIR) -> int:
     """Create every file the compose services mount; return the exit code."""
     create_credentials(out / "credentials", partners=PARTNERS)
+    create_superexec_secret(out / "credentials" / "coordinator" / "superexec.secret")
     key = generate_key()
     for i, part in enumerate(load_preset("bank").partitions(PARTNERS), start=1):
         home = out / "partners" / f"partner-{i}"
@@ -41,6 +48,11 @@ def main(out: Path = DEPLOY_DIR) -> int:
         part.frame.to_parquet(home / "data" / "customers.parquet", index=False)
         write_key(key, home / "secrets" / "federation.key")
         (home / "policy.toml").write_text(POLICY, encoding="utf-8")
+        trust = out / "credentials" / f"partner-{i}"
+        create_superexec_secret(trust / "superexec.secret")
+        (trust / "approved-apps.txt").unlink(missing_ok=True)
+        digest, _ = approve_app(app, trust / "approved-apps.txt")
+    print(f"Every partner approved the app {app} as FAB sha256 {digest}.")  # noqa: T201
     (out / "state").mkdir(exist_ok=True)
     return 0
 

@@ -78,12 +78,13 @@ def create_credentials(out: Path, *, partners: int, hosts: list[str] | None = No
                        ) -> Credentials:
     """Create a CA, a SuperLink certificate for ``hosts`` and ``partners`` SuperNode keys.
 
-    ``hosts`` are added to ``localhost``, ``superlink``, ``127.0.0.1`` and ``::1`` as subject
-    alternative names. Private keys are written with mode 0600.
+    ``hosts`` are added to ``localhost``, ``superlink``, ``fleet-gateway``, ``127.0.0.1`` and
+    ``::1`` as subject alternative names (the gateway serves the same certificate). Private
+    keys are written with mode 0600.
     """
     if partners < 1:
         raise ContractError(f"The 'partners' parameter must be >= 1. Got {partners!r}.")
-    names = ["localhost", "superlink", "127.0.0.1", "::1", *(hosts or [])]
+    names = ["localhost", "superlink", "fleet-gateway", "127.0.0.1", "::1", *(hosts or [])]
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_cert = (x509.CertificateBuilder().subject_name(_name("fedprofile CA"))

@@ -1,8 +1,10 @@
 """The docker-compose topology, checked without a Docker engine.
 
-Every service's command may only use flags the installed Flower CLIs accept, every mounted
-host path must exist in the repository or be created by the documented set-up, and every
-version must match the project's pins.
+Every service's command may only use flags the installed CLIs accept, every mounted host
+path must exist in the repository or be created by the documented set-up, every version must
+match the project's pins, only the coordinator reaches the SuperLink, each partner's runtime
+API is on a network of its own, and every partner runs ClientApps through its launcher with
+an allow-list approving the app in this repository.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ import pytest
 import yaml
 
 from deploy import compose_setup
+from deploy.app_guard import read_allow_list
+from deploy.approval import app_digest
+from deploy.loopback import snapshot_app
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 SERVICES = COMPOSE["services"]
 BINARY = {"flwr/superlink": "flower-superlink", "flwr/supernode": "flower-supernode",
           "fedprofile-app": "flower-superexec"}
+MODULE_SERVICES = [n for n, s in SERVICES.items() if s.get("entrypoint", [""])[0] == "python"]
+PARTNERS = (1, 2, 3)
 
 
 def _pinned_flwr() -> str:
@@ -42,7 +49,8 @@ def _help(binary: str) -> str:
 @pytest.fixture(scope="module")
 def set_up(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("deploy")
-    assert compose_setup.main(out) == 0
+    app = snapshot_app(ROOT, out / "app")  # frozen: the tree may change during the tests
+    assert compose_setup.main(out, app=app) == 0
     return out
 
 
@@ -54,6 +62,77 @@ def test_service_commands_use_only_flags_the_installed_clis_accept(name: str) ->
     used = {arg.split("=", 1)[0] for arg in service["command"] if arg.startswith("--")}
     assert used, name
     assert used <= accepted, f"{name}: {sorted(used - accepted)} not accepted by {binary}"
+
+
+@pytest.mark.parametrize("name", MODULE_SERVICES)
+def test_fedprofile_module_services_use_only_flags_their_module_accepts(name: str) -> None:
+    service = SERVICES[name]
+    module = service["entrypoint"][-1]
+    assert module in {"deploy.partner_exec", "deploy.fleet_gateway"}
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    accepted = set(re.findall(r"--[a-z][a-z0-9-]*", done.stdout))
+    used = {arg.split("=", 1)[0] for arg in service["command"] if arg.startswith("--")}
+    assert used and used <= accepted, f"{name}: {sorted(used - accepted)}"
+
+
+def _networks(name: str) -> set[str]:
+    return set(SERVICES[name].get("networks", []))
+
+
+def test_only_the_coordinator_reaches_the_superlink() -> None:
+    # the SuperLink's port is published on the host's loopback only
+    assert SERVICES["superlink"]["ports"] == ["127.0.0.1:9093:9091"]
+    published = {n for n, s in SERVICES.items() if s.get("ports")}
+    assert published == {"superlink", "fleet-gateway"}
+    assert SERVICES["fleet-gateway"]["ports"] == ["9092:9092"]
+    # no partner container shares a network with the SuperLink
+    for i in PARTNERS:
+        for name in (f"supernode-{i}", f"superexec-clientapp-{i}"):
+            assert not _networks(name) & _networks("superlink"), name
+        node = SERVICES[f"supernode-{i}"]["command"]
+        assert "--superlink=fleet-gateway:9092" in node
+    gateway = SERVICES["fleet-gateway"]["command"]
+    assert "--upstream=superlink:9091" in gateway
+
+
+def test_each_partner_runtime_api_is_on_a_network_of_its_own() -> None:
+    for i in PARTNERS:
+        private = f"partner-{i}"
+        assert COMPOSE["networks"][private] == {"internal": True}
+        on_it = {n for n in SERVICES if private in _networks(n)}
+        assert on_it == {f"supernode-{i}", f"superexec-clientapp-{i}"}
+        assert _networks(f"superexec-clientapp-{i}") == {private}
+        uplink = _networks(f"supernode-{i}") - {private}
+        assert len(uplink) == 1
+        (net,) = uplink
+        assert {n for n in SERVICES if net in _networks(n)} == {f"supernode-{i}",
+                                                                 "fleet-gateway"}
+    # every service is on a declared network, none on docker's shared default network
+    for name, service in SERVICES.items():
+        assert service.get("networks"), name
+        assert set(service["networks"]) <= set(COMPOSE["networks"]), name
+
+
+def test_partners_run_client_apps_only_through_their_launcher(set_up: Path) -> None:
+    digest = app_digest(set_up / "app")
+    for i in PARTNERS:
+        node = SERVICES[f"supernode-{i}"]["command"]
+        assert "--isolation=process" in node  # the SuperNode itself never starts an app
+        launcher = SERVICES[f"superexec-clientapp-{i}"]
+        assert launcher["entrypoint"] == ["python", "-P", "-m", "deploy.partner_exec"]
+        args = dict(a.split("=", 1) for a in launcher["command"] if "=" in a)
+        assert args["--runtime-api-address"] == f"supernode-{i}:9094"
+        mounts = {v.split(":")[1]: v for v in launcher["volumes"]}
+        allow = mounts[args["--allow-list"]]
+        assert allow.endswith(":ro")  # the app cannot edit what its partner approved
+        host = set_up / Path(allow.split(":")[0]).relative_to("deploy")
+        assert read_allow_list(host) == {digest}  # the set-up approves this repository's app
+        secret = mounts[args["--superexec-auth-secret-file"]].split(":")[0]
+        node_secret = next(v for v in SERVICES[f"supernode-{i}"]["volumes"]
+                           if v.split(":")[1] == "/app/secrets/superexec.secret")
+        assert node_secret.split(":")[0] == secret
+        assert "--superexec-auth-secret-file=/app/secrets/superexec.secret" in node
 
 
 def test_registration_uses_an_existing_cli_command() -> None:
@@ -74,7 +153,7 @@ def test_every_mounted_path_exists_in_the_repo_or_is_made_by_the_set_up(set_up: 
 
 
 def test_partner_node_configs_point_into_the_partner_mount(set_up: Path) -> None:
-    for i in (1, 2, 3):
+    for i in PARTNERS:
         config = next(a for a in SERVICES[f"supernode-{i}"]["command"]
                       if a.startswith("--node-config="))
         paths = re.findall(r"'(/partner/[^']+)'", config)
@@ -83,7 +162,8 @@ def test_partner_node_configs_point_into_the_partner_mount(set_up: Path) -> None
             assert (set_up / "partners" / f"partner-{i}" / Path(path).relative_to("/partner")
                     ).exists(), path
         mounts = SERVICES[f"superexec-clientapp-{i}"]["volumes"]
-        assert mounts == [f"./deploy/partners/partner-{i}:/partner"]
+        assert mounts[0] == f"./deploy/partners/partner-{i}:/partner"
+        assert all(m.endswith(":ro") for m in mounts[1:])
 
 
 def test_versions_match_the_pins() -> None:
@@ -104,7 +184,7 @@ def test_versions_match_the_pins() -> None:
 def test_tls_and_authentication_are_on_for_every_partner() -> None:
     link = SERVICES["superlink"]["command"]
     assert "--enable-supernode-auth" in link and not any("--insecure" in a for a in link)
-    for i in (1, 2, 3):
+    for i in PARTNERS:
         node = SERVICES[f"supernode-{i}"]["command"]
         assert any(a.startswith("--root-certificates=") for a in node)
         assert any(a.startswith("--auth-supernode-private-key=") for a in node)
