@@ -171,3 +171,49 @@ def test_minimal_model_does_not_crash(tmp_path):
     no_privacy = {"federation": "x", "profiles": [{"segment": 0, "tags": ["a"]}],
                   "spec": None, "privacy": None}
     assert "Segment 0" in _render(copy.deepcopy(no_privacy), {}, tmp_path)
+
+
+def test_data_quality_and_warnings_are_shown(model, metrics, tmp_path):
+    # Prepare: per-partner counts as the simulation reads them, and a warning
+    metrics["data_quality"] = {
+        "acme": {"rows": 1000, "customers": 900, "dropped": 100, "missing": 100,
+                 "unparseable": 7, "clipped": 60, "other_category": 0},
+        "<b>evil</b>": {"rows": 50, "customers": 50, "dropped": 0, "missing": 0,
+                        "unparseable": 0, "clipped": 0, "other_category": 3}}
+    metrics["warnings"] = ["68 of 100 segments suppressed (noisy size under the minimum)"]
+    # Execute
+    text = _render(model, metrics, tmp_path)
+    # Assert
+    assert "Data quality at each partner" in text
+    assert "<td>acme</td>" in text and ">unparseable<" in text and ">(other)<" in text
+    assert "&lt;b&gt;evil&lt;/b&gt;" in text and "<b>evil</b>" not in text
+    assert "68 of 100 segments suppressed" in text
+
+
+def test_response_report_keeps_unsupported_slots_out_of_the_effects_chart(tmp_path):
+    import numpy as np
+
+    from fedprofile.contract import FeatureSpec
+    from fedprofile.response_model import ResponseModel
+    from server.report_response import render_response_report
+
+    # Prepare: job=(other) is held by no customer and has the largest coefficient
+    spec = FeatureSpec.from_dict({
+        "federation": {"name": "shop"},
+        "features": {"x": {"kind": "numeric", "bounds": [0, 1]},
+                     "job": {"kind": "categorical", "categories": ["a"], "other": True}},
+        "target": {"spend": {"kind": "numeric", "bounds": [0, 100]}}}, source="s.toml")
+    params = {"alpha": 1.0, "unsupported_columns": ["job=(other)"]}
+    model = ResponseModel(task="ridge", spec=spec, target="spend",
+                          coef=np.array([0.2, 0.1, 1.15, 0.0]), penalty=1.0,
+                          privacy={"epsilon_spent": 1.0, "delta": 1e-6}, params=params,
+                          partners=["p1", "p2"])
+    metrics = {"response": {"n_test": 10, "federated": {"r2": 0.5, "rmse": 0.1},
+                            "centralized": {"r2": 0.5, "rmse": 0.1}}}
+    # Execute
+    text = render_response_report(model, metrics, tmp_path / "r.html").read_text()
+    # Assert: marked in the table, named as not charted, metrics said to be scaled
+    assert "job=(other) (no customer)" in text
+    assert "Not charted: job=(other)" in text
+    assert "R² (on the scaled target)" in text
+    assert [c["supported"] for c in model.coefficients()] == [True, True, False, True]
