@@ -63,6 +63,16 @@ def _float(cfg: Mapping[str, Any], key: str, default: float, *, open_low: float,
     return value
 
 
+def _run_id(cfg: Mapping[str, Any]) -> str:
+    from fedprofile.protocol.codec import RUN_ID_PATTERN
+
+    value = _str(cfg, "run_id", "")
+    if value and not RUN_ID_PATTERN.fullmatch(value):
+        raise ContractError("The 'run-id' parameter must be 1 to 64 letters, digits, '_' or "
+                            f"'-'. Got {value!r} instead.")
+    return value
+
+
 def _str(cfg: Mapping[str, Any], key: str, default: str) -> str:
     value = _value(cfg, key, default)
     if not isinstance(value, str):
@@ -124,6 +134,10 @@ class RunConfig:
     expected_partners : int, default=0
         Wait (up to 120 s) for this many partners before starting; 0 waits for
         ``min_partners``.
+    run_id : str
+        The run's id ("" draws a fresh random one, the normal case). A run id can be used
+        once at each partner; simulations that must be reproducible name theirs, since
+        simulated partners seed their noise with it.
     """
 
     spec: str = "specs/bank.toml"
@@ -147,6 +161,7 @@ class RunConfig:
     holdout: float = 0.2
     segments: str = ""
     expected_partners: int = 0
+    run_id: str = ""
 
     def n_candidates(self, dim: int) -> int:
         """Candidates of the over-clustering start for a contract of dimension ``dim``."""
@@ -195,7 +210,8 @@ class RunConfig:
                    clip=_float(cfg, "clip", cls.clip, open_low=-1e-300),
                    holdout=_float(cfg, "holdout", cls.holdout, open_low=-1e-300, high=0.99),
                    segments=_str(cfg, "segments", ""),
-                   expected_partners=_int(cfg, "expected_partners", 0, low=0))
+                   expected_partners=_int(cfg, "expected_partners", 0, low=0),
+                   run_id=_run_id(cfg))
 
 
 @dataclass(frozen=True)

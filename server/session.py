@@ -115,7 +115,7 @@ def _introduce(fed: Federation, request: ProfileRequest) -> None:
 def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
              stages: tuple[str, ...], expected_partners: int = 0) -> RunSession:
     """Wait for partners, announce the run and its whole plan, open the ledger."""
-    run_id = uuid.uuid4().hex[:16]
+    run_id = cfg.run_id or uuid.uuid4().hex[:16]
     nodes = wait_for_nodes(grid, expected=max(expected_partners, cfg.min_partners),
                            timeout=min(cfg.timeout, 120.0))
     fed = Federation(grid=grid, node_ids=nodes, min_partners=cfg.min_partners,

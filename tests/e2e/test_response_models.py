@@ -40,7 +40,7 @@ def test_private_logistic_through_flower_scores_and_records_every_round(bank, tm
     result = simulate(bank.partitions(3), spec_path=bank.spec_path, out_dir=tmp_path / "out",
                       state_dir=tmp_path / "state", seed=0,
                       run_config={"task": "logistic", "target": "y", "epsilon": 1.0,
-                                  "gd-rounds": 3})
+                                  "gd-rounds": 3, "run-id": "e2e-bank-logistic"})
     # Assert: quality close to centralized, the whole plan in each partner's ledger
     resp = result.metrics["response"]
     assert resp["centralized"]["auc"] - resp["federated"]["auc"] < 0.03

@@ -31,7 +31,8 @@ def private_run(bank, tmp_path_factory) -> tuple[SimulationResult, Path]:
     root = tmp_path_factory.mktemp("bank-private")
     result = simulate(bank.partitions(5), spec_path=bank.spec_path,
                                   out_dir=root / "out", state_dir=root / "state",
-                                  run_config={"k": 6, "epsilon": 1.0, "delta": 1e-6},
+                                  run_config={"k": 6, "epsilon": 1.0, "delta": 1e-6,
+                                              "run-id": "e2e-bank-private"},
                                   seed=0, capture=root / "capture")
     return result, root
 
@@ -95,6 +96,12 @@ def test_non_private_run_through_flower_is_exact_lloyd(bank, tmp_path) -> None:
     np.testing.assert_allclose(result.model.cluster_centers_, central.cluster_centers_,
                                atol=1e-9, rtol=0)
     assert result.model.privacy["non_private"] is True
+
+    # and a private run in the same state folder still starts (the budget left is not NaN)
+    after = simulate(parts, spec_path=bank.spec_path, out_dir=tmp_path / "out2",
+                     state_dir=tmp_path / "state", evaluate=False, seed=1,
+                     run_config={"k": 5, "epsilon": 1.0, "rounds": 2})
+    assert after.model.privacy["epsilon_spent"] == pytest.approx(1.0, rel=1e-6)
 
 
 def test_partner_policy_refuses_a_run_over_its_per_run_limit(bank, tmp_path) -> None:
