@@ -181,3 +181,19 @@ def test_approval_digest_is_the_digest_flwr_run_ships(tmp_path: Path) -> None:
     assert app_digest(app) == app_digest(tmp_path / "app.fab") == fab_sha256(fab)
     (app / "markerapp" / "client_app.py").write_text("app = None  # edited\n")
     assert app_digest(app) != fab_sha256(fab)
+
+
+def test_cli_approve_app_adds_the_digest_to_a_partner_allow_list(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedprofile.cli import app as cli
+
+    app = _marker_app(tmp_path, tmp_path / "marker")
+    allow = tmp_path / "partner" / "approved-apps.txt"
+    result = CliRunner().invoke(cli, ["approve-app", str(app), "--allow-list", str(allow)])
+    assert result.exit_code == 0, result.output
+    assert read_allow_list(allow) == {app_digest(app)}
+    assert app_digest(app) in result.output
+    assert not (tmp_path / "marker").exists()  # hashing an app does not import it
+    bad = CliRunner().invoke(cli, ["approve-app", str(tmp_path / "nowhere")])
+    assert bad.exit_code != 0 and "neither a .fab file" in " ".join(bad.output.split())
