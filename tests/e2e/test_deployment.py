@@ -1,5 +1,6 @@
-"""Integration test of a real deployment on loopback: a SuperLink and three SuperNodes as
-separate processes, TLS and SuperNode authentication on, the app run with ``flwr run``.
+"""Integration test of a real deployment on loopback: a SuperLink, its public Fleet gateway
+and three partners (SuperNode + launcher running only the approved app) as separate
+processes, TLS and SuperNode authentication on, the app run with ``flwr run``.
 
 The tests run in order on one federation: the full pipeline, refused nodes, a partner
 killed mid-run, and finally that no process is left behind.
@@ -45,10 +46,10 @@ def federation(bank, tmp_path_factory):
         data.parent.mkdir(parents=True, exist_ok=True)
         part.frame.to_parquet(data)
         home = root / "partners" / f"partner-{i + 1}"
+        # no noise seed: a deployed partner draws its noise from OS entropy
         partners.append({"data-path": str(data), "spec": str(bank.spec_path),
                          "partner-name": part.name, "state-dir": str(home),
-                         "output-dir": str(home / "outputs"),
-                         "noise-seed": 7})  # reproducible noise: the bar check is exact
+                         "output-dir": str(home / "outputs")})
     fed = LoopbackFederation(root=root, partners=partners)
     with fed.running():
         for i in range(PARTNERS):
@@ -77,6 +78,10 @@ def test_pipeline_runs_over_tls_with_authenticated_partners(federation, bank) ->
     response = json.loads((federation.root / "out" / "response" / "model.json").read_text())
     assert response["task"] == "logistic"
     assert response["privacy"]["epsilon_spent"] <= 1.0
+    # each partner's launcher checked the app against the partner's own allow-list
+    for i in range(PARTNERS):
+        log = (federation.logs / f"partner-{i + 1}-exec.log").read_text()
+        assert f"app sha256 {federation.app_digest} is approved" in log
     # each partner scored its own customers locally, and its ledger holds the whole plan
     for partner in federation.partners:
         scores = list(Path(partner["output-dir"]).glob("scores-*.parquet"))
@@ -101,7 +106,7 @@ def test_unregistered_key_and_plain_connection_are_refused(federation, tmp_path)
     # Execute
     unregistered = federation.start_partner(0, key=stranger, role="stranger")
     plain = federation.start_partner(1, tls=False, role="no-tls")
-    # Assert: both give up with an error, neither joins
+    # Assert: both give up with an error, neither joins (the partners approved the app)
     assert _exits_refused(unregistered)
     assert _exits_refused(plain)
     listing = federation.cli("supernode", "list", "loopback").stdout
