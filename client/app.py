@@ -18,6 +18,7 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.capture import make_capture_mod
+from client.checks import NotReadyError, check_ready
 from client.redact import redact_local_paths
 from client.response import clipped_gradient_sum, gram_statistics
 from client.site import PartnerSite
@@ -77,7 +78,8 @@ def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
                            min_segment_size=request.min_segment_size)
     site.ledger.start_run(run_id=request.run_id, party=site.name,
                           epsilon_target=request.epsilon_target, delta=request.delta)
-    site.matrix()  # fail early on a bad data file, before any release
+    check_ready(site, k=request.k or None, target=request.target or None,
+                min_segment_size=max(request.min_segment_size, site.policy.min_segment_size))
     return ProfileReply(partner=site.name, spec_fingerprint=site.spec.fingerprint(),
                         key_id=site.key_id,
                         max_epsilon_per_run=site.policy.max_epsilon_per_run,
@@ -191,7 +193,8 @@ def error_for(exc: Exception, site: PartnerSite | None, message_type: str = "") 
     """
     for kind, code in _ERROR_CODES:
         if isinstance(exc, kind):
-            log.warning("Refused %s: %s", message_type, exc)
+            hint = f" ({exc.hint})" if isinstance(exc, NotReadyError) and exc.hint else ""
+            log.warning("Refused %s: %s%s", message_type, exc, hint)
             reason = redact_local_paths(str(exc), site.local_paths() if site else ())
             return Error(code=code, reason=reason)
     log.exception("Unexpected error while handling %s", message_type)

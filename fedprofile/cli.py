@@ -98,7 +98,7 @@ def sim(
                                               partition_by=partition_by, partners=partners,
                                               seed=seed, overlap=overlap)
         console.print(f"Simulating [bold]{len(parts)}[/] partners: "
-                      + ", ".join(f"{p.name} ({len(p.frame):,})" for p in parts), highlight=False)
+                      + ", ".join(p.label for p in parts), highlight=False)
         config = {"k": k, "epsilon": eps, "delta": delta, "rounds": rounds, "init": init,
                   "candidates": candidates, "min-segment-size": min_segment_size,
                   "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
@@ -275,7 +275,7 @@ def ledger(
 ) -> None:
     """Show privacy spend per party and per run, and the budget left."""
     from privacy.ledger import Ledger
-    from privacy.policy import load_policy
+    from privacy.policy import epsilon_left, load_policy
 
     try:
         if not db.is_file():
@@ -291,7 +291,7 @@ def ledger(
                     s = book.spend(party=party, run_id=run, delta=delta)
                     table.add_row(party, run, str(s.releases), _fmt_eps(s.epsilon), "")
                 total = book.spend(party=party, delta=delta)
-                left = (_fmt_eps(max(limits.total_epsilon - total.epsilon, 0.0))
+                left = (_fmt_eps(epsilon_left(limits, book.events(party=party)))
                         if limits else "")
                 table.add_row(f"[bold]{party}[/]", "all runs", str(total.releases),
                               _fmt_eps(total.epsilon), left)

@@ -170,3 +170,26 @@ def test_score_counts_customers_it_could_not_score_apart(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "Scored 2 customers" in result.output
     assert "1 customers could not be scored" in result.output
+
+
+def test_ledger_shows_the_largest_next_run_left_not_a_subtraction(tmp_path: Path) -> None:
+    # Prepare: three epsilon-1 runs under a lifetime budget of 2 (they compose in GDP mu)
+    from privacy.ledger import Ledger
+    from server.kmeans import plan_kmeans
+
+    db = tmp_path / "ledger.sqlite"
+    with Ledger(db) as book:
+        for run in range(3):
+            book.start_run(run_id=f"r{run}", party="acme", epsilon_target=1.0, delta=1e-6)
+            book.record(run_id=f"r{run}", party="acme", delta=1e-6, events=plan_kmeans(
+                epsilon=1.0, delta=1e-6, lloyd_rounds=3, norm_bound=2.0).events())
+    policy = tmp_path / "policy.toml"
+    policy.write_text("max_epsilon_per_run = 1.0\ntotal_epsilon = 2.0\n")
+
+    # Execute
+    result = runner.invoke(app, ["ledger", str(db), "--policy", str(policy)])
+
+    # Assert: 0.7512 fits (sqrt(mu_2^2 - 3 mu_1^2)), not 2 - 1.8138 = 0.1862
+    assert result.exit_code == 0, result.output
+    assert "0.7512" in result.output
+    assert "0.1862" not in result.output

@@ -277,3 +277,31 @@ def test_error_replies_carry_no_local_paths(tmp_path: Path,
 
 def test_the_shipped_contract_is_what_the_fixture_uses(bank_slice: tuple[Path, Path]) -> None:
     assert load_spec(bank_slice[1]).dim > 0
+
+
+def test_a_run_the_partner_cannot_finish_is_refused_at_the_announcement(
+        tmp_path: Path, bank_slice: tuple[Path, Path]) -> None:
+    # Prepare: a partner whose customers all have y = "no" (one class), asked for logistic y
+    import pandas as pd
+
+    from client.checks import NotReadyError
+
+    frame = pd.read_csv(bank_slice[0])
+    frame["y"] = "no"
+    data = write_table(frame, tmp_path / "one-class.csv")
+    site = _site(tmp_path, (data, bank_slice[1]))
+    events = plan_response(task="logistic", epsilon=1.0, delta=DELTA, norm_bound=1.0,
+                           target_bound=0.5).events()
+    request = ProfileRequest(run_id="run1", spec_fingerprint=site.spec.fingerprint(),
+                             epsilon_target=1.0, delta=DELTA, stages=("logistic",),
+                             planned_events=events, min_segment_size=50, target="y")
+
+    # Execute
+    with pytest.raises(NotReadyError) as info:
+        profile(request, site)
+
+    # Assert: refused before any release; the reply names the problem, no count or value
+    assert _releases(site) == []
+    reason = error_for(info.value, site, "query.profile").reason
+    assert "'y'" in reason
+    assert str(len(frame)) not in reason
