@@ -147,3 +147,79 @@ def test_labels_differing_in_case_or_type_train_and_quality_is_shown(tmp_path: P
     assert any("'channel' (other)" in w for w in metrics["warnings"])
     assert "Data quality at each partner" in result.output
     assert "Data quality at each partner" in (tmp_path / "out" / "report.html").read_text()
+
+
+LINES_SPEC = """
+[customers]
+id = "pid"
+date = "InvoiceDay"
+snapshot = "2011-12-10"
+{date_format}
+
+[customers.rows]
+amount = "Quantity * UnitPrice"
+
+[customers.aggregates.recency_days]
+function = "recency_days"
+
+[customers.aggregates.frequency]
+function = "distinct_count"
+source = "InvoiceNo"
+
+[customers.aggregates.monetary]
+function = "sum"
+source = "amount"
+where = "Quantity > 0"
+
+[features.recency_days]
+kind = "numeric"
+bounds = [0, 400]
+
+[features.frequency]
+kind = "numeric"
+bounds = [1, 250]
+transform = "log1p"
+
+[features.monetary]
+kind = "numeric"
+bounds = [0, 50000]
+transform = "log1p"
+"""
+
+
+def test_transaction_lines_with_tabs_and_integer_dates(tmp_path: Path) -> None:
+    # Prepare: raw shop lines, tab-separated in a .csv, dates stored as integers 20101201
+    lines = pd.read_parquet(Path(__file__).parents[2] / "data" / "online_retail.parquet")
+    lines = lines.loc[lines["CustomerID"].notna()].head(20_000)
+    shop = pd.DataFrame({
+        "pid": "c" + lines["CustomerID"].astype(int).astype(str),
+        "InvoiceNo": lines["InvoiceNo"], "Quantity": lines["Quantity"],
+        "UnitPrice": lines["UnitPrice"],
+        "InvoiceDay": pd.to_datetime(lines["InvoiceDate"]).dt.strftime("%Y%m%d").astype(int)})
+    data = tmp_path / "shop_lines.csv"
+    shop.to_csv(data, sep="\t", index=False)
+    undeclared, declared = tmp_path / "undeclared.toml", tmp_path / "declared.toml"
+    undeclared.write_text(LINES_SPEC.format(date_format=""))
+    declared.write_text(LINES_SPEC.format(date_format='date_format = "%Y%m%d"'))
+    buyers = shop.loc[shop["Quantity"] > 0, "pid"].nunique()  # returns only: no monetary
+
+    def sim(spec: Path, out: str) -> Result:
+        return CliRunner(env={"COLUMNS": "400"}).invoke(app, [
+            "sim", "--data", str(data), "--spec", str(spec), "--partition-by", "iid",
+            "--partners", "3", "--k", "3", "--epsilon", "inf", "--out", str(tmp_path / out),
+            "--state-dir", str(tmp_path / f"state-{out}")])
+
+    # Execute
+    refused = sim(undeclared, "a")
+    done = sim(declared, "b")
+
+    # Assert: integers are never epoch nanoseconds; a declared format reads them
+    assert refused.exit_code == 2, refused.output
+    assert "date_format" in " ".join(refused.output.split())
+    assert not (tmp_path / "a" / "model.json").exists()
+    assert done.exit_code == 0, done.output
+    # the tab separator was found, and the partners hold customers, not lines
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["n_customers"] == buyers
+    assert "customers" in done.output
+    assert f"{len(shop):,}" not in done.output.split("Partners")[0]
