@@ -1,0 +1,144 @@
+"""The coordinator side of secure aggregation: relays, then unmasks only the sum.
+
+The coordinator sees public keys, ciphertexts it cannot read, masked vectors (uniform on the
+ring one by one), and, per round, at least ``threshold`` shares of each survivor's fresh
+self-mask seed and of each dropped partner's mask key: exactly what is needed to remove the
+masks from the *sum* of the survivors' vectors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from fedprofile.errors import ProtocolError
+from privacy.secagg import crypto
+from privacy.secagg.messages import (
+    KeyAdvert,
+    KeyBroadcast,
+    KeyShares,
+    MaskedInput,
+    MaskRequest,
+    SetupRequest,
+    UnmaskReply,
+    UnmaskRequest,
+)
+
+__all__ = ["SecaggCoordinator"]
+
+
+class SecaggCoordinator:
+    """Coordinator state for one secure-aggregation run.
+
+    Parameters
+    ----------
+    roster : Sequence[str]
+        Invited partner ids.
+    threshold, bits, dim, min_survivors : int
+        From the plan (:class:`privacy.secagg.plan.SecaggPlan`).
+    run_id : bytes, optional
+        16 random bytes by default; must never repeat.
+    """
+
+    def __init__(self, roster: Sequence[str], *, threshold: int, bits: int, dim: int,
+                 min_survivors: int, run_id: bytes | None = None) -> None:
+        self.setup = SetupRequest(os.urandom(16) if run_id is None else run_id,
+                                  tuple(sorted(set(roster))), threshold, bits, dim,
+                                  min_survivors)
+        self.adverts: dict[str, KeyAdvert] = {}
+        self.key_shares: dict[str, dict[str, bytes]] = {}
+        self.active: list[str] = []
+        self.excluded: set[str] = set()
+        self.round = -1
+        self._delivered: set[str] = set()
+        self._masked: dict[str, MaskedInput] = {}
+        self._participants: tuple[str, ...] = ()
+
+    def _need(self, count: int, what: str) -> None:
+        if count < self.setup.min_survivors:
+            raise ProtocolError(
+                f"Secure aggregation aborted: only {count} partners {what}; at least "
+                f"{self.setup.min_survivors} are needed (threshold {self.setup.threshold}); "
+                f"nothing is released.")
+
+    def broadcast(self, adverts: Iterable[KeyAdvert]) -> KeyBroadcast:
+        """Collect the adverts that arrived and relay them, sorted, to every advertiser."""
+        got = {a.partner_id: a for a in adverts if a.partner_id in self.setup.roster}
+        self._need(len(got), "sent their public keys")
+        self.adverts = dict(sorted(got.items()))
+        return KeyBroadcast(self.setup.run_id, tuple(self.adverts.values()))
+
+    def collect_key_shares(self, messages: Iterable[KeyShares]) -> None:
+        """Keep the encrypted key shares; the senders are the run's participants."""
+        self.key_shares = {m.partner_id: m.shares for m in messages
+                           if m.partner_id in self.adverts}
+        self._need(len(self.key_shares), "shared their keys")
+        self.active = sorted(self.key_shares)
+
+    def mask_requests(self) -> dict[str, MaskRequest]:
+        """Start the next round: one request per active partner."""
+        self._need(len(self.active), "remain in the run")
+        self.round += 1
+        self._participants = tuple(self.active)
+        self._masked = {}
+        out = {}
+        for pid in self._participants:
+            relayed = {} if pid in self._delivered else {
+                sender: shares[pid] for sender, shares in self.key_shares.items()
+                if pid in shares}
+            self._delivered.add(pid)
+            out[pid] = MaskRequest(self.setup.run_id, self.round, self._participants, relayed)
+        return out
+
+    def unmask_requests(self, messages: Iterable[MaskedInput]) -> dict[str, UnmaskRequest]:
+        """Collect masked vectors; ask every survivor for the shares that unmask their sum."""
+        self._masked = {m.partner_id: m for m in messages
+                        if m.partner_id in self._participants and m.round == self.round}
+        survivors = tuple(sorted(self._masked))
+        dropped = tuple(p for p in self._participants if p not in self._masked)
+        self._need(len(survivors), "sent masked vectors")
+        return {pid: UnmaskRequest(self.setup.run_id, self.round, survivors, dropped, {
+            owner: m.seed_shares[pid] for owner, m in self._masked.items()
+            if pid in m.seed_shares}) for pid in survivors}
+
+    def unmask(self, replies: Iterable[UnmaskReply]) -> np.ndarray:
+        """Reconstruct the masks and return the survivors' sum mod ``2**bits`` (``uint64``)."""
+        setup, index = self.setup, {pid: i + 1 for i, pid in enumerate(self.adverts)}
+        replies = [r for r in replies if r.partner_id in self._masked and r.round == self.round]
+        if len(replies) < setup.threshold:
+            raise ProtocolError(
+                f"Secure aggregation aborted: {len(replies)} partners answered the unmask "
+                f"step; the threshold is {setup.threshold}; nothing is released.")
+        dropped = [p for p in self._participants if p not in self._masked]
+        total = np.zeros(setup.dim, dtype=np.uint64)
+        for masked in self._masked.values():
+            total += masked.masked
+        for owner, masked in self._masked.items():
+            shares = {index[r.partner_id]: r.seed_shares[owner] for r in replies
+                      if owner in r.seed_shares}
+            seed = crypto.combine_secret(shares, setup.threshold)
+            if crypto.seed_commitment(seed, run_id=setup.run_id, partner_id=owner,
+                                      round=self.round) != masked.seed_commitment:
+                raise ProtocolError(f"Secure aggregation aborted: the self-mask of partner "
+                                    f"{owner!r} did not reconstruct (a wrong share was sent).")
+            total -= crypto.mask_vector(seed, run_id=setup.run_id, label=b"self",
+                                        round=self.round, dim=setup.dim, bits=setup.bits)
+        for gone in dropped:
+            shares = {index[r.partner_id]: r.key_shares[gone] for r in replies
+                      if gone in r.key_shares}
+            key = crypto.combine_secret(shares, setup.threshold)
+            private = X25519PrivateKey.from_private_bytes(key)
+            if crypto.public_bytes(private) != self.adverts[gone].mask_key:
+                raise ProtocolError(f"Secure aggregation aborted: the mask key of dropped "
+                                    f"partner {gone!r} did not reconstruct.")
+            for owner in self._masked:
+                pair = crypto.mask_vector(crypto.agree(private, self.adverts[owner].mask_key),
+                                          run_id=setup.run_id, label=b"pair",
+                                          round=self.round, dim=setup.dim, bits=setup.bits)
+                total = total - pair if owner < gone else total + pair
+            self.excluded.add(gone)
+        self.active = [p for p in self.active if p not in self.excluded]
+        return total & np.uint64((1 << setup.bits) - 1)

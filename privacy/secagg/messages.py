@@ -1,0 +1,128 @@
+"""The messages of fedprofile's secure aggregation, one dataclass per hop.
+
+Setup, once per run (two round trips)::
+
+    coordinator -> every partner   SetupRequest
+    partner     -> coordinator     KeyAdvert        (signed public keys)
+    coordinator -> every partner   KeyBroadcast     (all adverts received)
+    partner     -> coordinator     KeyShares        (encrypted Shamir shares of its mask key)
+
+Each round (two round trips; the first carries the partner's real work)::
+
+    coordinator -> partner         MaskRequest      (round, participants, relayed key shares)
+    partner     -> coordinator     MaskedInput      (masked vector, encrypted self-seed shares)
+    coordinator -> partner         UnmaskRequest    (survivors, dropped, relayed seed shares)
+    partner     -> coordinator     UnmaskReply      (plain shares the coordinator needs)
+
+Dict values that are ``bytes`` are ciphertexts (AES-GCM, readable only by the partner they are
+addressed to) except in :class:`UnmaskReply`, whose shares are meant for the coordinator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "KeyAdvert",
+    "KeyBroadcast",
+    "KeyShares",
+    "MaskRequest",
+    "MaskedInput",
+    "SetupRequest",
+    "UnmaskReply",
+    "UnmaskRequest",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SetupRequest:
+    """Coordinator -> partner: open a secure-aggregation run.
+
+    ``roster`` lists every invited partner id; ``min_survivors`` is the plan's
+    ``max(m - t, threshold)``: no partner takes part in a sum of fewer vectors.
+    """
+
+    run_id: bytes
+    roster: tuple[str, ...]
+    threshold: int
+    bits: int
+    dim: int
+    min_survivors: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAdvert:
+    """Partner -> coordinator: two fresh X25519 public keys, signed with its Ed25519 key."""
+
+    partner_id: str
+    mask_key: bytes
+    enc_key: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBroadcast:
+    """Coordinator -> partner: the adverts of every partner that answered, relayed unchanged."""
+
+    run_id: bytes
+    adverts: tuple[KeyAdvert, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyShares:
+    """Partner -> coordinator: the mask private key's shares, encrypted per recipient."""
+
+    partner_id: str
+    shares: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class MaskRequest:
+    """Coordinator -> partner: mask round ``round`` with ``participants``.
+
+    ``key_shares`` carries, on a partner's first round, the :class:`KeyShares` ciphertexts that
+    other partners addressed to it (sender id -> ciphertext); it is empty afterwards.
+    """
+
+    run_id: bytes
+    round: int
+    participants: tuple[str, ...]
+    key_shares: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedInput:
+    """Partner -> coordinator: the masked vector and its fresh self-mask seed's shares."""
+
+    partner_id: str
+    round: int
+    masked: np.ndarray
+    seed_shares: dict[str, bytes]
+    seed_commitment: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskRequest:
+    """Coordinator -> partner: who survived, who dropped, and the seed shares addressed to it."""
+
+    run_id: bytes
+    round: int
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    seed_shares: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskReply:
+    """Partner -> coordinator: its shares of survivors' seeds and of dropped partners' mask keys.
+
+    Keys are the owners' partner ids; the Shamir index is the sender's 1-based position in the
+    run's :class:`KeyBroadcast`.
+    """
+
+    partner_id: str
+    round: int
+    seed_shares: dict[str, bytes]
+    key_shares: dict[str, bytes]

@@ -1,0 +1,209 @@
+"""The partner side of secure aggregation: a small state machine, one method per message.
+
+Per run a partner makes two X25519 key pairs (masks, share encryption) and signs their public
+keys with its long-term Ed25519 key. Per round it adds to its vector a fresh self-mask (from a
+16-byte seed it Shamir-shares with the other participants) and one pairwise mask per other
+participant (from the full 32-byte X25519 secret, HKDF with the run id and the round, ChaCha20).
+
+What it refuses, each with :class:`ProtocolError`: unsigned or swapped keys, a roster without
+it, fewer participants or survivors than the plan's minimum, a round number that does not
+increase, survivor/dropped lists that do not match the round's participants, a second unmask
+of a round, and any round that includes a partner whose mask key it has already revealed
+(such a partner is out of the run for good: its pairwise masks are no longer secret).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from fedprofile.errors import ProtocolError
+from privacy.secagg import crypto
+from privacy.secagg.messages import (
+    KeyAdvert,
+    KeyBroadcast,
+    KeyShares,
+    MaskedInput,
+    MaskRequest,
+    SetupRequest,
+    UnmaskReply,
+    UnmaskRequest,
+)
+
+__all__ = ["SecaggPartner", "aad"]
+
+
+def aad(kind: str, run_id: bytes, round: int, sender: str, recipient: str) -> bytes:
+    """Associated data binding a relayed share to its kind, run, round, sender and recipient."""
+    return "|".join([kind, run_id.hex(), str(round), sender, recipient]).encode()
+
+
+def _refuse(detail: str) -> ProtocolError:
+    return ProtocolError(f"Secure aggregation refused: {detail}")
+
+
+class SecaggPartner:
+    """One partner's secure-aggregation state for one run.
+
+    Parameters
+    ----------
+    partner_id : str
+        This partner's id (as in the roster).
+    signing_key : Ed25519PrivateKey
+        Long-term key whose public half the other partners trust.
+    trusted : Mapping[str, Ed25519PublicKey]
+        Partner id -> trusted public signing key (from the federation's key files).
+    """
+
+    def __init__(self, partner_id: str, signing_key: Ed25519PrivateKey,
+                 trusted: Mapping[str, Ed25519PublicKey]) -> None:
+        self.partner_id = partner_id
+        self._signing_key = signing_key
+        self._trusted = dict(trusted)
+        self._setup: SetupRequest | None = None
+        self._mask_sk = X25519PrivateKey.generate()
+        self._enc_sk = X25519PrivateKey.generate()
+        self._roster: tuple[str, ...] = ()
+        self._pair_secret: dict[str, bytes] = {}
+        self._enc_key: dict[str, bytes] = {}
+        self._held_keys: dict[str, bytes] = {}
+        self._revealed_keys: set[str] = set()
+        self._last_round = -1
+        self._round_participants: tuple[str, ...] = ()
+        self._own_seed_share = b""
+        self._unmasked = True
+
+    def advertise(self, request: SetupRequest) -> KeyAdvert:
+        """Answer :class:`SetupRequest` with this run's signed public keys."""
+        if self._setup is not None:
+            raise _refuse("this partner already joined the run; a new run needs new keys.")
+        if self.partner_id not in request.roster:
+            raise _refuse(f"partner {self.partner_id!r} is not in the run's roster.")
+        if not (2 <= request.threshold <= len(request.roster) and 2 <= request.bits <= 62
+                and request.dim >= 1 and request.min_survivors >= request.threshold):
+            raise _refuse("the run's threshold, bits, dimension or minimum survivors are "
+                          "invalid.")
+        self._setup = request
+        mask_key, enc_key = crypto.public_bytes(self._mask_sk), crypto.public_bytes(self._enc_sk)
+        payload = crypto.advert_payload(request.run_id, self.partner_id, mask_key, enc_key)
+        return KeyAdvert(self.partner_id, mask_key, enc_key, self._signing_key.sign(payload))
+
+    def share_keys(self, broadcast: KeyBroadcast) -> KeyShares:
+        """Check every relayed advert's signature, agree keys, share the mask private key."""
+        setup = self._require_setup(broadcast.run_id)
+        ids = tuple(a.partner_id for a in broadcast.adverts)
+        if list(ids) != sorted(set(ids)) or not set(ids) <= set(setup.roster):
+            raise _refuse("the relayed adverts must be sorted, unique and from the roster.")
+        if len(ids) < setup.min_survivors:
+            raise _refuse(f"only {len(ids)} partners shared keys; the plan needs "
+                          f"{setup.min_survivors}.")
+        mine = crypto.public_bytes(self._mask_sk), crypto.public_bytes(self._enc_sk)
+        for advert in broadcast.adverts:
+            payload = crypto.advert_payload(setup.run_id, advert.partner_id, advert.mask_key,
+                                            advert.enc_key)
+            crypto.verify_advert(self._trusted.get(advert.partner_id), advert.signature,
+                                 payload, advert.partner_id)
+            if advert.partner_id == self.partner_id:
+                if (advert.mask_key, advert.enc_key) != mine:
+                    raise _refuse("the coordinator relayed other keys under this partner's id.")
+                continue
+            self._pair_secret[advert.partner_id] = crypto.agree(self._mask_sk, advert.mask_key)
+            self._enc_key[advert.partner_id] = crypto.derive_key(
+                crypto.agree(self._enc_sk, advert.enc_key), run_id=setup.run_id,
+                info=b"share-encryption")
+        if self.partner_id not in ids:
+            raise _refuse("this partner's own advert is missing from the broadcast.")
+        self._roster = ids
+        raw = self._mask_sk.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        shares = crypto.split_secret(raw, setup.threshold, len(ids))
+        out = {}
+        for pid, share in zip(ids, shares, strict=True):
+            if pid == self.partner_id:
+                self._held_keys[pid] = share
+            else:
+                out[pid] = crypto.encrypt(self._enc_key[pid], share,
+                                          aad("key", setup.run_id, 0, self.partner_id, pid))
+        return KeyShares(self.partner_id, out)
+
+    def mask(self, request: MaskRequest, vector: np.ndarray) -> MaskedInput:
+        """Mask this round's encoded vector (``uint64`` residues mod ``2**bits``)."""
+        setup = self._require_setup(request.run_id)
+        if not self._roster:
+            raise _refuse("keys were not shared yet.")
+        if request.round <= self._last_round or not self._unmasked:
+            raise _refuse(f"round {request.round} is not after round {self._last_round}.")
+        parts = request.participants
+        if len(set(parts)) != len(parts) or not set(parts) <= set(self._roster) \
+                or self.partner_id not in parts:
+            raise _refuse("the participants must be unique roster members including this "
+                          "partner.")
+        if len(parts) < setup.min_survivors:
+            raise _refuse(f"{len(parts)} participants; the plan needs {setup.min_survivors}.")
+        if self._revealed_keys & set(parts):
+            raise _refuse("a participant's mask key was revealed in an earlier round.")
+        vec = np.asarray(vector)
+        if vec.dtype != np.uint64 or vec.shape != (setup.dim,) \
+                or np.any(vec >> np.uint64(setup.bits)):
+            raise _refuse(f"the vector must be {setup.dim} uint64 residues mod 2**{setup.bits}.")
+        for sender, blob in request.key_shares.items():
+            if sender in self._enc_key and sender not in self._held_keys:
+                self._held_keys[sender] = crypto.decrypt(
+                    self._enc_key[sender], blob, aad("key", setup.run_id, 0, sender,
+                                                     self.partner_id))
+        seed = os.urandom(16)
+        total = vec + crypto.mask_vector(seed, run_id=setup.run_id, label=b"self",
+                                         round=request.round, dim=setup.dim, bits=setup.bits)
+        for pid in parts:
+            if pid == self.partner_id:
+                continue
+            pair = crypto.mask_vector(self._pair_secret[pid], run_id=setup.run_id,
+                                      label=b"pair", round=request.round, dim=setup.dim,
+                                      bits=setup.bits)
+            total = total + pair if self.partner_id < pid else total - pair
+        shares = crypto.split_secret(seed, setup.threshold, len(self._roster))
+        out = {}
+        for pid, share in zip(self._roster, shares, strict=True):
+            if pid == self.partner_id:
+                self._own_seed_share = share
+            elif pid in parts:
+                out[pid] = crypto.encrypt(self._enc_key[pid], share, aad(
+                    "seed", setup.run_id, request.round, self.partner_id, pid))
+        self._last_round, self._round_participants, self._unmasked = request.round, parts, False
+        commitment = crypto.seed_commitment(seed, run_id=setup.run_id,
+                                            partner_id=self.partner_id, round=request.round)
+        return MaskedInput(self.partner_id, request.round, total & np.uint64((1 << setup.bits)
+                                                                              - 1),
+                           out, commitment)
+
+    def unmask(self, request: UnmaskRequest) -> UnmaskReply:
+        """Reveal survivors' seed shares and dropped partners' key shares, never both for one."""
+        setup = self._require_setup(request.run_id)
+        if request.round != self._last_round or self._unmasked:
+            raise _refuse(f"no masked round {request.round} awaits unmasking.")
+        surv, dropped = set(request.survivors), set(request.dropped)
+        if surv & dropped or surv | dropped != set(self._round_participants) \
+                or len(surv) != len(request.survivors) or self.partner_id not in surv:
+            raise _refuse("survivors and dropped partners must split this round's "
+                          "participants.")
+        if len(surv) < setup.min_survivors:
+            raise _refuse(f"{len(surv)} survivors; the plan needs {setup.min_survivors}.")
+        seeds = {self.partner_id: self._own_seed_share}
+        for owner in request.survivors:
+            if owner != self.partner_id and owner in request.seed_shares:
+                seeds[owner] = crypto.decrypt(self._enc_key[owner], request.seed_shares[owner],
+                                              aad("seed", setup.run_id, request.round, owner,
+                                                  self.partner_id))
+        keys = {v: self._held_keys[v] for v in request.dropped if v in self._held_keys}
+        self._revealed_keys |= dropped
+        self._unmasked = True
+        return UnmaskReply(self.partner_id, request.round, seeds, keys)
+
+    def _require_setup(self, run_id: bytes) -> SetupRequest:
+        if self._setup is None or run_id != self._setup.run_id:
+            raise _refuse("the message belongs to no run this partner joined.")
+        return self._setup
