@@ -135,7 +135,7 @@ class SecaggPartner:
         setup = self._require_setup(request.run_id)
         if not self._roster:
             raise _refuse("keys were not shared yet.")
-        if request.round <= self._last_round or not self._unmasked:
+        if request.round <= self._last_round:
             raise _refuse(f"round {request.round} is not after round {self._last_round}.")
         parts = request.participants
         if len(set(parts)) != len(parts) or not set(parts) <= set(self._roster) \

@@ -1,0 +1,216 @@
+"""The SecAgg protocol: exact sums, dropouts, refusals, key authentication, what is seen."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from scipy.stats import chisquare, kstest
+
+from fedprofile.errors import ProtocolError
+from privacy.mechanisms import secure_rng
+from privacy.secagg import crypto
+from privacy.secagg.coordinator import SecaggCoordinator
+from privacy.secagg.messages import MaskedInput, MaskRequest, UnmaskRequest
+from privacy.secagg.partner import SecaggPartner
+from privacy.secagg.plan import plan_secagg
+from privacy.secagg.simulate import simulate_release, simulate_run
+
+BITS = 40
+
+
+def _vectors(m: int, dim: int, seed: int = 0, bits: int = BITS) -> dict[str, np.ndarray]:
+    rng = secure_rng(seed)
+    return {f"p{i}": rng.integers(0, 2**bits, dim, dtype=np.uint64) for i in range(m)}
+
+
+def _sum(vectors: list[np.ndarray], bits: int = BITS) -> np.ndarray:
+    total = np.zeros_like(vectors[0])
+    for v in vectors:
+        total += v
+    return total & np.uint64(2**bits - 1)
+
+
+def test_exact_modular_sum_without_dropouts() -> None:
+    vecs = _vectors(5, 300)
+    res = simulate_run([vecs], threshold=3, bits=BITS, min_survivors=3)
+    np.testing.assert_array_equal(res.totals[0], _sum(list(vecs.values())))
+
+
+@pytest.mark.parametrize("step", ["advertise", "share_keys", "mask"])
+def test_dropout_before_the_masked_vector_leaves_it_out(step: str) -> None:
+    vecs = _vectors(6, 100, seed=1)
+    res = simulate_run([vecs], threshold=4, bits=BITS, min_survivors=4,
+                       dropouts={"p2": (0, step), "p5": (0, step)})
+    kept = [v for p, v in vecs.items() if p not in {"p2", "p5"}]
+    np.testing.assert_array_equal(res.totals[0], _sum(kept))
+    assert res.survivors[0] == ("p0", "p1", "p3", "p4")
+
+
+def test_dropout_after_sending_the_masked_vector_keeps_it_in() -> None:
+    vecs = _vectors(6, 100, seed=2)
+    res = simulate_run([vecs], threshold=4, bits=BITS, min_survivors=4,
+                       dropouts={"p0": (0, "unmask"), "p4": (0, "unmask")})
+    np.testing.assert_array_equal(res.totals[0], _sum(list(vecs.values())))
+
+
+def test_several_rounds_a_dropped_partner_stays_out() -> None:
+    rounds = [_vectors(5, 50, seed=s) for s in range(3)]
+    res = simulate_run(rounds, threshold=3, bits=BITS, min_survivors=3,
+                       dropouts={"p1": (1, "mask")})
+    np.testing.assert_array_equal(res.totals[0], _sum(list(rounds[0].values())))
+    for r in (1, 2):
+        kept = [v for p, v in rounds[r].items() if p != "p1"]
+        np.testing.assert_array_equal(res.totals[r], _sum(kept))
+    assert res.survivors[2] == ("p0", "p2", "p3", "p4")
+
+
+def test_real_sum_with_dropouts_within_quantisation_bound() -> None:
+    m, dim = 7, 1000
+    plan = plan_secagg(partners=m, dropouts=2, dim=dim, bound=1e4, sensitivity=1.0, mu=math.inf)
+    rng = secure_rng(4)
+    values = {f"p{i}": rng.normal(0, 100, dim) for i in range(m)}
+    decoded, _ = simulate_release(plan, values, rng, {"p3": (0, "mask"), "p6": (0, "unmask")})
+    real = sum(v for p, v in values.items() if p != "p3")
+    assert np.max(np.abs(decoded - real)) < plan.quantization.rounding_error_bound(6)
+    assert np.max(np.abs(decoded - real) / np.abs(real)) <= 1e-6
+
+
+@pytest.mark.parametrize(("step", "match"), [("mask", "sent masked vectors"),
+                                             ("share_keys", "shared their keys"),
+                                             ("unmask", "answered the unmask step")])
+def test_too_few_survivors_refuses_clearly(step: str, match: str) -> None:
+    vecs = _vectors(5, 20)
+    drops = {p: (0, step) for p in ("p0", "p1", "p2")}
+    with pytest.raises(ProtocolError, match=match):
+        simulate_run([vecs], threshold=3, bits=BITS, min_survivors=3, dropouts=drops)
+
+
+def test_plan_refuses_a_release_below_its_guaranteed_noise() -> None:
+    plan = plan_secagg(partners=5, dropouts=1, dim=10, bound=10.0, sensitivity=1.0, mu=1.0)
+    values = {f"p{i}": np.zeros(10) for i in range(5)}
+    with pytest.raises(ProtocolError, match="at least 4"):
+        simulate_release(plan, values, secure_rng(0), {"p0": (0, "mask"), "p1": (0, "mask")})
+
+
+def test_a_single_masked_vector_looks_uniform_on_the_ring() -> None:
+    """Everything the coordinator receives from one partner is indistinguishable from noise."""
+    dim = 20_000
+    vecs = {f"p{i}": np.full(dim, 12_345 * (i + 1), dtype=np.uint64) for i in range(3)}
+    res = simulate_run([vecs], threshold=2, bits=BITS, min_survivors=2)
+    masked = [m for m in res.received if isinstance(m, MaskedInput)]
+    assert len(masked) == 3
+    for msg in masked:
+        values = msg.masked.astype(np.float64) / 2**BITS
+        assert kstest(values, "uniform").pvalue > 1e-4
+        high = (msg.masked >> np.uint64(BITS - 4)).astype(np.int64)
+        assert chisquare(np.bincount(high, minlength=16)).pvalue > 1e-4
+        assert not np.any(msg.masked == vecs[msg.partner_id])  # no coordinate in the clear
+    # the test has power: the partner's own (unmasked) vector fails it
+    assert kstest(vecs["p0"].astype(np.float64) / 2**BITS, "uniform").pvalue < 1e-10
+    np.testing.assert_array_equal(res.totals[0], _sum(list(vecs.values())))
+
+
+def _setup(m: int = 4) -> tuple[SecaggCoordinator, dict[str, SecaggPartner], list]:
+    keys = {f"p{i}": Ed25519PrivateKey.generate() for i in range(m)}
+    trusted = {p: k.public_key() for p, k in keys.items()}
+    partners = {p: SecaggPartner(p, keys[p], trusted) for p in keys}
+    coord = SecaggCoordinator(list(keys), threshold=3, bits=BITS, dim=8, min_survivors=3)
+    adverts = [partners[p].advertise(coord.setup) for p in partners]
+    return coord, partners, adverts
+
+
+def test_swapped_public_key_is_refused() -> None:
+    coord, partners, adverts = _setup()
+    rogue = partners["p3"]._mask_sk  # the coordinator substitutes a key it knows
+    adverts[1] = dataclasses.replace(adverts[1], mask_key=crypto.public_bytes(rogue))
+    broadcast = coord.broadcast(adverts)
+    with pytest.raises(ProtocolError, match="'p1' are not signed"):
+        partners["p0"].share_keys(broadcast)
+
+
+def test_key_signed_by_an_untrusted_key_is_refused() -> None:
+    coord, partners, adverts = _setup()
+    other = Ed25519PrivateKey.generate()
+    payload = crypto.advert_payload(coord.setup.run_id, "p2", adverts[2].mask_key,
+                                    adverts[2].enc_key)
+    adverts[2] = dataclasses.replace(adverts[2], signature=other.sign(payload))
+    with pytest.raises(ProtocolError, match="'p2' are not signed"):
+        partners["p0"].share_keys(coord.broadcast(adverts))
+    stranger = SecaggPartner("p9", other, {})
+    with pytest.raises(ProtocolError, match="not in the run's roster"):
+        stranger.advertise(coord.setup)
+
+
+def test_partner_without_trusted_key_is_refused() -> None:
+    coord, partners, adverts = _setup()
+    partners["p0"]._trusted.pop("p3")
+    with pytest.raises(ProtocolError, match="'p3' has no trusted signing key"):
+        partners["p0"].share_keys(coord.broadcast(adverts))
+
+
+def test_own_keys_replaced_is_refused() -> None:
+    """A second, validly signed advert under p0's id (a restarted p0) is not p0's own keys."""
+    keys = {f"p{i}": Ed25519PrivateKey.generate() for i in range(4)}
+    trusted = {p: k.public_key() for p, k in keys.items()}
+    partners = {p: SecaggPartner(p, keys[p], trusted) for p in keys}
+    coord = SecaggCoordinator(list(keys), threshold=3, bits=BITS, dim=8, min_survivors=3)
+    adverts = [partners[p].advertise(coord.setup) for p in partners]
+    twin = SecaggPartner("p0", keys["p0"], trusted).advertise(coord.setup)
+    with pytest.raises(ProtocolError, match="other keys under this partner's id"):
+        partners["p0"].share_keys(coord.broadcast([twin, *adverts[1:]]))
+
+
+def _run_to_mask(m: int = 4):
+    coord, partners, adverts = _setup(m)
+    broadcast = coord.broadcast(adverts)
+    coord.collect_key_shares([partners[p].share_keys(broadcast) for p in partners])
+    requests = coord.mask_requests()
+    vec = np.zeros(8, dtype=np.uint64)
+    masked = [partners[p].mask(r, vec) for p, r in requests.items()]
+    return coord, partners, requests, masked
+
+
+def test_partner_refuses_replayed_round_small_groups_and_tampering() -> None:
+    coord, partners, requests, masked = _run_to_mask()
+    with pytest.raises(ProtocolError, match="round 0 is not after round 0"):
+        partners["p0"].mask(requests["p0"], np.zeros(8, dtype=np.uint64))
+    unmask = coord.unmask_requests(masked)
+    req = unmask["p0"]
+    owner = next(iter(req.seed_shares))
+    blob = bytearray(req.seed_shares[owner])
+    blob[-1] ^= 1
+    bad = dataclasses.replace(req, seed_shares={**req.seed_shares, owner: bytes(blob)})
+    with pytest.raises(ProtocolError, match="failed authentication"):
+        partners["p0"].unmask(bad)
+    few = UnmaskRequest(req.run_id, req.round, ("p0", "p1"), ("p2", "p3"), {})
+    with pytest.raises(ProtocolError, match="2 survivors; the plan needs 3"):
+        partners["p1"].unmask(few)
+    wrong = UnmaskRequest(req.run_id, req.round, ("p0", "p1", "p2"), (), {})
+    with pytest.raises(ProtocolError, match="split this round's participants"):
+        partners["p1"].unmask(wrong)
+    small = MaskRequest(req.run_id, 5, ("p0", "p1"))
+    with pytest.raises(ProtocolError, match="2 participants; the plan needs 3"):
+        partners["p1"].mask(small, np.zeros(8, dtype=np.uint64))
+
+
+def test_partner_never_reveals_both_secrets_and_excludes_revealed_keys() -> None:
+    coord, partners, _, masked = _run_to_mask(5)
+    unmask = coord.unmask_requests([m for m in masked if m.partner_id != "p4"])
+    reply = partners["p0"].unmask(unmask["p0"])
+    assert set(reply.key_shares) == {"p4"} and "p4" not in reply.seed_shares
+    nxt = MaskRequest(coord.setup.run_id, 1, ("p0", "p1", "p2", "p4"))
+    with pytest.raises(ProtocolError, match="mask key was revealed"):
+        partners["p0"].mask(nxt, np.zeros(8, dtype=np.uint64))
+
+
+def test_vector_outside_the_ring_is_refused() -> None:
+    coord, partners, adverts = _setup()
+    broadcast = coord.broadcast(adverts)
+    coord.collect_key_shares([partners[p].share_keys(broadcast) for p in partners])
+    req = coord.mask_requests()["p0"]
+    with pytest.raises(ProtocolError, match="uint64 residues"):
+        partners["p0"].mask(req, np.full(8, 2**BITS, dtype=np.uint64))
