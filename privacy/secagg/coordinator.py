@@ -97,6 +97,13 @@ class SecaggCoordinator:
         """Collect masked vectors; ask every survivor for the shares that unmask their sum."""
         self._masked = {m.partner_id: m for m in messages
                         if m.partner_id in self._participants and m.round == self.round}
+        for pid, m in self._masked.items():
+            vec = m.masked
+            if not isinstance(vec, np.ndarray) or vec.dtype != np.uint64 \
+                    or vec.shape != (self.setup.dim,) or np.any(vec >> np.uint64(self.setup.bits)):
+                raise ProtocolError(f"Secure aggregation aborted: partner {pid!r} sent a masked "
+                                    f"vector that is not {self.setup.dim} uint64 residues mod "
+                                    f"2**{self.setup.bits}.")
         survivors = tuple(sorted(self._masked))
         dropped = tuple(p for p in self._participants if p not in self._masked)
         self._need(len(survivors), "sent masked vectors")
@@ -118,7 +125,7 @@ class SecaggCoordinator:
             total += masked.masked
         for owner, masked in self._masked.items():
             shares = {index[r.partner_id]: r.seed_shares[owner] for r in replies
-                      if owner in r.seed_shares}
+                      if len(r.seed_shares.get(owner, b"")) == 16}
             seed = crypto.combine_secret(shares, setup.threshold)
             if crypto.seed_commitment(seed, run_id=setup.run_id, partner_id=owner,
                                       round=self.round) != masked.seed_commitment:
@@ -128,7 +135,7 @@ class SecaggCoordinator:
                                         round=self.round, dim=setup.dim, bits=setup.bits)
         for gone in dropped:
             shares = {index[r.partner_id]: r.key_shares[gone] for r in replies
-                      if gone in r.key_shares}
+                      if len(r.key_shares.get(gone, b"")) == 32}
             key = crypto.combine_secret(shares, setup.threshold)
             private = X25519PrivateKey.from_private_bytes(key)
             if crypto.public_bytes(private) != self.adverts[gone].mask_key:

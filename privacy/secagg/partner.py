@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -202,6 +203,49 @@ class SecaggPartner:
         self._revealed_keys |= dropped
         self._unmasked = True
         return UnmaskReply(self.partner_id, request.round, seeds, keys)
+
+    def export_state(self) -> dict[str, Any]:
+        """Return the protocol state (private keys included) for the node's own storage.
+
+        Flower starts a new ClientApp process per message: keep this in the node's run context
+        (never in a reply) and rebuild the partner with :meth:`restore`.
+        """
+        raw = Encoding.Raw, PrivateFormat.Raw, NoEncryption()
+        setup = self._setup
+        return {
+            "setup": None if setup is None else [setup.run_id, list(setup.roster),
+                                                 setup.threshold, setup.bits, setup.dim,
+                                                 setup.min_survivors],
+            "mask_sk": self._mask_sk.private_bytes(*raw),
+            "enc_sk": self._enc_sk.private_bytes(*raw),
+            "roster": list(self._roster), "pair_secret": dict(self._pair_secret),
+            "enc_key": dict(self._enc_key), "held_keys": dict(self._held_keys),
+            "revealed_keys": sorted(self._revealed_keys), "last_round": self._last_round,
+            "round_participants": list(self._round_participants),
+            "own_seed_share": self._own_seed_share, "unmasked": self._unmasked,
+        }
+
+    @classmethod
+    def restore(cls, partner_id: str, signing_key: Ed25519PrivateKey,
+                trusted: Mapping[str, Ed25519PublicKey], state: Mapping[str, Any]
+                ) -> SecaggPartner:
+        """Rebuild a partner from :meth:`export_state` output."""
+        self = cls(partner_id, signing_key, trusted)
+        setup = state["setup"]
+        self._setup = None if setup is None else SetupRequest(
+            bytes(setup[0]), tuple(setup[1]), *(int(x) for x in setup[2:]))
+        self._mask_sk = X25519PrivateKey.from_private_bytes(state["mask_sk"])
+        self._enc_sk = X25519PrivateKey.from_private_bytes(state["enc_sk"])
+        self._roster = tuple(state["roster"])
+        self._pair_secret = dict(state["pair_secret"])
+        self._enc_key = dict(state["enc_key"])
+        self._held_keys = dict(state["held_keys"])
+        self._revealed_keys = set(state["revealed_keys"])
+        self._last_round = int(state["last_round"])
+        self._round_participants = tuple(state["round_participants"])
+        self._own_seed_share = bytes(state["own_seed_share"])
+        self._unmasked = bool(state["unmasked"])
+        return self
 
     def _require_setup(self, run_id: bytes) -> SetupRequest:
         if self._setup is None or run_id != self._setup.run_id:

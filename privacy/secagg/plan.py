@@ -10,7 +10,7 @@ released sum: the guaranteed noise is ``(m - t) * share_variance``. A release wi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,12 @@ from privacy.secagg.noise import (
     skellam_rdp,
     skellam_share,
 )
-from privacy.secagg.quantize import QuantizationPlan, choose_quantization, rounded_sensitivity
+from privacy.secagg.quantize import (
+    MAX_BITS,
+    QuantizationPlan,
+    choose_quantization,
+    rounded_sensitivity,
+)
 
 __all__ = ["SecaggPlan", "plan_secagg"]
 
@@ -102,6 +107,13 @@ class SecaggPlan:
         q = self.quantization
         integers = q.quantize(values, rng) + skellam_share(self.share_variance, q.dim, rng)
         return q.encode(integers)
+
+    def on_ring(self, bits: int) -> SecaggPlan:
+        """The same plan on a larger ring, so several plans' vectors share one masked vector."""
+        if not self.quantization.bits <= bits <= MAX_BITS:
+            raise ContractError(f"A ring of {bits} bits cannot hold this plan; it needs "
+                                f"{self.quantization.bits} to {MAX_BITS} bits.")
+        return replace(self, quantization=replace(self.quantization, bits=bits))
 
     def check_survivors(self, present: int) -> None:
         """Refuse a release whose vectors come from fewer than :attr:`min_survivors` partners."""

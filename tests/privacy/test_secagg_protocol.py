@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from scipy.stats import chisquare, kstest
 
-from fedprofile.errors import ProtocolError
+from fedprofile.errors import ContractError, ProtocolError
 from privacy.mechanisms import secure_rng
 from privacy.secagg import crypto
 from privacy.secagg.coordinator import SecaggCoordinator
@@ -214,3 +214,55 @@ def test_vector_outside_the_ring_is_refused() -> None:
     req = coord.mask_requests()["p0"]
     with pytest.raises(ProtocolError, match="uint64 residues"):
         partners["p0"].mask(req, np.full(8, 2**BITS, dtype=np.uint64))
+
+
+class _Restarting(dict):
+    """Partners rebuilt from exported state before every message (a new process each time)."""
+
+    def __init__(self, partners: dict[str, SecaggPartner], keys: dict, trusted: dict) -> None:
+        super().__init__(partners)
+        self.keys, self.trusted = keys, trusted
+
+    def __getitem__(self, pid: str) -> SecaggPartner:
+        state = super().__getitem__(pid).export_state()
+        fresh = SecaggPartner.restore(pid, self.keys[pid], self.trusted, state)
+        super().__setitem__(pid, fresh)
+        return fresh
+
+
+def test_partner_state_survives_a_restart_between_messages() -> None:
+    keys = {f"p{i}": Ed25519PrivateKey.generate() for i in range(5)}
+    trusted = {p: k.public_key() for p, k in keys.items()}
+    partners = _Restarting({p: SecaggPartner(p, keys[p], trusted) for p in keys}, keys, trusted)
+    rounds = [_vectors(5, 64, seed=s) for s in range(2)]
+    res = simulate_run(rounds, threshold=3, bits=BITS, min_survivors=3, partners=partners,
+                       dropouts={"p2": (0, "unmask"), "p4": (1, "mask")})
+    np.testing.assert_array_equal(res.totals[0], _sum(list(rounds[0].values())))
+    np.testing.assert_array_equal(res.totals[1], _sum([rounds[1][p] for p in ("p0", "p1",
+                                                                               "p3")]))
+
+
+def test_coordinator_refuses_a_malformed_masked_vector() -> None:
+    coord, _, _, masked = _run_to_mask()
+    bad = dataclasses.replace(masked[1], masked=np.full(8, 2**BITS, dtype=np.uint64))
+    with pytest.raises(ProtocolError, match="partner 'p1' sent a masked vector"):
+        coord.unmask_requests([masked[0], bad, *masked[2:]])
+
+
+def test_plans_share_one_ring() -> None:
+    sums = plan_secagg(partners=4, dropouts=1, dim=6, bound=1e3, sensitivity=2.0, mu=0.4)
+    counts = plan_secagg(partners=4, dropouts=1, dim=2, bound=1e5, sensitivity=1.0, mu=0.3)
+    bits = max(sums.quantization.bits, counts.quantization.bits)
+    sums, counts = sums.on_ring(bits), counts.on_ring(bits)
+    rng = secure_rng(2)
+    data = {f"p{i}": (rng.normal(0, 10, 6), rng.integers(0, 100, 2).astype(float))
+            for i in range(4)}
+    enc = {p: np.concatenate([sums.encode(s, rng), counts.encode(c, rng)])
+           for p, (s, c) in data.items()}
+    total = simulate_run([enc], threshold=3, bits=bits, min_survivors=3).totals[0]
+    got_s, got_c = sums.quantization.decode_sum(total[:6]), counts.quantization.decode_sum(
+        total[6:])
+    np.testing.assert_allclose(got_s, sum(s for s, _ in data.values()), atol=6 * sums.noise_sd)
+    np.testing.assert_allclose(got_c, sum(c for _, c in data.values()), atol=6 * counts.noise_sd)
+    with pytest.raises(ContractError, match="cannot hold"):
+        sums.on_ring(bits - 30)
