@@ -59,11 +59,16 @@ class SecaggPartner:
         Long-term key whose public half the other partners trust.
     trusted : Mapping[str, Ed25519PublicKey]
         Partner id -> trusted public signing key (from the federation's key files).
+    min_survivors : int, default=2
+        This partner's own floor on the vectors in any sum it joins (its policy's
+        ``min_secure_aggregation_partners`` and the locally computed plan's ``m - t``); a
+        run asking for less is refused.
     """
 
     def __init__(self, partner_id: str, signing_key: Ed25519PrivateKey,
-                 trusted: Mapping[str, Ed25519PublicKey]) -> None:
+                 trusted: Mapping[str, Ed25519PublicKey], *, min_survivors: int = 2) -> None:
         self.partner_id = partner_id
+        self.min_survivors = min_survivors
         self._signing_key = signing_key
         self._trusted = dict(trusted)
         self._setup: SetupRequest | None = None
@@ -89,6 +94,12 @@ class SecaggPartner:
                 and request.dim >= 1 and request.min_survivors >= request.threshold):
             raise _refuse("the run's threshold, bits, dimension or minimum survivors are "
                           "invalid.")
+        if 2 * request.threshold <= len(request.roster):
+            raise _refuse(f"the threshold {request.threshold} is not a majority of the "
+                          f"{len(request.roster)} invited partners.")
+        if request.min_survivors < self.min_survivors:
+            raise _refuse(f"the run accepts sums of {request.min_survivors} partners; partner "
+                          f"{self.partner_id!r} requires at least {self.min_survivors}.")
         self._setup = request
         mask_key, enc_key = crypto.public_bytes(self._mask_sk), crypto.public_bytes(self._enc_sk)
         payload = crypto.advert_payload(request.run_id, self.partner_id, mask_key, enc_key)
@@ -223,6 +234,7 @@ class SecaggPartner:
             "revealed_keys": sorted(self._revealed_keys), "last_round": self._last_round,
             "round_participants": list(self._round_participants),
             "own_seed_share": self._own_seed_share, "unmasked": self._unmasked,
+            "min_survivors": self.min_survivors,
         }
 
     @classmethod
@@ -230,7 +242,7 @@ class SecaggPartner:
                 trusted: Mapping[str, Ed25519PublicKey], state: Mapping[str, Any]
                 ) -> SecaggPartner:
         """Rebuild a partner from :meth:`export_state` output."""
-        self = cls(partner_id, signing_key, trusted)
+        self = cls(partner_id, signing_key, trusted, min_survivors=int(state["min_survivors"]))
         setup = state["setup"]
         self._setup = None if setup is None else SetupRequest(
             bytes(setup[0]), tuple(setup[1]), *(int(x) for x in setup[2:]))

@@ -266,3 +266,16 @@ def test_plans_share_one_ring() -> None:
     np.testing.assert_allclose(got_c, sum(c for _, c in data.values()), atol=6 * counts.noise_sd)
     with pytest.raises(ContractError, match="cannot hold"):
         sums.on_ring(bits - 30)
+
+
+def test_partner_refuses_a_run_below_its_own_floor_or_without_majority_threshold() -> None:
+    key = Ed25519PrivateKey.generate()
+    partner = SecaggPartner("p0", key, {"p0": key.public_key()}, min_survivors=4)
+    low = SecaggCoordinator([f"p{i}" for i in range(5)], threshold=3, bits=BITS, dim=4,
+                            min_survivors=3)
+    with pytest.raises(ProtocolError, match="sums of 3 partners; partner 'p0' requires at least 4"):
+        partner.advertise(low.setup)
+    minority = SecaggCoordinator([f"p{i}" for i in range(6)], threshold=3, bits=BITS, dim=4,
+                                 min_survivors=4)
+    with pytest.raises(ProtocolError, match="not a majority"):
+        partner.advertise(minority.setup)
