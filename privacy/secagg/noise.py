@@ -11,13 +11,15 @@ is not mitigated.
 
 Accounting. The multidimensional Skellam mechanism with total variance ``V`` (integer units)
 and integer sensitivities ``Delta_2``, ``Delta_1`` is ``(alpha, eps(alpha))``-RDP for integer
-``alpha > 1`` with (Agarwal, Kairouz & Liu, NeurIPS 2021, Thm 3.5)::
+``alpha > 1`` with (Agarwal, Kairouz & Liu, NeurIPS 2021; the same expression as
+``_skellam_rdp`` in google-research/federated ``distributed_dp/accounting_utils.py``)::
 
     eps(alpha) = alpha*D2**2/(2V) + min(((2alpha - 1)*D2**2 + 6*D1) / (4V**2), 3*D1/(2V))
 
 A ``mu``-GDP Gaussian release has RDP curve ``alpha*mu**2/2``, so Gaussian and Skellam releases
 compose by adding curves; (epsilon, delta) comes from the conversion of Canonne, Kamath &
-Steinke (2020, Prop. 12), minimised over the order grid :data:`ORDERS`::
+Steinke (2020), also used by Google's dp-accounting, minimised over the order grid
+:data:`ORDERS`::
 
     eps = rdp(alpha) + log1p(-1/alpha) - (log(delta) + log(alpha)) / (alpha - 1)
 """
@@ -66,7 +68,7 @@ def skellam_share(variance: float, size: int, rng: np.random.Generator) -> np.nd
 
 
 def skellam_rdp(orders: np.ndarray, *, l2: float, l1: float, variance: float) -> np.ndarray:
-    """RDP curve of the Skellam mechanism (Agarwal, Kairouz & Liu 2021, Thm 3.5).
+    """RDP curve of the Skellam mechanism (Agarwal, Kairouz & Liu 2021).
 
     Parameters
     ----------
@@ -92,7 +94,7 @@ def gaussian_rdp(orders: np.ndarray, mu: float) -> np.ndarray:
 
 
 def rdp_epsilon(rdp: np.ndarray, delta: float, orders: np.ndarray = ORDERS) -> float:
-    """Convert an RDP curve to epsilon at ``delta`` (Canonne, Kamath & Steinke 2020, Prop. 12).
+    """Convert an RDP curve to epsilon at ``delta`` (Canonne, Kamath & Steinke 2020).
 
     Examples
     --------
