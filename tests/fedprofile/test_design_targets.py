@@ -107,14 +107,14 @@ def test_unscale_target_refuses_a_binary_target() -> None:
 
 
 def test_binary_target_with_a_string_positive_by_hand() -> None:
-    # Prepare: the comparison is exact, as documented ("equals positive")
+    # Prepare: text labels compare without case or surrounding spaces ("YES", " yes" match)
     frame = pd.DataFrame({"bought": ["yes", "no", None, "YES", "maybe"]})
 
     # Execute
     y, valid = target_vector(frame, _toy_spec().targets["bought"])
 
     # Assert
-    assert y.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert y.tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]
     assert valid.tolist() == [True, True, False, True, True]
 
 
