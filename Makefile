@@ -24,10 +24,10 @@ demo: setup
 	@echo "Open runs/demo/segments/report.html and runs/demo/response/report.html"
 
 deploy-demo: setup
-	$(BIN)/python -m deploy.demo
+	$(BIN)/python -m fedprofile.deploy.demo
 
 compose-setup: setup
-	$(BIN)/python -m deploy.compose_setup
+	$(BIN)/python -m fedprofile.deploy.compose_setup
 
 sim-retail: setup
 	$(BIN)/fedprofile sim --dataset retail --partners 6 --k 4 --epsilon 1 --seed 0 --out runs/retail

@@ -17,13 +17,13 @@ import numpy as np
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.capture import make_capture_mod
-from client.checks import NotReadyError, check_ready
-from client.redact import redact_local_paths
-from client.response import clipped_gradient_sum, gram_statistics
-from client.site import PartnerSite
-from client.statistics import cluster_partials
-from fedprofile.design import design_norm_bound, target_bound
+from fedprofile.client.capture import make_capture_mod
+from fedprofile.client.checks import NotReadyError, check_ready
+from fedprofile.client.redact import redact_local_paths
+from fedprofile.client.response import clipped_gradient_sum, gram_statistics
+from fedprofile.client.site import PartnerSite
+from fedprofile.client.statistics import cluster_partials
+from fedprofile.contract.design import design_norm_bound, target_bound
 from fedprofile.errors import (
     BudgetExceededError,
     ContractError,
@@ -31,7 +31,11 @@ from fedprofile.errors import (
     PolicyRefusedError,
     ProtocolError,
 )
-from fedprofile.io import write_table
+from fedprofile.io.tables import write_table
+from fedprofile.models.response_model import ResponseModel
+from fedprofile.models.scoring import score_customers
+from fedprofile.models.segment_model import SegmentModel
+from fedprofile.privacy.mechanisms import GaussianMechanism
 from fedprofile.protocol import (
     ErrorCode,
     GradientReply,
@@ -46,10 +50,6 @@ from fedprofile.protocol import (
     ScoreReply,
     ScoreRequest,
 )
-from fedprofile.response_model import ResponseModel
-from fedprofile.scoring import score_customers
-from fedprofile.segment_model import SegmentModel
-from privacy.mechanisms import GaussianMechanism
 
 __all__ = ["app", "build_client_app", "error_for", "gradient", "gram", "kmeans", "profile",
            "score"]

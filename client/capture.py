@@ -14,7 +14,7 @@ from typing import Any
 from flwr.app import Context, Message
 from flwr.common.serde import message_to_proto
 
-from client.site import resolve_node_config
+from fedprofile.client.site import resolve_node_config
 
 __all__ = ["make_capture_mod", "serialize_message"]
 

@@ -14,9 +14,9 @@ import logging
 
 import pandas as pd
 
-from client.site import PartnerSite
+from fedprofile.client.site import PartnerSite
+from fedprofile.contract.targets import binary_labels, target_column, target_vector
 from fedprofile.errors import ContractError, DataError
-from fedprofile.targets import binary_labels, target_column, target_vector
 
 __all__ = ["NotReadyError", "check_ready", "pooled_k_problem"]
 

@@ -5,20 +5,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-__all__ = ["assign", "cluster_partials"]
+from fedprofile.contract.assignment import assign
+
+__all__ = ["cluster_partials"]
 
 _CHUNK_ROWS = 65_536
-
-
-def assign(matrix: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """Index of the nearest centre (squared Euclidean distance) of every row, in chunks."""
-    labels = np.empty(len(matrix), dtype=np.int64)
-    c_sq = np.einsum("ij,ij->i", centers, centers)
-    for start in range(0, len(matrix), _CHUNK_ROWS):
-        block = np.asarray(matrix[start:start + _CHUNK_ROWS], dtype=float)
-        dist = c_sq[None, :] - 2.0 * block @ centers.T
-        labels[start:start + len(block)] = np.argmin(dist, axis=1)
-    return labels
 
 
 def cluster_partials(matrix: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

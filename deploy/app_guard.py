@@ -3,10 +3,10 @@
 A partner's node executes the code the coordinator ships (the FAB) next to its raw data and
 pseudonymisation key, so the partner decides which FABs may run: its allow-list file holds
 the SHA-256 of every FAB it approved (``fedprofile approve-app``). The partner's launcher
-(:mod:`deploy.partner_exec`) starts every ClientApp through :func:`main` here, which pulls
-the task's FAB from the partner's own SuperNode, hashes the bytes it received and compares
-the digest with the allow-list *before* the FAB is unpacked or any of its code imported.
-An unlisted FAB gets an error reply naming its digest, and nothing of it runs.
+(:mod:`fedprofile.deploy.partner_exec`) starts every ClientApp through :func:`main` here,
+which pulls the task's FAB from the partner's own SuperNode, hashes the bytes it received
+and compares the digest with the allow-list *before* the FAB is unpacked or any of its code
+imported. An unlisted FAB gets an error reply naming its digest, and nothing of it runs.
 
 This module runs in the process that later loads the approved app. It therefore imports
 only the standard library and Flower, never a package the app itself ships (``fedprofile``,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy.app_guard import add_to_allow_list, fab_sha256
+from fedprofile.deploy.app_guard import add_to_allow_list, fab_sha256
 from fedprofile.errors import ContractError
 
 __all__ = ["app_digest", "approve_app"]

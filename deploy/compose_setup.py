@@ -5,7 +5,7 @@ coordinator's SuperExec secret and, per partner, ``partner-N/`` with the SuperNo
 secret and the allow-list approving the app in this folder as ``flwr run .`` ships it) and,
 for each partner, ``deploy/partners/partner-N/`` with its slice of the bank data, the
 federation's pseudonymisation key (shared by partners only) and a privacy policy. Run it with
-``python -m deploy.compose_setup`` (``make compose-setup``) before ``docker compose up``;
+``python -m fedprofile.deploy.compose_setup`` (``make compose-setup``) before ``docker compose up``;
 after any change to the app, each partner approves the new version again with
 ``fedprofile approve-app . --allow-list deploy/credentials/partner-N/approved-apps.txt``.
 """
@@ -16,10 +16,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from deploy.approval import approve_app
-from fedprofile.credentials import create_credentials, create_superexec_secret
-from privacy.keys import generate_key, write_key
-from sim.datasets import load_preset
+from fedprofile.deploy.approval import approve_app
+from fedprofile.deploy.credentials import create_credentials, create_superexec_secret
+from fedprofile.privacy.keys import generate_key, write_key
+from fedprofile.sim.datasets import load_preset
 
 __all__ = ["PARTNERS", "main"]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from deploy.loopback import LoopbackFederation
-from sim.datasets import load_preset
+from fedprofile.deploy.loopback import LoopbackFederation
+from fedprofile.sim.datasets import load_preset
 
 __all__ = ["main"]
 

@@ -9,7 +9,7 @@ calls, unchanged (SuperNode signatures included), and answers every other path w
 
 Usage::
 
-    python -m deploy.fleet_gateway --listen 0.0.0.0:9092 --upstream 127.0.0.1:9091
+    python -m fedprofile.deploy.fleet_gateway --listen 0.0.0.0:9092 --upstream 127.0.0.1:9091
         --certfile server.pem --keyfile server.key --ca ca.crt
 
 (one command line).

@@ -2,11 +2,11 @@
 
 The SuperLink runs with TLS and SuperNode authentication on and listens on its own port, for
 the coordinator's ``flwr`` CLI only; partners reach it through the Fleet-only gateway
-(:mod:`deploy.fleet_gateway`), the one address an outsider can reach. Each partner runs its
-SuperNode with ``--isolation process`` and its own launcher (:mod:`deploy.partner_exec`),
-which runs a ClientApp only if the FAB's SHA-256 is in the partner's allow-list. The app is
-snapshotted once (so edits made while the federation runs cannot change what partners
-approved) and run with ``flwr run``.
+(:mod:`fedprofile.deploy.fleet_gateway`), the one address an outsider can reach. Each
+partner runs its SuperNode with ``--isolation process`` and its own launcher
+(:mod:`fedprofile.deploy.partner_exec`), which runs a ClientApp only if the FAB's SHA-256 is
+in the partner's allow-list. The app is snapshotted once (so edits made while the federation
+runs cannot change what partners approved) and run with ``flwr run``.
 
 Used by ``make deploy-demo`` and the integration test. Every process is started in its own
 session and stopped by PID (its whole process group), also when something fails.
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy.app_guard import add_to_allow_list
-from deploy.approval import app_digest
-from fedprofile.credentials import Credentials, create_credentials, create_superexec_secret
+from fedprofile.deploy.app_guard import add_to_allow_list
+from fedprofile.deploy.approval import app_digest
+from fedprofile.deploy.credentials import Credentials, create_credentials, create_superexec_secret
 from fedprofile.errors import FedprofileError
 from fedprofile.processes import descendants
 
@@ -156,7 +156,8 @@ class LoopbackFederation:
             "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
             "--port", str(self.control_port)], home)
         self._spawn("gateway", [
-            sys.executable, "-m", "deploy.fleet_gateway", "--listen", f"127.0.0.1:{self.port}",
+            sys.executable, "-m", "fedprofile.deploy.fleet_gateway",
+            "--listen", f"127.0.0.1:{self.port}",
             "--upstream", f"127.0.0.1:{self.control_port}", "--certfile", str(c.server_cert),
             "--keyfile", str(c.server_key), "--ca", str(c.ca_cert)], self.root / "gateway")
         (self.root / "cli").mkdir(parents=True, exist_ok=True)
@@ -219,7 +220,8 @@ class LoopbackFederation:
             "--port", runtime.rsplit(":", 1)[1], "--max-retries", "3", "--max-wait-time", "20",
             "--node-config", node_config_text(self.partners[index])], home)
         self._spawn(f"{name}-exec", [
-            sys.executable, "-m", "deploy.partner_exec", "--runtime-api-address", runtime,
+            sys.executable, "-m", "fedprofile.deploy.partner_exec",
+            "--runtime-api-address", runtime,
             "--insecure", "--allow-list", str(self.allow_list(index)),
             "--superexec-auth-secret-file", str(secret)], home)
         return node

@@ -3,12 +3,12 @@
 Used instead of ``flower-superexec`` next to a SuperNode started with ``--isolation
 process``. It takes ClientApp tasks from the SuperNode's runtime API (signed with the
 SuperNode's SuperExec secret, so no other process can take them) and starts each one through
-:mod:`deploy.app_guard`, which checks the FAB's SHA-256 against the partner's allow-list
+:mod:`fedprofile.deploy.app_guard`, which checks the FAB's SHA-256 against the partner's allow-list
 before any of the app's code is unpacked or imported. Only ClientApp tasks are accepted.
 
 Usage::
 
-    python -m deploy.partner_exec --runtime-api-address 127.0.0.1:9094 --insecure
+    python -m fedprofile.deploy.partner_exec --runtime-api-address 127.0.0.1:9094 --insecure
         --allow-list partner/approved-apps.txt --superexec-auth-secret-file partner/superexec.secret
 
 (one command line).
@@ -36,7 +36,7 @@ _CLIENT_APP = "flwr-clientapp"
 
 def check_allow_list(path: Path) -> int:
     """Number of approved FABs in ``path``; a clear error if it is missing or malformed."""
-    from deploy.app_guard import read_allow_list
+    from fedprofile.deploy.app_guard import read_allow_list
 
     try:
         approved = read_allow_list(path)
@@ -96,7 +96,7 @@ def serve(address: str, allow_list: Path, *, insecure: bool = False,
             else:
                 env = {**os.environ, "FEDPROFILE_TASK_TOKEN": res.token}
                 children.append(subprocess.Popen(  # the token travels in the environment
-                    [sys.executable, "-P", "-m", "deploy.app_guard",
+                    [sys.executable, "-P", "-m", "fedprofile.deploy.app_guard",
                      "--runtime-api-address", address, "--allow-list", str(allow_list),
                      "--parent-pid", str(os.getpid()),
                      *security], env=env))

@@ -15,17 +15,7 @@ from typing import Any
 
 from fedprofile.errors import ContractError
 
-__all__ = ["NodeConfig", "RunConfig", "resolve_app_path"]
-
-APP_ROOT = Path(__file__).resolve().parent.parent
-
-
-def resolve_app_path(path: str) -> Path:
-    """A relative path as given, or else relative to the app's root (its installed FAB)."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return APP_ROOT / p
+__all__ = ["TASKS", "NodeConfig", "RunConfig", "default_candidates"]
 
 _INIT_METHODS = ("overcluster", "random")
 TASKS = ("segments", "ridge", "logistic", "pipeline")
@@ -63,6 +53,16 @@ def _float(cfg: Mapping[str, Any], key: str, default: float, *, open_low: float,
     return value
 
 
+def default_candidates(k: int, dim: int) -> int:
+    """Candidates of the over-clustering start: ``max(12 * k, 5 * dim)``.
+
+    A heuristic measured on the shipped data sets (``fedprofile bench utility``): more
+    candidates cover the public box better, but each must keep enough customers to clear
+    the count noise; it depends only on public parameters.
+    """
+    return max(12 * k, 5 * dim)
+
+
 def _run_id(cfg: Mapping[str, Any]) -> str:
     from fedprofile.protocol.codec import RUN_ID_PATTERN
 
@@ -87,7 +87,8 @@ class RunConfig:
     Attributes
     ----------
     spec : str
-        Path of the feature contract TOML.
+        Path of the feature contract TOML, or the name of a shipped one (``bank``,
+        ``hillstrom``, ``retail``…; see :func:`fedprofile.contract.load_spec`).
     k : int, default=6
         Number of segments, in ``[1, 100]``.
     epsilon : float, default=1.0
@@ -101,7 +102,7 @@ class RunConfig:
         Private start (DP over-clustering) or data-independent random centres.
     candidates : int, default=0
         Candidates of the over-clustering start; 0 means
-        :func:`server.kmeans.default_candidates` of ``k`` and the contract's dimension.
+        :func:`default_candidates` of ``k`` and the contract's dimension.
     min_segment_size : int, default=50
         Segments with a smaller noisy size are suppressed.
     min_partners : int, default=2
@@ -140,7 +141,7 @@ class RunConfig:
         simulated partners seed their noise with it.
     """
 
-    spec: str = "specs/bank.toml"
+    spec: str = "bank"
     k: int = 6
     epsilon: float = 1.0
     delta: float = 1e-6
@@ -165,8 +166,6 @@ class RunConfig:
 
     def n_candidates(self, dim: int) -> int:
         """Candidates of the over-clustering start for a contract of dimension ``dim``."""
-        from server.kmeans import default_candidates
-
         return self.candidates or default_candidates(self.k, dim)
 
     @classmethod
@@ -194,7 +193,7 @@ class RunConfig:
         if 0 < candidates < k:
             raise ContractError(f"The 'candidates' parameter must be 0 or >= k ({k}). "
                                 f"Got {candidates!r} instead.")
-        return cls(spec=str(resolve_app_path(_str(cfg, "spec", cls.spec))), k=k,
+        return cls(spec=_str(cfg, "spec", cls.spec), k=k,
                    epsilon=_float(cfg, "epsilon", cls.epsilon, open_low=0.0, allow_inf=True),
                    delta=_float(cfg, "delta", cls.delta, open_low=0.0, high=0.1),
                    rounds=_int(cfg, "rounds", cls.rounds, low=1, high=50), init=init,
@@ -230,7 +229,8 @@ class NodeConfig:
         Where the partner keeps its ledger and caches.
     policy : str
         The partner's policy TOML. Without one a deployed node runs the documented default
-        policy (:class:`privacy.policy.PartnerPolicy`); a simulated one runs without limits.
+        policy (:class:`fedprofile.privacy.policy.PartnerPolicy`); a simulated one runs
+        without limits.
     mapping : str
         Optional TOML file mapping feature names to local column names.
     noise_seed : int

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from scipy.special import log_ndtr
 
 from fedprofile.errors import BudgetExceededError, ContractError, UnsupportedEventError
-from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 
 __all__ = [
     "EPSILON_RTOL",

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from fedprofile.errors import DataError
-from privacy.accounting import compose_mu, gdp_epsilon
-from privacy.events import PrivacyEvent, event_from_dict
+from fedprofile.privacy.accounting import compose_mu, gdp_epsilon
+from fedprofile.privacy.events import PrivacyEvent, event_from_dict
 
 __all__ = ["AcceptedPlan", "Ledger", "LedgerTransaction", "SpendSummary"]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedprofile.errors import ContractError
-from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 
 __all__ = ["GaussianMechanism", "secure_rng"]
 

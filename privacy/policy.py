@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from fedprofile.errors import ContractError, PolicyRefusedError
-from privacy.accounting import EPSILON_RTOL, compose_mu, gdp_epsilon, gdp_mu
-from privacy.events import NonPrivateEvent, PrivacyEvent
-from privacy.ledger import AcceptedPlan, Ledger, LedgerTransaction
+from fedprofile.privacy.accounting import EPSILON_RTOL, compose_mu, gdp_epsilon, gdp_mu
+from fedprofile.privacy.events import NonPrivateEvent, PrivacyEvent
+from fedprofile.privacy.ledger import AcceptedPlan, Ledger, LedgerTransaction
 
 __all__ = ["ALL_STAGES", "RELEASE_STAGES", "SIMULATION_POLICY", "PartnerGuard",
            "PartnerPolicy", "epsilon_left", "load_policy"]

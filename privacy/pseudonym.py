@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, hmac
 from phonenumbers import NumberParseException, ValidationResult
 
 from fedprofile.errors import ContractError, DataError
-from privacy.keys import PseudonymKey
+from fedprofile.privacy.keys import PseudonymKey
 
 __all__ = [
     "EMAIL_TAG",

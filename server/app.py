@@ -9,160 +9,28 @@ model, its metrics and the HTML report are written to ``out-dir``.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedprofile.config import RunConfig, resolve_app_path
-from fedprofile.contract import FeatureSpec, load_spec
-from fedprofile.design import design_names, design_norm_bound, target_bound, unsupported_columns
-from fedprofile.protocol import ResponseTask
-from fedprofile.response_model import ResponseModel
-from fedprofile.segment_model import SegmentModel
-from server.federation import RunAborted
-from server.kmeans import KMeansPlan, KMeansStage, plan_kmeans
-from server.regression import LogisticStage, ResponsePlan, RidgeStage, plan_response
-from server.report import render_report
-from server.report_response import render_response_report
-from server.session import RunSession, drive, open_run, privacy_record
+from fedprofile.config import RunConfig
+from fedprofile.server.federation import RunAborted
+from fedprofile.server.pipeline import run_pipeline
+from fedprofile.server.runs import (
+    coordinator_metrics,
+    run_response,
+    run_segmentation,
+    write_outputs,
+)
 
-__all__ = ["app", "build_server_app", "run_response", "run_segmentation", "write_outputs"]
+__all__ = ["app", "build_server_app"]
 
 log = logging.getLogger("fedprofile.server")
-Model = SegmentModel | ResponseModel
-
-
-def segment_plan(cfg: RunConfig, spec: FeatureSpec) -> KMeansPlan:
-    """The noise of a segmentation run under ``cfg``."""
-    return plan_kmeans(epsilon=cfg.epsilon, delta=cfg.delta, lloyd_rounds=cfg.rounds,
-                       norm_bound=spec.norm_bound, init=cfg.init)  # type: ignore[arg-type]
-
-
-def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
-                     session: RunSession | None = None) -> SegmentModel:
-    """Run a private segmentation on ``grid`` and return the model.
-
-    Raises
-    ------
-    RunAborted
-        If fewer than ``cfg.min_partners`` partners take part to the end.
-    """
-    spec: FeatureSpec = load_spec(cfg.spec)
-    plan = segment_plan(cfg, spec)
-    own = session is None
-    session = session or open_run(grid, cfg, spec, plan, stages=("kmeans",),
-                                  expected_partners=expected_partners)
-    stage = KMeansStage(spec=spec, plan=plan, k=cfg.k, n_partners=len(session.fed.node_ids),
-                        run_id=session.run_id, fingerprint=spec.fingerprint(),
-                        candidates=cfg.n_candidates(spec.dim), seed=cfg.seed)
-    result = drive(session, stage)
-    if own:
-        session.ledger.close()
-    params = {"task": "segments", "k": cfg.k, "rounds": cfg.rounds, "init": cfg.init,
-              "candidates": cfg.n_candidates(spec.dim), "seed": cfg.seed,
-              "run_id": session.run_id, "min_partners": cfg.min_partners,
-              "dropped_partners": session.fed.summary()["dropped"],
-              "round_seconds": session.take_timings()}
-    return SegmentModel(spec=spec, centers=result.centers, sizes=result.sizes,
-                        min_segment_size=cfg.min_segment_size, privacy=privacy_record(plan),
-                        params=params, partners=session.fed.summary()["partners"],
-                        history=result.history)
-
-
-def _segment_centers(cfg: RunConfig, spec: FeatureSpec) -> np.ndarray:
-    if not cfg.segments:
-        return np.zeros((0,))
-    segments = SegmentModel.load(resolve_app_path(cfg.segments))
-    if segments.spec.fingerprint() != spec.fingerprint():
-        raise RunAborted(f"The segment model {cfg.segments} was trained under another "
-                         "contract than this run's spec.")
-    return segments.cluster_centers_
-
-
-def response_task_for(spec: FeatureSpec, target: str) -> str:
-    """Ridge for a numeric target, logistic for a binary one."""
-    if target not in spec.targets:
-        raise RunAborted(f"Target {target!r} is not declared in the spec {spec.source}; "
-                         f"declared: {sorted(spec.targets) or 'none'}.")
-    return "logistic" if spec.targets[target].kind == "binary" else "ridge"
-
-
-def response_plan(cfg: RunConfig, spec: FeatureSpec, *, segment_aware: bool) -> ResponsePlan:
-    """The noise of a response-model run under ``cfg``."""
-    return plan_response(task=cfg.task, epsilon=cfg.epsilon,  # type: ignore[arg-type]
-                         delta=cfg.delta,
-                         norm_bound=design_norm_bound(spec, cfg.target,
-                                                      segment_aware=segment_aware),
-                         target_bound=target_bound(spec, cfg.target), rounds=cfg.gd_rounds,
-                         clip=cfg.clip)
-
-
-def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
-                 session: RunSession | None = None,
-                 segment_centers: np.ndarray | None = None) -> ResponseModel:
-    """Fit a private ridge or logistic regression on ``grid`` and return the model."""
-    spec = load_spec(cfg.spec)
-    if response_task_for(spec, cfg.target) != cfg.task:
-        raise RunAborted(f"Task {cfg.task!r} does not fit the "
-                         f"{spec.targets[cfg.target].kind} target {cfg.target!r}; use ridge "
-                         "for numeric targets and logistic for binary ones.")
-    centers = _segment_centers(cfg, spec) if segment_centers is None else segment_centers
-    dim = len(design_names(spec, cfg.target, len(centers) if centers.size else 0))
-    plan = response_plan(cfg, spec, segment_aware=bool(centers.size))
-    own = session is None
-    session = session or open_run(grid, cfg, spec, plan, stages=(cfg.task,),
-                                  expected_partners=expected_partners)
-    task = ResponseTask(run_id=session.run_id, spec_fingerprint=spec.fingerprint(),
-                        stage=cfg.task, round=0, target=cfg.target, holdout=cfg.holdout,
-                        holdout_seed=cfg.seed, segment_centers=centers)
-    stage_cls = RidgeStage if cfg.task == "ridge" else LogisticStage
-    result = drive(session, stage_cls(plan=plan, task=task, dim=dim, alpha=cfg.alpha), dim=dim)
-    if own:
-        session.ledger.close()
-    params = {"task": cfg.task, "target": cfg.target, "alpha": cfg.alpha,
-              "gd_rounds": cfg.gd_rounds if cfg.task == "logistic" else 0,
-              "clip": plan.clip, "holdout": cfg.holdout, "seed": cfg.seed,
-              "segments": cfg.segments, "run_id": session.run_id,
-              "dropped_partners": session.fed.summary()["dropped"],
-              "round_seconds": session.take_timings(),
-              "unsupported_columns": unsupported_columns(
-                  spec, cfg.target, len(centers) if centers.size else 0,
-                  result.gram_diagonal, result.gram_noise_sd)}
-    return ResponseModel(task=cfg.task, spec=spec, target=cfg.target, coef=result.coef,
-                         penalty=result.penalty, privacy=privacy_record(plan), params=params,
-                         partners=session.fed.summary()["partners"],
-                         segment_centers=centers if centers.size else None)
-
-
-def write_outputs(model: Model, metrics: Mapping[str, Any], out_dir: Path) -> None:
-    """Write ``model.json``, ``metrics.json`` and ``report.html`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / "model.json")
-    doc = json.dumps(metrics, indent=1, default=lambda x: None if x is None else str(x))
-    (out_dir / "metrics.json").write_text(doc, encoding="utf-8")
-    if isinstance(model, SegmentModel):
-        render_report(model.to_dict(), metrics, out_dir / "report.html")
-    else:
-        render_response_report(model, metrics, out_dir / "report.html")
-
-
-def coordinator_metrics(model: Model, wall_time: float) -> dict[str, Any]:
-    """Metrics the coordinator knows without any data: privacy, rounds, time."""
-    eps = model.privacy["epsilon_spent"]
-    return {"privacy": {"epsilon_spent": None if math.isinf(eps) else eps,
-                        "delta": model.privacy["delta"],
-                        "non_private": model.privacy["non_private"]},
-            "n_partners": len(model.partners), "params": model.params,
-            "rounds": model.params.get("rounds"),
-            "wall_time_s": wall_time, "evaluation": "deployment"}
 
 
 def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
@@ -176,8 +44,6 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
         start = time.perf_counter()
         try:
             if cfg.task == "pipeline":
-                from server.pipeline import run_pipeline
-
                 outputs = run_pipeline(grid, cfg, expected_partners=expected)
             else:
                 run = run_segmentation if cfg.task == "segments" else run_response

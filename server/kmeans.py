@@ -21,11 +21,11 @@ from typing import Literal
 import numpy as np
 from sklearn.cluster import KMeans
 
-from fedprofile.contract import CategoricalFeature, FeatureSpec
+from fedprofile.contract.spec import CategoricalFeature, FeatureSpec
 from fedprofile.errors import ContractError
+from fedprofile.privacy.accounting import gdp_mu, split_mu
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 from fedprofile.protocol import KMeansReply, KMeansRequest
-from privacy.accounting import gdp_mu, split_mu
-from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 
 __all__ = [
     "KMeansPlan",
@@ -33,7 +33,6 @@ __all__ = [
     "KMeansStage",
     "RoundPlan",
     "candidate_centers",
-    "default_candidates",
     "plan_kmeans",
     "update_centers",
 ]
@@ -121,16 +120,6 @@ def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: 
         rounds.append(RoundPlan(stage=stage, round=rnd, sum_noise_multiplier=z_sum,
                                 count_noise_multiplier=z_count, norm_bound=norm_bound))
     return KMeansPlan(epsilon=epsilon, delta=delta, mu=mu, rounds=tuple(rounds))
-
-
-def default_candidates(k: int, dim: int) -> int:
-    """Candidates of the over-clustering start: ``max(12 * k, 5 * dim)``.
-
-    A heuristic measured on the shipped data sets (``fedprofile bench utility``): more
-    candidates cover the public box better, but each must keep enough customers to clear
-    the count noise; it depends only on public parameters.
-    """
-    return max(12 * k, 5 * dim)
 
 
 def candidate_centers(spec: FeatureSpec, n: int, rng: np.random.Generator) -> np.ndarray:

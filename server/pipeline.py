@@ -16,21 +16,21 @@ from pathlib import Path
 from flwr.serverapp import Grid
 
 from fedprofile.config import RunConfig
-from fedprofile.contract import load_spec
-from fedprofile.io import json_safe
+from fedprofile.contract.parser import load_spec
+from fedprofile.io.tables import json_safe
+from fedprofile.models.response_model import ResponseModel
+from fedprofile.models.segment_model import SegmentModel
+from fedprofile.privacy.accounting import gdp_epsilon, gdp_mu
+from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.protocol import MessageKind, ScoreReply, ScoreRequest
-from fedprofile.response_model import ResponseModel
-from fedprofile.segment_model import SegmentModel
-from privacy.accounting import gdp_epsilon, gdp_mu
-from privacy.events import PrivacyEvent
-from server.app import (
+from fedprofile.server.runs import (
     response_plan,
     response_task_for,
     run_response,
     run_segmentation,
     segment_plan,
 )
-from server.session import open_run
+from fedprofile.server.session import open_run
 
 __all__ = ["PipelinePlan", "run_pipeline"]
 

@@ -20,9 +20,9 @@ from typing import Literal
 import numpy as np
 
 from fedprofile.errors import ContractError
+from fedprofile.privacy.accounting import gdp_mu, split_mu
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 from fedprofile.protocol import GradientReply, GradientRequest, GramReply, GramRequest, ResponseTask
-from privacy.accounting import gdp_mu, split_mu
-from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 
 __all__ = ["LogisticStage", "RegressionResult", "ResponsePlan", "RidgeStage", "plan_response",
            "solve_ridge", "symmetric_from_upper"]

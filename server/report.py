@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from server import report_plots
-from server.report_html import (
+from fedprofile.server import report_plots
+from fedprofile.server.report_html import (
     CSS,
     data_quality_section,
     esc,

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from fedprofile.response_model import ResponseModel
-from server.report_html import (
+from fedprofile.models.response_model import ResponseModel
+from fedprofile.server.report_html import (
     CSS,
     data_quality_section,
     esc,
@@ -21,7 +21,7 @@ from server.report_html import (
     table,
     warnings_block,
 )
-from server.report_plots import figure_to_base64, plt
+from fedprofile.server.report_plots import figure_to_base64, plt
 
 __all__ = ["render_response_report"]
 

@@ -21,7 +21,10 @@ from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
 from fedprofile.config import RunConfig
-from fedprofile.contract import FeatureSpec
+from fedprofile.contract.spec import FeatureSpec
+from fedprofile.privacy.accounting import compose_mu, gdp_epsilon
+from fedprofile.privacy.events import PrivacyEvent
+from fedprofile.privacy.ledger import Ledger
 from fedprofile.protocol import (
     GradientReply,
     GradientRequest,
@@ -33,10 +36,7 @@ from fedprofile.protocol import (
     ProfileReply,
     ProfileRequest,
 )
-from privacy.accounting import compose_mu, gdp_epsilon
-from privacy.events import PrivacyEvent
-from privacy.ledger import Ledger
-from server.federation import Federation, RunAborted, wait_for_nodes
+from fedprofile.server.federation import Federation, RunAborted, wait_for_nodes
 
 __all__ = ["RunSession", "Stage", "drive", "open_run", "privacy_record"]
 

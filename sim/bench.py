@@ -1,6 +1,6 @@
 """Utility benchmarks: segment and response-model quality against epsilon, in process.
 
-The protocol is run with :func:`sim.inprocess.run_kmeans_inprocess`, the same stage and
+The protocol is run with :func:`fedprofile.sim.inprocess.run_kmeans_inprocess`, the same stage and
 partner computation as the Flower apps without the message passing (the end-to-end tests
 check both give the same centres at epsilon = inf), so a table of many runs takes minutes.
 """
@@ -16,15 +16,15 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from client.statistics import assign
-from fedprofile.contract import FeatureSpec
-from fedprofile.design import DesignData
+from fedprofile.contract.assignment import assign
+from fedprofile.contract.design import DesignData
+from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import ContractError
-from server.kmeans import InitMethod
-from sim.datasets import Preset
-from sim.evaluate import CENTRALIZED_SEEDS, kmeans_cost
-from sim.inprocess import run_kmeans_inprocess, run_response_inprocess
-from sim.partition import Partition
+from fedprofile.server.kmeans import InitMethod
+from fedprofile.sim.datasets import Preset
+from fedprofile.sim.evaluate import CENTRALIZED_SEEDS, kmeans_cost
+from fedprofile.sim.inprocess import run_kmeans_inprocess, run_response_inprocess
+from fedprofile.sim.partition import Partition
 
 __all__ = ["EPSILONS", "INITS", "BaselineRow", "Centralized", "ResponseRow", "UtilityRow",
            "bench_partitions", "centralized_kmeans", "kmeans_baselines", "kmeans_utility",
@@ -230,10 +230,10 @@ def kmeans_baselines(matrices: Sequence[np.ndarray], *, k: int, seed: int = 0,
 def _partner_matrices(dataset: str, partner_counts: Sequence[int | None]
                      ) -> tuple[FeatureSpec, list[list[np.ndarray]]]:
     """The preset's spec and, per partner count, each partner's transformed matrix."""
-    from fedprofile.contract import load_spec
-    from fedprofile.features import transform_frame
-    from fedprofile.matrix_store import stored_values
-    from sim.datasets import load_preset
+    from fedprofile.contract.features import transform_frame
+    from fedprofile.contract.parser import load_spec
+    from fedprofile.io.matrix_store import stored_values
+    from fedprofile.sim.datasets import load_preset
 
     preset = load_preset(dataset)
     spec = load_spec(preset.spec_path)
@@ -271,9 +271,9 @@ def response_benchmark(dataset: str, *, task: str, target: str,
                        epsilons: Sequence[float] = EPSILONS, seeds: int = 3, rounds: int = 3,
                        progress: Callable[[], None] | None = None) -> list[ResponseRow]:
     """:func:`response_utility` of a preset's ridge or logistic target per partner count."""
-    from fedprofile.contract import load_spec
-    from fedprofile.design import design_data, design_norm_bound, target_bound
-    from sim.datasets import load_preset
+    from fedprofile.contract.design import design_data, design_norm_bound, target_bound
+    from fedprofile.contract.parser import load_spec
+    from fedprofile.sim.datasets import load_preset
 
     if task not in ("ridge", "logistic") or not target:
         raise ContractError("Give --task ridge|logistic and a --target of the spec.")

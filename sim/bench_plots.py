@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sim.bench import BaselineRow, ResponseRow, UtilityRow
+from fedprofile.sim.bench import BaselineRow, ResponseRow, UtilityRow
 
 __all__ = ["Curve", "Panel", "plot_against_epsilon", "response_panels", "segment_panels"]
 

@@ -1,13 +1,13 @@
 """Speed and scale benchmarks of the segmentation protocol.
 
 Each measurement runs the pipeline on Flower's simulation engine and the same protocol in
-process with plain NumPy (:mod:`sim.inprocess`), so the framework's overhead is a ratio
+process with plain NumPy (:mod:`fedprofile.sim.inprocess`), so the framework's overhead is a ratio
 measured in one run. Peak memory is the sum of the resident sets of this process and all
 its descendants (Ray's workers included), sampled every 0.2 s.
 
 Data at scale are written to one Parquet file per partner, chunk by chunk, before timing;
 the runner passes the paths, and every partner streams its file into a float32 matrix
-cache that it then reads memory-mapped (:mod:`fedprofile.matrix_store`).
+cache that it then reads memory-mapped (:mod:`fedprofile.io.matrix_store`).
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from client.site import PartnerSite
+from fedprofile.client.site import PartnerSite
 from fedprofile.config import NodeConfig
-from fedprofile.contract import NumericFeature, load_spec
+from fedprofile.contract.parser import load_spec
+from fedprofile.contract.spec import NumericFeature
 from fedprofile.errors import ContractError
-from fedprofile.io import write_table
+from fedprofile.io.tables import write_table
 from fedprofile.processes import tree_rss
 from fedprofile.protocol import MessageKind
-from sim.datasets import load_preset
-from sim.inprocess import run_kmeans_inprocess
-from sim.partition import PartitionRule, PartnerFile, partition_frame
-from sim.runner import default_workers, simulate
+from fedprofile.sim.datasets import load_preset
+from fedprofile.sim.inprocess import run_kmeans_inprocess
+from fedprofile.sim.partition import PartitionRule, PartnerFile, partition_frame
+from fedprofile.sim.runner import default_workers, simulate
 
 __all__ = ["SpeedRow", "plot_speed", "replicate_with_jitter", "speed_run", "speed_table",
            "write_partner_files"]

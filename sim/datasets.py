@@ -1,7 +1,9 @@
 """Real public data sets as simulation presets: one customer table plus its feature spec.
 
-A preset turns one of the files in ``data/`` (see ``data/README.md``) into one row per
-customer with a stable ``customer_id``, names the TOML feature spec under ``specs/`` that
+A preset turns one of the files shipped in ``fedprofile/data/`` (see its ``README.md``) into
+one row per
+customer with a stable ``customer_id``, names the TOML feature spec under
+``fedprofile/specs/`` that
 describes it, and names the column that splits it into simulated partner companies. The
 presets (``bank``, ``hillstrom``, ``retail`` and ``retail-full``) are listed in
 :data:`PRESETS`. Nothing is cached: every call reads the file again.
@@ -19,10 +21,11 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from fedprofile.contract import load_spec
+from fedprofile.contract.parser import load_spec
 from fedprofile.errors import ContractError, DataError
-from sim.identity import customer_keys
-from sim.partition import Partition, PartitionRule, partition_frame
+from fedprofile.resources import CONTRACTS, DATA, packaged_dir
+from fedprofile.sim.identity import customer_keys, synthetic_email, synthetic_phone
+from fedprofile.sim.partition import Partition, PartitionRule, partition_frame
 
 __all__ = [
     "PRESETS",
@@ -34,12 +37,12 @@ __all__ = [
     "load_preset",
     "retail_customer_features",
     "retail_future_spend",
+    "retail_transactions",
     "uk_shard",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = REPO_ROOT / "data"
-SPEC_DIR = REPO_ROOT / "specs"
+DEFAULT_DATA_DIR = packaged_dir(DATA)
+SPEC_DIR = packaged_dir(CONTRACTS)
 
 RETAIL_CUTOFF = pd.Timestamp("2011-09-09")
 """End (exclusive) of the retail feature window and snapshot date of the hold-out variant."""
@@ -94,7 +97,7 @@ class Preset:
         Returns
         -------
         list of Partition
-            See :func:`sim.partition.partition_frame`; when the spec groups rows into
+            See :func:`fedprofile.sim.partition.partition_frame`; when the spec groups rows into
             customers, whole customers are split and counted.
         """
         count = self.default_partners if n_partners is None else n_partners
@@ -136,7 +139,7 @@ def load_preset(name: str, *, data_dir: Path | None = None) -> Preset:
     name : str
         One of the keys of :data:`PRESETS`.
     data_dir : pathlib.Path or None, default=None
-        Folder holding the data files; None means ``data/`` at the repository root.
+        Folder holding the data files; None means the data shipped in the package.
 
     Returns
     -------
@@ -168,10 +171,10 @@ def load_preset(name: str, *, data_dir: Path | None = None) -> Preset:
 
 
 def _default_data_dir() -> Path:
-    """``$FEDPROFILE_DATA_DIR``, else the repository's ``data/``, else ``./data``.
+    """``$FEDPROFILE_DATA_DIR``, else the data shipped in the package, else ``./data``.
 
-    An installed Flower app bundle carries code, not data, so under ``flwr run`` the data are
-    found through the environment or the working directory.
+    A Flower app bundle (FAB) carries code, not data, so under ``flwr run`` the data are
+    found through the environment or the working directory when the bundle is imported.
     """
     if os.environ.get("FEDPROFILE_DATA_DIR"):
         return Path(os.environ["FEDPROFILE_DATA_DIR"])
@@ -376,10 +379,26 @@ def _load_retail_full(data_dir: Path) -> pd.DataFrame:
     return _retail_frame(retail_customer_features(transactions, snapshot=RETAIL_SNAPSHOT))
 
 
-def _load_retail_transactions(data_dir: Path) -> pd.DataFrame:
-    from sim.identity import retail_transactions
+def retail_transactions(data_dir: Path) -> pd.DataFrame:
+    """Raw Online Retail lines with synthetic identities instead of the CustomerID.
 
-    return retail_transactions(data_dir)
+    Lines without a CustomerID are dropped (they cannot be linked to a customer); each
+    customer's lines carry its synthetic e-mail (and phone) in varying forms; the partner
+    is the customer's region as in the ``retail`` preset. The CustomerID is removed.
+    """
+    raw = pd.read_parquet(data_dir / "online_retail.parquet")
+    raw = raw.loc[raw["CustomerID"].notna()].reset_index(drop=True)
+    customers = raw["CustomerID"].astype("int64")
+    tx = _read_retail_transactions(data_dir)
+    country = _main_country(tx.loc[tx["clean"]])
+    fallback = tx.groupby("customer")["country"].first()
+    country = country.reindex(fallback.index).fillna(fallback)
+    region = _retail_partner_region(country.index, country)
+    line = np.arange(len(raw))
+    raw["email"] = [synthetic_email(c, variant=v) for c, v in zip(customers, line, strict=True)]
+    raw["phone"] = [synthetic_phone(c, variant=v) for c, v in zip(customers, line, strict=True)]
+    raw["partner_region"] = region.reindex(customers).to_numpy()
+    return raw.drop(columns=["CustomerID"])
 
 
 PRESETS: Mapping[str, PresetDefinition] = MappingProxyType(
@@ -399,7 +418,7 @@ PRESETS: Mapping[str, PresetDefinition] = MappingProxyType(
             "rest of world.",
         ),
         "retail-transactions": PresetDefinition(
-            _load_retail_transactions, "retail_transactions.toml", "partner_region", 6,
+            retail_transactions, "retail_transactions.toml", "partner_region", 6,
             "UCI Online Retail raw lines with synthetic e-mails/phones; partners pseudonymise "
             "and aggregate them into the 'retail' features.",
         ),

@@ -12,8 +12,8 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from client.statistics import assign
-from fedprofile.segment_model import SegmentModel
+from fedprofile.contract.assignment import assign
+from fedprofile.models.segment_model import SegmentModel
 
 __all__ = ["CENTRALIZED_SEEDS", "evaluate_segments", "kmeans_cost"]
 

@@ -17,9 +17,9 @@ import numpy as np
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.metrics import log_loss, mean_squared_error, r2_score, roc_auc_score
 
-from fedprofile.design import DesignData
-from fedprofile.response_model import ResponseModel
-from fedprofile.targets import TARGET_BOUND
+from fedprofile.contract.design import DesignData
+from fedprofile.contract.targets import TARGET_BOUND
+from fedprofile.models.response_model import ResponseModel
 
 __all__ = ["SCALED_TARGET", "bohning_logistic", "evaluate_response"]
 

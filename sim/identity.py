@@ -13,18 +13,17 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fedprofile.contract import FeatureSpec
+from fedprofile.contract.spec import FeatureSpec
+from fedprofile.contract.suggest import did_you_mean
 from fedprofile.errors import ContractError, DataError
-from fedprofile.suggest import did_you_mean
-from privacy.pseudonym import normalize_email, normalize_phone
-from sim.partition import Partition
+from fedprofile.privacy.pseudonym import normalize_email, normalize_phone
+from fedprofile.sim.partition import Partition
 
-__all__ = ["add_overlap", "customer_keys", "retail_transactions", "synthetic_email",
+__all__ = ["add_overlap", "customer_keys", "synthetic_email",
            "synthetic_phone"]
 
 _FIRST = ("ada", "alan", "grace", "edsger", "barbara", "donald", "frances", "john", "radia",
@@ -140,27 +139,3 @@ def add_overlap(partitions: list[Partition], *, share: float, id_column: str, se
     return [replace(p, frame=pd.concat([p.frame, *more], ignore_index=True),
                     customers=None if p.customers is None else p.customers + len(more))
             if more else p for p, more in zip(partitions, extra, strict=True)]
-
-
-def retail_transactions(data_dir: Path) -> pd.DataFrame:
-    """Raw Online Retail lines with synthetic identities instead of the CustomerID.
-
-    Lines without a CustomerID are dropped (they cannot be linked to a customer); each
-    customer's lines carry its synthetic e-mail (and phone) in varying forms; the partner
-    is the customer's region as in the ``retail`` preset. The CustomerID is removed.
-    """
-    from sim.datasets import _main_country, _read_retail_transactions, _retail_partner_region
-
-    raw = pd.read_parquet(data_dir / "online_retail.parquet")
-    raw = raw.loc[raw["CustomerID"].notna()].reset_index(drop=True)
-    customers = raw["CustomerID"].astype("int64")
-    tx = _read_retail_transactions(data_dir)
-    country = _main_country(tx.loc[tx["clean"]])
-    fallback = tx.groupby("customer")["country"].first()
-    country = country.reindex(fallback.index).fillna(fallback)
-    region = _retail_partner_region(country.index, country)
-    line = np.arange(len(raw))
-    raw["email"] = [synthetic_email(c, variant=v) for c, v in zip(customers, line, strict=True)]
-    raw["phone"] = [synthetic_phone(c, variant=v) for c, v in zip(customers, line, strict=True)]
-    raw["partner_region"] = region.reindex(customers).to_numpy()
-    return raw.drop(columns=["CustomerID"])

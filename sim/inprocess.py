@@ -12,14 +12,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from client.response import gram_statistics
-from client.statistics import cluster_partials
-from fedprofile.contract import FeatureSpec
-from fedprofile.design import DesignData
+from fedprofile.client.response import gram_statistics
+from fedprofile.client.statistics import cluster_partials
+from fedprofile.config import default_candidates
+from fedprofile.contract.design import DesignData
+from fedprofile.contract.spec import FeatureSpec
+from fedprofile.privacy.mechanisms import GaussianMechanism
 from fedprofile.protocol import GradientReply, GramReply, GramRequest, KMeansReply, ResponseTask
-from privacy.mechanisms import GaussianMechanism
-from server.kmeans import KMeansResult, KMeansStage, default_candidates, plan_kmeans
-from server.regression import LogisticStage, RegressionResult, RidgeStage, plan_response
+from fedprofile.server.kmeans import KMeansResult, KMeansStage, plan_kmeans
+from fedprofile.server.regression import LogisticStage, RegressionResult, RidgeStage, plan_response
 
 __all__ = ["run_kmeans_inprocess", "run_response_inprocess"]
 
@@ -32,7 +33,7 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
     """Federated DP k-means over ``matrices`` (one scaled matrix per partner), in process.
 
     ``noise_seed`` seeds the partners' noise (None: OS entropy); ``plan_options`` go to
-    :func:`server.kmeans.plan_kmeans`.
+    :func:`fedprofile.server.kmeans.plan_kmeans`.
     """
     plan = plan_kmeans(epsilon=epsilon, delta=delta, lloyd_rounds=rounds,
                        norm_bound=spec.norm_bound, init=init, **plan_options)  # type: ignore[arg-type]

@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from fedprofile.contract import FeatureSpec, load_spec
+from fedprofile.contract.parser import load_spec
+from fedprofile.contract.spec import FeatureSpec
+from fedprofile.contract.suggest import did_you_mean
 from fedprofile.errors import ContractError, DataError
-from fedprofile.io import read_table
-from fedprofile.suggest import did_you_mean
-from privacy.pseudonym import normalize_email
-from sim.datasets import load_preset
-from sim.identity import add_overlap, customer_keys
-from sim.partition import Partition, PartitionRule, parse_rule, partition_frame
+from fedprofile.io.tables import read_table
+from fedprofile.privacy.pseudonym import normalize_email
+from fedprofile.sim.datasets import load_preset
+from fedprofile.sim.identity import add_overlap, customer_keys
+from fedprofile.sim.partition import Partition, PartitionRule, parse_rule, partition_frame
 
 __all__ = ["ensure_folder", "prepare_partitions", "preset_partition_file", "rule_from_text"]
 

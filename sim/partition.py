@@ -9,7 +9,7 @@ Three rules are supported, written as short strings on the command line:
   spread over the partners with proportions drawn from ``Dirichlet(alpha)``.
 
 When rows are transactions (a contract with a ``[customers]`` section), the caller passes
-each row's customer (:func:`sim.identity.customer_keys`) and the rules split customers:
+each row's customer (:func:`fedprofile.sim.identity.customer_keys`) and the rules split customers:
 all rows of a customer go to one partner, and groups are balanced in customers.
 
 Every function here is pure: the same frame, rule, partner count and seed give the same
@@ -26,8 +26,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from fedprofile.contract.suggest import did_you_mean
 from fedprofile.errors import ContractError
-from fedprofile.suggest import did_you_mean
 
 __all__ = [
     "MISSING_VALUE_NAME",
@@ -221,7 +221,8 @@ def partition_frame(
     customers : pandas.Series or ndarray, optional
         The customer of each row (positionally aligned with ``df``; missing = no customer),
         for tables whose rows are transactions grouped per customer at the partner (see
-        :func:`sim.identity.customer_keys`). Then a customer's rows all go to one partner,
+        :func:`fedprofile.sim.identity.customer_keys`). Then a customer's rows all go to one
+        partner,
         the rules split and balance customers rather than rows, and a customer's value of
         the rule's column is the one most of its rows hold (ties: its first row's). Rows
         without a customer are spread evenly (``"iid"``, ``"dirichlet"``) or follow their

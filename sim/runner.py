@@ -20,29 +20,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from client.app import build_client_app
-from client.checks import NotReadyError, check_ready, pooled_k_problem
-from client.site import PartnerSite
+from fedprofile.client.app import build_client_app
+from fedprofile.client.checks import NotReadyError, check_ready, pooled_k_problem
+from fedprofile.client.site import PartnerSite
 from fedprofile.config import RunConfig
-from fedprofile.contract import load_spec
-from fedprofile.customers import customer_table
-from fedprofile.design import DesignData, design_data
+from fedprofile.contract.customers import customer_table
+from fedprofile.contract.design import DesignData, design_data
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.parser import load_spec
 from fedprofile.errors import ContractError, DataError, FedprofileError
-from fedprofile.features import transform_frame
-from fedprofile.io import write_table
-from fedprofile.matrix_store import stored_values
-from fedprofile.response_model import FORMAT as RESPONSE_FORMAT
-from fedprofile.response_model import ResponseModel
-from fedprofile.segment_model import SegmentModel
-from privacy.keys import generate_key, load_key, write_key
-from privacy.pseudonym import Pseudonymizer
-from server.app import build_server_app, write_outputs
-from server.federation import group_reasons
-from sim.evaluate import evaluate_segments
-from sim.evaluate_response import evaluate_response
-from sim.jobs import ensure_folder
-from sim.partition import Partition, PartnerFile
-from sim.quality import quality_summary, quality_warnings
+from fedprofile.io.matrix_store import stored_values
+from fedprofile.io.tables import write_table
+from fedprofile.models.response_model import FORMAT as RESPONSE_FORMAT
+from fedprofile.models.response_model import ResponseModel
+from fedprofile.models.segment_model import SegmentModel
+from fedprofile.privacy.keys import generate_key, load_key, write_key
+from fedprofile.privacy.pseudonym import Pseudonymizer
+from fedprofile.server.app import build_server_app
+from fedprofile.server.federation import group_reasons
+from fedprofile.server.runs import write_outputs
+from fedprofile.sim.evaluate import evaluate_segments
+from fedprofile.sim.evaluate_response import evaluate_response
+from fedprofile.sim.jobs import ensure_folder
+from fedprofile.sim.partition import Partition, PartnerFile
+from fedprofile.sim.quality import quality_summary, quality_warnings
 
 __all__ = ["SimulationResult", "default_workers", "federation_key", "load_model",
            "partner_tables", "pooled_matrix", "preflight", "simulate"]
@@ -222,7 +223,8 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
     """Every simulated partner's local checks, before Flower starts; the pooled customers.
 
     Each partner is built from the node config its virtual SuperNode gets, prepares its
-    matrix (cached for the run) and runs :func:`client.checks.check_ready`, so a bad file,
+    matrix (cached for the run) and runs :func:`fedprofile.client.checks.check_ready`, so a
+    bad file,
     policy, target or ``k`` fails in seconds and before any release or ledger entry.
     Identical reasons are reported once with the partners they concern.
 

@@ -11,7 +11,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedprofile.errors import ProtocolError
-from privacy.events import PrivacyEvent, event_from_dict
+from fedprofile.privacy.events import PrivacyEvent, event_from_dict
 
 __all__ = ["PROTOCOL_VERSION", "RUN_ID_PATTERN", "ErrorCode", "MessageKind"]
 

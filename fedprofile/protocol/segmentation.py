@@ -9,6 +9,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedprofile.errors import ProtocolError
+from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.protocol.codec import (
     _ARRAYS,
     _CONFIG,
@@ -24,7 +25,6 @@ from fedprofile.protocol.codec import (
     _reply_record,
     _run_id,
 )
-from privacy.events import PrivacyEvent
 
 __all__ = ["KMeansReply", "KMeansRequest", "ProfileReply", "ProfileRequest"]
 

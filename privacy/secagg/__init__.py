@@ -6,10 +6,10 @@ protocol (:mod:`.partner`, :mod:`.coordinator`, messages in :mod:`.messages`); t
 learns only the sum. :mod:`.simulate` runs the protocol in process.
 """
 
-from privacy.secagg.coordinator import SecaggCoordinator
-from privacy.secagg.partner import SecaggPartner
-from privacy.secagg.plan import SecaggPlan, plan_secagg
-from privacy.secagg.quantize import QuantizationPlan, choose_quantization
+from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
+from fedprofile.privacy.secagg.partner import SecaggPartner
+from fedprofile.privacy.secagg.plan import SecaggPlan, plan_secagg
+from fedprofile.privacy.secagg.quantize import QuantizationPlan, choose_quantization
 
 __all__ = [
     "QuantizationPlan",

@@ -15,8 +15,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedprofile.errors import ProtocolError
-from privacy.secagg import crypto
-from privacy.secagg.messages import (
+from fedprofile.privacy.secagg import crypto
+from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
     KeyBroadcast,
     KeyShares,
@@ -38,7 +38,7 @@ class SecaggCoordinator:
     roster : Sequence[str]
         Invited partner ids.
     threshold, bits, dim, min_survivors : int
-        From the plan (:class:`privacy.secagg.plan.SecaggPlan`).
+        From the plan (:class:`fedprofile.privacy.secagg.plan.SecaggPlan`).
     run_id : bytes, optional
         16 random bytes by default; must never repeat.
     """

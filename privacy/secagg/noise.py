@@ -5,7 +5,8 @@ Independent Skellam variables sum to a Skellam variable *exactly*, so the noise 
 sum over any ``h`` honest partners is exactly ``Sk(h*v)`` and its privacy is the single-mechanism
 bound below, with no approximation term (a sum of discrete Gaussians is not a discrete Gaussian
 and pays an extra ``tau`` term, Kairouz, Liu & Steinke 2021). Sampling is vectorised with
-NumPy's Poisson sampler from an OS-entropy seed (:func:`privacy.mechanisms.secure_rng`); like the
+NumPy's Poisson sampler from an OS-entropy seed
+(:func:`fedprofile.privacy.mechanisms.secure_rng`); like the
 project's Gaussian noise it uses floating point internally, so Mironov's (CCS 2012) side channel
 is not mitigated.
 
@@ -54,7 +55,7 @@ def skellam_share(variance: float, size: int, rng: np.random.Generator) -> np.nd
 
     Examples
     --------
-    >>> from privacy.mechanisms import secure_rng
+    >>> from fedprofile.privacy.mechanisms import secure_rng
     >>> skellam_share(0.0, 3, secure_rng(0)).tolist()
     [0, 0, 0]
     """

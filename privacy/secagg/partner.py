@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from fedprofile.errors import ProtocolError
-from privacy.secagg import crypto
-from privacy.secagg.messages import (
+from fedprofile.privacy.secagg import crypto
+from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
     KeyBroadcast,
     KeyShares,

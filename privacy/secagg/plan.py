@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 
 from fedprofile.errors import ContractError, ProtocolError
-from privacy.secagg.noise import (
+from fedprofile.privacy.secagg.noise import (
     ORDERS,
     min_skellam_variance,
     rdp_epsilon,
     skellam_rdp,
     skellam_share,
 )
-from privacy.secagg.quantize import (
+from fedprofile.privacy.secagg.quantize import (
     MAX_BITS,
     QuantizationPlan,
     choose_quantization,

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from privacy.secagg.coordinator import SecaggCoordinator
-from privacy.secagg.partner import SecaggPartner
-from privacy.secagg.plan import SecaggPlan
+from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
+from fedprofile.privacy.secagg.partner import SecaggPartner
+from fedprofile.privacy.secagg.plan import SecaggPlan
 
 __all__ = ["STEPS", "SimulationResult", "simulate_release", "simulate_run"]
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from client.checks import NotReadyError, check_ready, pooled_k_problem
-from client.site import PartnerSite
+from fedprofile.client.checks import NotReadyError, check_ready, pooled_k_problem
+from fedprofile.client.site import PartnerSite
 from fedprofile.config import NodeConfig
 from fedprofile.errors import ContractError
-from server.federation import group_reasons
+from fedprofile.server.federation import group_reasons
 
 SPEC = """
 [features.age]

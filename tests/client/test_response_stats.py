@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client.response import clipped_gradient_sum, gram_statistics, upper_triangle
-from privacy.events import GaussianEvent, NonPrivateEvent
-from privacy.mechanisms import GaussianMechanism
+from fedprofile.client.response import clipped_gradient_sum, gram_statistics, upper_triangle
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent
+from fedprofile.privacy.mechanisms import GaussianMechanism
 
 N_ROWS = 70_000  # more than one chunk of 65,536 rows
 DRAWS = 3_000

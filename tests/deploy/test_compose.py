@@ -19,10 +19,10 @@ import flwr
 import pytest
 import yaml
 
-from deploy import compose_setup
-from deploy.app_guard import read_allow_list
-from deploy.approval import app_digest
-from deploy.loopback import snapshot_app
+from fedprofile.deploy import compose_setup
+from fedprofile.deploy.app_guard import read_allow_list
+from fedprofile.deploy.approval import app_digest
+from fedprofile.deploy.loopback import snapshot_app
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -68,7 +68,7 @@ def test_service_commands_use_only_flags_the_installed_clis_accept(name: str) ->
 def test_fedprofile_module_services_use_only_flags_their_module_accepts(name: str) -> None:
     service = SERVICES[name]
     module = service["entrypoint"][-1]
-    assert module in {"deploy.partner_exec", "deploy.fleet_gateway"}
+    assert module in {"fedprofile.deploy.partner_exec", "fedprofile.deploy.fleet_gateway"}
     done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                           text=True, timeout=120, check=False)
     accepted = set(re.findall(r"--[a-z][a-z0-9-]*", done.stdout))
@@ -120,7 +120,7 @@ def test_partners_run_client_apps_only_through_their_launcher(set_up: Path) -> N
         node = SERVICES[f"supernode-{i}"]["command"]
         assert "--isolation=process" in node  # the SuperNode itself never starts an app
         launcher = SERVICES[f"superexec-clientapp-{i}"]
-        assert launcher["entrypoint"] == ["python", "-P", "-m", "deploy.partner_exec"]
+        assert launcher["entrypoint"] == ["python", "-P", "-m", "fedprofile.deploy.partner_exec"]
         args = dict(a.split("=", 1) for a in launcher["command"] if "=" in a)
         assert args["--runtime-api-address"] == f"supernode-{i}:9094"
         mounts = {v.split(":")[1]: v for v in launcher["volumes"]}

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deploy.loopback import LoopbackFederation
-from fedprofile.contract import load_spec
-from fedprofile.credentials import create_credentials
-from fedprofile.features import transform_frame
-from fedprofile.segment_model import SegmentModel
-from privacy.ledger import Ledger
-from sim.datasets import load_preset
-from sim.evaluate import evaluate_segments
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.parser import load_spec
+from fedprofile.deploy.credentials import create_credentials
+from fedprofile.deploy.loopback import LoopbackFederation
+from fedprofile.models.segment_model import SegmentModel
+from fedprofile.privacy.ledger import Ledger
+from fedprofile.sim.datasets import load_preset
+from fedprofile.sim.evaluate import evaluate_segments
 
 pytestmark = pytest.mark.slow
 PARTNERS = 3

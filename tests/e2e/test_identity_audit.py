@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 from flwr.simulation import run_simulation
 
-from client.app import build_client_app
+from fedprofile.client.app import build_client_app
 from fedprofile.errors import FedprofileError
-from privacy.keys import generate_key, load_key, write_key
-from privacy.pseudonym import Pseudonymizer, normalize_email, normalize_phone
-from server.app import build_server_app
-from sim.datasets import load_preset
-from sim.partition import Partition
-from sim.runner import _prepare_partners, federation_key, simulate
+from fedprofile.privacy.keys import generate_key, load_key, write_key
+from fedprofile.privacy.pseudonym import Pseudonymizer, normalize_email, normalize_phone
+from fedprofile.server.app import build_server_app
+from fedprofile.sim.datasets import load_preset
+from fedprofile.sim.partition import Partition
+from fedprofile.sim.runner import _prepare_partners, federation_key, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +106,7 @@ def test_partners_with_different_keys_are_stopped_before_any_release(tmp_path: P
     for home in (tmp_path / "partners").glob("*-*"):
         ledger = home / "ledger.sqlite"
         if ledger.exists():
-            from privacy.ledger import Ledger
+            from fedprofile.privacy.ledger import Ledger
 
             with Ledger(ledger) as book:
                 assert book.events() == []

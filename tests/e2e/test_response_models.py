@@ -8,11 +8,11 @@ import math
 import pytest
 
 from fedprofile.errors import FedprofileError
-from fedprofile.response_model import ResponseModel
-from fedprofile.scoring import score_customers
-from privacy.ledger import Ledger
-from sim.datasets import load_preset
-from sim.runner import simulate
+from fedprofile.models.response_model import ResponseModel
+from fedprofile.models.scoring import score_customers
+from fedprofile.privacy.ledger import Ledger
+from fedprofile.sim.datasets import load_preset
+from fedprofile.sim.runner import simulate
 
 pytestmark = pytest.mark.slow
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from fedprofile.contract import load_spec
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.parser import load_spec
 from fedprofile.errors import FedprofileError
-from fedprofile.features import transform_frame
-from fedprofile.matrix_store import stored_values
-from privacy.ledger import Ledger
-from sim.datasets import load_preset
-from sim.runner import SimulationResult, simulate
+from fedprofile.io.matrix_store import stored_values
+from fedprofile.privacy.ledger import Ledger
+from fedprofile.sim.datasets import load_preset
+from fedprofile.sim.runner import SimulationResult, simulate
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,8 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from fedprofile.cli import app
+from fedprofile.cli.commands import app
+from fedprofile.resources import DATA, packaged_dir
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ default = 0
 
 def test_a_new_csv_with_missing_values_runs_without_code_changes(tmp_path: Path) -> None:
     # Prepare: a file the project does not know, with holes in two columns
-    frame = pd.read_csv(Path(__file__).parents[2] / "data" / "hillstrom.csv.gz").head(20_000)
+    frame = pd.read_csv(packaged_dir(DATA) / "hillstrom.csv.gz").head(20_000)
     rng = np.random.default_rng(0)
     frame.loc[rng.choice(len(frame), 200, replace=False), "history"] = np.nan
     frame.loc[rng.choice(len(frame), 200, replace=False), "newbie"] = np.nan
@@ -82,7 +83,7 @@ positive = "1"
 
 def _trap_file(tmp_path: Path) -> tuple[Path, Path]:
     """A small shop file whose labels differ from the contract's only in case or type."""
-    frame = pd.read_csv(Path(__file__).parents[2] / "data" / "hillstrom.csv.gz").head(3_000)
+    frame = pd.read_csv(packaged_dir(DATA) / "hillstrom.csv.gz").head(3_000)
     frame["bought"] = np.where(frame["visit"] == 1, "Yes", "No")  # declared "yes"
     frame["flag"] = frame["visit"] == 1                           # read back as booleans
     frame["wrong"] = frame["bought"]                              # declared "1": no match
@@ -189,7 +190,7 @@ transform = "log1p"
 
 def test_transaction_lines_with_tabs_and_integer_dates(tmp_path: Path) -> None:
     # Prepare: raw shop lines, tab-separated in a .csv, dates stored as integers 20101201
-    lines = pd.read_parquet(Path(__file__).parents[2] / "data" / "online_retail.parquet")
+    lines = pd.read_parquet(packaged_dir(DATA) / "online_retail.parquet")
     lines = lines.loc[lines["CustomerID"].notna()].head(20_000)
     shop = pd.DataFrame({
         "pid": "c" + lines["CustomerID"].astype(int).astype(str),

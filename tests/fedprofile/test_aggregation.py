@@ -9,13 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedprofile.aggregation import CustomerAggregation, aggregate_customers, parse_customers
-from fedprofile.contract import FeatureSpec, load_spec
-from fedprofile.customers import customer_table
+from fedprofile.contract.aggregation import (
+    CustomerAggregation,
+    aggregate_customers,
+    parse_customers,
+)
+from fedprofile.contract.customers import customer_table
+from fedprofile.contract.parser import load_spec, parse_spec
+from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import ContractError, DataError
-from privacy.keys import generate_key
-from privacy.pseudonym import Pseudonymizer
-from sim.datasets import SPEC_DIR
+from fedprofile.privacy.keys import generate_key
+from fedprofile.privacy.pseudonym import Pseudonymizer
+from fedprofile.sim.datasets import SPEC_DIR
 
 CUSTOMERS: dict[str, Any] = {
     "id": "cid",
@@ -85,7 +90,7 @@ def test_tiny_transaction_table_is_aggregated_by_hand() -> None:
 def test_a_customer_without_rows_matching_where_gets_a_missing_value() -> None:
     # Observed behaviour: c's "spend" is missing, not 0, so the contract's missing-value rule
     # of that feature decides (drop or impute); the simulation's reference
-    # (sim.datasets.retail_customer_features) also leaves such customers out.
+    # (fedprofile.sim.datasets.retail_customer_features) also leaves such customers out.
     out = aggregate_customers(_transactions(), _aggregation())
     assert np.isnan(out.loc["c", "spend"])
 
@@ -219,22 +224,22 @@ FEATURES = {"lines": {"kind": "numeric", "bounds": [0, 100]}}
         "non-string-expression"])
 def test_invalid_customers_section_raises_contract_error(section, match) -> None:
     with pytest.raises(ContractError, match=match) as info:
-        FeatureSpec.from_dict({"features": FEATURES, "customers": section},
+        parse_spec({"features": FEATURES, "customers": section},
                               source="partner-spec.toml")
     assert "partner-spec.toml" in str(info.value)
 
 
 def test_identity_section_needs_an_email_or_phone_column() -> None:
     with pytest.raises(ContractError, match="declare an 'email' and/or a 'phone'"):
-        FeatureSpec.from_dict({"features": FEATURES, "identity": {"region": "GB"}})
+        parse_spec({"features": FEATURES, "identity": {"region": "GB"}})
 
 
 def test_customers_section_round_trips_through_to_dict() -> None:
     # Prepare
-    spec = FeatureSpec.from_dict({"features": FEATURES, "customers": CUSTOMERS})
+    spec = parse_spec({"features": FEATURES, "customers": CUSTOMERS})
 
     # Execute
-    again = FeatureSpec.from_dict(spec.to_dict())
+    again = parse_spec(spec.to_dict())
 
     # Assert
     assert again.customers == spec.customers
@@ -332,7 +337,7 @@ def test_retail_lines_without_cancellations_are_aggregated(retail_spec, pseudony
 
 def test_customer_table_without_identity_or_aggregation_returns_the_rows() -> None:
     # Prepare
-    spec = FeatureSpec.from_dict({"features": FEATURES})
+    spec = parse_spec({"features": FEATURES})
     frame = pd.DataFrame({"lines": [1, 2]})
 
     # Execute / Assert
@@ -342,7 +347,7 @@ def test_customer_table_without_identity_or_aggregation_returns_the_rows() -> No
 def test_customer_table_with_identity_but_no_aggregation_keeps_one_row_per_line(
         pseudonymizer) -> None:
     # Prepare
-    spec = FeatureSpec.from_dict({"features": FEATURES, "identity": {"email": "mail"}})
+    spec = parse_spec({"features": FEATURES, "identity": {"email": "mail"}})
     frame = pd.DataFrame({"mail": ["Ada.Lovelace@gmail.com", None, "adalovelace@gmail.com"],
                           "lines": [1, 2, 3]})
 
@@ -494,11 +499,11 @@ def test_invalid_date_format_is_a_contract_error(changes, match) -> None:
 
 def test_date_format_round_trips_through_to_dict() -> None:
     # Prepare
-    spec = FeatureSpec.from_dict({"features": FEATURES,
+    spec = parse_spec({"features": FEATURES,
                                   "customers": {**DATED, "date_format": "%Y%m%d"}})
 
     # Execute
-    again = FeatureSpec.from_dict(spec.to_dict())
+    again = parse_spec(spec.to_dict())
 
     # Assert
     assert again.customers is not None and again.customers.date_format == "%Y%m%d"

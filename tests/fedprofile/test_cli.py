@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fedprofile.cli import app
+from fedprofile.cli.commands import app
+
+BANK = "fedprofile/data/bank-full.csv.gz"
 
 runner = CliRunner()
 
@@ -16,15 +18,16 @@ runner = CliRunner()
 @pytest.mark.parametrize(("args", "message"), [
     (["sim", "--dataset", "bank", "--epsilon", "-1"], "positive number or 'inf'"),
     (["sim", "--dataset", "bank", "--k", "0"], "0 is not in the range"),
-    (["sim", "--data", "nosuch.csv", "--spec", "specs/bank.toml", "--partition-by", "job"],
+    (["sim", "--data", "nosuch.csv", "--spec", "fedprofile/specs/bank.toml",
+      "--partition-by", "job"],
      "Data file 'nosuch.csv' does not exist"),
     (["sim", "--dataset", "bank", "--data", "x.csv"], "exactly one of --dataset"),
-    (["sim", "--data", "data/bank-full.csv.gz"], "also give --spec"),
+    (["sim", "--data", BANK], "also give --spec"),
     (["sim", "--dataset", "nosuch"], "must be one of"),
     (["sim", "--dataset", "bank", "--partition-by", "nocolumn"], "'nocolumn' is not in"),
     (["sim", "--dataset", "bank", "--task", "ridge"], "needs a 'target' (a [target.NAME]"),
     (["ledger", "nosuch.sqlite"], "does not exist"),
-    (["score", "--data", "data/bank-full.csv.gz", "--out", "x.csv"], "Give a response model"),
+    (["score", "--data", BANK, "--out", "x.csv"], "Give a response model"),
 ], ids=["negative-epsilon", "k-zero", "missing-file", "two-sources", "no-spec",
         "unknown-dataset", "unknown-partition-column", "ridge-without-target",
         "missing-ledger", "score-without-model"])
@@ -37,7 +40,7 @@ def test_user_mistakes_exit_2_with_a_message_naming_the_problem(args, message) -
 def test_bad_spec_names_the_feature_and_the_problem(tmp_path: Path) -> None:
     spec = tmp_path / "bad.toml"
     spec.write_text("[features.age]\nkind = 'numeric'\nbounds = [95, 18]\n")
-    result = runner.invoke(app, ["sim", "--data", "data/bank-full.csv.gz", "--spec", str(spec),
+    result = runner.invoke(app, ["sim", "--data", BANK, "--spec", str(spec),
                                  "--partition-by", "job"])
     assert result.exit_code == 2
     assert "[features.age]" in result.output and "reversed" in result.output
@@ -124,7 +127,7 @@ def test_an_unexpected_error_prints_one_line_and_a_log_without_data(
         value = str(frame.iloc[0, 0])
         raise ValueError(f"could not convert {value!r} to float")
 
-    monkeypatch.setattr("fedprofile.scoring.score_customers", broken)
+    monkeypatch.setattr("fedprofile.models.scoring.score_customers", broken)
     monkeypatch.setenv("FEDPROFILE_LOG_DIR", str(tmp_path / "logs"))
     model = tmp_path / "segments.json"
     _segment_model().save(model)
@@ -145,10 +148,10 @@ def test_an_unexpected_error_prints_one_line_and_a_log_without_data(
 def _segment_model():
     import numpy as np
 
-    from fedprofile.contract import FeatureSpec
-    from fedprofile.segment_model import SegmentModel
+    from fedprofile.contract.parser import parse_spec
+    from fedprofile.models.segment_model import SegmentModel
 
-    spec = FeatureSpec.from_dict({"federation": {"name": "shop"}, "features": {
+    spec = parse_spec({"federation": {"name": "shop"}, "features": {
         "lines": {"kind": "numeric", "bounds": [0, 10]},
         "spend": {"kind": "numeric", "bounds": [0, 100]}}}, source="shop.toml")
     return SegmentModel(spec=spec, centers=np.array([[-0.3, -0.1], [-0.4, 0.1]]),
@@ -174,8 +177,8 @@ def test_score_counts_customers_it_could_not_score_apart(tmp_path: Path) -> None
 
 def test_ledger_shows_the_largest_next_run_left_not_a_subtraction(tmp_path: Path) -> None:
     # Prepare: three epsilon-1 runs under a lifetime budget of 2 (they compose in GDP mu)
-    from privacy.ledger import Ledger
-    from server.kmeans import plan_kmeans
+    from fedprofile.privacy.ledger import Ledger
+    from fedprofile.server.kmeans import plan_kmeans
 
     db = tmp_path / "ledger.sqlite"
     with Ledger(db) as book:

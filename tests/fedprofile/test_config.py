@@ -20,7 +20,7 @@ def test_empty_mapping_gives_the_documented_defaults() -> None:
     cfg = RunConfig.from_mapping({})
 
     # Assert
-    expected = {"spec": "specs/bank.toml", "k": 6, "epsilon": 1.0, "delta": 1e-6, "rounds": 3,
+    expected = {"spec": "bank", "k": 6, "epsilon": 1.0, "delta": 1e-6, "rounds": 3,
                 "init": "overcluster", "candidates": 0, "min_segment_size": 50,
                 "min_partners": 2, "seed": 0, "out_dir": "runs/latest", "timeout": 600.0}
     assert {name: getattr(cfg, name) for name in expected} == expected
@@ -57,7 +57,7 @@ def test_project_run_config_in_pyproject_parses() -> None:
     cfg = RunConfig.from_mapping(flat)
 
     # Assert
-    assert cfg.spec == "specs/bank.toml"
+    assert cfg.spec == "bank"
     assert cfg.epsilon == flat["epsilon"]
 
 

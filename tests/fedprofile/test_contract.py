@@ -14,17 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedprofile.contract import (
-    OTHER,
-    CategoricalFeature,
-    FeatureSpec,
-    NumericFeature,
-    load_spec,
-)
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.parser import load_spec, parse_spec
+from fedprofile.contract.spec import OTHER, CategoricalFeature, FeatureSpec, NumericFeature
 from fedprofile.errors import ContractError
-from fedprofile.features import transform_frame
+from fedprofile.resources import CONTRACTS, packaged_dir
 
-SPECS = Path(__file__).resolve().parents[2] / "specs"
+SPECS = packaged_dir(CONTRACTS)
 
 # A tiny spec whose norm bound is easy by hand:
 #   a: numeric, weight 2 -> contributes (2/2)**2 = 1
@@ -42,7 +38,7 @@ TINY: dict[str, Any] = {
 
 
 def _tiny() -> FeatureSpec:
-    return FeatureSpec.from_dict(copy.deepcopy(TINY), source="tiny.toml")
+    return parse_spec(copy.deepcopy(TINY), source="tiny.toml")
 
 
 def _write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
@@ -360,7 +356,7 @@ def test_fingerprint_is_stable_across_a_dict_round_trip(name: str) -> None:
     spec = load_spec(SPECS / f"{name}.toml")
 
     # Execute
-    again = FeatureSpec.from_dict(spec.to_dict(), source="elsewhere.toml")
+    again = parse_spec(spec.to_dict(), source="elsewhere.toml")
 
     # Assert
     assert again.fingerprint() == spec.fingerprint()
@@ -393,7 +389,7 @@ def test_fingerprint_changes_when_the_contract_changes(path: tuple[str, ...],
     data[path[0]][path[1]][path[2]] = value
 
     # Execute
-    changed = FeatureSpec.from_dict(data)
+    changed = parse_spec(data)
 
     # Assert
     assert changed.fingerprint() != _tiny().fingerprint()
@@ -405,7 +401,7 @@ def test_fingerprint_changes_when_the_feature_order_changes() -> None:
     data["features"] = dict(reversed(list(data["features"].items())))
 
     # Execute
-    reordered = FeatureSpec.from_dict(data)
+    reordered = parse_spec(data)
 
     # Assert
     assert reordered.slot_names != _tiny().slot_names
@@ -422,4 +418,4 @@ def test_fingerprint_changes_when_the_feature_order_changes() -> None:
 def test_misspelt_contract_names_get_a_close_match(data: dict[str, Any], hint: str) -> None:
     """A misspelt key, section or declared default names the close match (contract text)."""
     with pytest.raises(ContractError, match=re.escape(hint)):
-        FeatureSpec.from_dict(data)
+        parse_spec(data)

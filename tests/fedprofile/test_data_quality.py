@@ -9,14 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedprofile.contract import FeatureSpec
+from fedprofile.contract.features import DataQualityReport, transform_frame
+from fedprofile.contract.parser import parse_spec
+from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import DataError
-from fedprofile.features import DataQualityReport, transform_frame
-from fedprofile.matrix_store import frame_chunks, write_matrix
+from fedprofile.io.matrix_store import frame_chunks, write_matrix
 
 
 def _spec() -> FeatureSpec:
-    return FeatureSpec.from_dict({
+    return parse_spec({
         "federation": {"name": "t"},
         "features": {
             "tenure": {"kind": "numeric", "bounds": [0, 120]},
@@ -33,7 +34,7 @@ def _frame(n: int = 40) -> pd.DataFrame:
 def test_wrong_column_case_suggests_the_column() -> None:
     """'Tenure' declared, 'tenure' in the file: the error says did you mean 'tenure'?."""
     frame = _frame().rename(columns={"tenure": "Tenure"})
-    spec = FeatureSpec.from_dict({"features": {
+    spec = parse_spec({"features": {
         "tenure": {"kind": "numeric", "bounds": [0, 120], "column": "tenure"},
         "month": {"kind": "categorical", "categories": ["Jan"]}}}, source="t.toml")
     with pytest.raises(DataError, match=r"\['tenure'\] \(did you mean 'Tenure'\?\)"):

@@ -9,20 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from client.response import gram_statistics, upper_triangle
-from client.statistics import assign
-from fedprofile.contract import FeatureSpec, load_spec
-from fedprofile.design import (
+from fedprofile.client.response import gram_statistics, upper_triangle
+from fedprofile.contract.assignment import assign
+from fedprofile.contract.design import (
     design_data,
     design_names,
     design_norm_bound,
     feature_mask,
     target_bound,
 )
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.parser import load_spec, parse_spec
+from fedprofile.contract.spec import FeatureSpec
+from fedprofile.contract.targets import TARGET_BOUND, holdout_mask, target_vector, unscale_target
 from fedprofile.errors import ContractError, DataError
-from fedprofile.features import transform_frame
-from fedprofile.targets import TARGET_BOUND, holdout_mask, target_vector, unscale_target
-from sim.datasets import load_preset
+from fedprofile.sim.datasets import load_preset
 
 L101 = math.log(101.0)  # log1p of the spend bound 100
 
@@ -43,7 +44,7 @@ TOY: dict[str, Any] = {
 
 
 def _toy_spec() -> FeatureSpec:
-    return FeatureSpec.from_dict(TOY, source="toy.toml")
+    return parse_spec(TOY, source="toy.toml")
 
 
 def _toy_frame() -> pd.DataFrame:

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedprofile.contract import FeatureSpec
+from fedprofile.contract.features import resolve_columns, transform_frame
+from fedprofile.contract.parser import parse_spec
+from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import DataError
-from fedprofile.features import resolve_columns, transform_frame
-from fedprofile.io import read_table, write_table
+from fedprofile.io.tables import read_table, write_table
 
 L101 = math.log(101.0)  # signed_log1p of the balance bound 100
 
@@ -33,7 +34,7 @@ def _spec(**overrides: dict[str, Any]) -> FeatureSpec:
     data = copy.deepcopy(SPEC)
     for name, changes in overrides.items():
         data["features"][name].update(changes)
-    return FeatureSpec.from_dict(data, source="test-spec.toml")
+    return parse_spec(data, source="test-spec.toml")
 
 
 def _frame() -> pd.DataFrame:
@@ -154,7 +155,7 @@ def test_numeric_strings_parse_and_infinities_count_as_unparseable() -> None:
 
 def test_boolean_numeric_column_is_read_as_zero_and_one() -> None:
     # Prepare
-    spec = FeatureSpec.from_dict({"features": {"flag": {"kind": "numeric", "bounds": [0, 1]}}})
+    spec = parse_spec({"features": {"flag": {"kind": "numeric", "bounds": [0, 1]}}})
     frame = pd.DataFrame({"flag": [True, False]})
 
     # Execute

@@ -1,4 +1,4 @@
-"""Tests of CSV separator detection in fedprofile.io (read_table and iter_table)."""
+"""Tests of CSV separator detection in fedprofile.io.tables (read_table and iter_table)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fedprofile.errors import DataError
-from fedprofile.io import iter_table, read_table, sniff_separator
+from fedprofile.io.tables import iter_table, read_table, sniff_separator
 
 ROWS = [["c1", "12,50", "3", "admin."], ["c2", "3,10", "4", "blue, collar"],
         ["c3", "0,99", "5", "retired"]]

@@ -8,21 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from client.site import PartnerSite
+from fedprofile.client.site import PartnerSite
 from fedprofile.config import NodeConfig
-from fedprofile.contract import FeatureSpec, load_spec
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.parser import load_spec, parse_spec
 from fedprofile.errors import DataError
-from fedprofile.features import transform_frame
-from fedprofile.io import iter_table, read_table, write_table
-from fedprofile.matrix_store import (
+from fedprofile.io.matrix_store import (
     STORAGE_DTYPE,
     frame_chunks,
     stored_values,
     to_storage,
     write_matrix,
 )
+from fedprofile.io.tables import iter_table, read_table, write_table
 
-SPEC = FeatureSpec.from_dict({"features": {
+SPEC = parse_spec({"features": {
     "age": {"kind": "numeric", "bounds": [20, 60]},
     "balance": {"kind": "numeric", "bounds": [-100, 100], "transform": "signed_log1p",
                 "missing": "impute", "default": 0},
@@ -94,7 +94,7 @@ def test_unusable_tables_are_refused_whole_and_leave_no_file(tmp_path, change, m
 
 def test_stored_values_round_toward_zero_so_no_row_outgrows_the_norm_bound() -> None:
     # Prepare: weight 0.3 puts one-hot entries at 0.3, which float32 rounds up to nearest
-    spec = FeatureSpec.from_dict({"features": {
+    spec = parse_spec({"features": {
         "age": {"kind": "numeric", "bounds": [20, 60], "weight": 0.3},
         "color": {"kind": "categorical", "categories": ["red", "blue"], "weight": 0.3},
     }}, source="w.toml")
@@ -159,7 +159,7 @@ def _site(tmp_path: Path, data: Path, spec_path: Path) -> PartnerSite:
 
 def test_partner_streams_its_file_into_a_mapped_float32_cache(tmp_path) -> None:
     # Prepare: the bank contract over a slice of the shipped data, as CSV
-    from sim.datasets import load_preset
+    from fedprofile.sim.datasets import load_preset
 
     bank = load_preset("bank")
     frame = bank.frame.iloc[:200]
@@ -235,7 +235,7 @@ def test_csv_with_none_of_the_contract_columns_names_them(tmp_path) -> None:
 
 def test_identity_file_that_already_has_an_id_column_is_refused_before_any_release(
         tmp_path) -> None:
-    from privacy.keys import generate_key, write_key
+    from fedprofile.privacy.keys import generate_key, write_key
 
     spec_path = tmp_path / "spec.toml"
     spec_path.write_text('[identity]\nemail = "email"\n\n'

@@ -17,6 +17,7 @@ from flwr.app import Array, ArrayRecord, RecordDict
 
 from fedprofile import protocol
 from fedprofile.errors import ProtocolError
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 from fedprofile.protocol import (
     PROTOCOL_VERSION,
     ErrorCode,
@@ -33,7 +34,6 @@ from fedprofile.protocol import (
     ScoreReply,
     ScoreRequest,
 )
-from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedprofile.contract import FeatureSpec
+from fedprofile.contract.parser import parse_spec
+from fedprofile.contract.spec import FeatureSpec
+from fedprofile.contract.targets import unscale_target
 from fedprofile.errors import ContractError
-from fedprofile.response_model import FORMAT, VERSION, ResponseModel
-from fedprofile.targets import unscale_target
+from fedprofile.models.response_model import FORMAT, VERSION, ResponseModel
 
 L101 = math.log(101.0)
 
@@ -35,7 +36,7 @@ PRIVACY = {"epsilon_target": 1.0, "epsilon_spent": 1.0, "delta": 1e-6, "non_priv
 
 
 def _spec() -> FeatureSpec:
-    return FeatureSpec.from_dict(SPEC, source="toy.toml")
+    return parse_spec(SPEC, source="toy.toml")
 
 
 def _model(task: str, coef: list[float], *, centers: np.ndarray | None = None

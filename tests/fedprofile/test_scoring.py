@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedprofile.contract import FeatureSpec
+from fedprofile.contract.parser import parse_spec
+from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import ContractError, DataError
-from fedprofile.response_model import ResponseModel
-from fedprofile.scoring import score_customers
-from fedprofile.segment_model import SegmentModel
-from privacy.keys import generate_key
-from privacy.pseudonym import Pseudonymizer
+from fedprofile.models.response_model import ResponseModel
+from fedprofile.models.scoring import score_customers
+from fedprofile.models.segment_model import SegmentModel
+from fedprofile.privacy.keys import generate_key
+from fedprofile.privacy.pseudonym import Pseudonymizer
 
 SHOP: dict[str, Any] = {
     "federation": {"name": "shop"},
@@ -38,7 +39,7 @@ CENTERS = np.array([[-0.3, -0.1], [-0.4, 0.1]])
 
 
 def _spec(data: dict[str, Any] = SHOP) -> FeatureSpec:
-    return FeatureSpec.from_dict(copy.deepcopy(data), source="shop.toml")
+    return parse_spec(copy.deepcopy(data), source="shop.toml")
 
 
 def _segments(spec: FeatureSpec) -> SegmentModel:

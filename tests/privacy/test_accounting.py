@@ -13,7 +13,7 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from fedprofile.errors import BudgetExceededError, ContractError, UnsupportedEventError
-from privacy.accounting import (
+from fedprofile.privacy.accounting import (
     GdpAccountant,
     compose_mu,
     gdp_delta,
@@ -21,8 +21,8 @@ from privacy.accounting import (
     gdp_mu,
     split_mu,
 )
-from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
-from server.kmeans import plan_kmeans
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
+from fedprofile.server.kmeans import plan_kmeans
 
 # ---------------------------------------------------------------------------------------------
 # Independent oracle: the closed form of Dong, Roth & Su (2022), Cor. 2.13, solved with brentq.

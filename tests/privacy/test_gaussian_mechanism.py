@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fedprofile.errors import ContractError
-from privacy.events import GaussianEvent, NonPrivateEvent
-from privacy.mechanisms import GaussianMechanism, secure_rng
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent
+from fedprofile.privacy.mechanisms import GaussianMechanism, secure_rng
 
 
 def _value() -> np.ndarray:

@@ -11,12 +11,12 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from fedprofile.errors import PolicyRefusedError
-from privacy.accounting import gdp_epsilon, gdp_mu
-from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
-from privacy.ledger import Ledger
-from privacy.policy import SIMULATION_POLICY, PartnerGuard, PartnerPolicy, epsilon_left
-from server.kmeans import plan_kmeans
-from server.regression import plan_response
+from fedprofile.privacy.accounting import gdp_epsilon, gdp_mu
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
+from fedprofile.privacy.ledger import Ledger
+from fedprofile.privacy.policy import SIMULATION_POLICY, PartnerGuard, PartnerPolicy, epsilon_left
+from fedprofile.server.kmeans import plan_kmeans
+from fedprofile.server.regression import plan_response
 
 DELTA = 1e-6
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fedprofile.errors import DataError, PrivacyWarning
-from privacy.keys import (
+from fedprofile.privacy.keys import (
     KeyRing,
     PseudonymKey,
     generate_key,
@@ -21,7 +21,7 @@ from privacy.keys import (
     load_key,
     write_key,
 )
-from privacy.pseudonym import Pseudonymizer
+from fedprofile.privacy.pseudonym import Pseudonymizer
 
 
 def _secret_forms(key: PseudonymKey) -> list[str]:

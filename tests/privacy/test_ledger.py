@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from fedprofile.errors import DataError
-from privacy.accounting import gdp_epsilon
-from privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
-from privacy.ledger import Ledger
+from fedprofile.privacy.accounting import gdp_epsilon
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
+from fedprofile.privacy.ledger import Ledger
 
 DELTA = 1e-6
 EPS_MU_ONE = 4.886554117462211  # epsilon of 1-GDP at delta = 1e-6 (closed form, brentq)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from privacy.ledger import Ledger
-from privacy.policy import PartnerGuard, PartnerPolicy
+from fedprofile.privacy.ledger import Ledger
+from fedprofile.privacy.policy import PartnerGuard, PartnerPolicy
 
 WRITER = textwrap.dedent("""
     import sys
-    from privacy.events import GaussianEvent
-    from privacy.ledger import Ledger
+    from fedprofile.privacy.events import GaussianEvent
+    from fedprofile.privacy.ledger import Ledger
 
     ledger = Ledger(sys.argv[1])
     i = 0
@@ -62,7 +62,7 @@ def test_recorded_releases_survive_kill_9(tmp_path: Path) -> None:
 @pytest.mark.parametrize("limit", [0.3, 0.6], ids=["tight", "loose"])
 def test_successive_runs_stop_at_the_total_budget(tmp_path: Path, limit: float) -> None:
     from fedprofile.errors import PolicyRefusedError
-    from privacy.events import GaussianEvent
+    from fedprofile.privacy.events import GaussianEvent
 
     db = tmp_path / "ledger.sqlite"
     event = GaussianEvent(noise_multiplier=20.0, sensitivity=1.0, stage="kmeans", round=0,

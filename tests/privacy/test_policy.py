@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from fedprofile.errors import ContractError
-from privacy.events import PrivacyEvent
-from privacy.policy import ALL_STAGES, SIMULATION_POLICY, PartnerPolicy, load_policy
-from server.kmeans import plan_kmeans
+from fedprofile.privacy.events import PrivacyEvent
+from fedprofile.privacy.policy import ALL_STAGES, SIMULATION_POLICY, PartnerPolicy, load_policy
+from fedprofile.server.kmeans import plan_kmeans
 
 DESIGN_POLICY = """\
 # A partner's privacy policy (DESIGN example)

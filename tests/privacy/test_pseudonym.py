@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fedprofile.errors import ContractError, DataError
-from privacy.keys import PseudonymKey, generate_key
-from privacy.pseudonym import (
+from fedprofile.privacy.keys import PseudonymKey, generate_key
+from fedprofile.privacy.pseudonym import (
     EMAIL_TAG,
     PHONE_TAG,
     InvalidIdentifier,

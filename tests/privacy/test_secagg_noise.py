@@ -10,9 +10,9 @@ from scipy.special import logsumexp
 from scipy.stats import poisson
 
 from fedprofile.errors import ContractError, ProtocolError
-from privacy.accounting import gdp_epsilon
-from privacy.mechanisms import secure_rng
-from privacy.secagg.noise import (
+from fedprofile.privacy.accounting import gdp_epsilon
+from fedprofile.privacy.mechanisms import secure_rng
+from fedprofile.privacy.secagg.noise import (
     ORDERS,
     gaussian_rdp,
     min_skellam_variance,
@@ -21,8 +21,8 @@ from privacy.secagg.noise import (
     skellam_rdp,
     skellam_share,
 )
-from privacy.secagg.plan import plan_secagg
-from privacy.secagg.simulate import simulate_release
+from fedprofile.privacy.secagg.plan import plan_secagg
+from fedprofile.privacy.secagg.simulate import simulate_release
 
 # ---------------------------------------------------------------------------------------------
 # Independent oracle: Renyi divergence and privacy profile of Skellam noise computed by brute

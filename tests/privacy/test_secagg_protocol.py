@@ -11,13 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from scipy.stats import chisquare, kstest
 
 from fedprofile.errors import ContractError, ProtocolError
-from privacy.mechanisms import secure_rng
-from privacy.secagg import crypto
-from privacy.secagg.coordinator import SecaggCoordinator
-from privacy.secagg.messages import MaskedInput, MaskRequest, UnmaskRequest
-from privacy.secagg.partner import SecaggPartner
-from privacy.secagg.plan import plan_secagg
-from privacy.secagg.simulate import simulate_release, simulate_run
+from fedprofile.privacy.mechanisms import secure_rng
+from fedprofile.privacy.secagg import crypto
+from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
+from fedprofile.privacy.secagg.messages import MaskedInput, MaskRequest, UnmaskRequest
+from fedprofile.privacy.secagg.partner import SecaggPartner
+from fedprofile.privacy.secagg.plan import plan_secagg
+from fedprofile.privacy.secagg.simulate import simulate_release, simulate_run
 
 BITS = 40
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fedprofile.errors import ContractError, ProtocolError
-from privacy.mechanisms import secure_rng
-from privacy.secagg.quantize import (
+from fedprofile.privacy.mechanisms import secure_rng
+from fedprofile.privacy.secagg.quantize import (
     MAX_BITS,
     choose_quantization,
     noise_tail,

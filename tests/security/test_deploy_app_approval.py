@@ -15,16 +15,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from deploy.app_guard import (
+from fedprofile.deploy.app_guard import (
     AppNotApprovedError,
     add_to_allow_list,
     fab_sha256,
     guard_pull,
     read_allow_list,
 )
-from deploy.approval import app_digest, approve_app
-from deploy.loopback import LoopbackFederation
-from deploy.partner_exec import check_allow_list
+from fedprofile.deploy.approval import app_digest, approve_app
+from fedprofile.deploy.loopback import LoopbackFederation
+from fedprofile.deploy.partner_exec import check_allow_list
 from fedprofile.errors import ContractError
 
 DIGEST = "ab" * 32
@@ -186,7 +186,7 @@ def test_approval_digest_is_the_digest_flwr_run_ships(tmp_path: Path) -> None:
 def test_cli_approve_app_adds_the_digest_to_a_partner_allow_list(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from fedprofile.cli import app as cli
+    from fedprofile.cli.commands import app as cli
 
     app = _marker_app(tmp_path, tmp_path / "marker")
     allow = tmp_path / "partner" / "approved-apps.txt"

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.fleet_gateway import FLEET_ROUTES
-from deploy.loopback import PUBLIC, LoopbackFederation
-from fedprofile.credentials import create_credentials
+from fedprofile.deploy.credentials import create_credentials
+from fedprofile.deploy.fleet_gateway import FLEET_ROUTES
+from fedprofile.deploy.loopback import PUBLIC, LoopbackFederation
 
 pytestmark = pytest.mark.slow
 DENIED = "Only the Fleet API (SuperNode traffic) is served at this address."

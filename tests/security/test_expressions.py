@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedprofile.aggregation import (
+from fedprofile.contract.aggregation import (
     Aggregate,
     CustomerAggregation,
     aggregate_customers,
     parse_customers,
 )
+from fedprofile.contract.expressions import MAX_DEPTH, MAX_LENGTH, parse_expression
 from fedprofile.errors import ContractError, DataError
-from fedprofile.expressions import MAX_DEPTH, MAX_LENGTH, parse_expression
-from sim.datasets import SPEC_DIR
+from fedprofile.sim.datasets import SPEC_DIR
 
 # (expression, a part of it the error must quote, what the error must say)
 ESCAPES = [

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
 
-from client.app import error_for, gram, kmeans, profile, score
-from client.site import PartnerSite
+from fedprofile.client.app import error_for, gram, kmeans, profile, score
+from fedprofile.client.site import PartnerSite
 from fedprofile.config import NodeConfig
-from fedprofile.contract import load_spec
+from fedprofile.contract.parser import load_spec
 from fedprofile.errors import ContractError, DataError, PolicyRefusedError, ProtocolError
-from fedprofile.io import write_table
+from fedprofile.io.tables import write_table
+from fedprofile.privacy.ledger import Ledger
 from fedprofile.protocol import (
     ErrorCode,
     GramRequest,
@@ -28,9 +29,8 @@ from fedprofile.protocol import (
     ResponseTask,
     ScoreRequest,
 )
-from privacy.ledger import Ledger
-from server.kmeans import plan_kmeans
-from server.regression import plan_response
+from fedprofile.server.kmeans import plan_kmeans
+from fedprofile.server.regression import plan_response
 
 DELTA = 1e-6
 POLICY_KMEANS_ONLY = """\
@@ -42,7 +42,7 @@ allowed_stages = ["profile", "kmeans"]
 
 @pytest.fixture(scope="module")
 def bank_slice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from sim.datasets import load_preset
+    from fedprofile.sim.datasets import load_preset
 
     bank = load_preset("bank")
     folder = tmp_path_factory.mktemp("bank")
@@ -284,7 +284,7 @@ def test_a_run_the_partner_cannot_finish_is_refused_at_the_announcement(
     # Prepare: a partner whose customers all have y = "no" (one class), asked for logistic y
     import pandas as pd
 
-    from client.checks import NotReadyError
+    from fedprofile.client.checks import NotReadyError
 
     frame = pd.read_csv(bank_slice[0])
     frame["y"] = "no"

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from fedprofile.contract import load_spec
-from fedprofile.features import transform_frame
-from sim.datasets import load_preset
-from sim.inprocess import run_kmeans_inprocess
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.parser import load_spec
+from fedprofile.sim.datasets import load_preset
+from fedprofile.sim.inprocess import run_kmeans_inprocess
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import client.statistics as statistics
-from client.statistics import assign, cluster_partials
-from fedprofile.contract import CategoricalFeature, FeatureSpec, NumericFeature
-from server.kmeans import candidate_centers, update_centers
+import fedprofile.client.statistics as statistics
+from fedprofile.client.statistics import cluster_partials
+from fedprofile.contract.assignment import assign
+from fedprofile.contract.spec import CategoricalFeature, FeatureSpec, NumericFeature
+from fedprofile.server.kmeans import candidate_centers, update_centers
 
 BOX = (np.array([-2.0, -2.0]), np.array([2.0, 2.0]))
 WIDE_BOX = (np.array([-10.0, -10.0]), np.array([10.0, 10.0]))
@@ -205,7 +206,7 @@ def test_candidates_are_data_independent_and_reproducible() -> None:
     assert not np.array_equal(a, c)
 
 
-# --- client.statistics -----------------------------------------------------------------------
+# --- fedprofile.client.statistics -----------------------------------------------------------
 
 
 def test_cluster_partials_by_hand_on_five_points() -> None:

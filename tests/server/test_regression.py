@@ -2,7 +2,7 @@
 
 At epsilon = inf the federated ridge is scikit-learn's ``Ridge`` on the pooled training
 rows, and the federated logistic regression is the centralized Böhning iteration of
-:func:`sim.evaluate_response.bohning_logistic`, both to 1e-9.
+:func:`fedprofile.sim.evaluate_response.bohning_logistic`, both to 1e-9.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from client.response import clipped_gradient_sum, gram_statistics
-from fedprofile.contract import FeatureSpec, load_spec
-from fedprofile.design import DesignData, design_data, design_norm_bound, target_bound
+from fedprofile.client.response import clipped_gradient_sum, gram_statistics
+from fedprofile.contract.design import DesignData, design_data, design_norm_bound, target_bound
+from fedprofile.contract.parser import load_spec, parse_spec
+from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import ContractError
+from fedprofile.privacy.accounting import EPSILON_RTOL, GdpAccountant
+from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent
+from fedprofile.privacy.mechanisms import GaussianMechanism
 from fedprofile.protocol import (
     GradientReply,
     GradientRequest,
@@ -24,10 +28,7 @@ from fedprofile.protocol import (
     GramRequest,
     ResponseTask,
 )
-from privacy.accounting import EPSILON_RTOL, GdpAccountant
-from privacy.events import GaussianEvent, NonPrivateEvent
-from privacy.mechanisms import GaussianMechanism
-from server.regression import (
+from fedprofile.server.regression import (
     LogisticStage,
     RidgeStage,
     dp_ridge_penalty,
@@ -35,8 +36,8 @@ from server.regression import (
     solve_ridge,
     symmetric_from_upper,
 )
-from sim.datasets import load_preset
-from sim.evaluate_response import bohning_logistic
+from fedprofile.sim.datasets import load_preset
+from fedprofile.sim.evaluate_response import bohning_logistic
 
 DELTA = 1e-6
 ALPHAS = [0.1, 1.0, 10.0]
@@ -147,7 +148,7 @@ def test_ridge_stage_refuses_to_finalize_before_its_round() -> None:
     # Prepare
     plan = plan_response(task="ridge", epsilon=1.0, delta=DELTA, norm_bound=2.0,
                          target_bound=0.5)
-    spec = FeatureSpec.from_dict({"features": {"x": {"kind": "numeric", "bounds": [0, 1]}}})
+    spec = parse_spec({"features": {"x": {"kind": "numeric", "bounds": [0, 1]}}})
     stage = RidgeStage(plan=plan, task=_task(spec, "ridge", "t"), dim=2, alpha=1.0)
 
     # Execute / Assert
@@ -199,7 +200,7 @@ def test_logistic_stage_refuses_a_gradient_round_before_the_gram_round() -> None
     # Prepare
     plan = plan_response(task="logistic", epsilon=1.0, delta=DELTA, norm_bound=2.0,
                          target_bound=1.0, rounds=2)
-    spec = FeatureSpec.from_dict({"features": {"x": {"kind": "numeric", "bounds": [0, 1]}}})
+    spec = parse_spec({"features": {"x": {"kind": "numeric", "bounds": [0, 1]}}})
     stage = LogisticStage(plan=plan, task=_task(spec, "logistic", "t"), dim=2, alpha=1.0)
 
     # Execute / Assert
@@ -278,7 +279,7 @@ def test_logistic_plan_keeps_an_explicit_clip() -> None:
 @pytest.mark.parametrize("task", ["ridge", "logistic"])
 def test_stage_requests_release_exactly_the_planned_events(task) -> None:
     # Prepare: the partner builds its mechanisms from the request as client/app.py does
-    spec = FeatureSpec.from_dict({"features": {"x": {"kind": "numeric", "bounds": [0, 1]}}})
+    spec = parse_spec({"features": {"x": {"kind": "numeric", "bounds": [0, 1]}}})
     bound, tb = 1.5, (0.5 if task == "ridge" else 1.0)
     plan = plan_response(task=task, epsilon=1.0, delta=DELTA, norm_bound=bound,
                          target_bound=tb, rounds=3)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server.report import render_report
+from fedprofile.server.report import render_report
 
 _IMG = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
 _EVIL = "<b>x</b>"
@@ -193,12 +193,12 @@ def test_data_quality_and_warnings_are_shown(model, metrics, tmp_path):
 def test_response_report_keeps_unsupported_slots_out_of_the_effects_chart(tmp_path):
     import numpy as np
 
-    from fedprofile.contract import FeatureSpec
-    from fedprofile.response_model import ResponseModel
-    from server.report_response import render_response_report
+    from fedprofile.contract.parser import parse_spec
+    from fedprofile.models.response_model import ResponseModel
+    from fedprofile.server.report_response import render_response_report
 
     # Prepare: job=(other) is held by no customer and has the largest coefficient
-    spec = FeatureSpec.from_dict({
+    spec = parse_spec({
         "federation": {"name": "shop"},
         "features": {"x": {"kind": "numeric", "bounds": [0, 1]},
                      "job": {"kind": "categorical", "categories": ["a"], "other": True}},

@@ -11,18 +11,18 @@ import pytest
 from sklearn.cluster import KMeans
 from typer.testing import CliRunner
 
-from fedprofile.cli import app
-from fedprofile.contract import load_spec
-from fedprofile.features import transform_frame
-from sim.bench import (
+from fedprofile.cli.commands import app
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.parser import load_spec
+from fedprofile.sim.bench import (
     INITS,
     Centralized,
     bench_partitions,
     kmeans_baselines,
     kmeans_utility,
 )
-from sim.datasets import load_preset
-from sim.evaluate import kmeans_cost
+from fedprofile.sim.datasets import load_preset
+from fedprofile.sim.evaluate import kmeans_cost
 
 runner = CliRunner()
 

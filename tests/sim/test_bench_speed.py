@@ -7,7 +7,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from sim.bench_speed import SpeedRow, plot_speed, speed_run, speed_table, write_partner_files
+from fedprofile.sim.bench_speed import (
+    SpeedRow,
+    plot_speed,
+    speed_run,
+    speed_table,
+    write_partner_files,
+)
 
 
 def _frame() -> pd.DataFrame:
@@ -79,8 +85,8 @@ def test_speed_table_and_plot(tmp_path) -> None:
 
 def test_partners_given_as_files_cannot_be_evaluated_centrally(tmp_path) -> None:
     from fedprofile.errors import ContractError
-    from sim.datasets import load_preset
-    from sim.runner import simulate
+    from fedprofile.sim.datasets import load_preset
+    from fedprofile.sim.runner import simulate
 
     files = write_partner_files(_frame(), tmp_path, partners=2, customers=0, numeric=["age"],
                                 seed=0)

@@ -1,4 +1,4 @@
-"""Tests of sim.datasets: the presets load the real data with its published facts."""
+"""Tests of fedprofile.sim.datasets: the presets load the real data with its published facts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from fedprofile.errors import ContractError, DataError
-from sim.datasets import (
+from fedprofile.resources import CONTRACTS, packaged_dir
+from fedprofile.sim.datasets import (
     PRESETS,
     RETAIL_CUTOFF,
     Preset,
@@ -156,7 +157,7 @@ def test_retail_features_by_hand() -> None:
 def test_spec_parses_and_matches_frame(name: str, presets: dict[str, Preset]) -> None:
     """Each spec file parses with tomllib and names columns the preset frame has."""
     preset = presets[name]
-    assert preset.spec_path == REPO_ROOT / "specs" / f"{name}.toml"
+    assert preset.spec_path == packaged_dir(CONTRACTS) / f"{name}.toml"
     with preset.spec_path.open("rb") as handle:
         spec = tomllib.load(handle)
     assert spec["federation"]["name"] == name

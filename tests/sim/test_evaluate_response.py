@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedprofile.contract import FeatureSpec
-from fedprofile.design import DesignData, design_names, unsupported_columns
-from fedprofile.response_model import ResponseModel
-from server.regression import solve_ridge
-from sim.evaluate_response import evaluate_response
+from fedprofile.contract.design import DesignData, design_names, unsupported_columns
+from fedprofile.contract.parser import parse_spec
+from fedprofile.models.response_model import ResponseModel
+from fedprofile.server.regression import solve_ridge
+from fedprofile.sim.evaluate_response import evaluate_response
 
-SPEC = FeatureSpec.from_dict({
+SPEC = parse_spec({
     "federation": {"name": "shop"},
     "features": {"x": {"kind": "numeric", "bounds": [0, 1]},
                  "job": {"kind": "categorical", "categories": ["a", "b"], "other": True}},

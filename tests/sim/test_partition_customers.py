@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from fedprofile.errors import ContractError
-from fedprofile.io import write_table
-from sim.identity import customer_keys, synthetic_email, synthetic_phone
-from sim.jobs import prepare_partitions
-from sim.partition import PartitionRule, partition_frame
+from fedprofile.io.tables import write_table
+from fedprofile.sim.identity import customer_keys, synthetic_email, synthetic_phone
+from fedprofile.sim.jobs import prepare_partitions
+from fedprofile.sim.partition import PartitionRule, partition_frame
 
 SPEC = """
 [federation]
@@ -146,7 +146,7 @@ def test_without_customers_rows_are_the_units() -> None:
 
 def test_identity_keys_follow_the_pseudonym_source(tmp_path: Path) -> None:
     """With [identity], rows of one person written differently share one key; the e-mail wins."""
-    from fedprofile.contract import load_spec
+    from fedprofile.contract.parser import load_spec
 
     spec = load_spec(_spec(tmp_path, SPEC.replace('id = "customer"', 'id = "pid"') + IDENTITY))
     frame = pd.DataFrame({

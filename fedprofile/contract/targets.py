@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from fedprofile.contract import NumericFeature, TargetSpec
+from fedprofile.contract.spec import NumericFeature, TargetSpec
 from fedprofile.errors import ContractError, DataError
 
 __all__ = ["TARGET_BOUND", "binary_labels", "holdout_mask", "target_column", "target_vector",

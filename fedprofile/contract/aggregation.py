@@ -22,7 +22,7 @@ pseudonymisation, so each customer contributes exactly one vector (the unit of p
     [customers.derived]             # expressions over the aggregates
     mean_basket = "monetary / frequency"
 
-Expressions use the small allow-listed language of :mod:`fedprofile.expressions` (column
+Expressions use the small allow-listed language of :mod:`fedprofile.contract.expressions` (column
 names, literals, arithmetic, comparisons, boolean operators and a few named functions); they
 are validated when the contract is loaded and evaluated column-wise on the partner's own
 data, never by ``eval``.
@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedprofile.contract.expressions import parse_expression
 from fedprofile.errors import ContractError, DataError
-from fedprofile.expressions import parse_expression
 
 __all__ = [
     "AGGREGATE_FUNCTIONS",

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedprofile.contract import OTHER, CategoricalFeature, FeatureSpec, NumericFeature
+from fedprofile.contract.spec import OTHER, CategoricalFeature, FeatureSpec, NumericFeature
+from fedprofile.contract.suggest import closest, did_you_mean
 from fedprofile.errors import DataError
-from fedprofile.suggest import closest, did_you_mean
 
 __all__ = ["MIN_CUSTOMERS_CHECKED", "WARN_SHARE", "DataQualityReport", "FeatureMatrix",
            "resolve_columns", "transform_frame"]

@@ -25,12 +25,11 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from fedprofile.aggregation import CustomerAggregation, IdentitySpec
+from fedprofile.contract.aggregation import CustomerAggregation, IdentitySpec
 from fedprofile.errors import ContractError
 
 __all__ = [
@@ -38,7 +37,6 @@ __all__ = [
     "FeatureSpec",
     "NumericFeature",
     "TargetSpec",
-    "load_spec",
 ]
 
 Transform = Literal["none", "log1p", "signed_log1p"]
@@ -304,23 +302,3 @@ class FeatureSpec:
         doc["slot_order"] = self.slot_names  # the order fixes the layout of every vector
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "<spec>") -> FeatureSpec:
-        """Build and validate a spec from its TOML/JSON dict form."""
-        from fedprofile.spec_parser import parse_spec
-
-        return parse_spec(data, source)
-
-
-def load_spec(path: str | Path) -> FeatureSpec:
-    """Read and validate a feature contract from a TOML file.
-
-    Raises
-    ------
-    ContractError
-        If the file is missing, is not valid TOML, or declares an invalid feature.
-    """
-    from fedprofile.spec_parser import read_spec
-
-    return read_spec(path)

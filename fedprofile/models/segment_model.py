@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedprofile.contract import CategoricalFeature, FeatureSpec, NumericFeature
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.parser import parse_spec
+from fedprofile.contract.spec import CategoricalFeature, FeatureSpec, NumericFeature
 from fedprofile.errors import ContractError
-from fedprofile.features import transform_frame
-from fedprofile.io import check_document, read_document, write_document
+from fedprofile.io.tables import check_document, read_document, write_document
 
 __all__ = ["FORMAT", "VERSION", "SegmentModel", "build_profiles"]
 
@@ -159,7 +160,7 @@ class SegmentModel:
 
     def predict_matrix(self, matrix: np.ndarray, *, merge_suppressed: bool = True) -> np.ndarray:
         """Segment of every row of a scaled matrix."""
-        from client.statistics import assign
+        from fedprofile.contract.assignment import assign
 
         ids = np.arange(self.k)
         if merge_suppressed and (~self.suppressed_).any():
@@ -193,7 +194,7 @@ class SegmentModel:
     def from_dict(cls, doc: dict[str, Any], *, source: str = "<model>") -> SegmentModel:
         """Rebuild a model from its JSON document."""
         check_document(doc, fmt=FORMAT, version=VERSION, source=source)
-        spec = FeatureSpec.from_dict(doc["spec"], source=source)
+        spec = parse_spec(doc["spec"], source=source)
         return cls(spec=spec, centers=np.asarray(doc["centers_scaled"]),
                    sizes=np.asarray(doc["sizes_noisy"]),
                    min_segment_size=doc["min_segment_size"], privacy=doc["privacy"],

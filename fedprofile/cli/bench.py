@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from fedprofile.cli_common import PRESET_NAMES, CliApp, console
-from fedprofile.cli_common import fail as _fail
+from fedprofile.cli.common import PRESET_NAMES, CliApp, console
+from fedprofile.cli.common import fail as _fail
 from fedprofile.errors import ContractError, FedprofileError
 
 bench_app = CliApp(no_args_is_help=True, help="Benchmarks whose tables the README quotes.")
@@ -41,7 +41,7 @@ def bench_utility(
     Segments: k-means cost ratio and ARI per start and partner count, with non-private
     baselines. Ridge: held-out R². Logistic: held-out AUC.
     """
-    from sim.bench import (
+    from fedprofile.sim.bench import (
         EPSILONS,
         INITS,
         response_benchmark,
@@ -49,7 +49,7 @@ def bench_utility(
         segment_benchmark,
         segment_table,
     )
-    from sim.bench_plots import plot_against_epsilon, response_panels, segment_panels
+    from fedprofile.sim.bench_plots import plot_against_epsilon, response_panels, segment_panels
 
     try:
         _check_plot_path(plot)
@@ -101,7 +101,7 @@ def bench_speed(
     ] = None,
 ) -> None:
     """Wall time on Flower vs in process, per stage and round, bytes sent and peak memory."""
-    from sim.bench_speed import plot_speed, speed_run, speed_table
+    from fedprofile.sim.bench_speed import plot_speed, speed_run, speed_table
 
     rows = []
     try:

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedprofile.contract import FeatureSpec, NumericFeature
-from fedprofile.design import design_names, feature_mask
+from fedprofile.contract.design import design_names, feature_mask
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.parser import parse_spec
+from fedprofile.contract.spec import FeatureSpec, NumericFeature
+from fedprofile.contract.targets import unscale_target
 from fedprofile.errors import ContractError
-from fedprofile.features import transform_frame
-from fedprofile.io import check_document, read_document, write_document
-from fedprofile.targets import unscale_target
+from fedprofile.io.tables import check_document, read_document, write_document
 
 __all__ = ["FORMAT", "VERSION", "ResponseModel"]
 
@@ -58,7 +59,7 @@ class ResponseModel:
         fm = transform_frame(frame, self.spec, mapping=mapping)
         blocks = [np.asarray(fm.matrix)[:, feature_mask(self.spec, self.target)]]
         if len(self.segment_centers):
-            from client.statistics import assign
+            from fedprofile.contract.assignment import assign
 
             onehot = np.zeros((len(fm.matrix), len(self.segment_centers)))
             onehot[np.arange(len(fm.matrix)), assign(np.asarray(fm.matrix),
@@ -137,7 +138,7 @@ class ResponseModel:
     def from_dict(cls, doc: dict[str, Any], *, source: str = "<model>") -> ResponseModel:
         """Rebuild a model from its JSON document."""
         check_document(doc, fmt=FORMAT, version=VERSION, source=source)
-        spec = FeatureSpec.from_dict(doc["spec"], source=source)
+        spec = parse_spec(doc["spec"], source=source)
         return cls(task=doc["task"], spec=spec, target=doc["target"], coef=doc["coef"],
                    penalty=doc["penalty"], privacy=doc["privacy"], params=doc["params"],
                    partners=doc["partners"], segment_centers=np.asarray(doc["segment_centers"]),

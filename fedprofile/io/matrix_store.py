@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedprofile.contract import FeatureSpec
-from fedprofile.features import DataQualityReport, resolve_columns, transform_frame
+from fedprofile.contract.features import DataQualityReport, resolve_columns, transform_frame
+from fedprofile.contract.spec import FeatureSpec
 
 __all__ = ["CHUNK_ROWS", "STORAGE_DTYPE", "frame_chunks", "stored_values", "to_storage",
            "write_matrix"]
@@ -65,7 +65,7 @@ def write_matrix(tables: Iterable[pd.DataFrame], spec: FeatureSpec, path: Path, 
     Raises
     ------
     DataError
-        As :func:`fedprofile.features.transform_frame` for the whole table.
+        As :func:`fedprofile.contract.features.transform_frame` for the whole table.
     """
     columns = resolve_columns(spec, mapping)
     report = DataQualityReport()

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedprofile.contract import CategoricalFeature, FeatureSpec, NumericFeature
+from fedprofile.contract.features import transform_frame
+from fedprofile.contract.spec import CategoricalFeature, FeatureSpec, NumericFeature
+from fedprofile.contract.targets import TARGET_BOUND, holdout_mask, target_vector
 from fedprofile.errors import ContractError, DataError
-from fedprofile.features import transform_frame
-from fedprofile.targets import TARGET_BOUND, holdout_mask, target_vector
 
 __all__ = ["DesignData", "design_data", "design_names", "design_norm_bound", "feature_mask",
            "onehot_weights", "target_bound", "unsupported_columns"]
@@ -114,7 +114,7 @@ def design_data(table: pd.DataFrame, spec: FeatureSpec, target: str, *,
     x, y, valid = fm.matrix, y_all[fm.keep], valid[fm.keep]
     blocks = [np.asarray(x, dtype=float)[:, feature_mask(spec, target)]]
     if segment_centers is not None and segment_centers.size:
-        from client.statistics import assign
+        from fedprofile.contract.assignment import assign
 
         onehot = np.zeros((len(x), len(segment_centers)))
         onehot[np.arange(len(x)), assign(np.asarray(x), segment_centers)] = 1.0

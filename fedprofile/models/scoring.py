@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fedprofile.customers import customer_table
+from fedprofile.contract.customers import customer_table
 from fedprofile.errors import ContractError
-from fedprofile.response_model import ResponseModel
-from fedprofile.segment_model import SegmentModel
-from privacy.pseudonym import Pseudonymizer
+from fedprofile.models.response_model import ResponseModel
+from fedprofile.models.segment_model import SegmentModel
+from fedprofile.privacy.pseudonym import Pseudonymizer
 
 __all__ = ["score_customers"]
 

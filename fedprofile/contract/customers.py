@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fedprofile.aggregation import aggregate_customers
-from fedprofile.contract import FeatureSpec
+from fedprofile.contract.aggregation import aggregate_customers
+from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import DataError
-from privacy.pseudonym import Pseudonymizer, pseudonymize_frame
+from fedprofile.privacy.pseudonym import Pseudonymizer, pseudonymize_frame
 
 __all__ = ["ID_COLUMN", "customer_table"]
 

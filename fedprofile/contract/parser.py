@@ -1,4 +1,4 @@
-"""Parsing and validating the feature contract's TOML form (see :mod:`fedprofile.contract`)."""
+"""Parsing and validating the feature contract's TOML form (see :mod:`fedprofile.contract.spec`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from fedprofile.aggregation import parse_customers, parse_identity
-from fedprofile.contract import (
+from fedprofile.contract.aggregation import parse_customers, parse_identity
+from fedprofile.contract.spec import (
     MISSING_RULES,
     OTHER,
     TRANSFORMS,
@@ -18,21 +18,34 @@ from fedprofile.contract import (
     NumericFeature,
     TargetSpec,
 )
+from fedprofile.contract.suggest import closest
 from fedprofile.errors import ContractError
-from fedprofile.suggest import closest
+from fedprofile.resources import contract_path
 
-__all__ = ["parse_spec", "read_spec"]
+__all__ = ["load_spec", "parse_spec"]
 
 _NUMERIC_KEYS = {"kind", "bounds", "transform", "missing", "default", "weight", "column"}
 _CATEGORICAL_KEYS = {"kind", "categories", "other", "missing", "default", "weight", "column"}
 _SECTIONS = {"federation", "features", "target", "identity", "customers"}
 
 
-def read_spec(path: str | Path) -> FeatureSpec:
-    """Read and validate a feature contract from a TOML file."""
+def load_spec(path: str | Path) -> FeatureSpec:
+    """Read and validate a feature contract from a TOML file, or a shipped one by name.
+
+    ``path`` is a file; when no such file exists, a shipped contract of that name
+    (``bank``, ``bank.toml`` or ``specs/bank.toml``) is read instead.
+
+    Raises
+    ------
+    ContractError
+        If the file is missing, is not valid TOML, or declares an invalid feature.
+    """
     p = Path(path)
     if not p.is_file():
-        raise ContractError(f"Spec file {str(p)!r} does not exist.")
+        shipped = contract_path(str(path))
+        if shipped is None:
+            raise ContractError(f"Spec file {str(p)!r} does not exist.")
+        p = shipped
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -51,7 +64,7 @@ def _unknown(names: set[str], allowed: set[str] | tuple[str, ...]) -> str:
     return f"{sorted(names)}" + (f" ({'; '.join(hints)})" if hints else "")
 
 
-def parse_spec(data: dict[str, Any], source: str) -> FeatureSpec:
+def parse_spec(data: dict[str, Any], source: str = "<spec>") -> FeatureSpec:
     """Build and validate a :class:`FeatureSpec` from its dict form."""
     unknown = set(data) - _SECTIONS
     if unknown:

@@ -10,9 +10,9 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedprofile.cli_bench import bench_app
-from fedprofile.cli_common import PRESET_NAMES, CliApp, console
-from fedprofile.cli_common import fail as _fail
+from fedprofile.cli.bench import bench_app
+from fedprofile.cli.common import PRESET_NAMES, CliApp, console
+from fedprofile.cli.common import fail as _fail
 from fedprofile.errors import FedprofileError
 
 app = CliApp(add_completion=False, no_args_is_help=True,
@@ -84,9 +84,9 @@ def sim(
                                "partner (needs an e-mail identity column).")] = 0.0,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
-    from privacy.policy import load_policy
-    from sim.jobs import ensure_folder, prepare_partitions
-    from sim.runner import simulate
+    from fedprofile.privacy.policy import load_policy
+    from fedprofile.sim.jobs import ensure_folder, prepare_partitions
+    from fedprofile.sim.runner import simulate
 
     eps = _parse_epsilon(epsilon)
     try:
@@ -176,7 +176,7 @@ def keygen(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
 ) -> None:
     """Create a per-federation pseudonymisation key (share it with partners only)."""
-    from privacy.keys import generate_key, write_key
+    from fedprofile.privacy.keys import generate_key, write_key
 
     try:
         path = write_key(generate_key(key_id=key_id), out, overwrite=overwrite)
@@ -194,7 +194,7 @@ def certs(
         help="Extra SuperLink host name or IP for the certificate (repeatable).")] = None,
 ) -> None:
     """Create the CA, the SuperLink TLS certificate, and per partner a key pair and secret."""
-    from fedprofile.credentials import create_credentials, create_superexec_secret
+    from fedprofile.deploy.credentials import create_credentials, create_superexec_secret
 
     try:
         made = create_credentials(out, partners=partners, hosts=list(host or []))
@@ -221,7 +221,7 @@ def approve_app(
         help="The partner's allow-list file to add the app's digest to.")] = None,
 ) -> None:
     """Print the SHA-256 of the app's FAB; with --allow-list, approve it at this partner."""
-    from deploy.approval import approve_app as approve
+    from fedprofile.deploy.approval import approve_app as approve
 
     try:
         digest, added = approve(source, allow_list)
@@ -245,8 +245,8 @@ def pseudonymize(
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
 ) -> None:
     """Replace e-mail/phone columns by keyed pseudonyms, streaming in chunks."""
-    from privacy.keys import load_key
-    from privacy.pseudonym import Pseudonymizer, pseudonymize_file
+    from fedprofile.privacy.keys import load_key
+    from fedprofile.privacy.pseudonym import Pseudonymizer, pseudonymize_file
 
     try:
         pseudo = Pseudonymizer(load_key(key), default_region=region)
@@ -274,8 +274,8 @@ def ledger(
                       ] = None,
 ) -> None:
     """Show privacy spend per party and per run, and the budget left."""
-    from privacy.ledger import Ledger
-    from privacy.policy import epsilon_left, load_policy
+    from fedprofile.privacy.ledger import Ledger
+    from fedprofile.privacy.policy import epsilon_left, load_policy
 
     try:
         if not db.is_file():
@@ -316,12 +316,12 @@ def score(
              "else customer_id, pid or id when present).")] = None,
 ) -> None:
     """Score your own customers locally with published models (nothing is sent)."""
-    from fedprofile.io import read_table, write_table
-    from fedprofile.response_model import ResponseModel
-    from fedprofile.scoring import score_customers
-    from fedprofile.segment_model import SegmentModel
-    from privacy.keys import load_key
-    from privacy.pseudonym import Pseudonymizer
+    from fedprofile.io.tables import read_table, write_table
+    from fedprofile.models.response_model import ResponseModel
+    from fedprofile.models.scoring import score_customers
+    from fedprofile.models.segment_model import SegmentModel
+    from fedprofile.privacy.keys import load_key
+    from fedprofile.privacy.pseudonym import Pseudonymizer
 
     try:
         response = ResponseModel.load(model) if model else None

@@ -1,0 +1,1 @@
+"""Reading partner tables and the memory-mapped matrix cache."""

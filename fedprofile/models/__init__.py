@@ -1,0 +1,1 @@
+"""Published models (segments, response) and local scoring."""
