@@ -104,9 +104,8 @@ def kmeans(request: KMeansRequest, site: PartnerSite) -> KMeansReply:
                                  noise_multiplier=request.sum_noise_multiplier)
     count_mech = GaussianMechanism(sensitivity=1.0,
                                    noise_multiplier=request.count_noise_multiplier)
-    where = {"stage": request.stage, "round": request.round}
-    events = (sum_mech.event(component="sums", **where),
-              count_mech.event(component="counts", **where))
+    events = (sum_mech.event(component="sums", stage=request.stage, round=request.round),
+              count_mech.event(component="counts", stage=request.stage, round=request.round))
     sums, counts = cluster_partials(site.matrix(), request.centers)
     site.guard.authorize(run_id=request.run_id, stage="kmeans", events=events)
     rng = site.rng(run_id=request.run_id, stage=request.stage, round=request.round,
@@ -133,14 +132,13 @@ def gram(request: GramRequest, site: PartnerSite) -> GramReply:
                               segment_aware=bool(task.segment_centers.size))
     gram_mech = GaussianMechanism(sensitivity=bound**2,
                                   noise_multiplier=request.gram_noise_multiplier)
-    where = {"stage": stage, "round": task.round}
-    events = [gram_mech.event(component="gram", **where)]
+    events = [gram_mech.event(component="gram", stage=stage, round=task.round)]
     target_mech = None
     if request.with_target:
         target_mech = GaussianMechanism(
             sensitivity=bound * target_bound(site.spec, task.target),
             noise_multiplier=request.target_noise_multiplier)
-        events.append(target_mech.event(component="xty", **where))
+        events.append(target_mech.event(component="xty", stage=stage, round=task.round))
     data = site.design(task)
     upper, xty = gram_statistics(data.z_train, data.y_train if target_mech else None)
     site.guard.authorize(run_id=task.run_id, stage=stage, events=events)

@@ -7,12 +7,22 @@ stages (and every process that never runs logistic regression) start without the
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["clipped_gradient_sum", "gram_statistics", "upper_triangle"]
 
 _CHUNK_ROWS = 65_536
+
+
+class _SampledParameter(Protocol):
+    """A parameter after backward through Opacus' ``GradSampleModule``."""
+
+    grad_sample: torch.Tensor
 
 
 def upper_triangle(matrix: np.ndarray) -> np.ndarray:
@@ -60,7 +70,9 @@ def clipped_gradient_sum(z: np.ndarray, y: np.ndarray, theta: np.ndarray, clip: 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook")
             loss_fn(sampled(inputs)[:, 0], labels).backward()
-        per_sample = model.weight.grad_sample[:, 0, :].detach().numpy()
+        # GradSampleModule's backward hooks set grad_sample on every trainable parameter
+        weight = cast(_SampledParameter, model.weight)
+        per_sample = weight.grad_sample[:, 0, :].detach().numpy()
         norms = np.linalg.norm(per_sample, axis=1)
         factors = np.minimum(1.0, clip / np.maximum(norms, 1e-12))
         total += factors @ per_sample

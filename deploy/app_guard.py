@@ -155,10 +155,11 @@ def _install_guard(allow_list: Path) -> None:
         approved["digest"] = fab_sha256(fab.content)
         return message, context, run, fab
 
-    def checked_install(content: bytes, *args: Any, **kwargs: Any) -> Any:
-        if not isinstance(content, bytes) or fab_sha256(content) != approved.get("digest"):
+    def checked_install(fab_file: Path | bytes, install_dir: Path | None = None,
+                        skip_prompt: bool = False) -> Path:
+        if not isinstance(fab_file, bytes) or fab_sha256(fab_file) != approved.get("digest"):
             raise AppNotApprovedError("Only the FAB approved for this task may be installed.")
-        return installer(content, *args, **kwargs)
+        return installer(fab_file, install_dir=install_dir, skip_prompt=skip_prompt)
 
     runner.pull_task_input = checked_pull
     runner.install_from_fab = checked_install

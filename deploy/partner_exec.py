@@ -65,6 +65,7 @@ def _client(address: str, insecure: bool, root_certificates: Path | None,
     interceptors: list = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
     if secret_file is not None:
         secret = load_superexec_auth_secret(str(secret_file))
+        assert secret is not None, "Flower returns None only when given no secret file"
         interceptors.append(SuperExecAuthHttpInterceptor(
             master_secret=secret, protected_methods={"/flwr.proto.Runtime/AcquireTask"}))
     return RuntimeHttpClient.from_server_address(

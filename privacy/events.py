@@ -87,16 +87,18 @@ PrivacyEvent = GaussianEvent | NonPrivateEvent
 
 def event_from_dict(data: dict[str, Any]) -> PrivacyEvent:
     """Rebuild an event from :meth:`to_dict` output (ledger rows, wire replies)."""
-    common = {"sensitivity": float(data["sensitivity"]), "stage": str(data["stage"]),
-              "round": int(data["round"]), "component": str(data["component"])}
+    sensitivity, stage = float(data["sensitivity"]), str(data["stage"])
+    round_, component = int(data["round"]), str(data["component"])
     mechanism = data.get("mechanism")
     if mechanism == "gaussian":
         z = float(data["noise_multiplier"])
         if not (math.isfinite(z) and z > 0):
             raise UnsupportedEventError(f"A Gaussian event needs a noise multiplier in (0, inf). "
                                         f"Got {z!r} instead.")
-        return GaussianEvent(noise_multiplier=z, **common)
+        return GaussianEvent(noise_multiplier=z, sensitivity=sensitivity, stage=stage,
+                             round=round_, component=component)
     if mechanism == "none":
-        return NonPrivateEvent(**common)
+        return NonPrivateEvent(sensitivity=sensitivity, stage=stage, round=round_,
+                               component=component)
     raise UnsupportedEventError(f"Unknown privacy mechanism {mechanism!r}; known: 'gaussian', "
                                 "'none'.")

@@ -273,7 +273,9 @@ def load_key(path: str | os.PathLike[str]) -> PseudonymKey:
     secret = _decode_secret(source, document["secret"])
     try:
         return PseudonymKey(
-            key_id=document["key_id"], created_at=document["created_at"], secret=secret
+            key_id=_check_key_id(document["key_id"]),
+            created_at=_check_created_at(document["created_at"]),
+            secret=secret,
         )
     except DataError as exc:
         raise DataError(f"key file {source}: {exc}") from None

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 import phonenumbers
@@ -30,6 +30,9 @@ from phonenumbers import NumberParseException, ValidationResult
 
 from fedprofile.errors import ContractError, DataError
 from fedprofile.privacy.keys import PseudonymKey
+
+if TYPE_CHECKING:
+    from pandas._typing import Scalar
 
 __all__ = [
     "EMAIL_TAG",
@@ -173,7 +176,8 @@ def normalize_phone(value: str, *, default_region: str = "GB") -> str:
     digits = re.sub(r"\D", "", text)
     if number is None and digits.startswith("00") and not text.startswith("+"):
         number, _ = _parse_phone("+" + digits[2:], region)
-    _require(number is not None, reason)
+    if number is None:
+        raise InvalidIdentifier(reason)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -245,7 +249,9 @@ class PseudonymizeReport:
 def _outcome(value: object, convert: Callable[[str], str]) -> tuple[str | None, str]:
     """Return (pseudonym, reason): reason "" when valid, _MISSING when null or blank."""
     blank = not _EDGE_RE.sub("", value) if isinstance(value, str) else None
-    if blank or (blank is None and pd.api.types.is_scalar(value) and pd.isna(value)):
+    # is_scalar() admits single values only, the kind pd.isna answers with one bool
+    if blank or (blank is None and pd.api.types.is_scalar(value)
+                 and pd.isna(cast("Scalar | None", value))):
         return None, _MISSING
     try:
         return convert(value), ""  # type: ignore[arg-type]
@@ -288,14 +294,15 @@ def pseudonymize_frame(
     ``df`` is not modified; the returned frame lacks the raw identity columns.
     """
     _check_columns(list(df.columns), email_col, phone_col, id_col, "")
-    absent = [(None, _ABSENT)] * len(df)
+    absent: list[tuple[str | None, str]] = [(None, _ABSENT)] * len(df)
     emails = [_outcome(v, pseudonymizer.email) for v in df[email_col]] if email_col else absent
     phones = [_outcome(v, pseudonymizer.phone) for v in df[phone_col]] if phone_col else absent
     pids = [e if e is not None else p for (e, _), (p, _) in zip(emails, phones, strict=True)]
     email_counts, phone_counts = _tally(emails), _tally(phones)
     with_id = sum(pid is not None for pid in pids)
     out = df.drop(columns=[name for name in (email_col, phone_col) if name is not None])
-    out.insert(0, id_col, pd.array(pids, dtype="string"))
+    # pandas-stubs types DataFrame.insert without ExtensionArray, which pandas accepts
+    out.insert(0, id_col, pd.array(pids, dtype="string"))  # type: ignore[arg-type]
     return out, PseudonymizeReport(
         len(df), *email_counts, *phone_counts, with_id - email_counts[0], len(df) - with_id
     )

@@ -257,7 +257,7 @@ class KMeansStage:
 
     def _initial_from_candidates(self, sums: np.ndarray, counts: np.ndarray,
                                  count_sigma: float) -> np.ndarray:
-        keep = counts > max(2.0 * count_sigma, 0.0)
+        keep: np.ndarray = counts > max(2.0 * count_sigma, 0.0)  # a mask, or else indices below
         if keep.sum() < self.k:
             keep = np.argsort(-counts)[: max(self.k, int(keep.sum()))]
         means = np.clip(sums[keep] / np.maximum(counts[keep], 1e-12)[:, None], *self._box)

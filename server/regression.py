@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -221,7 +221,9 @@ class LogisticStage:
     def aggregate(self, rnd: int, replies: list[GramReply] | list[GradientReply]) -> None:
         """Build the Hessian bound (round 0) or take one Newton-like step."""
         if rnd == 0:
-            gram = symmetric_from_upper(np.sum([r.gram_upper for r in replies], axis=0),
+            # round 0 sends a GramRequest (configure), so every reply was decoded as a GramReply
+            grams = cast("list[GramReply]", replies)
+            gram = symmetric_from_upper(np.sum([r.gram_upper for r in grams], axis=0),
                                         self.dim)
             sigma = self.plan.gram_z * self.plan.norm_bound**2 * math.sqrt(len(replies))
             self._diagonal, self._sigma = np.diag(gram).copy(), sigma
@@ -232,7 +234,9 @@ class LogisticStage:
                 hessian += (abs(eigmin) + 1e-6) * np.eye(self.dim)
             self._h_inv = np.linalg.inv(hessian)
             return
-        grad = np.sum([r.gradient for r in replies], axis=0)  # type: ignore[union-attr]
+        # later rounds send a GradientRequest (configure): every reply is a GradientReply
+        gradients = cast("list[GradientReply]", replies)
+        grad = np.sum([r.gradient for r in gradients], axis=0)
         grad = grad + self.alpha * (_penalty(self.dim) @ self.theta)
         if self._h_inv is None:
             raise ContractError("A gradient round came before the Gram round.")

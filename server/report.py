@@ -186,11 +186,12 @@ def _plots_section(model: Mapping[str, Any], metrics: Mapping[str, Any], segs: l
         "Segment sizes", "no segments"))
     parts.append(img(report_plots.plot_profile_heatmap(*_heatmap_data(model, segs)),
                       "Segment profiles", "no published profile to show"))
-    per_round = [r for r in get(metrics, "kmeans", "cost_per_round") or []
-                 if isinstance(r, Mapping) and num(r.get("cost")) is not None]
+    per_round = [(r, cost) for r in get(metrics, "kmeans", "cost_per_round") or []
+                 if isinstance(r, Mapping) and (cost := num(r.get("cost"))) is not None]
+    rounds = [num(r.get("round", i)) for i, (r, _) in enumerate(per_round)]
     parts.append(img(report_plots.plot_cost_per_round(
-        [num(r.get("round", i)) for i, r in enumerate(per_round)],
-        [num(r["cost"]) for r in per_round],
+        [math.nan if x is None else x for x in rounds],  # matplotlib draws None as NaN: a gap
+        [cost for _, cost in per_round],
         num(get(metrics, "kmeans", "cost_centralized"))),
         "k-means cost per round", "not recorded for this run"))
     rel = [r for r in get(model, "privacy", "releases") or [] if isinstance(r, Mapping)]

@@ -59,9 +59,14 @@ class Stage(Protocol):
 class Plan(Protocol):
     """What a privacy plan exposes (k-means and response plans)."""
 
-    epsilon: float
-    delta: float
-    mu: float
+    @property
+    def epsilon(self) -> float: ...
+
+    @property
+    def delta(self) -> float: ...
+
+    @property
+    def mu(self) -> float: ...
 
     @property
     def non_private(self) -> bool: ...

@@ -394,7 +394,7 @@ def retail_transactions(data_dir: Path) -> pd.DataFrame:
     fallback = tx.groupby("customer")["country"].first()
     country = country.reindex(fallback.index).fillna(fallback)
     region = _retail_partner_region(country.index, country)
-    line = np.arange(len(raw))
+    line = range(len(raw))
     raw["email"] = [synthetic_email(c, variant=v) for c, v in zip(customers, line, strict=True)]
     raw["phone"] = [synthetic_phone(c, variant=v) for c, v in zip(customers, line, strict=True)]
     raw["partner_region"] = region.reindex(customers).to_numpy()

@@ -305,13 +305,14 @@ def _metrics(model: SegmentModel | ResponseModel, partitions: Sequence[Partition
         "params": model.params, "rounds": model.params.get("rounds"),
         "wall_time_s": round(wall, 3), "evaluation": "simulation"}
     tables = [p for p in partitions if isinstance(p, Partition)]  # all, when evaluating
-    if evaluate and isinstance(model, ResponseModel):
-        metrics["response"] = evaluate_response(
-            model, _response_designs(model, tables, spec_path, state_dir))
-    elif evaluate:
-        pooled = pooled_matrix(tables, spec_path, state_dir)
-        metrics["n_customers"] = len(pooled)
-        metrics["kmeans"] = evaluate_segments(model, pooled, seed=seed or 0)
+    if evaluate:
+        if isinstance(model, ResponseModel):
+            metrics["response"] = evaluate_response(
+                model, _response_designs(model, tables, spec_path, state_dir))
+        else:
+            pooled = pooled_matrix(tables, spec_path, state_dir)
+            metrics["n_customers"] = len(pooled)
+            metrics["kmeans"] = evaluate_segments(model, pooled, seed=seed or 0)
     return metrics
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -127,7 +127,7 @@ def sim(
                       f"{state_dir}/partners/*/outputs/scores-*.parquet", highlight=False)
 
 
-def _print_quality(metrics: dict) -> None:  # type: ignore[type-arg]
+def _print_quality(metrics: dict[str, Any]) -> None:
     """Each partner's data-quality counts and the run's warnings."""
     quality = metrics.get("data_quality") or {}
     if quality:
@@ -144,7 +144,7 @@ def _print_quality(metrics: dict) -> None:  # type: ignore[type-arg]
         console.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
 
 
-def _print_summary(metrics: dict, report: Path) -> None:  # type: ignore[type-arg]
+def _print_summary(metrics: dict[str, Any], report: Path) -> None:
     title = "Segmentation" if metrics.get("kmeans") else "Response model"
     table = Table(title=f"{title} run", show_header=False)
     privacy = metrics["privacy"]

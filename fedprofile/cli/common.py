@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import typer
@@ -28,6 +28,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 PRESET_NAMES = ("bank", "retail", "retail-transactions", "retail-holdout", "hillstrom")
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 LOG_DIR_ENV = "FEDPROFILE_LOG_DIR"
 """Environment variable naming the folder of error logs (default ``.fedprofile/logs``)."""
@@ -111,12 +113,11 @@ class CliApp(typer.Typer):
         kwargs.setdefault("pretty_exceptions_show_locals", False)
         super().__init__(**kwargs)
 
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]],
-                                                             Callable[..., Any]]:
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[_Command], _Command]:
         """Register a command wrapped by the unexpected-error guard."""
         register = super().command(*args, **kwargs)
 
-        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        def decorator(func: _Command) -> _Command:
             register(_guarded(func))
             return func
         return decorator

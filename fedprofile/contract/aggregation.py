@@ -290,6 +290,8 @@ def _aggregate_one(rows: pd.DataFrame, agg: Aggregate, spec: CustomerAggregation
     if agg.function == "count":
         return groups.size()
     if agg.function in ("recency_days", "tenure_days"):
+        # the [customers] parser refuses recency_days/tenure_days without 'date' and 'snapshot'
+        assert spec.date is not None and snapshot is not None, "recency needs date and snapshot"
         dates = groups[spec.date].max() if agg.function == "recency_days" \
             else groups[spec.date].min()
         return (snapshot.normalize() - dates.dt.normalize()).dt.days.astype(float)

@@ -51,7 +51,7 @@ _SNIFF_BYTES, _SNIFF_LINES = 64 * 1024, 200
 def _head_lines(path: Path, compressed: bool) -> list[str]:
     """The file's first complete lines (at most ``_SNIFF_LINES`` within 64 KiB)."""
     opener = gzip.open if compressed else open
-    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
         head = fh.read(_SNIFF_BYTES)
     lines = head.splitlines(keepends=True)
     if len(head) == _SNIFF_BYTES and len(lines) > 1:

@@ -93,9 +93,9 @@ def _float(config: ConfigRecord, key: str, message: str, *, allow_inf: bool = Fa
 
 
 def _array(content: RecordDict, key: str, message: str) -> np.ndarray:
-    if _ARRAYS not in content or not isinstance(content[_ARRAYS], ArrayRecord):
+    arrays = content.get(_ARRAYS)
+    if not isinstance(arrays, ArrayRecord):
         raise ProtocolError(f"{message}: the message has no {_ARRAYS!r} ArrayRecord.")
-    arrays = content[_ARRAYS]
     if key not in arrays:
         raise ProtocolError(f"{message}: missing array {key!r}.")
     value = np.asarray(arrays[key].numpy(), dtype=float)

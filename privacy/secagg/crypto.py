@@ -118,7 +118,8 @@ def split_secret(secret: bytes, k: int, n: int) -> list[bytes]:
     halves = [secret[i:i + 16] for i in range(0, len(secret), 16)]
     if len(secret) not in (16, 32):
         raise ValueError("Shamir sharing takes 16- or 32-byte secrets.")
-    parts = [Shamir.split(k, n, half) for half in halves]
+    # ssss=False is the library default, spelled out because pycryptodome's stub omits the default
+    parts = [Shamir.split(k, n, half, ssss=False) for half in halves]
     return [b"".join(part[i][1] for part in parts) for i in range(n)]
 
 
@@ -130,5 +131,5 @@ def combine_secret(shares: dict[int, bytes], k: int) -> bytes:
     chosen = sorted(shares.items())[:k]
     length = len(chosen[0][1])
     return b"".join(
-        Shamir.combine([(idx, share[off:off + 16]) for idx, share in chosen])
+        Shamir.combine([(idx, share[off:off + 16]) for idx, share in chosen], ssss=False)
         for off in range(0, length, 16))
