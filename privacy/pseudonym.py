@@ -254,6 +254,7 @@ def _outcome(value: object, convert: Callable[[str], str]) -> tuple[str | None, 
                  and pd.isna(cast("Scalar | None", value))):
         return None, _MISSING
     try:
+        # a non-text cell goes through too: convert refuses it with the reason "... is not text"
         return convert(value), ""  # type: ignore[arg-type]
     except InvalidIdentifier as exc:
         return None, exc.reason
