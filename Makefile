@@ -35,8 +35,17 @@ sim-retail: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# Architecture (import-linter) and types (mypy) are checked on the package as it ships: the
+# wheel's tree, where the role folders are subpackages of fedprofile.
+WHEEL_TREE := build/wheel-tree
+
 lint: setup
 	$(BIN)/ruff check .
+	rm -rf build/dist $(WHEEL_TREE)
+	$(BIN)/python -m build --wheel --no-isolation --outdir build/dist . > /dev/null
+	$(BIN)/python -m zipfile -e build/dist/fedprofile-*.whl $(WHEEL_TREE)
+	cd $(WHEEL_TREE) && $(CURDIR)/$(BIN)/lint-imports --config $(CURDIR)/pyproject.toml
+	cd $(WHEEL_TREE) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p fedprofile
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs build .pytest_cache .ruff_cache .mypy_cache
