@@ -146,6 +146,15 @@ def _same_release(a: PrivacyEvent, b: PrivacyEvent) -> bool:
         math.isclose(a.sensitivity, b.sensitivity, rel_tol=1e-9, abs_tol=1e-12)
 
 
+def _take(pending: list[PrivacyEvent], release: PrivacyEvent) -> bool:
+    """Remove the planned release matching ``release`` from ``pending``; False if none."""
+    for i, planned in enumerate(pending):
+        if _same_release(planned, release):
+            del pending[i]
+            return True
+    return False
+
+
 def _describe(e: PrivacyEvent) -> str:
     return (f"{e.component} of {e.stage} round {e.round} ({e.mechanism}, noise multiplier "
             f"{e.noise_multiplier:.6g}, sensitivity {e.sensitivity:.6g})")
@@ -297,21 +306,16 @@ class PartnerGuard:
                 plan = self._plan_with(tx, run_id, stage)
                 self._check_non_private(events)
                 done = tx.events(run_id=run_id, party=self.party)
-                pending = [e for e in plan.events]
+                pending = list(plan.events)
                 for e in done:
-                    match = next((i for i, q in enumerate(pending) if _same_release(q, e)), None)
-                    if match is not None:
-                        pending.pop(match)
+                    _take(pending, e)
                 for e in events:
                     if RELEASE_STAGES.get(e.stage) != stage:
                         raise PolicyRefusal(f"release {_describe(e)} is not a {stage!r} "
                                             "release.")
-                    match = next((i for i, q in enumerate(pending) if _same_release(q, e)),
-                                 None)
-                    if match is None:
+                    if not _take(pending, e):
                         raise PolicyRefusal(f"release {_describe(e)} is not in the run's "
                                             "announced plan, or was already made.")
-                    pending.pop(match)
                 self._check_budget(tx, run_id, events)
                 tx.record(run_id=run_id, party=self.party, events=events,
                           delta=self.policy.delta)

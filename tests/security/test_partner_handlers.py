@@ -17,7 +17,6 @@ from flwr.app import ConfigRecord, RecordDict
 from fedprofile.client.app import error_for, gram, kmeans, profile, score
 from fedprofile.client.site import PartnerSite
 from fedprofile.config import NodeConfig
-from fedprofile.contract.parser import load_spec
 from fedprofile.errors import ContractError, DataError, PolicyRefusedError, ProtocolError
 from fedprofile.io.tables import write_table
 from fedprofile.privacy.ledger import Ledger
@@ -273,10 +272,6 @@ def test_error_replies_carry_no_local_paths(tmp_path: Path,
     assert str(tmp_path) not in reply.reason
     assert "<data-path>" in reply.reason
     assert "acme-crm-export-2026" not in bare.reason and "<local path>" in bare.reason
-
-
-def test_the_shipped_contract_is_what_the_fixture_uses(bank_slice: tuple[Path, Path]) -> None:
-    assert load_spec(bank_slice[1]).dim > 0
 
 
 def test_a_run_the_partner_cannot_finish_is_refused_at_the_announcement(
