@@ -90,7 +90,16 @@ class RunConfig:
         Path of the feature contract TOML, or the name of a shipped one (``bank``,
         ``hillstrom``, ``retail``…; see :func:`fedprofile.contract.load_spec`).
     k : int, default=6
-        Number of segments, in ``[1, 100]``.
+        Number of segments, in ``[1, 100]``; the run config value ``"auto"`` sets
+        ``k_auto`` and ``k`` to ``k_max``, the most segments the run may publish.
+    k_auto : bool, default=False
+        Choose the number of segments in ``[k_min, k_max]`` from the private start's noisy
+        summary (post-processing: no extra epsilon); needs the over-clustering start.
+    k_min, k_max : int, default=2, 10
+        The range ``--k auto`` chooses from, ``2 <= k_min <= k_max <= 100``.
+    start_from : str
+        A published segment model JSON whose centres start the Lloyd rounds (a refresh):
+        no private start, so the whole budget goes to the rounds; ``k`` is the model's.
     epsilon : float, default=1.0
         Target epsilon of the whole run (init included), in ``(0, inf]``; ``inf`` is an
         explicitly non-private run.
@@ -143,6 +152,10 @@ class RunConfig:
 
     spec: str = "bank"
     k: int = 6
+    k_auto: bool = False
+    k_min: int = 2
+    k_max: int = 10
+    start_from: str = ""
     epsilon: float = 1.0
     delta: float = 1e-6
     rounds: int = 3
@@ -163,6 +176,11 @@ class RunConfig:
     segments: str = ""
     expected_partners: int = 0
     run_id: str = ""
+
+    @property
+    def fewest_segments(self) -> int:
+        """The fewest segments the run may publish (``k_min`` under ``k = 'auto'``)."""
+        return self.k_min if self.k_auto else self.k
 
     def n_candidates(self, dim: int) -> int:
         """Candidates of the over-clustering start for a contract of dimension ``dim``."""
@@ -188,12 +206,20 @@ class RunConfig:
         target = _str(cfg, "target", "")
         if task != "segments" and not target:
             raise ContractError(f"Task {task!r} needs a 'target' (a [target.NAME] of the spec).")
-        k = _int(cfg, "k", cls.k, low=1, high=100)
+        k_auto = str(cfg.get("k", "")).strip().lower() == "auto"
+        k_min = _int(cfg, "k_min", cls.k_min, low=2, high=100)
+        k_max = _int(cfg, "k_max", cls.k_max, low=k_min, high=100)
+        k = k_max if k_auto else _int(cfg, "k", cls.k, low=1, high=100)
+        start_from = _str(cfg, "start_from", "")
+        if k_auto and (init != "overcluster" or start_from):
+            raise ContractError("k = 'auto' chooses from the over-clustering start's summary; "
+                                "it needs init = 'overcluster' and no 'start_from'.")
         candidates = _int(cfg, "candidates", cls.candidates, low=0, high=100_000)
         if 0 < candidates < k:
             raise ContractError(f"The 'candidates' parameter must be 0 or >= k ({k}). "
                                 f"Got {candidates!r} instead.")
-        return cls(spec=_str(cfg, "spec", cls.spec), k=k,
+        return cls(spec=_str(cfg, "spec", cls.spec), k=k, k_auto=k_auto, k_min=k_min,
+                   k_max=k_max, start_from=start_from,
                    epsilon=_float(cfg, "epsilon", cls.epsilon, open_low=0.0, allow_inf=True),
                    delta=_float(cfg, "delta", cls.delta, open_low=0.0, high=0.1),
                    rounds=_int(cfg, "rounds", cls.rounds, low=1, high=50), init=init,

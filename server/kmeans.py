@@ -26,6 +26,7 @@ from fedprofile.errors import ContractError
 from fedprofile.privacy.accounting import gdp_mu, split_mu
 from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 from fedprofile.protocol import KMeansReply, KMeansRequest
+from fedprofile.server.choose_k import choose_k
 
 __all__ = [
     "KMeansPlan",
@@ -37,8 +38,9 @@ __all__ = [
     "update_centers",
 ]
 
-InitMethod = Literal["overcluster", "random"]
+InitMethod = Literal["overcluster", "random", "published"]
 INIT_STAGE, LLOYD_STAGE = "kmeans-init", "kmeans"
+PRECISION = 0.05  # largest noise of a candidate mean --k auto uses, as a share of the box
 
 
 @dataclass(frozen=True)
@@ -201,18 +203,27 @@ class KMeansStage:
     seed : int
         Seeds the data-independent candidates and the server-side re-clustering.
     initial_centers : ndarray, optional
-        A public start (e.g. seed points the coordinator owns); skips the private start.
+        A public start (e.g. a published model's centres); skips the private start.
+    k_range : (int, int), optional
+        Choose k in this range from the private start's summary (``k`` is then the upper
+        bound); see :func:`fedprofile.server.choose_k.choose_k`.
+    min_segment_size : int
+        The suppression threshold; with ``k_range`` every chosen segment must hold twice
+        it in the start's summary (a margin for the rounds moving customers).
     """
 
     def __init__(self, *, spec: FeatureSpec, plan: KMeansPlan, k: int, n_partners: int,
                  run_id: str, fingerprint: str, candidates: int, seed: int,
-                 initial_centers: np.ndarray | None = None) -> None:
+                 initial_centers: np.ndarray | None = None,
+                 k_range: tuple[int, int] | None = None, min_segment_size: int = 0) -> None:
         if k < 1:
             raise ContractError(f"The 'k' parameter must be an int >= 1. Got {k!r} instead.")
         if candidates < k:
             raise ContractError(f"The 'candidates' parameter must be >= k ({k}). "
                                 f"Got {candidates!r} instead.")
         self.spec, self.plan, self.k, self.seed = spec, plan, k, seed
+        self.k_range, self.min_segment_size = k_range, min_segment_size
+        self.k_curve: list[dict[str, float | bool]] = []
         self.run_id, self.fingerprint, self.n_partners = run_id, fingerprint, n_partners
         self._box = spec.box()
         rng = np.random.default_rng(seed)
@@ -245,7 +256,8 @@ class KMeansStage:
         counts = np.sum([r.counts for r in replies], axis=0)
         count_sigma = rnd.count_noise_multiplier * math.sqrt(max(n_answered, 1))
         if rnd.stage == INIT_STAGE:
-            self.centers = self._initial_from_candidates(sums, counts, count_sigma)
+            sum_sigma = rnd.sum_noise_multiplier * rnd.norm_bound * math.sqrt(max(n_answered, 1))
+            self.centers = self._initial_from_candidates(sums, counts, count_sigma, sum_sigma)
         else:
             self.centers = update_centers(self.centers, sums, counts,
                                           min_count=2.0 * count_sigma, box=self._box,
@@ -256,12 +268,24 @@ class KMeansStage:
                              "sizes_noisy": counts.tolist() if rnd.stage != INIT_STAGE else []})
 
     def _initial_from_candidates(self, sums: np.ndarray, counts: np.ndarray,
-                                 count_sigma: float) -> np.ndarray:
+                                 count_sigma: float, sum_sigma: float) -> np.ndarray:
         keep: np.ndarray = counts > max(2.0 * count_sigma, 0.0)  # a mask, or else indices below
         if keep.sum() < self.k:
             keep = np.argsort(-counts)[: max(self.k, int(keep.sum()))]
         means = np.clip(sums[keep] / np.maximum(counts[keep], 1e-12)[:, None], *self._box)
         weights = np.maximum(counts[keep], 1e-12)
+        if self.k_range is not None:
+            # choose k on the candidates whose noisy mean is precise (its noise at most
+            # PRECISION of the box diagonal), then cluster every kept candidate with it
+            diagonal = float(np.linalg.norm(self._box[1] - self._box[0]))
+            error = sum_sigma * math.sqrt(self.spec.dim) / weights
+            precise = error <= PRECISION * diagonal
+            if precise.sum() <= self.k_range[0] + 1:
+                precise[:] = True  # too few precise means to compare k: use them all
+            choice = choose_k(means[precise], weights[precise], k_min=self.k_range[0],
+                              k_max=self.k_range[1], min_mass=2.0 * self.min_segment_size,
+                              seed=self.seed)
+            self.k, self.k_curve = choice.k, choice.curve
         if len(means) == self.k:
             return means
         return _weighted_recluster(means, weights, self.k, self.seed)

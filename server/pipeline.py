@@ -24,6 +24,7 @@ from fedprofile.privacy.accounting import gdp_epsilon, gdp_mu
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.protocol import MessageKind, ScoreReply, ScoreRequest
 from fedprofile.server.runs import (
+    published_start,
     response_plan,
     response_task_for,
     run_response,
@@ -58,6 +59,7 @@ def run_pipeline(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0
                  ) -> dict[Path, SegmentModel | ResponseModel]:
     """Run segments, the response model and local scoring; return models by output folder."""
     spec = load_spec(cfg.spec)
+    cfg, _ = published_start(cfg, spec)
     task = response_task_for(spec, cfg.target)
     mu = gdp_mu(cfg.epsilon, cfg.delta)
     half = gdp_epsilon(mu / math.sqrt(2.0), cfg.delta) if math.isfinite(mu) else math.inf

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedprofile.server import report_plots
+from fedprofile.server.report_choices import k_choice_section, refresh_section
 from fedprofile.server.report_html import (
     CSS,
     data_quality_section,
@@ -291,8 +292,8 @@ def render_report(model: Mapping[str, Any], metrics: Mapping[str, Any], out_path
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{CSS}</style></head><body><main>"
         + _header(model, metrics, segs) + warnings_block(metrics)
-        + _segments_section(model, segs)
-        + _plots_section(model, metrics, segs)
+        + _segments_section(model, segs) + refresh_section(model)
+        + _plots_section(model, metrics, segs) + k_choice_section(model)
         + '<h2 class="part">Details for analysts and engineers</h2>'
         + _quality_section(metrics) + data_quality_section(metrics)
         + ledger_section(model, non_private)

@@ -177,3 +177,22 @@ def plot_privacy_spend(
                       rotation_mode="anchor")
         ax.spines[["top", "right"]].set_visible(False)
     return figure_to_base64(fig)
+
+
+def plot_k_curve(ks: Sequence[int], scores: Sequence[float], feasible: Sequence[bool],
+                 chosen: int) -> str | None:
+    """The ``--k auto`` curve: silhouette per k, infeasible k hollow, the chosen k marked."""
+    if not ks or len(ks) != len(scores):
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(ks, scores, color=_BLUE, zorder=1)
+    ax.scatter(ks, scores, c=[_BLUE if ok else "white" for ok in feasible], edgecolors=_BLUE,
+               zorder=2, label="k (hollow: a segment too small to publish)")
+    ax.axvline(chosen, linestyle="--", color="#c0392b", label=f"chosen k = {chosen}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("number of segments k")
+    ax.set_ylabel("weighted silhouette")
+    ax.set_title("Choosing k from the private start")
+    ax.legend(frameon=False, fontsize="small")
+    ax.spines[["top", "right"]].set_visible(False)
+    return figure_to_base64(fig)

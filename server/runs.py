@@ -11,6 +11,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from fedprofile.contract.design import (
 )
 from fedprofile.contract.parser import load_spec
 from fedprofile.contract.spec import FeatureSpec
+from fedprofile.errors import FedprofileError
 from fedprofile.models.response_model import ResponseModel
 from fedprofile.models.segment_model import SegmentModel
 from fedprofile.protocol import ResponseTask
@@ -36,17 +38,46 @@ from fedprofile.server.report import render_report
 from fedprofile.server.report_response import render_response_report
 from fedprofile.server.session import RunSession, drive, open_run, privacy_record
 
-__all__ = ["coordinator_metrics", "response_plan", "response_task_for", "run_response",
-           "run_segmentation", "segment_plan", "write_outputs"]
+__all__ = ["coordinator_metrics", "published_start", "response_plan", "response_task_for",
+           "run_response", "run_segmentation", "segment_plan", "write_outputs"]
 
 log = logging.getLogger("fedprofile.server")
 Model = SegmentModel | ResponseModel
 
 
 def segment_plan(cfg: RunConfig, spec: FeatureSpec) -> KMeansPlan:
-    """The noise of a segmentation run under ``cfg``."""
+    """The noise of a segmentation run under ``cfg`` (a refresh has no private start)."""
+    init = "published" if cfg.start_from else cfg.init
     return plan_kmeans(epsilon=cfg.epsilon, delta=cfg.delta, lloyd_rounds=cfg.rounds,
-                       norm_bound=spec.norm_bound, init=cfg.init)  # type: ignore[arg-type]
+                       norm_bound=spec.norm_bound, init=init)  # type: ignore[arg-type]
+
+
+def published_start(cfg: RunConfig, spec: FeatureSpec) -> tuple[RunConfig, SegmentModel | None]:
+    """The earlier model a refresh starts from, and ``cfg`` with that model's ``k``.
+
+    Its centres are an earlier DP release, so starting from them is post-processing; the
+    model must have been trained under this run's contract.
+    """
+    if not cfg.start_from:
+        return cfg, None
+    try:
+        previous = SegmentModel.load(cfg.start_from)
+    except (OSError, ValueError, FedprofileError) as exc:
+        raise RunAborted(f"Cannot start from {cfg.start_from}: {exc}") from None
+    if previous.spec.fingerprint() != spec.fingerprint():
+        raise RunAborted(f"The model {cfg.start_from} was trained under another contract than "
+                         "this run's spec; a refresh must keep the contract.")
+    return replace(cfg, k=previous.k), previous
+
+
+def _refresh_record(previous: SegmentModel, centers: np.ndarray, sizes: np.ndarray
+                    ) -> dict[str, Any]:
+    """What moved since the published model: sizes and centre shifts, segment by segment."""
+    shift = np.linalg.norm(centers - previous.cluster_centers_, axis=1)
+    return {"source": previous.params.get("run_id", ""),
+            "previous_sizes": previous.segment_sizes_.tolist(),
+            "sizes": np.asarray(sizes, dtype=float).tolist(),
+            "center_shift_scaled": shift.tolist()}
 
 
 def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
@@ -59,21 +90,34 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
         If fewer than ``cfg.min_partners`` partners take part to the end.
     """
     spec: FeatureSpec = load_spec(cfg.spec)
+    cfg, previous = published_start(cfg, spec)
     plan = segment_plan(cfg, spec)
     own = session is None
     session = session or open_run(grid, cfg, spec, plan, stages=("kmeans",),
                                   expected_partners=expected_partners)
     stage = KMeansStage(spec=spec, plan=plan, k=cfg.k, n_partners=len(session.fed.node_ids),
                         run_id=session.run_id, fingerprint=spec.fingerprint(),
-                        candidates=cfg.n_candidates(spec.dim), seed=cfg.seed)
+                        candidates=cfg.n_candidates(spec.dim), seed=cfg.seed,
+                        initial_centers=None if previous is None else previous.cluster_centers_,
+                        k_range=(cfg.k_min, cfg.k_max) if cfg.k_auto else None,
+                        min_segment_size=cfg.min_segment_size)
     result = drive(session, stage)
     if own:
         session.ledger.close()
-    params = {"task": "segments", "k": cfg.k, "rounds": cfg.rounds, "init": cfg.init,
-              "candidates": cfg.n_candidates(spec.dim), "seed": cfg.seed,
-              "run_id": session.run_id, "min_partners": cfg.min_partners,
-              "dropped_partners": session.fed.summary()["dropped"],
-              "round_seconds": session.take_timings()}
+    params: dict[str, Any] = {
+        "task": "segments", "k": stage.k, "rounds": cfg.rounds,
+        "init": "published" if previous is not None else cfg.init,
+        "candidates": 0 if previous is not None else cfg.n_candidates(spec.dim),
+        "seed": cfg.seed, "run_id": session.run_id, "min_partners": cfg.min_partners,
+        "dropped_partners": session.fed.summary()["dropped"],
+        "round_seconds": session.take_timings()}
+    if cfg.k_auto:
+        params["k_auto"] = {"range": [cfg.k_min, cfg.k_max], "curve": stage.k_curve,
+                            "criterion": "weighted silhouette of the private start's noisy "
+                                         "summary, among k whose segments all hold twice "
+                                         "min_segment_size (no extra epsilon)"}
+    if previous is not None:
+        params["start_from"] = _refresh_record(previous, result.centers, result.sizes)
     return SegmentModel(spec=spec, centers=result.centers, sizes=result.sizes,
                         min_segment_size=cfg.min_segment_size, privacy=privacy_record(plan),
                         params=params, partners=session.fed.summary()["partners"],

@@ -29,10 +29,12 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
                          epsilon: float, delta: float = 1e-6, rounds: int = 3,
                          init: str = "overcluster", candidates: int = 0, seed: int = 0,
                          initial_centers: np.ndarray | None = None,
-                         noise_seed: int | None = None, **plan_options: float) -> KMeansResult:
+                         noise_seed: int | None = None, k_range: tuple[int, int] | None = None,
+                         min_segment_size: int = 0, **plan_options: float) -> KMeansResult:
     """Federated DP k-means over ``matrices`` (one scaled matrix per partner), in process.
 
-    ``noise_seed`` seeds the partners' noise (None: OS entropy); ``plan_options`` go to
+    ``noise_seed`` seeds the partners' noise (None: OS entropy); ``k_range`` chooses k as
+    ``--k auto`` does (``k`` is then its upper bound); ``plan_options`` go to
     :func:`fedprofile.server.kmeans.plan_kmeans`.
     """
     plan = plan_kmeans(epsilon=epsilon, delta=delta, lloyd_rounds=rounds,
@@ -40,7 +42,8 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
     stage = KMeansStage(spec=spec, plan=plan, k=k, n_partners=len(matrices),
                         run_id=uuid.uuid4().hex[:16], fingerprint=spec.fingerprint(),
                         candidates=candidates or default_candidates(k, spec.dim), seed=seed,
-                        initial_centers=initial_centers)
+                        initial_centers=initial_centers, k_range=k_range,
+                        min_segment_size=min_segment_size)
     rng = np.random.default_rng(noise_seed)
     for rnd in stage.rounds():
         request = stage.configure(rnd)

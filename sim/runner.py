@@ -246,7 +246,7 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
                 {"partition-id": pid, "num-partitions": len(nodes)}, nodes)
             _ = site.policy  # a policy file that cannot be read
             customers += len(site.matrix())
-            check_ready(site, k=cfg.k if kmeans else None, target=target,
+            check_ready(site, k=cfg.fewest_segments if kmeans else None, target=target,
                         min_segment_size=cfg.min_segment_size)
         except NotReadyError as exc:
             problems[name] = str(exc)
@@ -258,7 +258,8 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
         raise DataError("The partners cannot serve this run; nothing was released: "
                         f"{group_reasons(problems, total=len(nodes)).rstrip('.')}.{details}")
     if kmeans:
-        problem = pooled_k_problem(cfg.k, cfg.min_segment_size, customers, len(nodes))
+        problem = pooled_k_problem(cfg.fewest_segments, cfg.min_segment_size, customers,
+                                   len(nodes))
         if problem:
             raise DataError(f"{problem} Nothing was released.")
     return customers

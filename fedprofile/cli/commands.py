@@ -29,6 +29,18 @@ def _parse_epsilon(text: str) -> float:
     return value
 
 
+def _parse_k(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"must be an int in [1, 100] or 'auto'. Got {text!r}.") from None
+    if not 1 <= value <= 100:
+        raise typer.BadParameter(f"must be an int in [1, 100] or 'auto'. Got {text!r}.")
+    return value
+
+
 @app.command()
 def sim(
     dataset: Annotated[str | None, typer.Option(
@@ -41,7 +53,14 @@ def sim(
         help="Partner split: a COLUMN, 'iid', or 'dirichlet:ALPHA:COLUMN'.")] = None,
     partners: Annotated[int | None, typer.Option(min=1, max=1000,
                                                  help="Number of simulated partners.")] = None,
-    k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
+    k: Annotated[str, typer.Option(
+        help="Number of segments, or 'auto' to choose it in --k-min..--k-max from the private "
+             "start (no extra epsilon).")] = "6",
+    k_min: Annotated[int, typer.Option(min=2, max=100, help="Smallest k of --k auto.")] = 2,
+    k_max: Annotated[int, typer.Option(min=2, max=100, help="Largest k of --k auto.")] = 10,
+    start_from: Annotated[Path | None, typer.Option(
+        help="Refresh: start the Lloyd rounds from this published segment model.json "
+             "(its k; the whole budget goes to the rounds).")] = None,
     epsilon: Annotated[str, typer.Option(
         help="Target epsilon of the whole run (init included); 'inf' = non-private check."
     )] = "1.0",
@@ -89,6 +108,7 @@ def sim(
     from fedprofile.sim.runner import simulate
 
     eps = _parse_epsilon(epsilon)
+    segments_k = _parse_k(k)
     try:
         ensure_folder(out, "--out folder")
         ensure_folder(state_dir, "--state-dir folder")
@@ -99,11 +119,13 @@ def sim(
                                               seed=seed, overlap=overlap)
         console.print(f"Simulating [bold]{len(parts)}[/] partners: "
                       + ", ".join(p.label for p in parts), highlight=False)
-        config = {"k": k, "epsilon": eps, "delta": delta, "rounds": rounds, "init": init,
+        config = {"k": segments_k, "k-min": k_min, "k-max": k_max,
+                  "start-from": str(start_from or ""),
+                  "epsilon": eps, "delta": delta, "rounds": rounds, "init": init,
                   "candidates": candidates, "min-segment-size": min_segment_size,
                   "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
                   "holdout": holdout, "segments": str(segments or "")}
-        seg_rounds = rounds + (1 if init == "overcluster" else 0)
+        seg_rounds = rounds + (1 if init == "overcluster" and not start_from else 0)
         total = {"segments": seg_rounds, "ridge": 1, "logistic": 1 + gd_rounds,
                  "pipeline": seg_rounds + 1 + gd_rounds}.get(task, 1)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),

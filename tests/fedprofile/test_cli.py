@@ -17,7 +17,7 @@ runner = CliRunner()
 
 @pytest.mark.parametrize(("args", "message"), [
     (["sim", "--dataset", "bank", "--epsilon", "-1"], "positive number or 'inf'"),
-    (["sim", "--dataset", "bank", "--k", "0"], "0 is not in the range"),
+    (["sim", "--dataset", "bank", "--k", "0"], "must be an int in [1, 100] or 'auto'"),
     (["sim", "--data", "nosuch.csv", "--spec", "fedprofile/specs/bank.toml",
       "--partition-by", "job"],
      "Data file 'nosuch.csv' does not exist"),

@@ -192,3 +192,21 @@ def test_invalid_node_config_raises_contract_error_naming_the_parameter(
     # Execute / Assert
     with pytest.raises(ContractError, match=parameter):
         NodeConfig.from_mapping(mapping)
+
+
+def test_k_auto_sets_the_range_and_announces_its_upper_bound() -> None:
+    cfg = RunConfig.from_mapping({"k": "auto", "k-min": 3, "k-max": 8})
+    assert (cfg.k_auto, cfg.k_min, cfg.k_max, cfg.k, cfg.fewest_segments) == (True, 3, 8, 8, 3)
+    assert RunConfig.from_mapping({"k": 5}).fewest_segments == 5
+
+
+@pytest.mark.parametrize("mapping, words", [
+    ({"k": "auto", "init": "random"}, "over-clustering"),
+    ({"k": "auto", "start-from": "runs/old/model.json"}, "start_from"),
+    ({"k": "auto", "k-min": 6, "k-max": 4}, "'k_max'"),
+    ({"k": "auto", "k-min": 1}, "'k_min'"),
+    ({"k": "many"}, "'k'"),
+])
+def test_bad_k_settings_are_refused_by_name(mapping, words) -> None:
+    with pytest.raises(ContractError, match=words):
+        RunConfig.from_mapping(mapping)
