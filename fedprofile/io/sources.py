@@ -150,7 +150,7 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     """Partition columns come back as pandas categoricals: plain values, as from a file."""
     for name in frame.columns:
         if isinstance(frame[name].dtype, pd.CategoricalDtype):
-            frame[name] = frame[name].astype(object)
+            frame[name] = frame[name].astype(frame[name].cat.categories.dtype)
     return frame
 
 
