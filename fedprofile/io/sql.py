@@ -149,8 +149,14 @@ class SqlSource:
     def _fail(self, what: str, exc: BaseException | None = None) -> DataError:
         detail = ""
         if exc is not None:
+            if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ is not None:
+                exc = exc.__cause__  # pandas wraps the driver's error
             orig = getattr(exc, "orig", None) or exc
-            lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+            said = str(orig)
+            if self._url.host:  # named once, in the label, which partner errors redact whole
+                said = said.replace(f"port {self._url.port}", "port <port>") \
+                    .replace(self._url.host, "<host>")
+            lines = [line.strip() for line in said.splitlines() if line.strip()]
             detail = f" ({type(orig).__name__}: {lines[0][:300]})" if lines else \
                 f" ({type(orig).__name__})"
         text = f"Database source {self.label!r}: {what}{detail}."
@@ -229,7 +235,7 @@ class SqlSource:
                     rows += len(chunk)
                     if len(chunk):
                         yield _prepare(chunk, columns, text_columns)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
                 raise self._fail("the data query failed", exc) from None
         if rows == 0:
             raise self._fail("the data query returned no rows")
