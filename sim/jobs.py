@@ -79,6 +79,7 @@ def prepare_partitions(*, dataset: str | None, data: Path | str | None, spec: Pa
             raise ContractError("With --data, also give --spec (the feature contract TOML) "
                                 "and --partition-by (a column, 'iid' or "
                                 "'dirichlet:ALPHA:COLUMN').")
+        assert data is not None  # exactly one of dataset and data
         spec_path, frame = spec, open_source(data, data_query).read()
         rule_text, count = partition_by, partners or DEFAULT_PARTNERS
     contract = load_spec(spec_path)  # fail early on a bad contract

@@ -114,8 +114,12 @@ class SqlSource:
     """
 
     def __init__(self, url: str, query: str, *, updated_at: str = "") -> None:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        try:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+        except ImportError:
+            raise DataError("Reading a database needs SQLAlchemy: pip install "
+                            "'fedprofile[sql]'.") from None
 
         try:
             self._url = make_url(url.strip())
@@ -166,6 +170,7 @@ class SqlSource:
 
     def _engine(self) -> Any:
         from sqlalchemy import create_engine, event
+        from sqlalchemy.exc import NoSuchModuleError
 
         url, connect_args = self._url, {}
         backend = url.get_backend_name()
@@ -184,7 +189,11 @@ class SqlSource:
             if not database or database == ":memory:" or not Path(database).is_file():
                 raise self._fail("the DuckDB database file does not exist")
             connect_args = {"read_only": True}
-        engine = create_engine(url, connect_args=connect_args, poolclass=_null_pool())
+        try:
+            engine = create_engine(url, connect_args=connect_args, poolclass=_null_pool())
+        except (ImportError, NoSuchModuleError) as exc:
+            raise self._fail(f"no driver for {url.drivername!r} is installed (pip install "
+                             "'fedprofile[sql]', or the dialect's own package)", exc) from None
         if backend == "sqlite":
             event.listen(engine, "connect",
                          lambda dbapi, _rec: dbapi.execute("PRAGMA query_only = ON"))

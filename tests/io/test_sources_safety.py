@@ -180,6 +180,11 @@ def test_unreachable_server_is_a_one_line_error(monkeypatch) -> None:
     assert "\n" not in str(err.value)
 
 
+def test_unknown_dialect_is_a_one_line_error() -> None:
+    with pytest.raises(DataError, match="no driver for 'nosuchdb'"):
+        SqlSource("nosuchdb://u@h/crm", "customers").read()
+
+
 # --- passwords ------------------------------------------------------------------------------
 
 
