@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU build of torch first, so opacus does not pull a multi-GB CUDA build
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[models,dev]"
+	$(BIN)/pip install --quiet -e ".[models,dev,sql]"
 	touch $(STAMP)
 
 setup: $(STAMP)

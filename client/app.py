@@ -179,7 +179,7 @@ def score(request: ScoreRequest, site: PartnerSite) -> ScoreReply:
                                         source="coordinator")
                 if request.response_model else None)
     scored = score_customers(site.customers(), response=response, segments=segments,
-                             prepared=True, source=site.config.data_path)
+                             prepared=True, source=site.source_label)
     write_table(scored, site.output_path(f"scores-{request.run_id}.parquet"))
     return ScoreReply()
 

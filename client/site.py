@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
@@ -25,9 +26,9 @@ from fedprofile.contract.design import DesignData, design_data
 from fedprofile.contract.features import resolve_columns
 from fedprofile.contract.parser import load_spec
 from fedprofile.contract.spec import CategoricalFeature, FeatureSpec
-from fedprofile.errors import ContractError, DataError, ProtocolError
+from fedprofile.errors import ContractError, ProtocolError
 from fedprofile.io.matrix_store import CHUNK_ROWS, STORAGE_DTYPE, frame_chunks, write_matrix
-from fedprofile.io.tables import iter_table, read_table
+from fedprofile.io.sources import DataSource, open_source
 from fedprofile.privacy.keys import load_key
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.mechanisms import secure_rng
@@ -111,9 +112,10 @@ class PartnerSite:
     """Rows per chunk when the matrix cache is built."""
 
     def __init__(self, config: NodeConfig) -> None:
-        if not config.data_path:
-            raise ContractError("The partner's node config has no 'data-path' (its customer "
-                                "table); set it with --node-config \"data-path='...'\".")
+        if not config.data_location:
+            raise ContractError("The partner's node config has no 'data-path' or "
+                                "'data-source' (its customer table); set it with "
+                                "--node-config \"data-path='...'\".")
         if not config.spec:
             raise ContractError("The partner's node config has no 'spec' (its copy of the "
                                 "feature contract).")
@@ -189,25 +191,37 @@ class PartnerSite:
                                 f"({self.spec.fingerprint()[:12]}) than the coordinator "
                                 f"({fingerprint[:12]}); both must use the same spec file.")
 
+    @cached_property
+    def source(self) -> DataSource:
+        """The partner's table: a file, a Parquet folder or a database query."""
+        c = self.config
+        return open_source(c.data_location, c.data_query, updated_at=c.data_updated_at)
+
+    @property
+    def source_label(self) -> str:
+        """How errors name the partner's table (a database URL without its password)."""
+        return self.source.label
+
     def _cache_key(self) -> str:
-        path = Path(self.config.data_path)
-        try:
-            stat = path.stat()
-        except OSError:
-            raise DataError(f"Data file {str(path)!r} does not exist.") from None
-        ident = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns,
-                            self.spec.fingerprint(), self.mapping, self.key_id,
-                            CACHE_FORMAT], sort_keys=True)
-        return hashlib.sha256(ident.encode()).hexdigest()[:24]
+        """The cache's name: changes with the table, the contract, the mapping or the key.
+
+        A source without an honest cheap fingerprint (a database query without a declared
+        updated-at column) gets a fresh key each time, so its cache is never reused.
+        """
+        ident = self.source.fingerprint()
+        if ident is None:
+            ident = ["unfingerprinted", secrets.token_hex(16)]
+        text = json.dumps([*ident, self.spec.fingerprint(), self.mapping, self.key_id,
+                           CACHE_FORMAT], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def customers(self) -> pd.DataFrame:
         """One row per customer (pseudonymised and aggregated), cached locally."""
         cache = self.state_dir / "cache" / f"customers-{self._cache_key()}.parquet"
         if cache.is_file():
             return pd.read_parquet(cache)
-        source = self.config.data_path
-        table = customer_table(read_table(source, text_columns=self._text_columns), self.spec,
-                               pseudonymizer=self.pseudonymizer, source=source)
+        table = customer_table(self.source.read(text_columns=self._text_columns), self.spec,
+                               pseudonymizer=self.pseudonymizer, source=self.source_label)
         _replace_cache(cache, "customers-*.parquet",
                        lambda tmp: table.to_parquet(tmp, index=False))
         return table
@@ -224,7 +238,7 @@ class PartnerSite:
             (self.state_dir / "data_quality.json").unlink(missing_ok=True)
             report = _replace_cache(cache, "matrix-*.npy", lambda tmp: write_matrix(
                 self._customer_chunks(), self.spec, tmp, mapping=self.mapping,
-                source=self.config.data_path))
+                source=self.source_label))
             (self.state_dir / "data_quality.json").write_text(
                 json.dumps(report.to_dict(), indent=1), encoding="utf-8")
         return np.load(cache, mmap_mode="r")
@@ -241,11 +255,10 @@ class PartnerSite:
         wanted = set(resolve_columns(self.spec, self.mapping).values())
         if self.spec.identity:  # and the id column, which pseudonymisation refuses to overwrite
             wanted |= {*self.spec.identity.columns, ID_COLUMN}
-        source = self.config.data_path
-        for frame in iter_table(source, chunk_rows=self.chunk_rows, columns=wanted,
-                                text_columns=self._text_columns):
+        for frame in self.source.iter_chunks(chunk_rows=self.chunk_rows, columns=wanted,
+                                             text_columns=self._text_columns):
             yield customer_table(frame, self.spec, pseudonymizer=self.pseudonymizer,
-                                 source=source)
+                                 source=self.source_label)
 
     @cached_property
     def _text_columns(self) -> set[str]:
@@ -262,7 +275,7 @@ class PartnerSite:
                                 f"contract's dimension {self.spec.dim}.")
         return design_data(self.customers(), self.spec, task.target, segment_centers=centers,
                            holdout=task.holdout, seed=task.holdout_seed, mapping=self.mapping,
-                           source=self.config.data_path)
+                           source=self.source_label)
 
     def rng(self, *, run_id: str, stage: str, round: int, request: np.ndarray
             ) -> np.random.Generator:
@@ -290,10 +303,19 @@ class PartnerSite:
         return path
 
     def local_paths(self) -> list[tuple[str, str]]:
-        """The node's configured local paths as (node-config key, path), as given and resolved."""
+        """The node's configured local paths as (node-config key, path), as given and resolved.
+
+        A database source is listed too, as given and as shown in errors, with its password
+        (when one was read) and its query, so none of them leaves the partner.
+        """
         c = self.config
         named = {"data-path": c.data_path, "spec": c.spec, "policy": c.policy,
                  "mapping": c.mapping, "key": c.key, "state-dir": c.state_dir,
                  "output-dir": c.output_dir, "capture-dir": c.capture_dir}
-        return [pair for label, path in named.items() if path
-                for pair in ((label, path), (label, str(Path(path).resolve())))]
+        pairs = [pair for label, path in named.items() if path
+                 for pair in ((label, path), (label, str(Path(path).resolve())))]
+        if c.data_source:  # a URL holds '/', so it is replaced whole
+            shown = self.__dict__.get("source")
+            pairs += [("data-source", c.data_source),
+                      *([("data-source", shown.label)] if shown is not None else [])]
+        return pairs

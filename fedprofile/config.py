@@ -246,7 +246,17 @@ class NodeConfig:
     Attributes
     ----------
     data_path : str
-        The partner's customer table (CSV or Parquet).
+        The partner's customer table (CSV or Parquet file, or a folder of Parquet files).
+    data_source : str
+        Instead of ``data_path``: a file, a Parquet folder, or an SQLAlchemy URL without a
+        password (it comes from ``FEDPROFILE_DB_PASSWORD`` or a 0600 file named by
+        ``FEDPROFILE_DB_PASSWORD_FILE``).
+    data_query : str
+        With a database ``data_source``: a table name or one ``SELECT``/``WITH`` query.
+    data_updated_at : str
+        With a database ``data_source``: a column whose maximum changes whenever a row
+        changes; the matrix cache is reused only while it and the row count do not (without
+        one, the table is read afresh for every instruction).
     spec : str
         The partner's copy of the contract; its fingerprint must match the coordinator's.
     partner_name : str
@@ -273,6 +283,9 @@ class NodeConfig:
     """
 
     data_path: str = ""
+    data_source: str = ""
+    data_query: str = ""
+    data_updated_at: str = ""
     spec: str = ""
     partner_name: str = ""
     state_dir: str = ""
@@ -283,6 +296,11 @@ class NodeConfig:
     capture_dir: str = ""
     output_dir: str = ""
     simulation: bool = False
+
+    @property
+    def data_location(self) -> str:
+        """Where the partner's table is: ``data_source``, else ``data_path``."""
+        return self.data_source or self.data_path
 
     @classmethod
     def known_keys(cls) -> set[str]:
@@ -302,7 +320,13 @@ class NodeConfig:
             raise ContractError("The 'noise-seed' node config key is for simulations only: a "
                                 "deployed partner draws its noise from OS entropy, so that no "
                                 "two releases can share a noise draw.")
-        return cls(data_path=_str(cfg, "data_path", ""), spec=_str(cfg, "spec", ""),
+        if cfg.get("data_path") and cfg.get("data_source"):
+            raise ContractError("Give one of the node config keys 'data-path' and "
+                                "'data-source', not both.")
+        return cls(data_path=_str(cfg, "data_path", ""), data_source=_str(cfg, "data_source", ""),
+                   data_query=_str(cfg, "data_query", ""),
+                   data_updated_at=_str(cfg, "data_updated_at", ""),
+                   spec=_str(cfg, "spec", ""),
                    partner_name=name, state_dir=state, policy=_str(cfg, "policy", ""),
                    mapping=_str(cfg, "mapping", ""),
                    noise_seed=noise_seed, simulation=partition_id is not None,

@@ -9,7 +9,7 @@ from fedprofile.contract.parser import load_spec
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.contract.suggest import did_you_mean
 from fedprofile.errors import ContractError, DataError
-from fedprofile.io.tables import read_table
+from fedprofile.io.sources import open_source
 from fedprofile.privacy.pseudonym import normalize_email
 from fedprofile.sim.datasets import load_preset
 from fedprofile.sim.identity import add_overlap, customer_keys
@@ -50,10 +50,14 @@ def rule_from_text(text: str) -> PartitionRule:
     return PartitionRule("column", column=text)
 
 
-def prepare_partitions(*, dataset: str | None, data: Path | None, spec: Path | None,
+def prepare_partitions(*, dataset: str | None, data: Path | str | None, spec: Path | None,
                        partition_by: str | None, partners: int | None, seed: int,
-                       overlap: float = 0.0) -> tuple[Path, list[Partition]]:
+                       overlap: float = 0.0, data_query: str = ""
+                       ) -> tuple[Path, list[Partition]]:
     """The contract path and one table per simulated partner.
+
+    ``data`` is a file, a Parquet folder or a database URL (with ``data_query``, a table
+    name or one ``SELECT``): one source holds every simulated partner's rows.
 
     Raises
     ------
@@ -63,7 +67,7 @@ def prepare_partitions(*, dataset: str | None, data: Path | None, spec: Path | N
     """
     if (dataset is None) == (data is None):
         raise ContractError("Give exactly one of --dataset (a shipped data set) or --data "
-                            "(your own CSV/Parquet file).")
+                            "(your own CSV/Parquet file, Parquet folder or database URL).")
     if dataset is not None:
         preset = load_preset(dataset)
         spec_path = spec or preset.spec_path
@@ -75,7 +79,8 @@ def prepare_partitions(*, dataset: str | None, data: Path | None, spec: Path | N
             raise ContractError("With --data, also give --spec (the feature contract TOML) "
                                 "and --partition-by (a column, 'iid' or "
                                 "'dirichlet:ALPHA:COLUMN').")
-        spec_path, frame = spec, read_table(data)  # type: ignore[arg-type]
+        assert data is not None  # exactly one of dataset and data
+        spec_path, frame = spec, open_source(data, data_query).read()
         rule_text, count = partition_by, partners or DEFAULT_PARTNERS
     contract = load_spec(spec_path)  # fail early on a bad contract
     rule = rule_from_text(rule_text)

@@ -45,8 +45,11 @@ def _parse_k(text: str) -> int | str:
 def sim(
     dataset: Annotated[str | None, typer.Option(
         help=f"A shipped data set: {', '.join(PRESET_NAMES)}.")] = None,
-    data: Annotated[Path | None, typer.Option(
-        help="Any CSV/Parquet file, one row per customer (instead of --dataset).")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="Any CSV/Parquet file or Parquet folder, one row per customer, or a database "
+             "URL without password, with --data-query (instead of --dataset).")] = None,
+    data_query: Annotated[str, typer.Option(
+        help="With a database --data: a table name or one SELECT query.")] = "",
     spec: Annotated[Path | None, typer.Option(
         help="Feature contract TOML (required with --data).")] = None,
     partition_by: Annotated[str | None, typer.Option(
@@ -114,7 +117,8 @@ def sim(
         ensure_folder(state_dir, "--state-dir folder")
         if policy is not None:
             load_policy(policy)
-        spec_path, parts = prepare_partitions(dataset=dataset, data=data, spec=spec,
+        spec_path, parts = prepare_partitions(dataset=dataset, data=data, data_query=data_query,
+                                              spec=spec,
                                               partition_by=partition_by, partners=partners,
                                               seed=seed, overlap=overlap)
         console.print(f"Simulating [bold]{len(parts)}[/] partners: "
@@ -327,8 +331,12 @@ def ledger(
 
 @app.command()
 def score(
-    data: Annotated[Path, typer.Option(help="The partner's CSV/Parquet customer table.")],
+    data: Annotated[str, typer.Option(
+        help="The partner's CSV/Parquet customer table, Parquet folder or database URL "
+             "without password (with --data-query).")],
     out: Annotated[Path, typer.Option(help="Output CSV/Parquet: id, segment, score.")],
+    data_query: Annotated[str, typer.Option(
+        help="With a database --data: a table name or one SELECT query.")] = "",
     model: Annotated[Path | None, typer.Option(help="A response model.json.")] = None,
     segments: Annotated[Path | None, typer.Option(help="A segment model.json.")] = None,
     key: Annotated[Path | None, typer.Option(
@@ -338,7 +346,8 @@ def score(
              "else customer_id, pid or id when present).")] = None,
 ) -> None:
     """Score your own customers locally with published models (nothing is sent)."""
-    from fedprofile.io.tables import read_table, write_table
+    from fedprofile.io.sources import open_source
+    from fedprofile.io.tables import write_table
     from fedprofile.models.response_model import ResponseModel
     from fedprofile.models.scoring import score_customers
     from fedprofile.models.segment_model import SegmentModel
@@ -349,8 +358,9 @@ def score(
         response = ResponseModel.load(model) if model else None
         segment_model = SegmentModel.load(segments) if segments else None
         pseudo = Pseudonymizer(load_key(key)) if key else None
-        scored = score_customers(read_table(data), response=response, segments=segment_model,
-                                 pseudonymizer=pseudo, id_column=id_col, source=str(data))
+        source = open_source(data, data_query)
+        scored = score_customers(source.read(), response=response, segments=segment_model,
+                                 pseudonymizer=pseudo, id_column=id_col, source=source.label)
         write_table(scored, out)
     except FedprofileError as exc:
         raise _fail(exc) from None
