@@ -38,7 +38,7 @@ __all__ = [
     "update_centers",
 ]
 
-InitMethod = Literal["overcluster", "random", "published"]
+InitMethod = Literal["overcluster", "random"]
 INIT_STAGE, LLOYD_STAGE = "kmeans-init", "kmeans"
 PRECISION = 0.05  # largest noise of a candidate mean --k auto uses, as a share of the box
 

@@ -47,7 +47,7 @@ Model = SegmentModel | ResponseModel
 
 def segment_plan(cfg: RunConfig, spec: FeatureSpec) -> KMeansPlan:
     """The noise of a segmentation run under ``cfg`` (a refresh has no private start)."""
-    init = "published" if cfg.start_from else cfg.init
+    init = "random" if cfg.start_from else cfg.init  # both start without a release
     return plan_kmeans(epsilon=cfg.epsilon, delta=cfg.delta, lloyd_rounds=cfg.rounds,
                        norm_bound=spec.norm_bound, init=init)  # type: ignore[arg-type]
 
