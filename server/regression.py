@@ -73,7 +73,7 @@ def _z(mu: float) -> float:
     return 0.0 if math.isinf(mu) else 1.0 / mu
 
 
-def plan_response(*, task: Task, epsilon: float, delta: float, norm_bound: float,
+def plan_response(*, task: str, epsilon: float, delta: float, norm_bound: float,
                   target_bound: float, rounds: int = 3, clip: float = 0.0,
                   gram_share: float = 0.3, gram_share_ridge: float = 0.7) -> ResponsePlan:
     """Split (epsilon, delta) over the releases of a ridge or logistic run.
@@ -86,6 +86,7 @@ def plan_response(*, task: Task, epsilon: float, delta: float, norm_bound: float
     """
     if task not in ("ridge", "logistic"):
         raise ContractError(f"The 'task' parameter must be 'ridge' or 'logistic'. Got {task!r}.")
+    kind = cast(Task, task)  # checked just above
     if rounds < 1:
         raise ContractError(f"The 'rounds' parameter must be >= 1. Got {rounds!r} instead.")
     for name, value in (("norm_bound", norm_bound), ("target_bound", target_bound),
@@ -95,13 +96,13 @@ def plan_response(*, task: Task, epsilon: float, delta: float, norm_bound: float
                                 f"Got {value!r} instead.")
     mu = gdp_mu(epsilon, delta)
     clip = clip or norm_bound
-    if task == "ridge":
+    if kind == "ridge":
         mu_gram, mu_target = split_mu(mu, [gram_share_ridge, 1.0 - gram_share_ridge])
-        return ResponsePlan(task=task, epsilon=epsilon, delta=delta, mu=mu, gram_z=_z(mu_gram),
+        return ResponsePlan(task=kind, epsilon=epsilon, delta=delta, mu=mu, gram_z=_z(mu_gram),
                             target_z=_z(mu_target), gradient_z=(), norm_bound=norm_bound,
                             target_bound=target_bound, clip=clip)
     mus = split_mu(mu, [gram_share] + [(1.0 - gram_share) / rounds] * rounds)
-    return ResponsePlan(task=task, epsilon=epsilon, delta=delta, mu=mu, gram_z=_z(mus[0]),
+    return ResponsePlan(task=kind, epsilon=epsilon, delta=delta, mu=mu, gram_z=_z(mus[0]),
                         target_z=0.0, gradient_z=tuple(_z(m) for m in mus[1:]),
                         norm_bound=norm_bound, target_bound=target_bound, clip=clip)
 

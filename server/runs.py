@@ -49,7 +49,7 @@ def segment_plan(cfg: RunConfig, spec: FeatureSpec) -> KMeansPlan:
     """The noise of a segmentation run under ``cfg`` (a refresh has no private start)."""
     init = "random" if cfg.start_from else cfg.init  # both start without a release
     return plan_kmeans(epsilon=cfg.epsilon, delta=cfg.delta, lloyd_rounds=cfg.rounds,
-                       norm_bound=spec.norm_bound, init=init)  # type: ignore[arg-type]
+                       norm_bound=spec.norm_bound, init=init)  # type: ignore[arg-type]  # RunConfig checks init
 
 
 def published_start(cfg: RunConfig, spec: FeatureSpec) -> tuple[RunConfig, SegmentModel | None]:
@@ -144,7 +144,7 @@ def response_task_for(spec: FeatureSpec, target: str) -> str:
 
 def response_plan(cfg: RunConfig, spec: FeatureSpec, *, segment_aware: bool) -> ResponsePlan:
     """The noise of a response-model run under ``cfg``."""
-    return plan_response(task=cfg.task, epsilon=cfg.epsilon,  # type: ignore[arg-type]
+    return plan_response(task=cfg.task, epsilon=cfg.epsilon,
                          delta=cfg.delta,
                          norm_bound=design_norm_bound(spec, cfg.target,
                                                       segment_aware=segment_aware),

@@ -38,7 +38,7 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
     :func:`fedprofile.server.kmeans.plan_kmeans`.
     """
     plan = plan_kmeans(epsilon=epsilon, delta=delta, lloyd_rounds=rounds,
-                       norm_bound=spec.norm_bound, init=init, **plan_options)  # type: ignore[arg-type]
+                       norm_bound=spec.norm_bound, init=init, **plan_options)  # type: ignore[arg-type]  # init: an InitMethod as str
     stage = KMeansStage(spec=spec, plan=plan, k=k, n_partners=len(matrices),
                         run_id=uuid.uuid4().hex[:16], fingerprint=spec.fingerprint(),
                         candidates=candidates or default_candidates(k, spec.dim), seed=seed,
@@ -66,7 +66,7 @@ def run_response_inprocess(designs: Sequence[DesignData], *, task: str, epsilon:
                            alpha: float = 1.0, rounds: int = 3,
                            noise_seed: int | None = None) -> RegressionResult:
     """Federated DP ridge or logistic regression over partners' design data, in process."""
-    plan = plan_response(task=task, epsilon=epsilon, delta=delta,  # type: ignore[arg-type]
+    plan = plan_response(task=task, epsilon=epsilon, delta=delta,
                          norm_bound=norm_bound, target_bound=target_bound, rounds=rounds)
     dim = designs[0].z_train.shape[1]
     task_info = ResponseTask(run_id="inprocess", spec_fingerprint="", stage=task, round=0,

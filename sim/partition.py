@@ -276,8 +276,8 @@ def partition_frame(
 
 def _check_alpha(alpha: object) -> None:
     """Raise ContractError unless ``alpha`` is a finite float in (0, inf)."""
-    ok = isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
-    if not ok or not math.isfinite(float(alpha)) or float(alpha) <= 0:  # type: ignore[arg-type]
+    if (not isinstance(alpha, int | float) or isinstance(alpha, bool)
+            or not math.isfinite(float(alpha)) or float(alpha) <= 0):
         raise ContractError(
             "The 'alpha' parameter of a Dirichlet PartitionRule must be a float in the range "
             f"(0, inf). Got {alpha!r} instead."

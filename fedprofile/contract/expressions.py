@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -233,7 +233,8 @@ class _Validator:
                 isinstance(e, ast.Constant) for e in node.elts):
             raise self.fail(node, "'in' needs a list of literals, e.g. x in (\"a\", \"b\")")
         for element in node.elts:
-            self._constant(element)  # type: ignore[arg-type]
+            assert isinstance(element, ast.Constant)  # checked above
+            self._constant(element)
 
     def _call(self, node: ast.Call) -> None:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
@@ -304,7 +305,7 @@ class _Evaluator:
         for op, comparator in zip(node.ops, node.comparators, strict=True):
             if isinstance(op, ast.In | ast.NotIn):
                 assert isinstance(comparator, ast.Tuple | ast.List)
-                members = [c.value for c in comparator.elts]  # type: ignore[attr-defined]
+                members = [cast(ast.Constant, c).value for c in comparator.elts]  # literals
                 step = _series(left, self.frame.index).isin(members)
                 right = left
                 step = ~step if isinstance(op, ast.NotIn) else step

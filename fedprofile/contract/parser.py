@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fedprofile.contract.aggregation import parse_customers, parse_identity
 from fedprofile.contract.spec import (
@@ -15,8 +15,10 @@ from fedprofile.contract.spec import (
     CategoricalFeature,
     Feature,
     FeatureSpec,
+    MissingRule,
     NumericFeature,
     TargetSpec,
+    Transform,
 )
 from fedprofile.contract.suggest import closest
 from fedprofile.errors import ContractError
@@ -90,7 +92,7 @@ def _number(value: Any, source: str, where: str) -> float:
     return float(value)
 
 
-def _common(name: str, decl: dict[str, Any], source: str) -> tuple[str, str, float]:
+def _common(name: str, decl: dict[str, Any], source: str) -> tuple[MissingRule, str, float]:
     where = f"[features.{name}]"
     missing = decl.get("missing", "drop")
     if missing not in MISSING_RULES:
@@ -104,7 +106,7 @@ def _common(name: str, decl: dict[str, Any], source: str) -> tuple[str, str, flo
     column = decl.get("column", name)
     if not isinstance(column, str) or not column:
         raise _err(source, where, f"'column' must be a non-empty string. Got {column!r}.")
-    return missing, column, weight
+    return cast(MissingRule, missing), column, weight
 
 
 def _parse_bounds(decl: dict[str, Any], source: str, where: str) -> tuple[float, float]:
@@ -119,7 +121,7 @@ def _parse_bounds(decl: dict[str, Any], source: str, where: str) -> tuple[float,
 
 
 def _parse_transform(decl: dict[str, Any], bounds: tuple[float, float], source: str,
-                     where: str) -> str:
+                     where: str) -> Transform:
     transform = decl.get("transform", "none")
     if transform not in TRANSFORMS:
         raise _err(source, where, f"'transform' must be one of {list(TRANSFORMS)}. "
@@ -127,7 +129,7 @@ def _parse_transform(decl: dict[str, Any], bounds: tuple[float, float], source: 
     if transform == "log1p" and bounds[0] < 0:
         raise _err(source, where, "transform \"log1p\" needs a lower bound >= 0; "
                    "use \"signed_log1p\" for values that can be negative.")
-    return str(transform)
+    return cast(Transform, transform)  # checked against TRANSFORMS above
 
 
 def _parse_feature(name: str, decl: Any, source: str) -> Feature:
@@ -153,8 +155,8 @@ def _parse_feature(name: str, decl: Any, source: str) -> Feature:
         default = None
         if "default" in decl:
             default = _number(decl["default"], source, f"{where} default")
-        return NumericFeature(name=name, bounds=bounds, transform=transform,  # type: ignore[arg-type]
-                              missing=missing, default=default, weight=weight,  # type: ignore[arg-type]
+        return NumericFeature(name=name, bounds=bounds, transform=transform,
+                              missing=missing, default=default, weight=weight,
                               column=column)
     cats = decl.get("categories")
     if not isinstance(cats, list) or not cats:
@@ -173,7 +175,7 @@ def _parse_feature(name: str, decl: Any, source: str) -> Feature:
         hint = f" (did you mean {match!r}?)" if match else ""
         raise _err(source, where, f"'default' {default_cat!r} is not a declared category{hint}.")
     return CategoricalFeature(name=name, categories=tuple(cats), other=other,
-                              missing=missing, default=default_cat, weight=weight,  # type: ignore[arg-type]
+                              missing=missing, default=default_cat, weight=weight,
                               column=column)
 
 
@@ -191,5 +193,5 @@ def _parse_target(name: str, decl: Any, source: str) -> TargetSpec:
         raise _err(source, where, f"'kind' must be \"numeric\" or \"binary\". Got {kind!r}.")
     bounds = _parse_bounds(decl, source, where)
     transform = _parse_transform(decl, bounds, source, where)
-    return TargetSpec(name=name, kind="numeric", bounds=bounds, transform=transform,  # type: ignore[arg-type]
+    return TargetSpec(name=name, kind="numeric", bounds=bounds, transform=transform,
                       column=column)
