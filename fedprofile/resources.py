@@ -6,7 +6,7 @@ checkout, an editable install and an installed wheel, whatever the working direc
 
 from __future__ import annotations
 
-from importlib.resources import as_file, files
+from importlib.resources import files
 from pathlib import Path
 
 __all__ = ["CONTRACTS", "DATA", "contract_path", "packaged_dir"]
@@ -18,9 +18,25 @@ DATA = "data"
 
 
 def packaged_dir(name: str) -> Path:
-    """A folder shipped inside the ``fedprofile`` package, as a file-system path."""
-    with as_file(files("fedprofile") / name) as path:
-        return Path(path)
+    """A folder shipped inside the ``fedprofile`` package, as a file-system path.
+
+    The package must be installed as files on disk (a wheel installed by pip, an editable
+    install or a checkout), where the resource already is a path that stays valid. A package
+    imported from a zip archive has no such path (:func:`importlib.resources.as_file` would
+    extract a temporary copy that is deleted when its context exits), so this refuses it
+    rather than returning a path that no longer exists.
+
+    Raises
+    ------
+    RuntimeError
+        If the package is not installed as files on disk.
+    """
+    resource = files("fedprofile") / name
+    if not isinstance(resource, Path):
+        raise RuntimeError(f"The packaged folder {name!r} is not a file-system path "
+                           f"({type(resource).__name__}): install fedprofile as files, not "
+                           "from a zip archive.")
+    return resource
 
 
 def contract_path(name: str) -> Path | None:

@@ -187,7 +187,8 @@ def _data_file(data_dir: Path, file_name: str) -> Path:
     if not path.is_file():
         raise DataError(
             f"The data file {file_name!r} is not in {str(data_dir)!r}. Copy it there "
-            "(see data/README.md for its source) or pass data_dir=<folder holding it>."
+            "(see fedprofile/data/README.md for its source) or pass "
+            "data_dir=<folder holding it>."
         )
     return path
 
@@ -229,7 +230,7 @@ def _load_hillstrom(data_dir: Path) -> pd.DataFrame:
 def _read_retail_transactions(data_dir: Path) -> pd.DataFrame:
     """Rows with a CustomerID, with parsed dates, cancellation and cleanliness flags.
 
-    Cleaning follows data/README.md: a line is *clean* when it is not a cancellation
+    Cleaning follows fedprofile/data/README.md: a line is *clean* when it is not a cancellation
     (InvoiceNo starting with "C") and has Quantity > 0 and UnitPrice > 0. Cancellations are
     kept (flagged) because the ``cancel_share`` feature counts them.
     """
