@@ -2,8 +2,9 @@
 
 The repository keeps ``server/``, ``client/``, ``privacy/``, ``sim/`` and ``deploy/`` at its
 top level, where they show the architecture; the wheel ships them as ``fedprofile.server``
-and so on. An editable install maps nothing: it uses the checkout itself, where
-``fedprofile/__init__.py`` extends the package's path to the role folders.
+and so on. An editable install maps nothing: its import hook exposes the checkout's
+``fedprofile/`` only (``dev-mode-exact``), whose ``__init__.py`` extends the package's path
+to the role folders.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import secrets
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +28,7 @@ from fedprofile.contract.spec import CategoricalFeature, FeatureSpec
 from fedprofile.errors import ContractError, ProtocolError
 from fedprofile.io.matrix_store import CHUNK_ROWS, STORAGE_DTYPE, frame_chunks, write_matrix
 from fedprofile.io.sources import DataSource, open_source
+from fedprofile.presets.datasets import preset_partition_file
 from fedprofile.privacy.keys import load_key
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.mechanisms import secure_rng
@@ -55,26 +55,6 @@ def _replace_cache(path: Path, pattern: str, write: Callable[[Path], T]) -> T:
     return result
 
 
-SIMULATION_DATA = "fedprofile.simulation_data"
-"""Entry-point group of the simulator's data provider (see ``pyproject.toml``)."""
-
-
-def _simulated_partition_file(dataset: str, partition_id: int, count: int, folder: Path
-                              ) -> Path:
-    """A simulated node's slice of a shipped data set, from the simulator's provider.
-
-    The partner does not depend on the simulator: the simulator plugs its provider in
-    through the ``fedprofile.simulation_data`` entry point, used only by nodes that Flower's
-    simulation created (they have a ``partition-id``).
-    """
-    providers = entry_points(group=SIMULATION_DATA)
-    if not providers:
-        raise ContractError(f"A simulated partner has no 'data-path' and no provider of "
-                            f"{dataset!r} data is installed (entry point {SIMULATION_DATA}).")
-    provider = next(iter(providers)).load()
-    return Path(provider(dataset, partition_id, count, folder))
-
-
 def resolve_node_config(node_config: Mapping[str, Any],
                         defaults: Mapping[int, Mapping[str, Any]] | None = None,
                         run_config: Mapping[str, Any] | None = None) -> NodeConfig:
@@ -82,8 +62,8 @@ def resolve_node_config(node_config: Mapping[str, Any],
 
     ``defaults`` are per-partition settings given by the ``fedprofile sim`` runner. Under
     ``flwr run`` a virtual node only knows its ``partition-id``: it then takes its slice of
-    the run config's shipped ``dataset`` (from the simulator, see
-    :func:`_simulated_partition_file`) and the run config's ``spec``.
+    the run config's shipped ``dataset`` (see
+    :func:`fedprofile.presets.datasets.preset_partition_file`) and the run config's ``spec``.
     """
     pid = node_config.get("partition-id")
     merged = dict((defaults or {}).get(int(pid), {}) if pid is not None else {})
@@ -92,7 +72,7 @@ def resolve_node_config(node_config: Mapping[str, Any],
     run_config = run_config or {}
     if not merged.get("data-path") and run_config.get("dataset") and pid is not None:
         count = int(node_config.get("num-partitions", 1))
-        merged["data-path"] = str(_simulated_partition_file(
+        merged["data-path"] = str(preset_partition_file(
             str(run_config["dataset"]), int(pid), count, Path(".fedprofile") / "flwr-sim"))
     if not merged.get("spec") and run_config.get("spec"):
         merged["spec"] = str(run_config["spec"])

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from fedprofile.deploy.approval import approve_app
 from fedprofile.deploy.credentials import create_credentials, create_superexec_secret
+from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.keys import generate_key, write_key
-from fedprofile.sim.datasets import load_preset
 
 __all__ = ["PARTNERS", "main"]
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedprofile.deploy.loopback import LoopbackFederation
-from fedprofile.sim.datasets import load_preset
+from fedprofile.presets.datasets import load_preset
 
 __all__ = ["main"]
 

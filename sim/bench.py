@@ -20,11 +20,11 @@ from fedprofile.contract.assignment import assign
 from fedprofile.contract.design import DesignData
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import ContractError
+from fedprofile.presets.datasets import Preset
+from fedprofile.presets.partition import Partition
 from fedprofile.server.kmeans import InitMethod
-from fedprofile.sim.datasets import Preset
 from fedprofile.sim.evaluate import CENTRALIZED_SEEDS, kmeans_cost
 from fedprofile.sim.inprocess import run_kmeans_inprocess, run_response_inprocess
-from fedprofile.sim.partition import Partition
 
 __all__ = ["EPSILONS", "INITS", "BaselineRow", "Centralized", "ResponseRow", "UtilityRow",
            "bench_partitions", "centralized_kmeans", "kmeans_baselines", "kmeans_utility",
@@ -233,7 +233,7 @@ def _partner_matrices(dataset: str, partner_counts: Sequence[int | None]
     from fedprofile.contract.features import transform_frame
     from fedprofile.contract.parser import load_spec
     from fedprofile.io.matrix_store import stored_values
-    from fedprofile.sim.datasets import load_preset
+    from fedprofile.presets.datasets import load_preset
 
     preset = load_preset(dataset)
     spec = load_spec(preset.spec_path)
@@ -273,7 +273,7 @@ def response_benchmark(dataset: str, *, task: str, target: str,
     """:func:`response_utility` of a preset's ridge or logistic target per partner count."""
     from fedprofile.contract.design import design_data, design_norm_bound, target_bound
     from fedprofile.contract.parser import load_spec
-    from fedprofile.sim.datasets import load_preset
+    from fedprofile.presets.datasets import load_preset
 
     if task not in ("ridge", "logistic") or not target:
         raise ContractError("Give --task ridge|logistic and a --target of the spec.")

@@ -33,11 +33,11 @@ from fedprofile.contract.parser import load_spec
 from fedprofile.contract.spec import NumericFeature
 from fedprofile.errors import ContractError
 from fedprofile.io.tables import write_table
+from fedprofile.presets.datasets import load_preset
+from fedprofile.presets.partition import PartitionRule, PartnerFile, partition_frame
 from fedprofile.processes import tree_rss
 from fedprofile.protocol import MessageKind
-from fedprofile.sim.datasets import load_preset
 from fedprofile.sim.inprocess import run_kmeans_inprocess
-from fedprofile.sim.partition import PartitionRule, PartnerFile, partition_frame
 from fedprofile.sim.runner import default_workers, simulate
 
 __all__ = ["SpeedRow", "plot_speed", "replicate_with_jitter", "speed_run", "speed_table",

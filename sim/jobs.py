@@ -10,12 +10,12 @@ from fedprofile.contract.spec import FeatureSpec
 from fedprofile.contract.suggest import did_you_mean
 from fedprofile.errors import ContractError, DataError
 from fedprofile.io.sources import open_source
+from fedprofile.presets.datasets import load_preset
+from fedprofile.presets.identity import add_overlap, customer_keys
+from fedprofile.presets.partition import Partition, PartitionRule, parse_rule, partition_frame
 from fedprofile.privacy.pseudonym import normalize_email
-from fedprofile.sim.datasets import load_preset
-from fedprofile.sim.identity import add_overlap, customer_keys
-from fedprofile.sim.partition import Partition, PartitionRule, parse_rule, partition_frame
 
-__all__ = ["ensure_folder", "prepare_partitions", "preset_partition_file", "rule_from_text"]
+__all__ = ["ensure_folder", "prepare_partitions", "rule_from_text"]
 
 DEFAULT_PARTNERS = 5
 
@@ -116,20 +116,3 @@ def _canonical_email(value: str) -> str | None:
         return normalize_email(value)
     except DataError:
         return None
-
-
-def preset_partition_file(dataset: str, partition_id: int, count: int, folder: Path) -> Path:
-    """One partner's slice of a shipped data set as a Parquet file (created once).
-
-    Used by virtual nodes under ``flwr run``, which only know their partition id.
-    """
-    path = folder / f"{dataset}-{count}-{partition_id}.parquet"
-    if not path.is_file():
-        parts = load_preset(dataset).partitions(count)
-        if not 0 <= partition_id < len(parts):
-            raise ContractError(f"Partition id {partition_id} is outside 0..{len(parts) - 1}.")
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.parquet")
-        parts[partition_id].frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-    return path

@@ -34,6 +34,7 @@ from fedprofile.io.tables import write_table
 from fedprofile.models.response_model import FORMAT as RESPONSE_FORMAT
 from fedprofile.models.response_model import ResponseModel
 from fedprofile.models.segment_model import SegmentModel
+from fedprofile.presets.partition import Partition, PartnerFile
 from fedprofile.privacy.keys import generate_key, load_key, write_key
 from fedprofile.privacy.pseudonym import Pseudonymizer
 from fedprofile.server.app import build_server_app
@@ -42,7 +43,6 @@ from fedprofile.server.runs import write_outputs
 from fedprofile.sim.evaluate import evaluate_segments
 from fedprofile.sim.evaluate_response import evaluate_response
 from fedprofile.sim.jobs import ensure_folder
-from fedprofile.sim.partition import Partition, PartnerFile
 from fedprofile.sim.quality import quality_summary, quality_warnings
 
 __all__ = ["SimulationResult", "default_workers", "federation_key", "load_model",

@@ -24,8 +24,8 @@ from fedprofile.contract.parser import load_spec
 from fedprofile.deploy.credentials import create_credentials
 from fedprofile.deploy.loopback import LoopbackFederation
 from fedprofile.models.segment_model import SegmentModel
+from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.ledger import Ledger
-from fedprofile.sim.datasets import load_preset
 from fedprofile.sim.evaluate import evaluate_segments
 
 pytestmark = pytest.mark.slow

@@ -17,11 +17,11 @@ from flwr.simulation import run_simulation
 
 from fedprofile.client.app import build_client_app
 from fedprofile.errors import FedprofileError
+from fedprofile.presets.datasets import load_preset
+from fedprofile.presets.partition import Partition
 from fedprofile.privacy.keys import generate_key, load_key, write_key
 from fedprofile.privacy.pseudonym import Pseudonymizer, normalize_email, normalize_phone
 from fedprofile.server.app import build_server_app
-from fedprofile.sim.datasets import load_preset
-from fedprofile.sim.partition import Partition
 from fedprofile.sim.runner import _prepare_partners, federation_key, simulate
 
 pytestmark = pytest.mark.slow

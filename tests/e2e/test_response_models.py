@@ -10,8 +10,8 @@ import pytest
 from fedprofile.errors import FedprofileError
 from fedprofile.models.response_model import ResponseModel
 from fedprofile.models.scoring import score_customers
+from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.ledger import Ledger
-from fedprofile.sim.datasets import load_preset
 from fedprofile.sim.runner import simulate
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from fedprofile.errors import FedprofileError
+from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.ledger import Ledger
-from fedprofile.sim.datasets import load_preset
 from fedprofile.sim.runner import simulate
 
 pytestmark = pytest.mark.slow

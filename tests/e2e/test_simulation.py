@@ -14,8 +14,8 @@ from fedprofile.contract.features import transform_frame
 from fedprofile.contract.parser import load_spec
 from fedprofile.errors import FedprofileError
 from fedprofile.io.matrix_store import stored_values
+from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.ledger import Ledger
-from fedprofile.sim.datasets import load_preset
 from fedprofile.sim.runner import SimulationResult, simulate
 
 pytestmark = pytest.mark.slow

@@ -18,9 +18,9 @@ from fedprofile.contract.customers import customer_table
 from fedprofile.contract.parser import load_spec, parse_spec
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import ContractError, DataError
+from fedprofile.presets.datasets import SPEC_DIR
 from fedprofile.privacy.keys import generate_key
 from fedprofile.privacy.pseudonym import Pseudonymizer
-from fedprofile.sim.datasets import SPEC_DIR
 
 CUSTOMERS: dict[str, Any] = {
     "id": "cid",
@@ -90,7 +90,7 @@ def test_tiny_transaction_table_is_aggregated_by_hand() -> None:
 def test_a_customer_without_rows_matching_where_gets_a_missing_value() -> None:
     # Observed behaviour: c's "spend" is missing, not 0, so the contract's missing-value rule
     # of that feature decides (drop or impute); the simulation's reference
-    # (fedprofile.sim.datasets.retail_customer_features) also leaves such customers out.
+    # (fedprofile.presets.datasets.retail_customer_features) also leaves such customers out.
     out = aggregate_customers(_transactions(), _aggregation())
     assert np.isnan(out.loc["c", "spend"])
 

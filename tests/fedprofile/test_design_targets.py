@@ -23,7 +23,7 @@ from fedprofile.contract.parser import load_spec, parse_spec
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.contract.targets import TARGET_BOUND, holdout_mask, target_vector, unscale_target
 from fedprofile.errors import ContractError, DataError
-from fedprofile.sim.datasets import load_preset
+from fedprofile.presets.datasets import load_preset
 
 L101 = math.log(101.0)  # log1p of the spend bound 100
 

@@ -159,7 +159,7 @@ def _site(tmp_path: Path, data: Path, spec_path: Path) -> PartnerSite:
 
 def test_partner_streams_its_file_into_a_mapped_float32_cache(tmp_path) -> None:
     # Prepare: the bank contract over a slice of the shipped data, as CSV
-    from fedprofile.sim.datasets import load_preset
+    from fedprofile.presets.datasets import load_preset
 
     bank = load_preset("bank")
     frame = bank.frame.iloc[:200]

@@ -16,7 +16,7 @@ from fedprofile.contract.parser import load_spec
 from fedprofile.io.sources import FileSource, ParquetDirSource, SqlSource, open_source
 from fedprofile.io.sql import PASSWORD_ENV
 from fedprofile.io.tables import write_table
-from fedprofile.sim.datasets import load_preset
+from fedprofile.presets.datasets import load_preset
 from fedprofile.sim.inprocess import run_kmeans_inprocess
 
 ROWS = 900

@@ -13,7 +13,7 @@ from fedprofile.cli.commands import app
 from fedprofile.io.sql import PASSWORD_ENV
 from fedprofile.io.tables import write_table
 from fedprofile.models.segment_model import SegmentModel
-from fedprofile.sim.datasets import load_preset
+from fedprofile.presets.datasets import load_preset
 
 pytestmark = pytest.mark.slow
 

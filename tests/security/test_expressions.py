@@ -25,7 +25,7 @@ from fedprofile.contract.aggregation import (
 )
 from fedprofile.contract.expressions import MAX_DEPTH, MAX_LENGTH, parse_expression
 from fedprofile.errors import ContractError, DataError
-from fedprofile.sim.datasets import SPEC_DIR
+from fedprofile.presets.datasets import SPEC_DIR
 
 # (expression, a part of it the error must quote, what the error must say)
 ESCAPES = [

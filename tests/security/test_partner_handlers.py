@@ -41,7 +41,7 @@ allowed_stages = ["profile", "kmeans"]
 
 @pytest.fixture(scope="module")
 def bank_slice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from fedprofile.sim.datasets import load_preset
+    from fedprofile.presets.datasets import load_preset
 
     bank = load_preset("bank")
     folder = tmp_path_factory.mktemp("bank")

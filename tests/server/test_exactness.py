@@ -10,7 +10,7 @@ from sklearn.cluster import KMeans
 
 from fedprofile.contract.features import transform_frame
 from fedprofile.contract.parser import load_spec
-from fedprofile.sim.datasets import load_preset
+from fedprofile.presets.datasets import load_preset
 from fedprofile.sim.inprocess import run_kmeans_inprocess
 
 

@@ -18,6 +18,7 @@ from fedprofile.contract.design import DesignData, design_data, design_norm_boun
 from fedprofile.contract.parser import load_spec, parse_spec
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import ContractError
+from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.accounting import EPSILON_RTOL, GdpAccountant
 from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent
 from fedprofile.privacy.mechanisms import GaussianMechanism
@@ -36,7 +37,6 @@ from fedprofile.server.regression import (
     solve_ridge,
     symmetric_from_upper,
 )
-from fedprofile.sim.datasets import load_preset
 from fedprofile.sim.evaluate_response import bohning_logistic
 
 DELTA = 1e-6

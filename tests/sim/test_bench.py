@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from fedprofile.cli.commands import app
 from fedprofile.contract.features import transform_frame
 from fedprofile.contract.parser import load_spec
+from fedprofile.presets.datasets import load_preset
 from fedprofile.sim.bench import (
     INITS,
     Centralized,
@@ -21,7 +22,6 @@ from fedprofile.sim.bench import (
     kmeans_baselines,
     kmeans_utility,
 )
-from fedprofile.sim.datasets import load_preset
 from fedprofile.sim.evaluate import kmeans_cost
 
 runner = CliRunner()

@@ -85,7 +85,7 @@ def test_speed_table_and_plot(tmp_path) -> None:
 
 def test_partners_given_as_files_cannot_be_evaluated_centrally(tmp_path) -> None:
     from fedprofile.errors import ContractError
-    from fedprofile.sim.datasets import load_preset
+    from fedprofile.presets.datasets import load_preset
     from fedprofile.sim.runner import simulate
 
     files = write_partner_files(_frame(), tmp_path, partners=2, customers=0, numeric=["age"],

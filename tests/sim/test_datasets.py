@@ -1,4 +1,4 @@
-"""Tests of fedprofile.sim.datasets: the presets load the real data with its published facts."""
+"""Tests of fedprofile.presets.datasets: the presets load the real data with its published facts."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from fedprofile.errors import ContractError, DataError
-from fedprofile.resources import CONTRACTS, packaged_dir
-from fedprofile.sim.datasets import (
+from fedprofile.presets.datasets import (
     PRESETS,
     RETAIL_CUTOFF,
     Preset,
@@ -19,6 +18,7 @@ from fedprofile.sim.datasets import (
     retail_future_spend,
     uk_shard,
 )
+from fedprofile.resources import CONTRACTS, packaged_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_NAMES = ["bank", "hillstrom", "retail"]

@@ -1,4 +1,4 @@
-"""Tests of fedprofile.sim.partition: rule parsing and the column, IID and Dirichlet splits."""
+"""Tests of fedprofile.presets.partition: rule parsing and the column, IID and Dirichlet splits."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fedprofile.errors import ContractError
-from fedprofile.sim.partition import (
+from fedprofile.presets.partition import (
     MISSING_VALUE_NAME,
     Partition,
     PartitionRule,

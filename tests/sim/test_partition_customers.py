@@ -10,9 +10,9 @@ import pytest
 
 from fedprofile.errors import ContractError
 from fedprofile.io.tables import write_table
-from fedprofile.sim.identity import customer_keys, synthetic_email, synthetic_phone
+from fedprofile.presets.identity import customer_keys, synthetic_email, synthetic_phone
+from fedprofile.presets.partition import PartitionRule, partition_frame
 from fedprofile.sim.jobs import prepare_partitions
-from fedprofile.sim.partition import PartitionRule, partition_frame
 
 SPEC = """
 [federation]

@@ -1,48 +1,30 @@
-"""Real public data sets as simulation presets: one customer table plus its feature spec.
+"""The UCI Online Retail presets: per-customer features and targets from raw transactions.
 
-A preset turns one of the files shipped in ``fedprofile/data/`` (see its ``README.md``) into
-one row per
-customer with a stable ``customer_id``, names the TOML feature spec under
-``fedprofile/specs/`` that
-describes it, and names the column that splits it into simulated partner companies. The
-presets (``bank``, ``hillstrom``, ``retail`` and ``retail-full``) are listed in
-:data:`PRESETS`. Nothing is cached: every call reads the file again.
+Lines are cleaned as ``fedprofile/data/README.md`` describes, grouped per customer into
+RFM-style features at a snapshot date, and split into partner regions (three UK shards,
+Germany, France, rest of world).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
-from fedprofile.contract.parser import load_spec
-from fedprofile.errors import ContractError, DataError
-from fedprofile.resources import CONTRACTS, DATA, packaged_dir
-from fedprofile.sim.identity import customer_keys, synthetic_email, synthetic_phone
-from fedprofile.sim.partition import Partition, PartitionRule, partition_frame
+from fedprofile.presets.files import _data_file
+from fedprofile.presets.identity import synthetic_email, synthetic_phone
 
 __all__ = [
-    "PRESETS",
     "RETAIL_CUTOFF",
     "RETAIL_END",
     "RETAIL_SNAPSHOT",
-    "Preset",
-    "PresetDefinition",
-    "load_preset",
     "retail_customer_features",
     "retail_future_spend",
     "retail_transactions",
     "uk_shard",
 ]
-
-DEFAULT_DATA_DIR = packaged_dir(DATA)
-SPEC_DIR = packaged_dir(CONTRACTS)
 
 RETAIL_CUTOFF = pd.Timestamp("2011-09-09")
 """End (exclusive) of the retail feature window and snapshot date of the hold-out variant."""
@@ -57,174 +39,6 @@ _RETAIL_FEATURES = (
     "recency_days", "frequency", "monetary", "mean_basket", "distinct_products",
     "tenure_days", "cancel_share",
 )  # fmt: skip
-
-
-@dataclass(frozen=True, eq=False)
-class Preset:
-    """A loaded simulation preset.
-
-    Parameters
-    ----------
-    name : str
-        Preset name, a key of :data:`PRESETS`.
-    frame : pandas.DataFrame
-        One row per customer, with a unique ``customer_id`` column.
-    spec_path : pathlib.Path
-        The TOML feature spec that describes ``frame``.
-    partition_column : str
-        The column whose values define the default partners.
-    default_partners : int
-        The default number of partners.
-    description : str
-        One line on the data and the partner split.
-    """
-
-    name: str
-    frame: pd.DataFrame = field(repr=False)
-    spec_path: Path
-    partition_column: str
-    default_partners: int
-    description: str
-
-    def partitions(self, n_partners: int | None = None) -> list[Partition]:
-        """Split the frame by the preset's partition column.
-
-        Parameters
-        ----------
-        n_partners : int or None, default=None
-            Number of partners; None means ``default_partners``.
-
-        Returns
-        -------
-        list of Partition
-            See :func:`fedprofile.sim.partition.partition_frame`; when the spec groups rows into
-            customers, whole customers are split and counted.
-        """
-        count = self.default_partners if n_partners is None else n_partners
-        rule = PartitionRule("column", column=self.partition_column)
-        keys = customer_keys(self.frame, load_spec(self.spec_path))
-        return partition_frame(self.frame, rule, count, customers=keys)
-
-
-@dataclass(frozen=True)
-class PresetDefinition:
-    """How to build a preset: its loader, spec file and default partner split.
-
-    Parameters
-    ----------
-    loader : callable
-        ``loader(data_dir)`` returns the customer frame.
-    spec_file : str
-        File name under ``specs/``.
-    partition_column : str
-        Column that defines the partners.
-    default_partners : int
-        Default number of partners.
-    description : str
-        One line on the data and the partner split.
-    """
-
-    loader: Callable[[Path], pd.DataFrame]
-    spec_file: str
-    partition_column: str
-    default_partners: int
-    description: str
-
-
-def load_preset(name: str, *, data_dir: Path | None = None) -> Preset:
-    """Load a preset's customer table.
-
-    Parameters
-    ----------
-    name : str
-        One of the keys of :data:`PRESETS`.
-    data_dir : pathlib.Path or None, default=None
-        Folder holding the data files; None means the data shipped in the package.
-
-    Returns
-    -------
-    Preset
-        The customer table, its spec path and its default partner split.
-
-    Raises
-    ------
-    ContractError
-        If ``name`` is not a known preset.
-    DataError
-        If the data file is missing or lacks expected columns.
-    """
-    if name not in PRESETS:
-        raise ContractError(
-            f"The 'name' parameter of load_preset must be one of "
-            f"{', '.join(repr(n) for n in PRESETS)}. Got {name!r} instead."
-        )
-    definition = PRESETS[name]
-    folder = _default_data_dir() if data_dir is None else Path(data_dir)
-    return Preset(
-        name=name,
-        frame=definition.loader(folder),
-        spec_path=SPEC_DIR / definition.spec_file,
-        partition_column=definition.partition_column,
-        default_partners=definition.default_partners,
-        description=definition.description,
-    )
-
-
-def _default_data_dir() -> Path:
-    """``$FEDPROFILE_DATA_DIR``, else the data shipped in the package, else ``./data``.
-
-    A Flower app bundle (FAB) carries code, not data, so under ``flwr run`` the data are
-    found through the environment or the working directory when the bundle is imported.
-    """
-    if os.environ.get("FEDPROFILE_DATA_DIR"):
-        return Path(os.environ["FEDPROFILE_DATA_DIR"])
-    return DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else Path.cwd() / "data"
-
-
-def _data_file(data_dir: Path, file_name: str) -> Path:
-    """Return the path of a data file, or raise DataError naming it."""
-    path = data_dir / file_name
-    if not path.is_file():
-        raise DataError(
-            f"The data file {file_name!r} is not in {str(data_dir)!r}. Copy it there "
-            "(see fedprofile/data/README.md for its source) or pass "
-            "data_dir=<folder holding it>."
-        )
-    return path
-
-
-def _require_columns(frame: pd.DataFrame, columns: list[str], file_name: str) -> None:
-    """Raise DataError if ``frame`` lacks any of ``columns``."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"The data file {file_name!r} lacks the columns {missing}; "
-            "it does not look like the published data set."
-        )
-
-
-def _row_ids(prefix: str, n_rows: int) -> pd.Series:
-    """Stable customer ids from the row number, e.g. ``bank-000123``."""
-    return pd.Series([f"{prefix}-{i:06d}" for i in range(n_rows)], dtype="str")
-
-
-def _load_bank(data_dir: Path) -> pd.DataFrame:
-    """UCI Bank Marketing (bank-full): one row per customer contact record."""
-    file_name = "bank-full.csv.gz"
-    frame = pd.read_csv(_data_file(data_dir, file_name), sep=";")
-    _require_columns(frame, ["age", "balance", "job", "y"], file_name)
-    frame.insert(0, "customer_id", _row_ids("bank", len(frame)))
-    return frame
-
-
-def _load_hillstrom(data_dir: Path) -> pd.DataFrame:
-    """MineThatData e-mail test, with a ``channel_zip`` partner column."""
-    file_name = "hillstrom.csv.gz"
-    frame = pd.read_csv(_data_file(data_dir, file_name))
-    _require_columns(frame, ["channel", "zip_code", "spend"], file_name)
-    frame.insert(0, "customer_id", _row_ids("hillstrom", len(frame)))
-    frame["channel_zip"] = frame["channel"].astype("str") + "-" + frame["zip_code"].astype("str")
-    return frame
 
 
 def _read_retail_transactions(data_dir: Path) -> pd.DataFrame:
@@ -400,34 +214,3 @@ def retail_transactions(data_dir: Path) -> pd.DataFrame:
     raw["phone"] = [synthetic_phone(c, variant=v) for c, v in zip(customers, line, strict=True)]
     raw["partner_region"] = region.reindex(customers).to_numpy()
     return raw.drop(columns=["CustomerID"])
-
-
-PRESETS: Mapping[str, PresetDefinition] = MappingProxyType(
-    {
-        "bank": PresetDefinition(
-            _load_bank, "bank.toml", "job", 5,
-            "UCI Bank Marketing (45,211 customers); partners are groups of jobs.",
-        ),
-        "hillstrom": PresetDefinition(
-            _load_hillstrom, "hillstrom.toml", "channel_zip", 9,
-            "MineThatData e-mail test (64,000 customers); partners are channel x zip code.",
-        ),
-        "retail": PresetDefinition(
-            _load_retail_full, "retail.toml", "partner_region", 6,
-            "UCI Online Retail, per-customer RFM features from the raw transactions over the "
-            "whole year (snapshot 2011-12-10); partners are 3 UK shards, Germany, France, "
-            "rest of world.",
-        ),
-        "retail-transactions": PresetDefinition(
-            retail_transactions, "retail_transactions.toml", "partner_region", 6,
-            "UCI Online Retail raw lines with synthetic e-mails/phones; partners pseudonymise "
-            "and aggregate them into the 'retail' features.",
-        ),
-        "retail-holdout": PresetDefinition(
-            _load_retail_holdout, "retail.toml", "partner_region", 6,
-            "UCI Online Retail, RFM features before 2011-09-09 and future_spend to 2011-12-09 "
-            "(for response models); partners as for 'retail'.",
-        ),
-    }
-)  # fmt: skip
-"""Known presets by name (read-only): loader, spec file, partition column, partners."""

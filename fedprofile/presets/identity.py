@@ -20,8 +20,8 @@ import pandas as pd
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.contract.suggest import did_you_mean
 from fedprofile.errors import ContractError, DataError
+from fedprofile.presets.partition import Partition
 from fedprofile.privacy.pseudonym import normalize_email, normalize_phone
-from fedprofile.sim.partition import Partition
 
 __all__ = ["add_overlap", "customer_keys", "synthetic_email",
            "synthetic_phone"]
