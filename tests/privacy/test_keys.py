@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from fedprofile.errors import DataError, PrivacyWarning
+from fedprofile.privacy.keyring import KeyRing, key_id_of
 from fedprofile.privacy.keys import (
-    KeyRing,
     PseudonymKey,
     generate_key,
-    key_id_of,
     load_key,
     write_key,
 )
