@@ -141,10 +141,14 @@ def bench_sources(
     """
     from fedprofile.sim.bench_sources import source_table, sources_run
 
+    try:
+        counts = [int(x) for x in customers.split(",")]
+    except ValueError:
+        raise _fail(ContractError("--customers must be comma-separated integers, e.g. "
+                                  f"'1000000,10000000'. Got {customers!r}.")) from None
     rows = []
     try:
         kinds = ["csv", *(k for k in _split(sources, "--sources") if k != "csv")]
-        counts = [int(x) for x in _split(customers, "--customers")]
         if not all(n >= 1 for n in counts):
             raise ContractError(f"--customers must be positive integers. Got {customers!r}.")
         for n in counts:
@@ -152,9 +156,6 @@ def bench_sources(
                 rows += sources_run(folder / str(n), customers=n, kinds=kinds,
                                     postgres=postgres, seed=seed,
                                     progress=lambda msg: status.update(msg))
-    except ValueError:
-        raise _fail(ContractError("--customers must be comma-separated integers, e.g. "
-                                  f"'1000000,10000000'. Got {customers!r}.")) from None
     except FedprofileError as exc:
         raise _fail(exc) from None
     typer.echo(source_table(rows))
