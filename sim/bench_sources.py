@@ -146,11 +146,12 @@ class _Loader:
         self.engine = sa.create_engine(sa.engine.make_url(url).set(
             password=os.environ.get(PASSWORD_ENV) or None), poolclass=sa.pool.NullPool)
         try:
-            self.conn = self.engine.raw_connection()
+            self.conn: Any = self.engine.raw_connection()  # psycopg's own connection
         except sa.exc.SQLAlchemyError as exc:
             self.engine.dispose()
+            cause = type(getattr(exc, "orig", None) or exc).__name__
             raise DataError(f"Database {self.label!r}: cannot connect to load the benchmark "
-                            f"table ({type(exc.orig or exc).__name__}).") from None
+                            f"table ({cause}).") from None
         self.sql = ""
 
     def create(self, rows: Any) -> None:
