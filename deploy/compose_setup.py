@@ -12,9 +12,12 @@ after any change to the app, each partner approves the new version again with
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 from fedprofile.deploy.approval import approve_app
 from fedprofile.deploy.credentials import create_credentials, create_superexec_secret
@@ -26,6 +29,10 @@ __all__ = ["PARTNERS", "main"]
 DEPLOY_DIR = Path(__file__).resolve().parent
 APP_DIR = DEPLOY_DIR.parent
 PARTNERS = 3
+DB_PARTNER = 3
+"""The partner whose customers the optional ``partner-db`` compose profile also loads into
+its own PostgreSQL database."""
+_SQL_TYPES = {"i": "bigint", "f": "double precision", "b": "boolean"}
 POLICY = """max_epsilon_per_run = 2.0
 total_epsilon = 8.0
 delta = 1e-6
@@ -48,6 +55,8 @@ def main(out: Path = DEPLOY_DIR, app: Path = APP_DIR) -> int:
         part.frame.to_parquet(home / "data" / "customers.parquet", index=False)
         write_key(key, home / "secrets" / "federation.key")
         (home / "policy.toml").write_text(POLICY, encoding="utf-8")
+        if i == DB_PARTNER:
+            _partner_database(home, part.frame)
         trust = out / "credentials" / f"partner-{i}"
         create_superexec_secret(trust / "superexec.secret")
         (trust / "approved-apps.txt").unlink(missing_ok=True)
@@ -55,6 +64,27 @@ def main(out: Path = DEPLOY_DIR, app: Path = APP_DIR) -> int:
     print(f"Every partner approved the app {app} as FAB sha256 {digest}.")  # noqa: T201
     (out / "state").mkdir(exist_ok=True)
     return 0
+
+
+def _partner_database(home: Path, frame: pd.DataFrame) -> None:
+    """The seed of the partner's own database: its table, its rows and two passwords.
+
+    ``db/01-customers.sql`` creates and fills the table when the database is first created;
+    ``secrets/db-admin-password`` and ``secrets/db-reader-password`` (mode 0600) are the
+    passwords of the database's owner and of the read-only role the node connects as.
+    """
+    (home / "db").mkdir(exist_ok=True)
+    frame.to_csv(home / "db" / "customers.csv", index=False)
+    columns = ",\n    ".join(f'"{name}" {_SQL_TYPES.get(frame[name].dtype.kind, "text")}'
+                              for name in frame.columns)
+    (home / "db" / "01-customers.sql").write_text(
+        f"CREATE TABLE customers (\n    {columns}\n);\n"
+        "COPY customers FROM '/seed/customers.csv' (FORMAT csv, HEADER true);\n",
+        encoding="utf-8")
+    for name in ("db-admin-password", "db-reader-password"):
+        path = home / "secrets" / name
+        path.write_text(secrets.token_urlsafe(24), encoding="utf-8")
+        path.chmod(0o600)
 
 
 if __name__ == "__main__":

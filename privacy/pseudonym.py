@@ -8,20 +8,12 @@ an identifier is computed; error messages give reasons, never identifiers.
 
 from __future__ import annotations
 
-import gzip
-import os
-import secrets
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from cryptography.hazmat.primitives import hashes, hmac
 
 from fedprofile.errors import ContractError, DataError
@@ -43,10 +35,10 @@ __all__ = [
     "InvalidIdentifier",
     "PseudonymizeReport",
     "Pseudonymizer",
+    "check_identity_columns",
     "hmac_sha256",
     "normalize_email",
     "normalize_phone",
-    "pseudonymize_file",
     "pseudonymize_frame",
 ]
 
@@ -54,7 +46,6 @@ EMAIL_TAG = b"fedprofile/email/v1\x00"  # HMAC domain-separation prefix for e-ma
 PHONE_TAG = b"fedprofile/phone/v1\x00"  # HMAC domain-separation prefix for phone numbers
 
 _MISSING, _ABSENT = "\x00missing", "\x00absent"
-_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, pa.ArrowException)
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
@@ -150,9 +141,10 @@ def _tally(outcomes: list[tuple[str | None, str]]) -> tuple[int, int, dict[str, 
     return counts.pop("", 0), counts.pop(_MISSING, 0), dict(sorted(counts.items()))
 
 
-def _check_columns(
+def check_identity_columns(
     columns: list[str], email_col: str | None, phone_col: str | None, id_col: str, where: str
 ) -> None:
+    """Refuse identity columns that are not in ``columns``, or an ``id_col`` already there."""
     if email_col is None and phone_col is None:
         raise DataError(f"{where}give email_col and/or phone_col: the column(s) to pseudonymise")
     shown = ", ".join(repr(name) for name in columns[:30]) + (" ..." if len(columns) > 30 else "")
@@ -177,7 +169,7 @@ def pseudonymize_frame(
     Rows with neither get a null pseudonym; the caller decides whether to drop them.
     ``df`` is not modified; the returned frame lacks the raw identity columns.
     """
-    _check_columns(list(df.columns), email_col, phone_col, id_col, "")
+    check_identity_columns(list(df.columns), email_col, phone_col, id_col, "")
     absent: list[tuple[str | None, str]] = [(None, _ABSENT)] * len(df)
     emails = [_outcome(v, pseudonymizer.email) for v in df[email_col]] if email_col else absent
     phones = [_outcome(v, pseudonymizer.phone) for v in df[phone_col]] if phone_col else absent
@@ -190,101 +182,3 @@ def pseudonymize_frame(
     return out, PseudonymizeReport(
         len(df), *email_counts, *phone_counts, with_id - email_counts[0], len(df) - with_id
     )
-
-
-def _file_kind(path: Path, role: str) -> tuple[str, bool]:
-    name = path.name.lower()
-    if name.endswith((".csv", ".csv.gz")):
-        return "csv", name.endswith(".gz")
-    if name.endswith((".parquet", ".pq")):
-        return "parquet", False
-    raise DataError(f"{role} file {path}: unsupported suffix; use .csv, .csv.gz, .parquet or .pq")
-
-
-def _input_schema(path: Path, kind: str) -> pa.Schema:
-    try:
-        if kind == "parquet":
-            return pq.read_schema(path).remove_metadata()
-        header = pd.read_csv(path, nrows=0, dtype=str)
-    except _READ_ERRORS as exc:
-        raise DataError(f"cannot read {path} as {kind} ({type(exc).__name__})") from None
-    return pa.schema([pa.field(str(name), pa.string()) for name in header.columns])
-
-
-def _read_chunks(path: Path, kind: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    try:
-        if kind == "parquet":
-            with pq.ParquetFile(path) as parquet:
-                for batch in parquet.iter_batches(batch_size=chunk_rows):
-                    yield batch.to_pandas()
-        else:
-            with pd.read_csv(
-                path, chunksize=chunk_rows, dtype=str, keep_default_na=False, na_values=[""]
-            ) as reader:
-                yield from reader
-    except _READ_ERRORS as exc:
-        raise DataError(f"cannot read {path} as {kind} ({type(exc).__name__})") from None
-
-
-@contextmanager
-def _writer(path: Path, kind: tuple[str, bool], schema: pa.Schema) -> Iterator[Any]:
-    if kind[0] == "parquet":
-        with pq.ParquetWriter(path, schema) as writer:
-            yield lambda frame: writer.write_table(
-                pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-            )
-        return
-    opener: Callable[..., Any] = gzip.open if kind[1] else open
-    with opener(path, "wt", encoding="utf-8", newline="") as handle:
-        pd.DataFrame(columns=schema.names).to_csv(handle, index=False)
-        yield lambda frame: frame.to_csv(handle, index=False, header=False)
-
-
-def pseudonymize_file(
-    in_path: str | os.PathLike[str],
-    out_path: str | os.PathLike[str],
-    pseudonymizer: Pseudonymizer,
-    *,
-    email_col: str | None = None,
-    phone_col: str | None = None,
-    id_col: str = "pid",
-    chunk_rows: int = 100_000,
-    progress: Callable[[int], None] | None = None,
-) -> PseudonymizeReport:
-    """Pseudonymise a CSV or Parquet file chunk by chunk into a CSV or Parquet file.
-
-    Formats follow the suffixes ``.csv``, ``.csv.gz``, ``.parquet``, ``.pq``; CSV is read as
-    text so values pass through unchanged. The output replaces ``out_path`` once complete.
-    ``progress`` gets each chunk's row count; columns and report are as in
-    :func:`pseudonymize_frame`. Bad files, suffixes or columns raise DataError naming them.
-    """
-    source, target = Path(in_path), Path(out_path)
-    in_kind, out_kind = _file_kind(source, "input"), _file_kind(target, "output")
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ContractError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    if not source.is_file():
-        raise DataError(f"input file {source} does not exist")
-    if not target.parent.is_dir():
-        raise DataError(f"output directory {target.parent} does not exist")
-    if target.exists() and target.resolve() == source.resolve():
-        raise DataError(f"output file {target} is the input file; choose another path")
-    schema = _input_schema(source, in_kind[0])
-    _check_columns(schema.names, email_col, phone_col, id_col, f"{source}: ")
-    kept = [item for item in schema if item.name not in (email_col, phone_col)]
-    out_schema = pa.schema([pa.field(id_col, pa.string()), *kept])
-    report = PseudonymizeReport()
-    staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
-    try:
-        with _writer(staging, out_kind, out_schema) as write:
-            for chunk in _read_chunks(source, in_kind[0], chunk_rows):
-                frame, part = pseudonymize_frame(
-                    chunk, pseudonymizer, email_col=email_col, phone_col=phone_col, id_col=id_col
-                )
-                write(frame)
-                report = report.merge(part)
-                if progress is not None:
-                    progress(part.rows)
-        os.replace(staging, target)
-    finally:
-        staging.unlink(missing_ok=True)
-    return report

@@ -118,6 +118,49 @@ def bench_speed(
         _write_plot(plot, lambda: plot_speed(rows, plot))
 
 
+@bench_app.command("sources")
+def bench_sources(
+    customers: Annotated[str, typer.Option(
+        help="Comma-separated customer counts (a jittered scale-up of the bank rows).")
+    ] = "1000000",
+    sources: Annotated[str, typer.Option(
+        help="Comma-separated sources read after the CSV: parquet, parquet-dir, postgresql.")
+    ] = "parquet,parquet-dir,postgresql",
+    postgres: Annotated[str | None, typer.Option(
+        help="A PostgreSQL database URL without password (password in "
+             "FEDPROFILE_DB_PASSWORD) the benchmark may load its table into.")] = None,
+    folder: Annotated[Path, typer.Option(
+        help="Scratch folder for the data and the caches (several GB at 10 million).")
+    ] = Path(".fedprofile/bench-sources"),
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the synthetic rows.")] = 0,
+) -> None:
+    """Rows per second and peak memory reading a partner table into the matrix cache.
+
+    The same rows as a CSV file (the reference), a Parquet file, a Parquet folder and a
+    PostgreSQL table, each read by the partner's own code in a fresh process.
+    """
+    from fedprofile.sim.bench_sources import source_table, sources_run
+
+    try:
+        counts = [int(x) for x in customers.split(",")]
+    except ValueError:
+        raise _fail(ContractError("--customers must be comma-separated integers, e.g. "
+                                  f"'1000000,10000000'. Got {customers!r}.")) from None
+    rows = []
+    try:
+        kinds = ["csv", *(k for k in _split(sources, "--sources") if k != "csv")]
+        if not all(n >= 1 for n in counts):
+            raise ContractError(f"--customers must be positive integers. Got {customers!r}.")
+        for n in counts:
+            with console.status(f"{n:,} customers") as status:
+                rows += sources_run(folder / str(n), customers=n, kinds=kinds,
+                                    postgres=postgres, seed=seed,
+                                    progress=lambda msg: status.update(msg))
+    except FedprofileError as exc:
+        raise _fail(exc) from None
+    typer.echo(source_table(rows))
+
+
 def _check_plot_path(path: Path | None) -> None:
     """Refuse a plot path that cannot be written before any benchmark runs."""
     if path is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -87,35 +87,54 @@ def approve_app(
 
 @app.command()
 def pseudonymize(
-    source: Annotated[Path, typer.Argument(help="CSV or Parquet file with raw identifiers.")],
+    source: Annotated[str, typer.Argument(
+        help="CSV/Parquet file or Parquet folder with raw identifiers, or a database URL "
+             "without password (with --data-query).")],
     key: Annotated[Path, typer.Option(help="Key file from `fedprofile keygen`.")],
     out: Annotated[Path, typer.Option(help="Output CSV or Parquet file.")],
+    data_query: Annotated[str, typer.Option(
+        help="With a database SOURCE: a table name or one SELECT query.")] = "",
     email_col: Annotated[str | None, typer.Option(help="E-mail column.")] = None,
     phone_col: Annotated[str | None, typer.Option(help="Phone column.")] = None,
     id_col: Annotated[str, typer.Option(help="Name of the pseudonym column.")] = "pid",
     region: Annotated[str, typer.Option(help="Default phone region (ISO code).")] = "GB",
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
 ) -> None:
-    """Replace e-mail/phone columns by keyed pseudonyms, streaming in chunks."""
+    """Replace e-mail/phone columns by keyed pseudonyms, streaming in chunks.
+
+    A database is read over a read-only connection (the password from FEDPROFILE_DB_PASSWORD
+    or an owner-only file named by FEDPROFILE_DB_PASSWORD_FILE); the output is a file.
+    """
+    from fedprofile.io.sources import FileSource, open_source
     from fedprofile.privacy.keys import load_key
-    from fedprofile.privacy.pseudonym import Pseudonymizer, pseudonymize_file
+    from fedprofile.privacy.pseudonym import Pseudonymizer
+    from fedprofile.privacy.pseudonym_files import pseudonymize_chunks, pseudonymize_file
 
     try:
         pseudo = Pseudonymizer(load_key(key), default_region=region)
+        table = open_source(source, data_query)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"),
                       TextColumn("{task.completed:,} rows"), TimeElapsedColumn(),
                       console=console) as progress:
             task = progress.add_task("Pseudonymising", total=None)
-            report = pseudonymize_file(source, out, pseudo, email_col=email_col,
-                                       phone_col=phone_col, id_col=id_col,
-                                       chunk_rows=chunk_rows,
-                                       progress=lambda n: progress.update(task, advance=n))
+            options: dict[str, Any] = {
+                "email_col": email_col, "phone_col": phone_col, "id_col": id_col,
+                "progress": lambda n: progress.update(task, advance=n)}
+            if isinstance(table, FileSource):
+                report = pseudonymize_file(table.path, out, pseudo, chunk_rows=chunk_rows,
+                                           **options)
+            else:  # identities as text, as a CSV is read: a phone stored as a number
+                identities = [c for c in (email_col, phone_col) if c]
+                report = pseudonymize_chunks(
+                    table.iter_chunks(chunk_rows=chunk_rows, text_columns=identities), out,
+                    pseudo, source=table.label, **options)
     except FedprofileError as exc:
         raise _fail(exc) from None
-    table = Table(title=f"Pseudonymised {source.name} -> {out}", show_header=False)
-    for name, value in report.to_dict().items():
-        table.add_row(name.replace("_", " "), str(value))
-    console.print(table)
+    name = table.label if not isinstance(table, FileSource) else table.path.name
+    result = Table(title=f"Pseudonymised {name} -> {out}", show_header=False)
+    for field, value in report.to_dict().items():
+        result.add_row(field.replace("_", " "), str(value))
+    console.print(result)
 
 
 @app.command()

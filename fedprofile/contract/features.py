@@ -61,7 +61,10 @@ def _numeric_column(values: pd.Series, feat: NumericFeature, report: DataQuality
                     ) -> tuple[np.ndarray, np.ndarray]:
     if pd.api.types.is_bool_dtype(values):
         values = values.astype(float)
-    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, copy=True)
+    if _is_temporal(values):  # a date or a duration is no number of the contract's units
+        numbers = np.full(len(values), np.nan)
+    else:
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, copy=True)
     numbers[~np.isfinite(numbers)] = np.nan
     absent = values.isna().to_numpy()
     bad = np.isnan(numbers) & ~absent
@@ -81,6 +84,20 @@ def _numeric_column(values: pd.Series, feat: NumericFeature, report: DataQuality
         invalid = np.zeros_like(invalid)
     report.dropped_by[feat.name] = int(invalid.sum())
     return feat.scale(np.nan_to_num(numbers, nan=lo))[:, None], invalid
+
+
+_TEMPORAL = frozenset({"datetime64", "datetime", "date", "time", "timedelta64", "timedelta",
+                       "period"})
+
+
+def _is_temporal(values: pd.Series) -> bool:
+    """Whether ``values`` are dates, times or durations (a database's typed column).
+
+    ``pd.to_numeric`` would turn them into nanoseconds, numbers in no contract's units.
+    """
+    if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_timedelta64_dtype(values):
+        return True
+    return values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in _TEMPORAL
 
 
 def _category_text(values: pd.Series) -> pd.Series:

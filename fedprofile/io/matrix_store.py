@@ -84,4 +84,7 @@ def write_matrix(tables: Iterable[pd.DataFrame], spec: FeatureSpec, path: Path, 
             shutil.copyfileobj(src, out, 1 << 24)
     finally:
         rows_path.unlink(missing_ok=True)
+        close = getattr(tables, "close", None)
+        if close is not None:  # a reader stopped by an error releases its connection now
+            close()
     return report

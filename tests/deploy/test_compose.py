@@ -54,7 +54,8 @@ def set_up(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("name", [n for n, s in SERVICES.items() if "entrypoint" not in s])
+@pytest.mark.parametrize("name", [n for n, s in SERVICES.items() if "entrypoint" not in s
+                                  and s["image"].split(":")[0] in BINARY])
 def test_service_commands_use_only_flags_the_installed_clis_accept(name: str) -> None:
     service = SERVICES[name]
     binary = BINARY[service["image"].split(":")[0]]
@@ -102,7 +103,7 @@ def test_each_partner_runtime_api_is_on_a_network_of_its_own() -> None:
         assert COMPOSE["networks"][private] == {"internal": True}
         on_it = {n for n in SERVICES if private in _networks(n)}
         assert on_it == {f"supernode-{i}", f"superexec-clientapp-{i}"}
-        assert _networks(f"superexec-clientapp-{i}") == {private}
+        assert _networks(f"superexec-clientapp-{i}") - {f"partner-{i}-data"} == {private}
         uplink = _networks(f"supernode-{i}") - {private}
         assert len(uplink) == 1
         (net,) = uplink
@@ -188,3 +189,42 @@ def test_tls_and_authentication_are_on_for_every_partner() -> None:
         node = SERVICES[f"supernode-{i}"]["command"]
         assert any(a.startswith("--root-certificates=") for a in node)
         assert any(a.startswith("--auth-supernode-private-key=") for a in node)
+
+
+def test_partner_database_is_optional_private_and_read_through_a_read_only_role(
+        set_up: Path) -> None:
+    # Prepare
+    db = SERVICES["partner-3-db"]
+    env = db["environment"]
+    secrets = COMPOSE["secrets"]
+
+    # Assert: only under its profile, on an internal network shared with partner 3's launcher
+    # alone (not with its SuperNode's runtime API), no published port
+    assert db["profiles"] == ["partner-db"] and db["image"] == "postgres:15"
+    assert db["networks"] == ["partner-3-data"]
+    assert COMPOSE["networks"]["partner-3-data"] == {"internal": True}
+    assert {n for n in SERVICES if "partner-3-data" in _networks(n)} == {
+        "partner-3-db", "superexec-clientapp-3"}
+    assert "ports" not in db
+    # passwords are secrets written by the set-up (0600), never values in the file
+    assert "POSTGRES_PASSWORD" not in env
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/partner-db-admin"
+    assert sorted(db["secrets"]) == sorted(secrets) == ["partner-db-admin", "partner-db-reader"]
+    for secret in secrets.values():
+        made = set_up / Path(secret["file"]).relative_to("deploy")
+        assert made.is_file() and (made.stat().st_mode & 0o777) == 0o600
+        assert len(made.read_text()) >= 24
+    # the seed creates the table from the partner's rows; the role only reads
+    seed = (set_up / "partners" / "partner-3" / "db" / "01-customers.sql").read_text()
+    assert seed.startswith("CREATE TABLE customers (") and '"age" bigint' in seed
+    reader = (ROOT / "deploy" / "partner-db" / "reader.sh").read_text()
+    assert "default_transaction_read_only = on" in reader
+    assert "GRANT SELECT ON customers TO fedprofile_reader" in reader
+    assert not re.search(r"GRANT (ALL|INSERT|UPDATE|DELETE)", reader)
+    assert "/run/secrets/partner-db-reader" in reader
+
+
+def test_partner_database_url_in_the_compose_notes_has_no_password() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    urls = re.findall(r"postgresql\+psycopg://[^' ]+", text)
+    assert urls and all(":" not in url.split("://")[1].split("@")[0] for url in urls)

@@ -17,7 +17,8 @@ from fedprofile.io.sources import FileSource, ParquetDirSource, SqlSource, open_
 from fedprofile.io.sql import PASSWORD_ENV
 from fedprofile.io.tables import write_table
 from fedprofile.presets.datasets import load_preset
-from fedprofile.sim.inprocess import run_kmeans_inprocess
+from fedprofile.protocol import ResponseTask
+from fedprofile.sim.inprocess import run_kmeans_inprocess, run_response_inprocess
 
 ROWS = 900
 PARTNERS = ("north", "south", "west")
@@ -175,3 +176,44 @@ def test_parquet_folder_with_hive_partitions_reads_the_partition_column(tmp_path
     # Assert
     assert len(read) == ROWS and sorted(read["partner"].unique()) == sorted(PARTNERS)
     assert not isinstance(read["partner"].dtype, pd.CategoricalDtype)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bank_pipeline_at_eps_1_equals_the_csv_partners_with_the_same_seed(
+        engine, bank, tmp_path, request, monkeypatch) -> None:
+    # Prepare: three partners per side, each reading its own rows
+    frame, spec_path = bank
+    spec = load_spec(spec_path)
+    csv_sites, sites = [], []
+    location = (None if engine == "parquet-dir"
+                else _source(engine, frame, tmp_path / "db", request, monkeypatch))
+    for name in PARTNERS:
+        rows = frame[frame.partner == name]
+        csv = write_table(rows, tmp_path / name / "customers.csv")
+        csv_sites.append(_node(str(csv), "", tmp_path / name / "csv-state", spec_path))
+        if engine == "parquet-dir":
+            location = _source(engine, rows, tmp_path / name / "pq", request, monkeypatch)
+        assert location is not None
+        sites.append(_node(location, _query(engine, f"WHERE partner = '{name}'"),
+                           tmp_path / name / "state", spec_path))
+
+    # Execute: the pipeline's two learning stages at epsilon = 1 with seeded noise: private
+    # segments, then a segment-aware logistic model of y on each partner's design rows
+    def pipeline(partners: list[PartnerSite]) -> tuple[np.ndarray, np.ndarray]:
+        segments = run_kmeans_inprocess([s.matrix() for s in partners], spec, k=4,
+                                        epsilon=1.0, seed=0, noise_seed=7)
+        task = ResponseTask(run_id="r", spec_fingerprint=spec.fingerprint(), stage="logistic",
+                            round=0, target="y", holdout=0.2, holdout_seed=0,
+                            segment_centers=segments.centers)
+        designs = [s.design(task) for s in partners]
+        model = run_response_inprocess(designs, task="logistic", epsilon=1.0,
+                                       norm_bound=float(np.sqrt(spec.norm_bound**2 + 2)),
+                                       target_bound=1.0, noise_seed=7)
+        return segments.centers, model.coef
+
+    ours, theirs = pipeline(sites), pipeline(csv_sites)
+
+    # Assert: the same noisy segments and the same noisy response model, bit for bit
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    np.testing.assert_array_equal(ours[1], theirs[1])
+    assert np.isfinite(ours[1]).all() and np.abs(ours[1]).sum() > 0

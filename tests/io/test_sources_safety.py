@@ -306,3 +306,98 @@ def test_postgresql_cache_follows_updated_at(pg_db, spec, tmp_path) -> None:
     _update(admin, f"UPDATE {table} SET age = 60, updated_at = '2025-01-01' WHERE id = 1")
     changed = _site(url, query, spec, state, **extra).matrix()
     assert first[0, 0] != changed[0, 0] == np.float32(0.5)
+
+
+# --- wrong types, and nothing released on bad input ---------------------------------------
+
+
+WRONG_TYPES = {
+    "numbers as text": ("age TEXT", ["thirty", "forty", "n/a", "fifty"]),
+    "timestamps": ("age TIMESTAMP", ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]),
+    "dates": ("age DATE", ["1990-01-01", "1980-01-02", "1970-01-03", "1995-01-04"]),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_TYPES))
+def test_table_with_the_wrong_type_is_refused_in_one_line_naming_the_source(
+        case, postgres, spec, tmp_path, monkeypatch) -> None:
+    # Prepare: the contract's numeric column 'age' is not a number in the database
+    declared, values = WRONG_TYPES[case]
+    table = "wrong_" + case.replace(" ", "_")
+    engine = sa.create_engine(postgres.admin_url())
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        conn.execute(sa.text(f"CREATE TABLE {table} (id INT, {declared}, color TEXT)"))
+        for i, value in enumerate(values):
+            conn.execute(sa.text(f"INSERT INTO {table} VALUES (:i, :v, 'red')"),
+                         {"i": i, "v": value})
+    engine.dispose()
+    monkeypatch.setenv(PASSWORD_ENV, postgres.password)
+    site = _site(postgres.url(), f"SELECT * FROM {table}", spec, tmp_path / "s")
+
+    # Execute
+    with pytest.raises(DataError) as err:
+        site.matrix()
+
+    # Assert: one line naming the source (not its password) and the column
+    text = str(err.value)
+    assert f"fedprofile@127.0.0.1:{postgres.port}/postgres" in text
+    assert "column 'age' (feature 'age') holds no numeric values" in text
+    assert "\n" not in text and postgres.password not in text
+    assert not list((tmp_path / "s").glob("cache/matrix-*.npy"))
+
+
+def _bad_source(case: str, sqlite_db: str, tmp_path: Path) -> tuple[str, str, str]:
+    """(URL, query, expected message) of one bad input."""
+    if case == "unreachable database":
+        return "postgresql+psycopg://u@127.0.0.1:9/crm", "customers", "cannot connect"
+    if case == "failing query":
+        return sqlite_db, "SELECT * FROM nowhere", "query failed"
+    if case == "no rows":
+        return sqlite_db, "SELECT * FROM customers WHERE age > 100", "returned no rows"
+    if case == "missing column":
+        return sqlite_db, "SELECT id, age FROM customers", "missing column(s) ['color']"
+    if case == "wrong type":
+        return sqlite_db, "SELECT id, color AS age, color FROM customers", "no numeric values"
+    return sqlite_db, "DELETE FROM customers", "SELECT/WITH"
+
+
+@pytest.mark.parametrize("case", ["unreachable database", "failing query", "no rows",
+                                  "missing column", "wrong type", "write query"])
+def test_bad_input_is_an_error_reply_and_nothing_is_released(case, sqlite_db, spec, tmp_path,
+                                                             monkeypatch) -> None:
+    # Prepare: a partner announced a run over a bad source
+    from fedprofile.client.app import profile
+    from fedprofile.contract.parser import load_spec
+    from fedprofile.protocol import ProfileRequest
+    from fedprofile.server.kmeans import plan_kmeans
+
+    pytest.importorskip("psycopg")
+    monkeypatch.setenv(PASSWORD_ENV, "Canary-unreachable-8q")
+    url, query, message = _bad_source(case, sqlite_db, tmp_path)
+    contract = load_spec(spec)
+    events = plan_kmeans(epsilon=1.0, delta=1e-6, lloyd_rounds=3,
+                         norm_bound=contract.norm_bound).events()
+    request = ProfileRequest(run_id="r1", spec_fingerprint=contract.fingerprint(),
+                             epsilon_target=1.0, delta=1e-6, stages=("kmeans",),
+                             planned_events=events, min_segment_size=50, k=2)
+    state = tmp_path / "state"
+
+    # Execute
+    site = None
+    try:
+        site = _site(url, query, spec, state)
+        profile(request, site)
+    except DataError as exc:
+        error, reply = exc, error_for(exc, site, "Profile")
+    else:
+        pytest.fail("the bad source was accepted")
+
+    # Assert: a one-line refusal naming the problem; no release in the partner's ledger; the
+    # partner's database unchanged
+    assert message in str(error) and "\n" not in str(error) and "\n" not in reply.reason
+    assert "Canary-unreachable-8q" not in str(error) + reply.reason
+    if site is not None:
+        assert site.ledger.events() == []
+        assert not list(state.glob("cache/matrix-*.npy"))
+    assert _count(sqlite_db) == 4

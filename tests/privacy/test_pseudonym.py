@@ -23,9 +23,9 @@ from fedprofile.privacy.pseudonym import (
     hmac_sha256,
     normalize_email,
     normalize_phone,
-    pseudonymize_file,
     pseudonymize_frame,
 )
+from fedprofile.privacy.pseudonym_files import pseudonymize_file
 
 FIXED_KEY = PseudonymKey(
     key_id="k-test", created_at="2024-01-01T00:00:00Z", secret=bytes(range(32))
