@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedprofile.client.capture import make_capture_mod
 from fedprofile.client.checks import NotReadyError, check_ready
+from fedprofile.client.overlap import overlap_blind, overlap_count, overlap_respond
 from fedprofile.client.redact import redact_local_paths
 from fedprofile.client.response import clipped_gradient_sum, gram_statistics
 from fedprofile.client.site import PartnerSite
@@ -44,12 +45,14 @@ from fedprofile.protocol import (
     GramRequest,
     KMeansReply,
     KMeansRequest,
+    MessageKind,
     ProfileReply,
     ProfileRequest,
     ResponseTask,
     ScoreReply,
     ScoreRequest,
 )
+from fedprofile.protocol.overlap import OverlapStep
 
 __all__ = ["app", "build_client_app", "error_for", "gradient", "gram", "kmeans", "profile",
            "score"]
@@ -214,6 +217,19 @@ def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str,
         return Message(error_for(exc, site, msg.metadata.message_type), reply_to=msg)
 
 
+def _overlap_keys(context: Context) -> ConfigRecord:
+    """The initiator's fresh per-query keys, kept in the node's own state between steps."""
+    if "overlap-keys" not in context.state:
+        context.state["overlap-keys"] = ConfigRecord()
+    keys = context.state["overlap-keys"]
+    assert isinstance(keys, ConfigRecord)
+    return keys
+
+
+def _overlap_parser(kind: str) -> Callable[[RecordDict], OverlapStep]:
+    return lambda content: OverlapStep.from_record(content, kind)
+
+
 def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:
     """Build the partner ClientApp.
 
@@ -245,6 +261,23 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
     @client.train("gradient")
     def _gradient(msg: Message, context: Context) -> Message:
         return _respond(msg, context, defaults, GradientRequest.from_record, gradient)
+
+    @client.query("overlap_blind")
+    def _overlap_blind(msg: Message, context: Context) -> Message:
+        keys = _overlap_keys(context)
+        return _respond(msg, context, defaults, _overlap_parser(MessageKind.OVERLAP_BLIND),
+                        lambda step, site: overlap_blind(step, site, keys))  # type: ignore[arg-type]
+
+    @client.query("overlap_respond")
+    def _overlap_respond(msg: Message, context: Context) -> Message:
+        return _respond(msg, context, defaults, _overlap_parser(MessageKind.OVERLAP_RESPOND),
+                        overlap_respond)
+
+    @client.query("overlap_count")
+    def _overlap_count(msg: Message, context: Context) -> Message:
+        keys = _overlap_keys(context)
+        return _respond(msg, context, defaults, _overlap_parser(MessageKind.OVERLAP_COUNT),
+                        lambda step, site: overlap_count(step, site, keys))  # type: ignore[arg-type]
 
     return client
 
