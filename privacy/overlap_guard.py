@@ -36,8 +36,8 @@ def check_set_sizes(guard: PartnerGuard, *, run_id: str, own: int, counterpart: 
     low = guard.policy.min_query_set_size
     for who, size in (("its own", own), ("the counterpart's", counterpart)):
         if size < low:
-            raise guard._refused(run_id, f"{who} query set has {size} customer(s), below its "
-                                 f"policy's min_query_set_size of {low}.")
+            raise guard._refused(run_id, f"{who} query set is below its policy's "
+                                 f"min_query_set_size of {low} customers.")
 
 
 def _queries_today(guard: PartnerGuard, tx: LedgerTransaction, component: str) -> int:
