@@ -86,3 +86,28 @@ def test_a_pair_with_an_unknown_partner_releases_nothing(tmp_path: Path) -> None
     for ledger in (tmp_path / "st" / "partners").rglob("ledger.sqlite"):
         with Ledger(ledger) as book:
             assert book.events() == []
+
+
+def test_partners_with_different_keys_get_no_overlap(tmp_path: Path) -> None:
+    from flwr.simulation import run_simulation
+
+    from fedprofile.client.app import build_client_app
+    from fedprofile.privacy.keys import generate_key, write_key
+    from fedprofile.server.app import build_server_app
+    from fedprofile.sim.runner import _prepare_partners
+
+    parts = _federation()
+    spec = load_preset("retail-transactions").spec_path
+    nodes = _prepare_partners(parts, spec_path=spec, state_dir=tmp_path, policy=None, seed=0,
+                              capture=None)
+    nodes[1]["key"] = str(write_key(generate_key(key_id="k-rotated"), tmp_path / "o.key"))
+    overrides = {"spec": str(spec), "out-dir": str(tmp_path / "out"), "task": "overlap",
+                 "expected-partners": 3, "epsilon": 1.0}
+    with pytest.raises(FedprofileError, match="different keys"):
+        run_simulation(server_app=build_server_app(overrides),
+                       client_app=build_client_app(nodes), num_supernodes=3,
+                       backend_config={"client_resources": {"num_cpus": 1}})
+    assert not (tmp_path / "out" / "model.json").exists()
+    for ledger in (tmp_path / "partners").rglob("ledger.sqlite"):
+        with Ledger(ledger) as book:
+            assert book.events() == []
