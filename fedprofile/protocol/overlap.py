@@ -6,7 +6,7 @@ Three steps per pair, initiator A and responder B:
 2. ``query.overlap_respond`` to B with ``E_a(X)``: B records its share of the release,
    replies ``E_b(E_a(X))`` and ``E_b(Y)``, both shuffled, with a fresh key.
 3. ``query.overlap_count`` to A with both: A counts ``E_b(E_a(X)) ∩ E_a(E_b(Y))``, records
-   its share, adds discrete Gaussian noise and replies the noisy count (or "suppressed").
+   its share, adds discrete Gaussian noise and replies the noisy count (or "count-suppressed").
 
 The coordinator only ever sees uniformly random-looking 32-byte points, the set sizes and
 the noisy count.
@@ -109,7 +109,7 @@ class OverlapStep:
 
     def to_record(self) -> RecordDict:
         """Encode as a RecordDict."""
-        points = {k: v for k, v in (("blinded", self.blinded),
+        points = {k: v for k, v in (("blinded-points", self.blinded),
                                     ("counterpart-points", self.counterpart_points))
                   if v is not None}
         return _with_points({**self.query.config(), "min-overlap-size": self.min_overlap_size},
@@ -124,7 +124,7 @@ class OverlapStep:
         c = _config(content, m)
         step = cls._KINDS.index(message_type)
         return cls(message_type=message_type, query=OverlapQuery.from_config(c, m),
-                   blinded=_points(content, "blinded", m) if step >= 1 else None,
+                   blinded=_points(content, "blinded-points", m) if step >= 1 else None,
                    counterpart_points=(_points(content, "counterpart-points", m)
                                        if step == 2 else None),
                    min_overlap_size=int(_get(c, "min-overlap-size", int, m)))
@@ -140,14 +140,14 @@ class OverlapBlindReply:
     def to_record(self) -> RecordDict:
         """Encode as a RecordDict."""
         return _with_points({"min-overlap-size": self.min_overlap_size},
-                            {"blinded": self.blinded})
+                            {"blinded-points": self.blinded})
 
     @classmethod
     def from_record(cls, content: RecordDict) -> OverlapBlindReply:
         """Decode and validate."""
         m = "query.overlap_blind reply"
         c = _config(content, m)
-        return cls(blinded=_points(content, "blinded", m),
+        return cls(blinded=_points(content, "blinded-points", m),
                    min_overlap_size=int(_get(c, "min-overlap-size", int, m)))
 
 
@@ -164,14 +164,15 @@ class OverlapRespondReply:
         """Encode as a RecordDict."""
         return _with_points({"min-overlap-size": self.min_overlap_size,
                              "events": _events_json(self.events)},
-                            {"double": self.double, "own": self.own})
+                            {"double-blinded": self.double, "own-blinded": self.own})
 
     @classmethod
     def from_record(cls, content: RecordDict) -> OverlapRespondReply:
         """Decode and validate."""
         m = "query.overlap_respond reply"
         c = _config(content, m)
-        return cls(double=_points(content, "double", m), own=_points(content, "own", m),
+        return cls(double=_points(content, "double-blinded", m),
+                   own=_points(content, "own-blinded", m),
                    min_overlap_size=int(_get(c, "min-overlap-size", int, m)),
                    events=_events_from_json(_get(c, "events", str, m), m))
 
@@ -186,7 +187,7 @@ class OverlapCountReply:
 
     def to_record(self) -> RecordDict:
         """Encode as a RecordDict."""
-        return _with_points({"count": self.count, "suppressed": self.suppressed,
+        return _with_points({"noisy-count": self.count, "count-suppressed": self.suppressed,
                              "events": _events_json(self.events)}, {})
 
     @classmethod
@@ -194,6 +195,6 @@ class OverlapCountReply:
         """Decode and validate."""
         m = "query.overlap_count reply"
         c = _config(content, m)
-        return cls(count=int(_get(c, "count", int, m)),
-                   suppressed=bool(_get(c, "suppressed", bool, m)),
+        return cls(count=int(_get(c, "noisy-count", int, m)),
+                   suppressed=bool(_get(c, "count-suppressed", bool, m)),
                    events=_events_from_json(_get(c, "events", str, m), m))
