@@ -1,4 +1,9 @@
-"""The overlap (PSI) keys of a partner policy file and their validation."""
+"""The overlap (PSI) keys of a partner policy file and their validation.
+
+``min_overlap_size`` (20): smallest overlap count published; ``min_query_set_size`` (100):
+smallest set either side may submit; ``max_overlap_queries_per_day`` (3): overlap queries
+with the same counterpart per UTC day.
+"""
 
 from __future__ import annotations
 

@@ -52,8 +52,7 @@ class PartnerPolicy:
     max_candidate_centres : int, default=4096
         Most centres one k-means request may carry (checked before anything is charged).
     min_overlap_size, min_query_set_size, max_overlap_queries_per_day : int
-        Overlap (PSI) limits: smallest count published, smallest set either side may
-        submit, and queries per counterpart per UTC day (defaults 20, 100, 3).
+        Overlap limits (see :mod:`fedprofile.privacy.overlap_limits`).
     """
 
     max_epsilon_per_run: float = 1.0
@@ -83,9 +82,9 @@ class PartnerPolicy:
                 "max_overlap_queries_per_day": self.max_overlap_queries_per_day}
 
 
-SIMULATION_POLICY = PartnerPolicy(max_epsilon_per_run=math.inf, total_epsilon=math.inf,
-                                  allow_non_private=True, max_overlap_queries_per_day=10**6,
-                                  source="simulation policy (no limits)")
+SIMULATION_POLICY = PartnerPolicy(
+    max_epsilon_per_run=math.inf, total_epsilon=math.inf, allow_non_private=True,
+    max_overlap_queries_per_day=10**6, source="simulation policy (no limits)")
 """What simulated partners run without ``--policy``: the user's own test data, no limits.
 A deployed node without a policy file runs ``PartnerPolicy()`` instead."""
 
