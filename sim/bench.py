@@ -16,13 +16,13 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
+from fedprofile.config import InitMethod
 from fedprofile.contract.assignment import assign
 from fedprofile.contract.design import DesignData
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import ContractError
 from fedprofile.presets.datasets import Preset
 from fedprofile.presets.partition import Partition
-from fedprofile.server.kmeans import InitMethod
 from fedprofile.sim.evaluate import CENTRALIZED_SEEDS, kmeans_cost
 from fedprofile.sim.inprocess import run_kmeans_inprocess, run_response_inprocess
 
@@ -31,7 +31,7 @@ __all__ = ["EPSILONS", "INITS", "BaselineRow", "Centralized", "ResponseRow", "Ut
            "response_utility"]
 
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
-INITS: tuple[str, ...] = get_args(InitMethod)
+INITS: tuple[InitMethod, ...] = get_args(InitMethod)
 """Every initialisation the k-means stage offers (all private: the start spends budget or
 uses no data)."""
 
@@ -96,14 +96,15 @@ class UtilityRow:
 
 
 def kmeans_utility(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
-                   inits: Sequence[str] = INITS, epsilons: Sequence[float] = EPSILONS,
-                   seeds: int = 3, rounds: int = 3, min_segment_size: int = 50,
+                   inits: Sequence[InitMethod] = INITS, epsilons: Sequence[float] = EPSILONS,
+                   seeds: int = 3, rounds: int = 0, min_segment_size: int = 50,
                    delta: float = 1e-6, reference: Centralized | None = None,
                    progress: Callable[[], None] | None = None) -> list[UtilityRow]:
     """Cost ratio to centralized k-means and ARI against its first fit, per init and epsilon.
 
     ``reference`` defaults to :func:`centralized_kmeans` of the pooled matrices; pass it to
-    compare several partner splits of the same customers against one reference.
+    compare several partner splits of the same customers against one reference. ``rounds``
+    0 plans a run's default (:func:`fedprofile.config.default_rounds`).
     """
     pooled = np.vstack(matrices)
     ref = reference or centralized_kmeans(pooled, k)
@@ -242,8 +243,8 @@ def _partner_matrices(dataset: str, partner_counts: Sequence[int | None]
 
 
 def segment_benchmark(dataset: str, *, k: int, partner_counts: Sequence[int | None] = (None,),
-                      inits: Sequence[str] = INITS, epsilons: Sequence[float] = EPSILONS,
-                      seeds: int = 3, rounds: int = 3,
+                      inits: Sequence[InitMethod] = INITS, epsilons: Sequence[float] = EPSILONS,
+                      seeds: int = 3, rounds: int = 0,
                       progress: Callable[[], None] | None = None
                       ) -> tuple[list[UtilityRow], list[BaselineRow]]:
     """:func:`kmeans_utility` and :func:`kmeans_baselines` of a preset per partner count.

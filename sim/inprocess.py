@@ -7,6 +7,7 @@ the framework's overhead in benchmarks, and the fast path for exactness tests an
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from fedprofile.client.response import gram_statistics
 from fedprofile.client.statistics import cluster_partials
-from fedprofile.config import default_candidates
+from fedprofile.config import InitMethod, default_candidates, default_rounds
 from fedprofile.contract.design import DesignData
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.privacy.mechanisms import GaussianMechanism
@@ -26,22 +27,25 @@ __all__ = ["run_kmeans_inprocess", "run_response_inprocess"]
 
 
 def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
-                         epsilon: float, delta: float = 1e-6, rounds: int = 3,
-                         init: str = "overcluster", candidates: int = 0, seed: int = 0,
+                         epsilon: float, delta: float = 1e-6, rounds: int = 0,
+                         init: InitMethod = "overcluster", candidates: int = 0, seed: int = 0,
                          initial_centers: np.ndarray | None = None,
                          noise_seed: int | None = None, k_range: tuple[int, int] | None = None,
                          min_segment_size: int = 0, **plan_options: float) -> KMeansResult:
     """Federated DP k-means over ``matrices`` (one scaled matrix per partner), in process.
 
+    ``rounds`` 0 plans :func:`fedprofile.config.default_rounds` of ``epsilon``;
     ``noise_seed`` seeds the partners' noise (None: OS entropy); ``k_range`` chooses k as
     ``--k auto`` does (``k`` is then its upper bound); ``plan_options`` go to
     :func:`fedprofile.server.kmeans.plan_kmeans`.
     """
-    plan = plan_kmeans(epsilon=epsilon, delta=delta, lloyd_rounds=rounds,
-                       norm_bound=spec.norm_bound, init=init, **plan_options)  # type: ignore[arg-type]  # init: an InitMethod as str
+    plan = plan_kmeans(epsilon=epsilon, delta=delta,
+                       lloyd_rounds=rounds or default_rounds(epsilon),
+                       norm_bound=spec.norm_bound, init=init, **plan_options)
     stage = KMeansStage(spec=spec, plan=plan, k=k, n_partners=len(matrices),
                         run_id=uuid.uuid4().hex[:16], fingerprint=spec.fingerprint(),
-                        candidates=candidates or default_candidates(k, spec.dim), seed=seed,
+                        candidates=candidates or default_candidates(
+                            k, spec.dim, private=math.isfinite(epsilon)), seed=seed,
                         initial_centers=initial_centers, k_range=k_range,
                         min_segment_size=min_segment_size)
     rng = np.random.default_rng(noise_seed)

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from fedprofile.cli.common import PRESET_NAMES, CliApp, console
 from fedprofile.cli.common import fail as _fail
+from fedprofile.config import InitMethod
 from fedprofile.errors import ContractError, FedprofileError
 
 bench_app = CliApp(no_args_is_help=True, help="Benchmarks whose tables the README quotes.")
@@ -25,7 +26,8 @@ def bench_utility(
         help="Comma-separated partner counts, e.g. '5,10' (default: the preset's split).")] = "",
     k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
     seeds: Annotated[int, typer.Option(min=1, max=100, help="Seeds per epsilon.")] = 3,
-    rounds: Annotated[int, typer.Option(min=1, max=50, help="Lloyd rounds.")] = 3,
+    rounds: Annotated[int, typer.Option(
+        min=0, max=50, help="Lloyd rounds; 0: as a run, 3 when private, 20 at epsilon = inf.")] = 0,
     task: Annotated[str, typer.Option(help="segments, ridge or logistic.")] = "segments",
     target: Annotated[str, typer.Option(help="Target of ridge/logistic.")] = "",
     gd_rounds: Annotated[int, typer.Option(min=1, max=100, help="Logistic rounds.")] = 3,
@@ -227,11 +229,11 @@ def _epsilon_list(text: str) -> list[float]:
     return values
 
 
-def _init_list(text: str, offered: Sequence[str]) -> list[str]:
+def _init_list(text: str, offered: Sequence[InitMethod]) -> list[InitMethod]:
     """k-means starts of ``--init``, each one the project offers."""
     items = _split(text, "--init")
     unknown = [x for x in items if x not in offered]
     if unknown:
         raise ContractError(f"--init must be a comma-separated list of {', '.join(offered)}. "
                             f"Got unknown {', '.join(map(repr, unknown))}.")
-    return list(dict.fromkeys(items))
+    return [method for method in offered if method in items]

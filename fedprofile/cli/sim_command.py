@@ -66,7 +66,8 @@ def sim(
         help="Target epsilon of the whole run (init included); 'inf' = non-private check."
     )] = "1.0",
     delta: Annotated[float, typer.Option(min=1e-12, max=0.1, help="Target delta.")] = 1e-6,
-    rounds: Annotated[int, typer.Option(min=1, max=50, help="Lloyd rounds.")] = 3,
+    rounds: Annotated[int, typer.Option(
+        min=0, max=50, help="Lloyd rounds; 0: 3 when private, 20 at epsilon = inf.")] = 0,
     init: Annotated[str, typer.Option(help="Start: 'overcluster' (DP) or 'random'.")
                     ] = "overcluster",
     candidates: Annotated[int, typer.Option(
@@ -104,6 +105,7 @@ def sim(
                                "partner (needs an e-mail identity column).")] = 0.0,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
+    from fedprofile.config import default_rounds
     from fedprofile.privacy.policy import load_policy
     from fedprofile.sim.jobs import ensure_folder, prepare_partitions
     from fedprofile.sim.runner import simulate
@@ -127,7 +129,8 @@ def sim(
                   "candidates": candidates, "min-segment-size": min_segment_size,
                   "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
                   "holdout": holdout, "segments": str(segments or "")}
-        seg_rounds = rounds + (1 if init == "overcluster" and not start_from else 0)
+        starts = init == "overcluster" and not start_from
+        seg_rounds = (rounds or default_rounds(eps)) + (1 if starts else 0)
         total = {"segments": seg_rounds, "ridge": 1, "logistic": 1 + gd_rounds,
                  "pipeline": seg_rounds + 1 + gd_rounds}.get(task, 1)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),

@@ -10,7 +10,9 @@ from sklearn.cluster import KMeans
 
 from fedprofile.contract.features import transform_frame
 from fedprofile.contract.parser import load_spec
+from fedprofile.contract.spec import FeatureSpec, NumericFeature
 from fedprofile.presets.datasets import load_preset
+from fedprofile.sim.evaluate import kmeans_cost
 from fedprofile.sim.inprocess import run_kmeans_inprocess
 
 
@@ -45,3 +47,29 @@ def test_private_run_differs_from_non_private_run(bank_partners) -> None:
     noisy = run_kmeans_inprocess(mats, spec, k=6, epsilon=1.0, rounds=2,
                                  initial_centers=start, init="random", noise_seed=0)
     assert not np.allclose(exact.centers, noisy.centers, atol=1e-6)
+
+
+def _mixture(seed: int, n: int = 6000, dim: int = 8, components: int = 9) -> np.ndarray:
+    """Overlapping Gaussian components of unequal sizes in the scaled box [-0.5, 0.5]^dim."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-0.3, 0.3, size=(components, dim))
+    sizes = rng.multinomial(n, rng.dirichlet(np.full(components, 2.0)))
+    rows = np.vstack([centre + rng.normal(scale=0.1, size=(size, dim))
+                      for centre, size in zip(centres, sizes, strict=True)])
+    return np.clip(rows, -0.5, 0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_non_private_defaults_reach_the_centralized_cost_at_k_6(seed: int) -> None:
+    # Prepare: three partners, each holding a different slab of the first feature (non-IID)
+    spec = FeatureSpec(name="mixture", features=tuple(
+        NumericFeature(name=f"x{i}", bounds=(0.0, 1.0)) for i in range(8)))
+    pooled = _mixture(seed)
+    order = np.argsort(pooled[:, 0])
+    mats = [pooled[part] for part in np.array_split(order, 3)]
+    central = np.mean([kmeans_cost(pooled, KMeans(n_clusters=6, n_init=10, random_state=s)
+                                   .fit(pooled).cluster_centers_) for s in range(3)])
+    # Execute: the run config's defaults (rounds and candidates left at 0)
+    fed = run_kmeans_inprocess(mats, spec, k=6, epsilon=math.inf, seed=seed)
+    # Assert
+    assert kmeans_cost(pooled, fed.centers) <= 1.02 * central
