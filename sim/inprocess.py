@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -19,11 +20,37 @@ from fedprofile.config import InitMethod, default_candidates, default_rounds
 from fedprofile.contract.design import DesignData
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.privacy.mechanisms import GaussianMechanism
+from fedprofile.privacy.secagg.plan import plan_secagg
+from fedprofile.privacy.secagg.simulate import simulate_release
 from fedprofile.protocol import GradientReply, GramReply, GramRequest, KMeansReply, ResponseTask
 from fedprofile.server.kmeans import KMeansResult, KMeansStage, plan_kmeans
 from fedprofile.server.regression import LogisticStage, RegressionResult, RidgeStage, plan_response
 
-__all__ = ["run_kmeans_inprocess", "run_response_inprocess"]
+__all__ = ["MAX_PARTNER_CUSTOMERS", "NoisePlacement", "released_vectors", "run_kmeans_inprocess",
+           "run_response_inprocess"]
+
+NoisePlacement = Literal["partner", "secagg"]
+MAX_PARTNER_CUSTOMERS = 10**8
+"""Public bound on one partner's customers: secure aggregation sizes its ring from it."""
+
+
+def released_vectors(vectors: Sequence[np.ndarray], *, sensitivity: float, noise_multiplier: float,
+             noise: NoisePlacement, rng: np.random.Generator) -> list[np.ndarray]:
+    """What the coordinator receives of one release: each partner's noised vector, or one sum.
+
+    ``partner``: every partner adds Gaussian noise of ``noise_multiplier * sensitivity``.
+    ``secagg``: every partner quantises and adds a Skellam share, so that the securely
+    summed noise matches a single Gaussian draw of that size (no dropouts planned).
+    """
+    if noise == "partner":
+        mech = GaussianMechanism(sensitivity=sensitivity, noise_multiplier=noise_multiplier)
+        return [mech.randomise(v, rng) for v in vectors]
+    flat = [np.ravel(v) for v in vectors]
+    plan = plan_secagg(partners=len(flat), dropouts=0, dim=flat[0].size,
+                       bound=MAX_PARTNER_CUSTOMERS * sensitivity, sensitivity=sensitivity,
+                       mu=1.0 / noise_multiplier if noise_multiplier > 0 else math.inf)
+    total, _ = simulate_release(plan, {f"p{i}": v for i, v in enumerate(flat)}, rng)
+    return [total.reshape(np.shape(vectors[0]))]
 
 
 def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
@@ -31,12 +58,14 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
                          init: InitMethod = "overcluster", candidates: int = 0, seed: int = 0,
                          initial_centers: np.ndarray | None = None,
                          noise_seed: int | None = None, k_range: tuple[int, int] | None = None,
-                         min_segment_size: int = 0, **plan_options: float) -> KMeansResult:
+                         min_segment_size: int = 0, noise: NoisePlacement = "partner",
+                         **plan_options: float) -> KMeansResult:
     """Federated DP k-means over ``matrices`` (one scaled matrix per partner), in process.
 
-    ``rounds`` 0 plans :func:`fedprofile.config.default_rounds` of ``epsilon``;
-    ``noise_seed`` seeds the partners' noise (None: OS entropy); ``k_range`` chooses k as
-    ``--k auto`` does (``k`` is then its upper bound); ``plan_options`` go to
+    ``noise`` places the noise (see :func:`released_vectors`); ``rounds`` 0 plans
+    :func:`fedprofile.config.default_rounds` of ``epsilon``; ``noise_seed`` seeds the
+    partners' noise (None: OS entropy); ``k_range`` chooses k as ``--k auto`` does (``k``
+    is then its upper bound); ``plan_options`` go to
     :func:`fedprofile.server.kmeans.plan_kmeans`.
     """
     plan = plan_kmeans(epsilon=epsilon, delta=delta,
@@ -51,16 +80,13 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
     rng = np.random.default_rng(noise_seed)
     for rnd in stage.rounds():
         request = stage.configure(rnd)
-        sum_mech = GaussianMechanism(sensitivity=spec.norm_bound,
-                                     noise_multiplier=request.sum_noise_multiplier)
-        count_mech = GaussianMechanism(sensitivity=1.0,
-                                       noise_multiplier=request.count_noise_multiplier)
-        replies = []
-        for matrix in matrices:
-            sums, counts = cluster_partials(matrix, request.centers)
-            replies.append(KMeansReply(sums=sum_mech.randomise(sums, rng),
-                                       counts=count_mech.randomise(counts, rng), events=()))
-        stage.aggregate(rnd, replies)
+        partials = [cluster_partials(matrix, request.centers) for matrix in matrices]
+        sums = released_vectors([s for s, _ in partials], sensitivity=spec.norm_bound,
+                        noise_multiplier=request.sum_noise_multiplier, noise=noise, rng=rng)
+        counts = released_vectors([c for _, c in partials], sensitivity=1.0,
+                          noise_multiplier=request.count_noise_multiplier, noise=noise, rng=rng)
+        stage.aggregate(rnd, [KMeansReply(sums=s, counts=c, events=())
+                              for s, c in zip(sums, counts, strict=True)])
     result = stage.finalize()
     return result
 
@@ -68,8 +94,12 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
 def run_response_inprocess(designs: Sequence[DesignData], *, task: str, epsilon: float,
                            norm_bound: float, target_bound: float, delta: float = 1e-6,
                            alpha: float = 1.0, rounds: int = 3,
-                           noise_seed: int | None = None) -> RegressionResult:
-    """Federated DP ridge or logistic regression over partners' design data, in process."""
+                           noise_seed: int | None = None,
+                           noise: NoisePlacement = "partner") -> RegressionResult:
+    """Federated DP ridge or logistic regression over partners' design data, in process.
+
+    ``noise`` places the noise as in :func:`run_kmeans_inprocess`.
+    """
     plan = plan_response(task=task, epsilon=epsilon, delta=delta,
                          norm_bound=norm_bound, target_bound=target_bound, rounds=rounds)
     dim = designs[0].z_train.shape[1]
@@ -81,22 +111,23 @@ def run_response_inprocess(designs: Sequence[DesignData], *, task: str, epsilon:
     rng = np.random.default_rng(noise_seed)
     for rnd in stage.rounds():
         request = stage.configure(rnd)
-        replies: list = []
-        for d in designs:
-            if isinstance(request, GramRequest):
-                upper, xty = gram_statistics(d.z_train, d.y_train if request.with_target
-                                             else None)
-                gm = GaussianMechanism(sensitivity=norm_bound**2,
-                                       noise_multiplier=request.gram_noise_multiplier)
-                tm = GaussianMechanism(sensitivity=norm_bound * target_bound,
-                                       noise_multiplier=request.target_noise_multiplier)
-                replies.append(GramReply(gram_upper=gm.randomise(upper, rng),
-                                         xty=tm.randomise(xty, rng), events=()))
-            else:
-                total = _logistic_gradient(d.z_train, d.y_train, request.theta, request.clip)
-                mech = GaussianMechanism(sensitivity=request.clip,
-                                         noise_multiplier=request.noise_multiplier)
-                replies.append(GradientReply(gradient=mech.randomise(total, rng), events=()))
+        replies: list  # GramReply or GradientReply, as the stage asked
+        if isinstance(request, GramRequest):
+            stats = [gram_statistics(d.z_train, d.y_train if request.with_target else None)
+                     for d in designs]
+            grams = released_vectors([g for g, _ in stats], sensitivity=norm_bound**2,
+                             noise_multiplier=request.gram_noise_multiplier, noise=noise, rng=rng)
+            xtys = released_vectors([x for _, x in stats], sensitivity=norm_bound * target_bound,
+                            noise_multiplier=request.target_noise_multiplier, noise=noise,
+                            rng=rng)
+            replies = [GramReply(gram_upper=g, xty=x, events=())
+                       for g, x in zip(grams, xtys, strict=True)]
+        else:
+            totals = [_logistic_gradient(d.z_train, d.y_train, request.theta, request.clip)
+                      for d in designs]
+            replies = [GradientReply(gradient=g, events=()) for g in released_vectors(
+                totals, sensitivity=request.clip, noise_multiplier=request.noise_multiplier,
+                noise=noise, rng=rng)]
         stage.aggregate(rnd, replies)
     return stage.finalize()
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast, get_args
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -37,6 +37,9 @@ def bench_utility(
         help="Comma-separated epsilons, 'inf' for no noise (default: 0.5,1,2,4,8,inf).")] = "",
     plot: Annotated[Path | None, typer.Option(
         help="Write a PNG of utility against epsilon to this path.")] = None,
+    noise: Annotated[str, typer.Option(
+        help="Noise placement: 'partner' (each partner adds the full noise) or 'secagg' "
+             "(Skellam shares summed by secure aggregation, run in process).")] = "partner",
 ) -> None:
     """Quality against centralized scikit-learn for epsilon in 0.5..8 and inf.
 
@@ -52,12 +55,16 @@ def bench_utility(
         segment_table,
     )
     from fedprofile.sim.bench_plots import plot_against_epsilon, response_panels, segment_panels
+    from fedprofile.sim.inprocess import NoisePlacement
 
     try:
         _check_plot_path(plot)
         counts = _partner_counts(partners)
         eps = _epsilon_list(epsilons) if epsilons else EPSILONS
         inits = _init_list(init, INITS) if init else INITS
+        if noise not in get_args(NoisePlacement):
+            raise ContractError(f"--noise must be partner or secagg. Got {noise!r}.")
+        placement = cast(NoisePlacement, noise)
         if task not in ("segments", "ridge", "logistic"):
             raise ContractError(f"--task must be segments, ridge or logistic. Got {task!r}.")
         runs = len(counts) * len(eps) * seeds * (len(inits) if task == "segments" else 1)
@@ -66,13 +73,16 @@ def bench_utility(
             if task == "segments":
                 rows, baselines = segment_benchmark(dataset, k=k, partner_counts=counts,
                                                     inits=inits, epsilons=eps, seeds=seeds,
-                                                    rounds=rounds, progress=advance)
+                                                    rounds=rounds, noise=placement,
+                                                    progress=advance)
             else:
                 responses = response_benchmark(dataset, task=task, target=target,
                                                partner_counts=counts, epsilons=eps,
-                                               seeds=seeds, rounds=gd_rounds, progress=advance)
+                                               seeds=seeds, rounds=gd_rounds, noise=placement,
+                                               progress=advance)
     except FedprofileError as exc:
         raise _fail(exc) from None
+    typer.echo(f"Noise placement: {noise}")
     if task == "segments":
         typer.echo(segment_table(rows, baselines))
         panels, ylabel = segment_panels(rows, baselines), "k-means cost / centralized"

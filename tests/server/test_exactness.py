@@ -13,7 +13,7 @@ from fedprofile.contract.parser import load_spec
 from fedprofile.contract.spec import FeatureSpec, NumericFeature
 from fedprofile.presets.datasets import load_preset
 from fedprofile.sim.evaluate import kmeans_cost
-from fedprofile.sim.inprocess import run_kmeans_inprocess
+from fedprofile.sim.inprocess import released_vectors, run_kmeans_inprocess
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,34 @@ def test_non_private_defaults_reach_the_centralized_cost_at_k_6(seed: int) -> No
     fed = run_kmeans_inprocess(mats, spec, k=6, epsilon=math.inf, seed=seed)
     # Assert
     assert kmeans_cost(pooled, fed.centers) <= 1.02 * central
+
+
+def test_secagg_lloyd_at_infinite_epsilon_equals_sklearn_lloyd(bank_partners) -> None:
+    # Prepare: the same public start for both
+    mats, spec = bank_partners
+    pooled = np.vstack(mats)
+    start = pooled[np.random.default_rng(3).choice(len(pooled), 6, replace=False)]
+    # Execute
+    fed = run_kmeans_inprocess(mats, spec, k=6, epsilon=math.inf, rounds=3, noise="secagg",
+                               initial_centers=start, init="random")
+    central = KMeans(n_clusters=6, init=start, n_init=1, max_iter=3, tol=0.0,
+                     algorithm="lloyd").fit(pooled)
+    # Assert: equal up to the quantisation of the sums (2**-14 per partner and coordinate)
+    np.testing.assert_allclose(fed.centers, central.cluster_centers_, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("noise_multiplier", [0.5, 2.0])
+def test_secagg_release_noise_matches_the_single_gaussian_draw(noise_multiplier: float) -> None:
+    # Prepare: 5 partners, each with a zero vector, so the release is the noise alone
+    rng = np.random.default_rng(11)
+    vectors = [np.zeros(4000) for _ in range(5)]
+    # Execute
+    (total,) = released_vectors(vectors, sensitivity=2.0, noise_multiplier=noise_multiplier,
+                                noise="secagg", rng=rng)
+    partner = released_vectors(vectors, sensitivity=2.0, noise_multiplier=noise_multiplier,
+                               noise="partner", rng=rng)
+    # Assert: secure aggregation releases one sum whose noise sd is the planned sigma
+    # within 5 %; partners' own noise adds up to sqrt(5) times that
+    sigma = 2.0 * noise_multiplier
+    assert np.std(total) / sigma == pytest.approx(1.0, rel=0.05)
+    assert np.std(np.sum(partner, axis=0)) / sigma == pytest.approx(math.sqrt(5), rel=0.05)
