@@ -46,6 +46,8 @@ def released_vectors(vectors: Sequence[np.ndarray], *, sensitivity: float, noise
         mech = GaussianMechanism(sensitivity=sensitivity, noise_multiplier=noise_multiplier)
         return [mech.randomise(v, rng) for v in vectors]
     flat = [np.ravel(v) for v in vectors]
+    if flat[0].size == 0:  # nothing to release (a Gram without a target column)
+        return [np.zeros_like(vectors[0])]
     plan = plan_secagg(partners=len(flat), dropouts=0, dim=flat[0].size,
                        bound=MAX_PARTNER_CUSTOMERS * sensitivity, sensitivity=sensitivity,
                        mu=1.0 / noise_multiplier if noise_multiplier > 0 else math.inf)

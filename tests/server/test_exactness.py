@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
+from fedprofile.client.response import gram_statistics
+from fedprofile.contract.design import design_data, design_norm_bound, target_bound
 from fedprofile.contract.features import transform_frame
 from fedprofile.contract.parser import load_spec
 from fedprofile.contract.spec import FeatureSpec, NumericFeature
 from fedprofile.presets.datasets import load_preset
+from fedprofile.privacy.secagg.plan import plan_secagg
 from fedprofile.sim.evaluate import kmeans_cost
-from fedprofile.sim.inprocess import released_vectors, run_kmeans_inprocess
+from fedprofile.sim.inprocess import (
+    MAX_PARTNER_CUSTOMERS,
+    released_vectors,
+    run_kmeans_inprocess,
+    run_response_inprocess,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +112,41 @@ def test_secagg_release_noise_matches_the_single_gaussian_draw(noise_multiplier:
     sigma = 2.0 * noise_multiplier
     assert np.std(total) / sigma == pytest.approx(1.0, rel=0.05)
     assert np.std(np.sum(partner, axis=0)) / sigma == pytest.approx(math.sqrt(5), rel=0.05)
+
+
+@pytest.mark.parametrize(("task", "target"), [("ridge", "balance"), ("logistic", "y")])
+def test_secagg_response_at_infinite_epsilon_equals_partner_placement(task: str,
+                                                                       target: str) -> None:
+    # Prepare: bank's 5 partners' design data, as the response stage sees it
+    preset = load_preset("bank")
+    spec = load_spec(preset.spec_path)
+    designs = [design_data(p.frame, spec, target, segment_centers=None, holdout=0.2, seed=0,
+                           source=p.name) for p in preset.partitions(5)]
+    bounds = {"norm_bound": design_norm_bound(spec, target, segment_aware=False),
+              "target_bound": target_bound(spec, target)}
+    # Execute
+    exact = run_response_inprocess(designs, task=task, epsilon=math.inf, **bounds)
+    secure = run_response_inprocess(designs, task=task, epsilon=math.inf, noise="secagg",
+                                    **bounds)
+    # Assert: the same model up to the quantisation of the summed statistics (below)
+    np.testing.assert_allclose(secure.coef, exact.coef, rtol=0, atol=1e-3)
+
+
+def test_secagg_release_at_infinite_epsilon_is_the_sum_up_to_rounding() -> None:
+    # Prepare: bank's 5 partners' Gram statistics, and the ring the release plans
+    preset = load_preset("bank")
+    spec = load_spec(preset.spec_path)
+    grams = [gram_statistics(d.z_train, d.y_train)[0] for d in (
+        design_data(p.frame, spec, "y", segment_centers=None, holdout=0.2, seed=0,
+                    source=p.name) for p in preset.partitions(5))]
+    sensitivity = design_norm_bound(spec, "y", segment_aware=False) ** 2
+    scale = plan_secagg(partners=5, dropouts=0, dim=grams[0].size, mu=math.inf,
+                        bound=MAX_PARTNER_CUSTOMERS * sensitivity,
+                        sensitivity=sensitivity).quantization.scale
+    # Execute
+    (total,) = released_vectors(grams, sensitivity=sensitivity, noise_multiplier=0.0,
+                                noise="secagg", rng=np.random.default_rng(0))
+    # Assert: randomised rounding moves each partner's value by less than one step
+    error = np.abs(total - np.sum(grams, axis=0))
+    assert error.max() < 5 / scale
+    assert error.max() > 0  # the rounding is real, and bounded as stated
