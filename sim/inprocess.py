@@ -26,7 +26,7 @@ from fedprofile.protocol import GradientReply, GramReply, GramRequest, KMeansRep
 from fedprofile.server.kmeans import KMeansResult, KMeansStage, plan_kmeans
 from fedprofile.server.regression import LogisticStage, RegressionResult, RidgeStage, plan_response
 
-__all__ = ["MAX_PARTNER_CUSTOMERS", "NoisePlacement", "released_vectors", "run_kmeans_inprocess",
+__all__ = ["MAX_PARTNER_CUSTOMERS", "NoisePlacement", "released", "run_kmeans_inprocess",
            "run_response_inprocess"]
 
 NoisePlacement = Literal["partner", "secagg"]
@@ -34,25 +34,35 @@ MAX_PARTNER_CUSTOMERS = 10**8
 """Public bound on one partner's customers: secure aggregation sizes its ring from it."""
 
 
-def released_vectors(vectors: Sequence[np.ndarray], *, sensitivity: float, noise_multiplier: float,
-             noise: NoisePlacement, rng: np.random.Generator) -> list[np.ndarray]:
-    """What the coordinator receives of one release: each partner's noised vector, or one sum.
+def released(partials: Sequence[Sequence[np.ndarray]], releases: Sequence[tuple[float, float]],
+             *, noise: NoisePlacement, rng: np.random.Generator) -> list[list[np.ndarray]]:
+    """What the coordinator receives of one round: each partner's noised statistics, or sums.
 
-    ``partner``: every partner adds Gaussian noise of ``noise_multiplier * sensitivity``.
-    ``secagg``: every partner quantises and adds a Skellam share, so that the securely
-    summed noise matches a single Gaussian draw of that size (no dropouts planned).
+    ``partials[i][j]`` is partner ``i``'s statistic ``j``, released with ``releases[j]`` =
+    (sensitivity, noise multiplier). ``partner``: each partner adds Gaussian noise of
+    ``multiplier * sensitivity`` to each statistic, partner by partner as the Flower apps
+    do. ``secagg``: every partner quantises and adds a Skellam share, and the coordinator
+    gets one securely summed list whose noise matches a single Gaussian draw of that size
+    (no dropouts planned).
     """
     if noise == "partner":
-        mech = GaussianMechanism(sensitivity=sensitivity, noise_multiplier=noise_multiplier)
-        return [mech.randomise(v, rng) for v in vectors]
+        mechs = [GaussianMechanism(sensitivity=s, noise_multiplier=z) for s, z in releases]
+        return [[m.randomise(v, rng) for m, v in zip(mechs, stats, strict=True)]
+                for stats in partials]
+    return [[_secure_sum([stats[j] for stats in partials], sensitivity, z, rng)
+             for j, (sensitivity, z) in enumerate(releases)]]
+
+
+def _secure_sum(vectors: Sequence[np.ndarray], sensitivity: float, noise_multiplier: float,
+                rng: np.random.Generator) -> np.ndarray:
     flat = [np.ravel(v) for v in vectors]
     if flat[0].size == 0:  # nothing to release (a Gram without a target column)
-        return [np.zeros_like(vectors[0])]
+        return np.zeros_like(vectors[0])
     plan = plan_secagg(partners=len(flat), dropouts=0, dim=flat[0].size,
                        bound=MAX_PARTNER_CUSTOMERS * sensitivity, sensitivity=sensitivity,
                        mu=1.0 / noise_multiplier if noise_multiplier > 0 else math.inf)
     total, _ = simulate_release(plan, {f"p{i}": v for i, v in enumerate(flat)}, rng)
-    return [total.reshape(np.shape(vectors[0]))]
+    return total.reshape(np.shape(vectors[0]))
 
 
 def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
@@ -64,7 +74,7 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
                          **plan_options: float) -> KMeansResult:
     """Federated DP k-means over ``matrices`` (one scaled matrix per partner), in process.
 
-    ``noise`` places the noise (see :func:`released_vectors`); ``rounds`` 0 plans
+    ``noise`` places the noise (see :func:`released`); ``rounds`` 0 plans
     :func:`fedprofile.config.default_rounds` of ``epsilon``; ``noise_seed`` seeds the
     partners' noise (None: OS entropy); ``k_range`` chooses k as ``--k auto`` does (``k``
     is then its upper bound); ``plan_options`` go to
@@ -83,12 +93,11 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
     for rnd in stage.rounds():
         request = stage.configure(rnd)
         partials = [cluster_partials(matrix, request.centers) for matrix in matrices]
-        sums = released_vectors([s for s, _ in partials], sensitivity=spec.norm_bound,
-                        noise_multiplier=request.sum_noise_multiplier, noise=noise, rng=rng)
-        counts = released_vectors([c for _, c in partials], sensitivity=1.0,
-                          noise_multiplier=request.count_noise_multiplier, noise=noise, rng=rng)
-        stage.aggregate(rnd, [KMeansReply(sums=s, counts=c, events=())
-                              for s, c in zip(sums, counts, strict=True)])
+        received = released(partials, [(spec.norm_bound, request.sum_noise_multiplier),
+                                       (1.0, request.count_noise_multiplier)],
+                            noise=noise, rng=rng)
+        stage.aggregate(rnd, [KMeansReply(sums=sums, counts=counts, events=())
+                              for sums, counts in received])
     result = stage.finalize()
     return result
 
@@ -117,18 +126,16 @@ def run_response_inprocess(designs: Sequence[DesignData], *, task: str, epsilon:
         if isinstance(request, GramRequest):
             stats = [gram_statistics(d.z_train, d.y_train if request.with_target else None)
                      for d in designs]
-            grams = released_vectors([g for g, _ in stats], sensitivity=norm_bound**2,
-                             noise_multiplier=request.gram_noise_multiplier, noise=noise, rng=rng)
-            xtys = released_vectors([x for _, x in stats], sensitivity=norm_bound * target_bound,
-                            noise_multiplier=request.target_noise_multiplier, noise=noise,
-                            rng=rng)
-            replies = [GramReply(gram_upper=g, xty=x, events=())
-                       for g, x in zip(grams, xtys, strict=True)]
+            received = released(stats, [(norm_bound**2, request.gram_noise_multiplier),
+                                        (norm_bound * target_bound,
+                                         request.target_noise_multiplier)],
+                                noise=noise, rng=rng)
+            replies = [GramReply(gram_upper=gram, xty=xty, events=()) for gram, xty in received]
         else:
             totals = [_logistic_gradient(d.z_train, d.y_train, request.theta, request.clip)
                       for d in designs]
-            replies = [GradientReply(gradient=g, events=()) for g in released_vectors(
-                totals, sensitivity=request.clip, noise_multiplier=request.noise_multiplier,
+            replies = [GradientReply(gradient=gradient, events=()) for (gradient,) in released(
+                [[t] for t in totals], [(request.clip, request.noise_multiplier)],
                 noise=noise, rng=rng)]
         stage.aggregate(rnd, replies)
     return stage.finalize()

@@ -27,7 +27,8 @@ def bench_utility(
     k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
     seeds: Annotated[int, typer.Option(min=1, max=100, help="Seeds per epsilon.")] = 3,
     rounds: Annotated[int, typer.Option(
-        min=0, max=50, help="Lloyd rounds; 0: as a run, 3 when private, 20 at epsilon = inf.")] = 0,
+        min=0, max=50,
+        help="Lloyd rounds; 0: as a run (3, 5 from epsilon 3, 8 from 8, 20 at inf).")] = 0,
     task: Annotated[str, typer.Option(help="segments, ridge or logistic.")] = "segments",
     target: Annotated[str, typer.Option(help="Target of ridge/logistic.")] = "",
     gd_rounds: Annotated[int, typer.Option(min=1, max=100, help="Logistic rounds.")] = 3,

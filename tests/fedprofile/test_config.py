@@ -32,7 +32,11 @@ def test_empty_mapping_gives_the_documented_defaults() -> None:
     ({"epsilon": math.inf}, 20, 1000),
     ({"epsilon": math.inf, "rounds": 4, "candidates": 80}, 4, 80),
     ({"rounds": 7}, 7, 72),
-], ids=["private-auto", "non-private-auto", "non-private-explicit", "private-explicit"])
+    ({"epsilon": 2.9}, 3, 72),
+    ({"epsilon": 3}, 5, 72),
+    ({"epsilon": 8}, 8, 72),
+], ids=["private-auto", "non-private-auto", "non-private-explicit", "private-explicit",
+        "below-3", "from-3", "from-8"])
 def test_zero_rounds_and_candidates_resolve_from_the_budget(
     mapping: dict[str, Any], lloyd_rounds: int, candidates: int
 ) -> None:

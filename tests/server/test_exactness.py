@@ -18,7 +18,7 @@ from fedprofile.privacy.secagg.plan import plan_secagg
 from fedprofile.sim.evaluate import kmeans_cost
 from fedprofile.sim.inprocess import (
     MAX_PARTNER_CUSTOMERS,
-    released_vectors,
+    released,
     run_kmeans_inprocess,
     run_response_inprocess,
 )
@@ -103,10 +103,10 @@ def test_secagg_release_noise_matches_the_single_gaussian_draw(noise_multiplier:
     rng = np.random.default_rng(11)
     vectors = [np.zeros(4000) for _ in range(5)]
     # Execute
-    (total,) = released_vectors(vectors, sensitivity=2.0, noise_multiplier=noise_multiplier,
-                                noise="secagg", rng=rng)
-    partner = released_vectors(vectors, sensitivity=2.0, noise_multiplier=noise_multiplier,
-                               noise="partner", rng=rng)
+    [(total,)] = released([[v] for v in vectors], [(2.0, noise_multiplier)], noise="secagg",
+                          rng=rng)
+    partner = [v for (v,) in released([[v] for v in vectors], [(2.0, noise_multiplier)],
+                                      noise="partner", rng=rng)]
     # Assert: secure aggregation releases one sum whose noise sd is the planned sigma
     # within 5 %; partners' own noise adds up to sqrt(5) times that
     sigma = 2.0 * noise_multiplier
@@ -144,8 +144,8 @@ def test_secagg_release_at_infinite_epsilon_is_the_sum_up_to_rounding() -> None:
                         bound=MAX_PARTNER_CUSTOMERS * sensitivity,
                         sensitivity=sensitivity).quantization.scale
     # Execute
-    (total,) = released_vectors(grams, sensitivity=sensitivity, noise_multiplier=0.0,
-                                noise="secagg", rng=np.random.default_rng(0))
+    [(total,)] = released([[g] for g in grams], [(sensitivity, 0.0)], noise="secagg",
+                          rng=np.random.default_rng(0))
     # Assert: randomised rounding moves each partner's value by less than one step
     error = np.abs(total - np.sum(grams, axis=0))
     assert error.max() < 5 / scale
