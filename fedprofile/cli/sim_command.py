@@ -107,6 +107,7 @@ def sim(
     """Simulate a federation on one machine and learn private audience segments."""
     from fedprofile.config import default_rounds
     from fedprofile.privacy.policy import load_policy
+    from fedprofile.server.pipeline import stage_epsilon
     from fedprofile.sim.jobs import ensure_folder, prepare_partitions
     from fedprofile.sim.runner import simulate
 
@@ -130,7 +131,8 @@ def sim(
                   "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
                   "holdout": holdout, "segments": str(segments or "")}
         starts = init == "overcluster" and not start_from
-        seg_rounds = (rounds or default_rounds(eps)) + (1 if starts else 0)
+        seg_eps = stage_epsilon(eps, delta) if task == "pipeline" else eps
+        seg_rounds = (rounds or default_rounds(seg_eps)) + (1 if starts else 0)
         total = {"segments": seg_rounds, "ridge": 1, "logistic": 1 + gd_rounds,
                  "pipeline": seg_rounds + 1 + gd_rounds}.get(task, 1)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
