@@ -22,7 +22,8 @@ import pandas as pd
 
 from fedprofile.errors import DataError
 
-__all__ = ["PASSWORD_ENV", "PASSWORD_FILE_ENV", "SqlSource", "is_database_url", "read_query"]
+__all__ = ["PASSWORD_ENV", "PASSWORD_FILE_ENV", "SqlSource", "database_password", "is_database_url",
+           "read_query"]
 
 PASSWORD_ENV = "FEDPROFILE_DB_PASSWORD"
 PASSWORD_FILE_ENV = "FEDPROFILE_DB_PASSWORD_FILE"
@@ -81,7 +82,7 @@ def read_query(query: str) -> str:
     return text
 
 
-def _password() -> str | None:
+def database_password() -> str | None:
     """The database password from the environment or an owner-only file, if given."""
     file_name = os.environ.get(PASSWORD_FILE_ENV, "")
     if file_name:
@@ -179,7 +180,7 @@ class SqlSource:
 
         url, connect_args = self._url, {}
         backend = url.get_backend_name()
-        password = _password()
+        password = database_password()
         if password and backend not in ("sqlite", "duckdb"):
             self._secret = password
             url = url.set(password=password)
