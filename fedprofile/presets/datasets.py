@@ -1,12 +1,11 @@
 """Real public data sets as simulation presets: one customer table plus its feature spec.
 
 A preset turns one of the files shipped in ``fedprofile/data/`` (see its ``README.md``) into
-one row per
-customer with a stable ``customer_id``, names the TOML feature spec under
-``fedprofile/specs/`` that
-describes it, and names the column that splits it into simulated partner companies. The
-presets (``bank``, ``hillstrom``, ``retail`` and ``retail-full``) are listed in
-:data:`PRESETS`. Nothing is cached: every call reads the file again.
+one row per customer with a stable ``customer_id``, names the TOML feature spec under
+``fedprofile/specs/`` that describes it, and names the column that splits it into simulated
+partner companies. The presets (``bank``, ``hillstrom``, ``retail``, ``retail-transactions``
+and ``retail-holdout``) are listed in :data:`PRESETS`. Nothing is cached: every call reads
+the file again.
 """
 
 from __future__ import annotations
