@@ -23,7 +23,7 @@ from fedprofile.client.redact import redact_local_paths
 from fedprofile.client.response import clipped_gradient_sum, gram_statistics
 from fedprofile.client.site import PartnerSite
 from fedprofile.client.statistics import cluster_partials
-from fedprofile.contract.design import design_norm_bound, target_bound
+from fedprofile.contract.design import design_names, design_norm_bound, target_bound
 from fedprofile.errors import (
     BudgetExceededError,
     ContractError,
@@ -156,12 +156,14 @@ def gradient(request: GradientRequest, site: PartnerSite) -> GradientReply:
     if _response_stage(site, task) != "logistic":
         raise ContractError(f"Logistic regression needs a binary target; {task.target!r} is "
                             "not one in the contract.")
+    segments = task.segment_centers.shape[0] if task.segment_centers.size else 0
+    columns = len(design_names(site.spec, task.target, segments))
+    if len(request.theta) != columns:  # checked before the design is built or anything charged
+        raise ProtocolError(f"train.gradient request: theta has {len(request.theta)} values; "
+                            f"the design has {columns} columns.")
     mech = GaussianMechanism(sensitivity=request.clip, noise_multiplier=request.noise_multiplier)
     events = (mech.event(component="gradient", stage="logistic", round=task.round),)
     data = site.design(task)
-    if data.z_train.shape[1] != len(request.theta):
-        raise ProtocolError(f"train.gradient request: theta has {len(request.theta)} values; "
-                            f"the design has {data.z_train.shape[1]} columns.")
     total = clipped_gradient_sum(data.z_train, data.y_train, request.theta, request.clip)
     site.guard.authorize(run_id=task.run_id, stage="logistic", events=events)
     rng = site.rng(run_id=task.run_id, stage="logistic", round=task.round,
