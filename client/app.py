@@ -51,8 +51,8 @@ from fedprofile.protocol import (
     ScoreRequest,
 )
 
-__all__ = ["app", "build_client_app", "error_for", "gradient", "gram", "kmeans", "profile",
-           "score"]
+__all__ = ["app", "build_client_app", "checked_step", "error_for", "gradient", "gram", "kmeans",
+           "profile", "score"]
 
 log = logging.getLogger("fedprofile.client")
 
@@ -203,6 +203,22 @@ def error_for(exc: Exception, site: PartnerSite | None, message_type: str = "") 
                         "the partner's own log.")
 
 
+def checked_step(step: Callable[[Any, PartnerSite], Any], request: Any,
+                  site: PartnerSite) -> Any:
+    """Run ``step``; a request refused as malformed or out of bounds is noted in the ledger.
+
+    Policy refusals are noted by the guard itself. The note holds the reason only, which
+    names request parameters, never the partner's data.
+    """
+    try:
+        return step(request, site)
+    except ProtocolError as exc:
+        task = getattr(request, "task", request)
+        site.ledger.note(run_id=str(getattr(task, "run_id", "")), party=site.name,
+                         kind="refusal", message=str(exc))
+        raise
+
+
 def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str, Any]],
              parse: Callable[[RecordDict], Any], step: Callable[[Any, PartnerSite], Any]
              ) -> Message:
@@ -210,7 +226,7 @@ def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str,
     try:
         site = PartnerSite.from_node_config(context.node_config, defaults,
                                             context.run_config)
-        reply = step(parse(msg.content), site)
+        reply = checked_step(step, parse(msg.content), site)
         return Message(reply.to_record(), reply_to=msg)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a clean error reply
         return Message(error_for(exc, site, msg.metadata.message_type), reply_to=msg)
