@@ -204,7 +204,7 @@ def error_for(exc: Exception, site: PartnerSite | None, message_type: str = "") 
 
 
 def checked_step(step: Callable[[Any, PartnerSite], Any], request: Any,
-                  site: PartnerSite) -> Any:
+                 site: PartnerSite) -> Any:
     """Run ``step``; a request refused as malformed or out of bounds is noted in the ledger.
 
     Policy refusals are noted by the guard itself. The note holds the reason only, which
@@ -214,8 +214,11 @@ def checked_step(step: Callable[[Any, PartnerSite], Any], request: Any,
         return step(request, site)
     except ProtocolError as exc:
         task = getattr(request, "task", request)
-        site.ledger.note(run_id=str(getattr(task, "run_id", "")), party=site.name,
-                         kind="refusal", message=str(exc))
+        try:
+            site.ledger.note(run_id=str(getattr(task, "run_id", "")), party=site.name,
+                             kind="refusal", message=str(exc))
+        except Exception:  # noqa: BLE001 - the refusal itself is what the coordinator gets
+            log.exception("Could not note a refusal in the partner's ledger")
         raise
 
 
