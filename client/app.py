@@ -217,7 +217,7 @@ def checked_step(step: Callable[[Any, PartnerSite], Any], request: Any,
         try:
             site.ledger.note(run_id=str(getattr(task, "run_id", "")), party=site.name,
                              kind="refusal", message=str(exc))
-        except Exception:  # noqa: BLE001 - the refusal itself is what the coordinator gets
+        except Exception:  # the refusal itself is what the coordinator gets
             log.exception("Could not note a refusal in the partner's ledger")
         raise
 
