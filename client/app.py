@@ -23,7 +23,7 @@ from fedprofile.client.redact import redact_local_paths
 from fedprofile.client.response import clipped_gradient_sum, gram_statistics
 from fedprofile.client.site import PartnerSite
 from fedprofile.client.statistics import cluster_partials
-from fedprofile.contract.design import design_norm_bound, target_bound
+from fedprofile.contract.design import design_names, design_norm_bound, target_bound
 from fedprofile.errors import (
     BudgetExceededError,
     ContractError,
@@ -51,8 +51,8 @@ from fedprofile.protocol import (
     ScoreRequest,
 )
 
-__all__ = ["app", "build_client_app", "error_for", "gradient", "gram", "kmeans", "profile",
-           "score"]
+__all__ = ["app", "build_client_app", "checked_step", "error_for", "gradient", "gram", "kmeans",
+           "profile", "score"]
 
 log = logging.getLogger("fedprofile.client")
 
@@ -156,12 +156,14 @@ def gradient(request: GradientRequest, site: PartnerSite) -> GradientReply:
     if _response_stage(site, task) != "logistic":
         raise ContractError(f"Logistic regression needs a binary target; {task.target!r} is "
                             "not one in the contract.")
+    segments = task.segment_centers.shape[0] if task.segment_centers.size else 0
+    columns = len(design_names(site.spec, task.target, segments))
+    if len(request.theta) != columns:  # checked before the design is built or anything charged
+        raise ProtocolError(f"train.gradient request: theta has {len(request.theta)} values; "
+                            f"the design has {columns} columns.")
     mech = GaussianMechanism(sensitivity=request.clip, noise_multiplier=request.noise_multiplier)
     events = (mech.event(component="gradient", stage="logistic", round=task.round),)
     data = site.design(task)
-    if data.z_train.shape[1] != len(request.theta):
-        raise ProtocolError(f"train.gradient request: theta has {len(request.theta)} values; "
-                            f"the design has {data.z_train.shape[1]} columns.")
     total = clipped_gradient_sum(data.z_train, data.y_train, request.theta, request.clip)
     site.guard.authorize(run_id=task.run_id, stage="logistic", events=events)
     rng = site.rng(run_id=task.run_id, stage="logistic", round=task.round,
@@ -201,6 +203,25 @@ def error_for(exc: Exception, site: PartnerSite | None, message_type: str = "") 
                         "the partner's own log.")
 
 
+def checked_step(step: Callable[[Any, PartnerSite], Any], request: Any,
+                 site: PartnerSite) -> Any:
+    """Run ``step``; a request refused as malformed or out of bounds is noted in the ledger.
+
+    Policy refusals are noted by the guard itself. The note holds the reason only, which
+    names request parameters, never the partner's data.
+    """
+    try:
+        return step(request, site)
+    except ProtocolError as exc:
+        task = getattr(request, "task", request)
+        try:
+            site.ledger.note(run_id=str(getattr(task, "run_id", "")), party=site.name,
+                             kind="refusal", message=str(exc))
+        except Exception:  # the refusal itself is what the coordinator gets
+            log.exception("Could not note a refusal in the partner's ledger")
+        raise
+
+
 def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str, Any]],
              parse: Callable[[RecordDict], Any], step: Callable[[Any, PartnerSite], Any]
              ) -> Message:
@@ -208,7 +229,7 @@ def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str,
     try:
         site = PartnerSite.from_node_config(context.node_config, defaults,
                                             context.run_config)
-        reply = step(parse(msg.content), site)
+        reply = checked_step(step, parse(msg.content), site)
         return Message(reply.to_record(), reply_to=msg)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a clean error reply
         return Message(error_for(exc, site, msg.metadata.message_type), reply_to=msg)

@@ -64,6 +64,13 @@ def resolve_node_config(node_config: Mapping[str, Any],
     ``flwr run`` a virtual node only knows its ``partition-id``: it then takes its slice of
     the run config's shipped ``dataset`` (see
     :func:`fedprofile.presets.datasets.preset_partition_file`) and the run config's ``spec``.
+    A deployed node (no ``partition-id``) uses its own ``spec`` only: the run config is the
+    coordinator's, and never names a file on the partner's disk.
+
+    Raises
+    ------
+    ContractError
+        If a deployed node's config has no ``spec``.
     """
     pid = node_config.get("partition-id")
     merged = dict((defaults or {}).get(int(pid), {}) if pid is not None else {})
@@ -74,8 +81,13 @@ def resolve_node_config(node_config: Mapping[str, Any],
         count = int(node_config.get("num-partitions", 1))
         merged["data-path"] = str(preset_partition_file(
             str(run_config["dataset"]), int(pid), count, Path(".fedprofile") / "flwr-sim"))
-    if not merged.get("spec") and run_config.get("spec"):
-        merged["spec"] = str(run_config["spec"])
+    if not merged.get("spec"):
+        if pid is None:  # a coordinator never picks a file on a partner's disk
+            raise ContractError("The partner's node config has no 'spec' (its own copy of "
+                                "the feature contract); a deployed node never takes the "
+                                "coordinator's. Set it with --node-config \"spec='...'\".")
+        if run_config.get("spec"):
+            merged["spec"] = str(run_config["spec"])
     return NodeConfig.from_mapping(merged, partition_id=None if pid is None else int(pid))
 
 

@@ -115,6 +115,21 @@ def test_each_partner_runtime_api_is_on_a_network_of_its_own() -> None:
         assert set(service["networks"]) <= set(COMPOSE["networks"]), name
 
 
+def test_who_reaches_each_runtime_api_is_exactly_what_the_notes_say() -> None:
+    # every container sharing a network with a partner's SuperNode can open its runtime port
+    header = (ROOT / "docker-compose.yml").read_text(encoding="utf-8").split("x-app-image")[0]
+    for i in PARTNERS:
+        reach = {n for n in SERVICES if n != f"supernode-{i}"
+                 and _networks(n) & _networks(f"supernode-{i}")}
+        assert reach == {f"superexec-clientapp-{i}", "fleet-gateway"}
+        # the gateway, which reaches it, holds no partner secret
+        assert not any("superexec.secret" in v or "keys" in v
+                       for v in SERVICES["fleet-gateway"]["volumes"])
+    assert "no other container reaches its runtime API" not in header
+    assert "two containers reach it: the partner's launcher" in header
+    assert "and the coordinator's fleet-gateway" in header
+
+
 def test_partners_run_client_apps_only_through_their_launcher(set_up: Path) -> None:
     digest = app_digest(set_up / "app")
     for i in PARTNERS:
