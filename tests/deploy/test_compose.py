@@ -229,6 +229,12 @@ def test_partner_database_is_optional_private_and_read_through_a_read_only_role(
         made = set_up / Path(secret["file"]).relative_to("deploy")
         assert made.is_file() and (made.stat().st_mode & 0o777) == 0o600
         assert len(made.read_text()) >= 24
+    # the owner's password is where no partner container can read it: code the federation
+    # runs in partner 3's launcher reaches the database, but only as the read-only role
+    owner = Path(secrets["partner-db-admin"]["file"])
+    mounted = [Path(v.split(":")[0]) for s in SERVICES.values() if s is not db
+               for v in s.get("volumes", [])]
+    assert not any(owner.is_relative_to(m) or owner == m for m in mounted)
     # the seed creates the table from the partner's rows; the role only reads
     seed = (set_up / "partners" / "partner-3" / "db" / "01-customers.sql").read_text()
     assert seed.startswith("CREATE TABLE customers (") and '"age" bigint' in seed
