@@ -109,7 +109,7 @@ def kmeans_utility(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
 
     ``reference`` defaults to :func:`centralized_kmeans` of the pooled matrices; pass it to
     compare several partner splits of the same customers against one reference. ``rounds``
-    0 plans a run's default (:func:`fedprofile.config.default_rounds`); ``noise`` places
+    0 plans a run's default (:func:`fedprofile.run_defaults.default_rounds`); ``noise`` places
     the noise (:func:`fedprofile.sim.inprocess.run_kmeans_inprocess`).
     """
     pooled = np.vstack(matrices)

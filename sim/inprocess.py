@@ -16,13 +16,14 @@ import numpy as np
 
 from fedprofile.client.response import gram_statistics
 from fedprofile.client.statistics import cluster_partials
-from fedprofile.config import InitMethod, default_candidates, default_rounds
+from fedprofile.config import InitMethod
 from fedprofile.contract.design import DesignData
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.privacy.mechanisms import GaussianMechanism
 from fedprofile.privacy.secagg.plan import plan_secagg
 from fedprofile.privacy.secagg.simulate import simulate_release
 from fedprofile.protocol import GradientReply, GramReply, GramRequest, KMeansReply, ResponseTask
+from fedprofile.run_defaults import default_candidates, default_rounds
 from fedprofile.server.kmeans import KMeansResult, KMeansStage, plan_kmeans
 from fedprofile.server.regression import LogisticStage, RegressionResult, RidgeStage, plan_response
 
@@ -75,7 +76,7 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
     """Federated DP k-means over ``matrices`` (one scaled matrix per partner), in process.
 
     ``noise`` places the noise (see :func:`released`); ``rounds`` 0 plans
-    :func:`fedprofile.config.default_rounds` of ``epsilon``; ``noise_seed`` seeds the
+    :func:`fedprofile.run_defaults.default_rounds` of ``epsilon``; ``noise_seed`` seeds the
     partners' noise (None: OS entropy); ``k_range`` chooses k as ``--k auto`` does (``k``
     is then its upper bound); ``plan_options`` go to
     :func:`fedprofile.server.kmeans.plan_kmeans`.

@@ -105,8 +105,8 @@ def sim(
                                "partner (needs an e-mail identity column).")] = 0.0,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
-    from fedprofile.config import default_rounds
     from fedprofile.privacy.policy import load_policy
+    from fedprofile.run_defaults import default_rounds
     from fedprofile.server.pipeline import stage_epsilon
     from fedprofile.sim.jobs import ensure_folder, prepare_partitions
     from fedprofile.sim.runner import simulate
