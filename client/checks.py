@@ -10,8 +10,6 @@ is for the partner's own log and console only.
 
 from __future__ import annotations
 
-import logging
-
 import pandas as pd
 
 from fedprofile.client.site import PartnerSite
@@ -19,8 +17,6 @@ from fedprofile.contract.targets import binary_labels, target_column, target_vec
 from fedprofile.errors import ContractError, DataError
 
 __all__ = ["NotReadyError", "check_ready", "pooled_k_problem"]
-
-log = logging.getLogger("fedprofile.client")
 
 _SHOWN_LABELS = 8
 
@@ -57,26 +53,28 @@ def check_ready(site: PartnerSite, *, k: int | None, target: str | None,
     ContractError
         If ``target`` is not declared in the contract or ``k`` is not positive.
     NotReadyError
-        If a binary target's declared ``positive`` matches no customer's value, or every
-        customer's value (one class only), or a numeric target holds no usable value.
+        If ``k * min_segment_size`` exceeds the partner's customers, a binary target's
+        declared ``positive`` matches no customer's value, or every customer's value (one
+        class only), or a numeric target holds no usable value.
     DataError
         As the partner's data preparation (missing columns, unreadable file).
 
     Notes
     -----
-    The size of this partner alone does not refuse a ``k``: a small partner helps a large
-    federation. When ``k * min_segment_size`` exceeds this partner's customers a local note
-    is logged; the pooled check is the simulation harness's, and in deployment suppressed
-    segments are reported by the coordinator.
+    A partner refuses a ``k`` whose segments of ``min_segment_size`` customers its own
+    customers cannot fill (``k * min_segment_size`` above them): the message says so without
+    the count, which only the hint holds.
     """
     customers = len(site.matrix())
     if k is not None:
         if k < 1:
             raise ContractError(f"The number of segments k must be at least 1. Got {k}.")
-        if k * max(min_segment_size, 1) > customers:
-            log.info("Partner %s: k=%d segments of at least %d customers need %d customers; "
-                        "this partner holds %d (the federation as a whole may).",
-                        site.name, k, min_segment_size, k * max(min_segment_size, 1), customers)
+        need = k * max(min_segment_size, 1)
+        if need > customers:
+            raise NotReadyError(
+                f"k={k} segments of at least {max(min_segment_size, 1)} customers need more "
+                "customers than this partner holds; lower k or the minimum segment size.",
+                hint=f"this partner holds {customers:,} customers; {need:,} are needed")
     if target:
         _check_target(site, target)
 
