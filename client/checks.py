@@ -10,13 +10,17 @@ is for the partner's own log and console only.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from fedprofile.client.site import PartnerSite
 from fedprofile.contract.targets import binary_labels, target_column, target_vector
 from fedprofile.errors import ContractError, DataError
+from fedprofile.privacy.accounting import EPSILON_RTOL, gdp_epsilon, gdp_mu
+from fedprofile.privacy.policy import epsilon_left
 
-__all__ = ["NotReadyError", "check_ready", "pooled_k_problem"]
+__all__ = ["NotReadyError", "budget_problem", "check_ready", "pooled_k_problem"]
 
 _SHOWN_LABELS = 8
 
@@ -130,3 +134,23 @@ def pooled_k_problem(k: int, min_segment_size: int, customers: int, partners: in
             f"customers; the {partners} partners hold {customers:,} together. Lower --k "
             "or --min-segment-size.")
 
+
+
+def budget_problem(site: PartnerSite, *, epsilon: float, delta: float) -> str | None:
+    """Why this partner's policy would refuse a run of ``(epsilon, delta)``, or None.
+
+    The check its guard makes when the run is announced, made ahead (nothing is recorded):
+    the run's GDP ``mu`` must fit what its ledger leaves of the budgets (see
+    :func:`fedprofile.privacy.policy.epsilon_left`). No partner name, so equal refusals
+    group.
+    """
+    policy = site.policy
+    if math.isinf(epsilon):
+        if policy.allow_non_private:
+            return None
+        return "its policy does not allow non-private (epsilon = inf) runs."
+    left = epsilon_left(policy, site.ledger.events(party=site.name))
+    if gdp_epsilon(gdp_mu(epsilon, delta), policy.delta) <= left * (1 + EPSILON_RTOL):
+        return None
+    return (f"its privacy budget leaves at most epsilon = {left:.4g} for a next run; this run "
+            f"requests epsilon = {epsilon:g}.")
