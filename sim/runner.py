@@ -21,12 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fedprofile.client.app import build_client_app
-from fedprofile.client.checks import (
-    NotReadyError,
-    budget_problem,
-    check_ready,
-    pooled_k_problem,
-)
+from fedprofile.client.checks import NotReadyError, budget_problem, check_ready
 from fedprofile.client.site import PartnerSite
 from fedprofile.config import RunConfig
 from fedprofile.contract.customers import customer_table
@@ -244,8 +239,8 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
     Raises
     ------
     DataError
-        If any partner cannot serve the run, or ``k`` segments of ``min_segment_size``
-        customers cannot come from the pooled customers.
+        If any partner cannot serve the run (its data, policy, budget, or ``k`` segments of
+        ``min_segment_size`` customers it cannot fill).
     """
     kmeans = cfg.task in ("segments", "pipeline")
     target = cfg.target if cfg.task in ("ridge", "logistic", "pipeline") else None
@@ -270,15 +265,10 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
             hints.append(f"{name}: {exc.hint}.")
         except FedprofileError as exc:
             problems[name] = str(exc).replace(str(node["data-path"]), "<data-path>")
-    if problems:
+    if problems:  # (every partner filling k segments, the pooled customers do too)
         details = f" Local details: {' '.join(hints)}" if hints else ""
         raise DataError("The partners cannot serve this run; nothing was released: "
                         f"{group_reasons(problems, total=len(nodes)).rstrip('.')}.{details}")
-    if kmeans:
-        problem = pooled_k_problem(cfg.fewest_segments, cfg.min_segment_size, customers,
-                                   len(nodes))
-        if problem:
-            raise DataError(f"{problem} Nothing was released.")
     return customers
 
 

@@ -64,8 +64,9 @@ def one_column_problem(columns: Sequence[object], *, needed: int) -> str | None:
     sep = guess_separator(str(columns[0]))
     guess = (f"; it probably uses {_SEPARATOR_NAMES[sep]}s ({sep!r}) as separator"
              if sep is not None else "")
-    return (f"the file reads as one column, but the contract needs {needed}{guess}. Save "
-            "it with one of the separators , ; tab or | and quote only fields.")
+    need = f"the contract needs {needed}" if needed > 2 else "more are needed"
+    return (f"the file reads as one column, but {need}{guess}. Save it with one of the "
+            "separators , ; tab or | and quote only fields.")
 
 
 def missing_columns_hint(absent: Sequence[str], columns: Iterable[object]) -> str:
