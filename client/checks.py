@@ -152,5 +152,8 @@ def budget_problem(site: PartnerSite, *, epsilon: float, delta: float) -> str | 
     left = epsilon_left(policy, site.ledger.events(party=site.name))
     if gdp_epsilon(gdp_mu(epsilon, delta), policy.delta) <= left * (1 + EPSILON_RTOL):
         return None
+    if left >= policy.max_epsilon_per_run:
+        return (f"its policy allows at most epsilon = {left:g} per run; this run requests "
+                f"epsilon = {epsilon:g}.")
     return (f"its privacy budget leaves at most epsilon = {left:.4g} for a next run; this run "
             f"requests epsilon = {epsilon:g}.")

@@ -158,8 +158,8 @@ def test_wrong_columns_separators_and_budgets_fail_in_seconds_with_a_hint(
     assert "colons.csv': the file reads as one column, but more are needed; it probably " \
            "uses colons (':') as separator" in said[1]
     assert budget.exit_code == 2 and budget_s < 20, budget.output
-    assert ("all 3 partners: its privacy budget leaves at most epsilon = 0.5 for a next run; "
-            "this run requests epsilon = 1.") in said[2]
+    assert ("all 3 partners: its policy allows at most epsilon = 0.5 per run; this run "
+            "requests epsilon = 1.") in said[2]
     assert "Traceback" not in " ".join(said)
     assert _ledger_rows(tmp_path / "state") == 0
 
