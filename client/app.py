@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,16 +71,16 @@ def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
 
     The plan is stored in the partner's ledger: every later release of the run must be one
     of its releases. The data is checked against the run (``k``, ``target``) so that a run
-    that cannot finish is refused before anything is spent.
+    that cannot finish is refused before anything is spent or recorded.
     """
     site.check_contract(request.spec_fingerprint)
+    check_ready(site, k=request.k or None, target=request.target or None,
+                min_segment_size=max(request.min_segment_size, site.policy.min_segment_size))
     site.guard.accept_plan(run_id=request.run_id, stages=request.stages,
                            events=request.planned_events, delta=request.delta,
                            min_segment_size=request.min_segment_size)
     site.ledger.start_run(run_id=request.run_id, party=site.name,
                           epsilon_target=request.epsilon_target, delta=request.delta)
-    check_ready(site, k=request.k or None, target=request.target or None,
-                min_segment_size=max(request.min_segment_size, site.policy.min_segment_size))
     return ProfileReply(partner=site.name, spec_fingerprint=site.spec.fingerprint(),
                         key_id=site.key_id,
                         max_epsilon_per_run=site.policy.max_epsilon_per_run,
@@ -189,7 +190,8 @@ def score(request: ScoreRequest, site: PartnerSite) -> ScoreReply:
 def error_for(exc: Exception, site: PartnerSite | None, message_type: str = "") -> Error:
     """The error reply's content: what went wrong, never where (no local paths) nor data.
 
-    The full text goes to the partner's own log.
+    The full text goes to the partner's own log; an unexpected error is logged as its type,
+    message and place, never with a traceback (whose frames could show data values).
     """
     for kind, code in _ERROR_CODES:
         if isinstance(exc, kind):
@@ -197,10 +199,22 @@ def error_for(exc: Exception, site: PartnerSite | None, message_type: str = "") 
             log.warning("Refused %s: %s%s", message_type, exc, hint)
             reason = redact_local_paths(str(exc), site.local_paths() if site else ())
             return Error(code=code, reason=reason)
-    log.exception("Unexpected error while handling %s", message_type)
+    # no traceback: its frames could show customer values; the type, message and place only
+    log.error("Unexpected error while handling %s: %s: %s (at %s)", message_type,
+              type(exc).__name__, exc, _where(exc))
     return Error(code=ErrorCode.INTERNAL,
                  reason=f"Internal error at the partner ({type(exc).__name__}); details are in "
                         "the partner's own log.")
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``exc``'s traceback (no local values)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "unknown place"
+    return f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
 
 
 def checked_step(step: Callable[[Any, PartnerSite], Any], request: Any,
@@ -217,8 +231,9 @@ def checked_step(step: Callable[[Any, PartnerSite], Any], request: Any,
         try:
             site.ledger.note(run_id=str(getattr(task, "run_id", "")), party=site.name,
                              kind="refusal", message=str(exc))
-        except Exception:  # the refusal itself is what the coordinator gets
-            log.exception("Could not note a refusal in the partner's ledger")
+        except Exception as note_exc:  # noqa: BLE001 - the refusal is what the coordinator gets
+            log.error("Could not note a refusal in the partner's ledger (%s at %s)",
+                      type(note_exc).__name__, _where(note_exc))
         raise
 
 

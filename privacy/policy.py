@@ -202,7 +202,8 @@ class PartnerGuard:
 
     def _refused(self, run_id: str, message: str) -> PolicyRefusedError:
         self.ledger.note(run_id=run_id, party=self.party, kind="refusal", message=message)
-        return PolicyRefusedError(f"Partner {self.party!r} refused: {message}")
+        # no partner name: the coordinator knows who answered, and equal refusals group
+        return PolicyRefusedError(f"Policy refusal: {message}")
 
     def _epsilon_with(self, past: Sequence[PrivacyEvent], events: Sequence[PrivacyEvent]
                       ) -> float:

@@ -146,9 +146,14 @@ def sim(
                 on_round=lambda msg: progress.update(bar, advance=1, description=msg))
     except FedprofileError as exc:
         raise _fail(exc) from None
+    from fedprofile.models.segment_model import SegmentModel
+
     for stage in result.stages or (result,):
-        _print_summary(stage.metrics, stage.report)
+        _print_summary(stage.metrics, stage.report,
+                       segments=isinstance(stage.model, SegmentModel))
     _print_quality(result.metrics)
+    for suggestion in result.suggestions:
+        console.print(f"[bold yellow]Category:[/] {suggestion}", highlight=False)
     if result.stages:
         console.print(f"The whole pipeline spends epsilon = {eps:g} (both stages composed "
                       "exactly); the scoring stage sends nothing.", highlight=False)
@@ -173,8 +178,8 @@ def _print_quality(metrics: dict[str, Any]) -> None:
         console.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
 
 
-def _print_summary(metrics: dict[str, Any], report: Path) -> None:
-    title = "Segmentation" if metrics.get("kmeans") else "Response model"
+def _print_summary(metrics: dict[str, Any], report: Path, *, segments: bool) -> None:
+    title = "Segmentation" if segments else "Response model"
     table = Table(title=f"{title} run", show_header=False)
     privacy = metrics["privacy"]
     eps = privacy.get("epsilon_spent")
