@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from fedprofile.client.redact import redact_local_paths
 from fedprofile.client.response import clipped_gradient_sum, gram_statistics
 from fedprofile.client.site import PartnerSite
 from fedprofile.client.statistics import cluster_partials
-from fedprofile.contract.design import design_norm_bound, target_bound
+from fedprofile.contract.design import design_names, design_norm_bound, target_bound
 from fedprofile.errors import (
     BudgetExceededError,
     ContractError,
@@ -54,8 +55,8 @@ from fedprofile.protocol import (
 )
 from fedprofile.protocol.overlap import OverlapStep
 
-__all__ = ["app", "build_client_app", "error_for", "gradient", "gram", "kmeans", "profile",
-           "score"]
+__all__ = ["app", "build_client_app", "checked_step", "error_for", "gradient", "gram", "kmeans",
+           "profile", "score"]
 
 log = logging.getLogger("fedprofile.client")
 
@@ -73,16 +74,16 @@ def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
 
     The plan is stored in the partner's ledger: every later release of the run must be one
     of its releases. The data is checked against the run (``k``, ``target``) so that a run
-    that cannot finish is refused before anything is spent.
+    that cannot finish is refused before anything is spent or recorded.
     """
     site.check_contract(request.spec_fingerprint)
+    check_ready(site, k=request.k or None, target=request.target or None,
+                min_segment_size=max(request.min_segment_size, site.policy.min_segment_size))
     site.guard.accept_plan(run_id=request.run_id, stages=request.stages,
                            events=request.planned_events, delta=request.delta,
                            min_segment_size=request.min_segment_size)
     site.ledger.start_run(run_id=request.run_id, party=site.name,
                           epsilon_target=request.epsilon_target, delta=request.delta)
-    check_ready(site, k=request.k or None, target=request.target or None,
-                min_segment_size=max(request.min_segment_size, site.policy.min_segment_size))
     return ProfileReply(partner=site.name, spec_fingerprint=site.spec.fingerprint(),
                         key_id=site.key_id,
                         max_epsilon_per_run=site.policy.max_epsilon_per_run,
@@ -159,12 +160,14 @@ def gradient(request: GradientRequest, site: PartnerSite) -> GradientReply:
     if _response_stage(site, task) != "logistic":
         raise ContractError(f"Logistic regression needs a binary target; {task.target!r} is "
                             "not one in the contract.")
+    segments = task.segment_centers.shape[0] if task.segment_centers.size else 0
+    columns = len(design_names(site.spec, task.target, segments))
+    if len(request.theta) != columns:  # checked before the design is built or anything charged
+        raise ProtocolError(f"train.gradient request: theta has {len(request.theta)} values; "
+                            f"the design has {columns} columns.")
     mech = GaussianMechanism(sensitivity=request.clip, noise_multiplier=request.noise_multiplier)
     events = (mech.event(component="gradient", stage="logistic", round=task.round),)
     data = site.design(task)
-    if data.z_train.shape[1] != len(request.theta):
-        raise ProtocolError(f"train.gradient request: theta has {len(request.theta)} values; "
-                            f"the design has {data.z_train.shape[1]} columns.")
     total = clipped_gradient_sum(data.z_train, data.y_train, request.theta, request.clip)
     site.guard.authorize(run_id=task.run_id, stage="logistic", events=events)
     rng = site.rng(run_id=task.run_id, stage="logistic", round=task.round,
@@ -190,7 +193,8 @@ def score(request: ScoreRequest, site: PartnerSite) -> ScoreReply:
 def error_for(exc: Exception, site: PartnerSite | None, message_type: str = "") -> Error:
     """The error reply's content: what went wrong, never where (no local paths) nor data.
 
-    The full text goes to the partner's own log.
+    The full text goes to the partner's own log; an unexpected error is logged as its type,
+    message and place, never with a traceback (whose frames could show data values).
     """
     for kind, code in _ERROR_CODES:
         if isinstance(exc, kind):
@@ -198,10 +202,42 @@ def error_for(exc: Exception, site: PartnerSite | None, message_type: str = "") 
             log.warning("Refused %s: %s%s", message_type, exc, hint)
             reason = redact_local_paths(str(exc), site.local_paths() if site else ())
             return Error(code=code, reason=reason)
-    log.exception("Unexpected error while handling %s", message_type)
+    # no traceback: its frames could show customer values; the type, message and place only
+    log.error("Unexpected error while handling %s: %s: %s (at %s)", message_type,
+              type(exc).__name__, exc, _where(exc))
     return Error(code=ErrorCode.INTERNAL,
                  reason=f"Internal error at the partner ({type(exc).__name__}); details are in "
                         "the partner's own log.")
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``exc``'s traceback (no local values)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "unknown place"
+    return f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+
+
+def checked_step(step: Callable[[Any, PartnerSite], Any], request: Any,
+                 site: PartnerSite) -> Any:
+    """Run ``step``; a request refused as malformed or out of bounds is noted in the ledger.
+
+    Policy refusals are noted by the guard itself. The note holds the reason only, which
+    names request parameters, never the partner's data.
+    """
+    try:
+        return step(request, site)
+    except ProtocolError as exc:
+        task = getattr(request, "task", request)
+        try:
+            site.ledger.note(run_id=str(getattr(task, "run_id", "")), party=site.name,
+                             kind="refusal", message=str(exc))
+        except Exception as note_exc:  # noqa: BLE001 - the refusal is what the coordinator gets
+            log.error("Could not note a refusal in the partner's ledger (%s at %s)",
+                      type(note_exc).__name__, _where(note_exc))
+        raise
 
 
 def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str, Any]],
@@ -211,7 +247,7 @@ def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str,
     try:
         site = PartnerSite.from_node_config(context.node_config, defaults,
                                             context.run_config)
-        reply = step(parse(msg.content), site)
+        reply = checked_step(step, parse(msg.content), site)
         return Message(reply.to_record(), reply_to=msg)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a clean error reply
         return Message(error_for(exc, site, msg.metadata.message_type), reply_to=msg)

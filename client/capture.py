@@ -15,6 +15,7 @@ from flwr.app import Context, Message
 from flwr.common.serde import message_to_proto
 
 from fedprofile.client.site import resolve_node_config
+from fedprofile.errors import ContractError
 
 __all__ = ["make_capture_mod", "serialize_message"]
 
@@ -32,8 +33,12 @@ def make_capture_mod(defaults: Mapping[int, Mapping[str, Any]] | None = None
 
     def capture_mod(msg: Message, context: Context, call_next: CallNext) -> Message:
         reply = call_next(msg, context)
-        folder = resolve_node_config(context.node_config, defaults,
-                                     context.run_config).capture_dir
+        try:
+            folder = resolve_node_config(context.node_config, defaults,
+                                         context.run_config).capture_dir
+        except ContractError:  # an unusable config was refused in the reply; still capture it
+            raw = context.node_config
+            folder = str(raw.get("capture-dir") or raw.get("capture_dir") or "")
         if folder:
             out = Path(folder)
             out.mkdir(parents=True, exist_ok=True)

@@ -10,17 +10,17 @@ is for the partner's own log and console only.
 
 from __future__ import annotations
 
-import logging
+import math
 
 import pandas as pd
 
 from fedprofile.client.site import PartnerSite
 from fedprofile.contract.targets import binary_labels, target_column, target_vector
 from fedprofile.errors import ContractError, DataError
+from fedprofile.privacy.accounting import EPSILON_RTOL, gdp_epsilon, gdp_mu
+from fedprofile.privacy.policy import epsilon_left
 
-__all__ = ["NotReadyError", "check_ready", "pooled_k_problem"]
-
-log = logging.getLogger("fedprofile.client")
+__all__ = ["NotReadyError", "budget_problem", "check_ready", "pooled_k_problem"]
 
 _SHOWN_LABELS = 8
 
@@ -57,26 +57,28 @@ def check_ready(site: PartnerSite, *, k: int | None, target: str | None,
     ContractError
         If ``target`` is not declared in the contract or ``k`` is not positive.
     NotReadyError
-        If a binary target's declared ``positive`` matches no customer's value, or every
-        customer's value (one class only), or a numeric target holds no usable value.
+        If ``k * min_segment_size`` exceeds the partner's customers, a binary target's
+        declared ``positive`` matches no customer's value, or every customer's value (one
+        class only), or a numeric target holds no usable value.
     DataError
         As the partner's data preparation (missing columns, unreadable file).
 
     Notes
     -----
-    The size of this partner alone does not refuse a ``k``: a small partner helps a large
-    federation. When ``k * min_segment_size`` exceeds this partner's customers a local note
-    is logged; the pooled check is the simulation harness's, and in deployment suppressed
-    segments are reported by the coordinator.
+    A partner refuses a ``k`` whose segments of ``min_segment_size`` customers its own
+    customers cannot fill (``k * min_segment_size`` above them): the message says so without
+    the count, which only the hint holds.
     """
     customers = len(site.matrix())
     if k is not None:
         if k < 1:
             raise ContractError(f"The number of segments k must be at least 1. Got {k}.")
-        if k * max(min_segment_size, 1) > customers:
-            log.info("Partner %s: k=%d segments of at least %d customers need %d customers; "
-                        "this partner holds %d (the federation as a whole may).",
-                        site.name, k, min_segment_size, k * max(min_segment_size, 1), customers)
+        need = k * max(min_segment_size, 1)
+        if need > customers:
+            raise NotReadyError(
+                f"k={k} segments of at least {max(min_segment_size, 1)} customers need more "
+                "customers than this partner holds; lower k or the minimum segment size.",
+                hint=f"this partner holds {customers:,} customers; {need:,} are needed")
     if target:
         _check_target(site, target)
 
@@ -132,3 +134,26 @@ def pooled_k_problem(k: int, min_segment_size: int, customers: int, partners: in
             f"customers; the {partners} partners hold {customers:,} together. Lower --k "
             "or --min-segment-size.")
 
+
+
+def budget_problem(site: PartnerSite, *, epsilon: float, delta: float) -> str | None:
+    """Why this partner's policy would refuse a run of ``(epsilon, delta)``, or None.
+
+    The check its guard makes when the run is announced, made ahead (nothing is recorded):
+    the run's GDP ``mu`` must fit what its ledger leaves of the budgets (see
+    :func:`fedprofile.privacy.policy.epsilon_left`). No partner name, so equal refusals
+    group.
+    """
+    policy = site.policy
+    if math.isinf(epsilon):
+        if policy.allow_non_private:
+            return None
+        return "its policy does not allow non-private (epsilon = inf) runs."
+    left = epsilon_left(policy, site.ledger.events(party=site.name))
+    if gdp_epsilon(gdp_mu(epsilon, delta), policy.delta) <= left * (1 + EPSILON_RTOL):
+        return None
+    if left >= policy.max_epsilon_per_run:
+        return (f"its policy allows at most epsilon = {left:g} per run; this run requests "
+                f"epsilon = {epsilon:g}.")
+    return (f"its privacy budget leaves at most epsilon = {left:.4g} for a next run; this run "
+            f"requests epsilon = {epsilon:g}.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -40,6 +41,8 @@ __all__ = ["PartnerSite", "resolve_node_config"]
 
 T = TypeVar("T")
 
+log = logging.getLogger("fedprofile.client")
+
 CACHE_FORMAT = f"matrix-v2-{STORAGE_DTYPE.str}"
 """Part of the cache key: a cache written in another format is never reused."""
 
@@ -64,6 +67,13 @@ def resolve_node_config(node_config: Mapping[str, Any],
     ``flwr run`` a virtual node only knows its ``partition-id``: it then takes its slice of
     the run config's shipped ``dataset`` (see
     :func:`fedprofile.presets.datasets.preset_partition_file`) and the run config's ``spec``.
+    A deployed node (no ``partition-id``) uses its own ``spec`` only: the run config is the
+    coordinator's, and never names a file on the partner's disk.
+
+    Raises
+    ------
+    ContractError
+        If a deployed node's config has no ``spec``.
     """
     pid = node_config.get("partition-id")
     merged = dict((defaults or {}).get(int(pid), {}) if pid is not None else {})
@@ -74,8 +84,13 @@ def resolve_node_config(node_config: Mapping[str, Any],
         count = int(node_config.get("num-partitions", 1))
         merged["data-path"] = str(preset_partition_file(
             str(run_config["dataset"]), int(pid), count, Path(".fedprofile") / "flwr-sim"))
-    if not merged.get("spec") and run_config.get("spec"):
-        merged["spec"] = str(run_config["spec"])
+    if not merged.get("spec"):
+        if pid is None:  # a coordinator never picks a file on a partner's disk
+            raise ContractError("The partner's node config has no 'spec' (its own copy of "
+                                "the feature contract); a deployed node never takes the "
+                                "coordinator's. Set it with --node-config \"spec='...'\".")
+        if run_config.get("spec"):
+            merged["spec"] = str(run_config["spec"])
     return NodeConfig.from_mapping(merged, partition_id=None if pid is None else int(pid))
 
 
@@ -221,7 +236,22 @@ class PartnerSite:
                 source=self.source_label))
             (self.state_dir / "data_quality.json").write_text(
                 json.dumps(report.to_dict(), indent=1), encoding="utf-8")
+            self._log_quality(report.summary())
         return np.load(cache, mmap_mode="r")
+
+    def _log_quality(self, summary: Mapping[str, Any]) -> None:
+        """The partner's own log: its data-quality counts, warned when over a threshold.
+
+        Counts and feature names only: :meth:`DataQualityReport.summary` holds no value.
+        """
+        counts = (f"Partner {self.name}: data quality: {summary['rows']:,} rows, "
+                  f"{summary['customers']:,} customers, {summary['dropped']:,} dropped")
+        warnings = summary.get("warnings") or []
+        if warnings:
+            log.warning("%s. %s (details: data_quality.json in the state folder)", counts,
+                        " ".join(warnings))
+        else:
+            log.info("%s.", counts)
 
     def _customer_chunks(self) -> Iterator[pd.DataFrame]:
         """The customer table in chunks.
@@ -232,13 +262,29 @@ class PartnerSite:
         if self.spec.customers is not None:
             yield from frame_chunks(self.customers(), self.chunk_rows)
             return
-        wanted = set(resolve_columns(self.spec, self.mapping).values())
-        if self.spec.identity:  # and the id column, which pseudonymisation refuses to overwrite
-            wanted |= {*self.spec.identity.columns, ID_COLUMN}
+        needed = set(resolve_columns(self.spec, self.mapping).values())
+        if self.spec.identity:
+            needed |= set(self.spec.identity.columns)
+        # and the id column, which pseudonymisation refuses to overwrite
+        wanted = needed | ({ID_COLUMN} if self.spec.identity else set())
         for frame in self.source.iter_chunks(chunk_rows=self.chunk_rows, columns=wanted,
                                              text_columns=self._text_columns):
+            if not needed <= set(frame.columns):
+                # the error names close matches from the table's real header, which
+                # reading only the contract's columns hides
+                frame = self._first_rows()
             yield customer_table(frame, self.spec, pseudonymizer=self.pseudonymizer,
                                  source=self.source_label)
+
+    def _first_rows(self) -> pd.DataFrame:
+        """The table's first rows with every column (for errors naming its real header)."""
+        chunks = self.source.iter_chunks(chunk_rows=100, text_columns=self._text_columns)
+        try:
+            return next(iter(chunks))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:  # a database reader releases its connection now
+                close()
 
     @cached_property
     def _text_columns(self) -> set[str]:

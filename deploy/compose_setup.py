@@ -12,7 +12,6 @@ after any change to the app, each partner approves the new version again with
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -20,7 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 from fedprofile.deploy.approval import approve_app
-from fedprofile.deploy.credentials import create_credentials, create_superexec_secret
+from fedprofile.deploy.credentials import (
+    create_credentials,
+    create_password,
+    create_superexec_secret,
+)
 from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.keys import generate_key, write_key
 
@@ -56,7 +59,7 @@ def main(out: Path = DEPLOY_DIR, app: Path = APP_DIR) -> int:
         write_key(key, home / "secrets" / "federation.key")
         (home / "policy.toml").write_text(POLICY, encoding="utf-8")
         if i == DB_PARTNER:
-            _partner_database(home, part.frame)
+            _partner_database(home, part.frame, out / "credentials" / f"partner-{i}-db")
         trust = out / "credentials" / f"partner-{i}"
         create_superexec_secret(trust / "superexec.secret")
         (trust / "approved-apps.txt").unlink(missing_ok=True)
@@ -66,12 +69,14 @@ def main(out: Path = DEPLOY_DIR, app: Path = APP_DIR) -> int:
     return 0
 
 
-def _partner_database(home: Path, frame: pd.DataFrame) -> None:
+def _partner_database(home: Path, frame: pd.DataFrame, owner: Path) -> None:
     """The seed of the partner's own database: its table, its rows and two passwords.
 
-    ``db/01-customers.sql`` creates and fills the table when the database is first created;
-    ``secrets/db-admin-password`` and ``secrets/db-reader-password`` (mode 0600) are the
-    passwords of the database's owner and of the read-only role the node connects as.
+    ``db/01-customers.sql`` creates and fills the table when the database is first created.
+    The read-only role's password, the one the node connects with, is in the partner's
+    folder (``secrets/db-reader-password``); the owner's is in ``owner`` (a folder no
+    partner container mounts), as code run in the partner's launcher must not find it.
+    Both are mode 0600 from their creation.
     """
     (home / "db").mkdir(exist_ok=True)
     frame.to_csv(home / "db" / "customers.csv", index=False)
@@ -81,10 +86,8 @@ def _partner_database(home: Path, frame: pd.DataFrame) -> None:
         f"CREATE TABLE customers (\n    {columns}\n);\n"
         "COPY customers FROM '/seed/customers.csv' (FORMAT csv, HEADER true);\n",
         encoding="utf-8")
-    for name in ("db-admin-password", "db-reader-password"):
-        path = home / "secrets" / name
-        path.write_text(secrets.token_urlsafe(24), encoding="utf-8")
-        path.chmod(0o600)
+    create_password(home / "secrets" / "db-reader-password")
+    create_password(owner / "db-admin-password")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,11 @@ def create_superexec_secret(path: Path) -> Path:
     return _write(path, secrets.token_hex(32).encode("ascii"), private=True)
 
 
+def create_password(path: Path) -> Path:
+    """Write a random password to ``path``, owner-only (mode 0600) from its creation."""
+    return _write(path, secrets.token_urlsafe(24).encode("ascii"), private=True)
+
+
 def create_credentials(out: Path, *, partners: int, hosts: list[str] | None = None
                        ) -> Credentials:
     """Create a CA, a SuperLink certificate for ``hosts`` and ``partners`` SuperNode keys.

@@ -11,13 +11,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from fedprofile.errors import ContractError
+from fedprofile.run_defaults import default_candidates, default_rounds
 
-__all__ = ["TASKS", "NodeConfig", "RunConfig", "default_candidates"]
+__all__ = ["TASKS", "InitMethod", "NodeConfig", "RunConfig"]
 
-_INIT_METHODS = ("overcluster", "random")
+InitMethod = Literal["overcluster", "random"]
+_INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
 TASKS = ("segments", "ridge", "logistic", "pipeline", "overlap")
 
 
@@ -51,16 +53,6 @@ def _float(cfg: Mapping[str, Any], key: str, default: float, *, open_low: float,
                             f"({open_low:g}, {high:g}{']' if math.isfinite(high) else ')'}. "
                             f"Got {value!r} instead.")
     return value
-
-
-def default_candidates(k: int, dim: int) -> int:
-    """Candidates of the over-clustering start: ``max(12 * k, 5 * dim)``.
-
-    A heuristic measured on the shipped data sets (``fedprofile bench utility``): more
-    candidates cover the public box better, but each must keep enough customers to clear
-    the count noise; it depends only on public parameters.
-    """
-    return max(12 * k, 5 * dim)
 
 
 def _run_id(cfg: Mapping[str, Any]) -> str:
@@ -105,13 +97,15 @@ class RunConfig:
         explicitly non-private run.
     delta : float, default=1e-6
         Target delta, in ``(0, 0.1]``.
-    rounds : int, default=3
-        Lloyd rounds after the start, in ``[1, 50]``.
+    rounds : int, default=0
+        Lloyd rounds after the start, in ``[1, 50]``; 0 means :func:`default_rounds` of
+        ``epsilon``.
     init : {"overcluster", "random"}, default="overcluster"
         Private start (DP over-clustering) or data-independent random centres.
     candidates : int, default=0
         Candidates of the over-clustering start; 0 means
-        :func:`default_candidates` of ``k`` and the contract's dimension.
+        :func:`default_candidates` of ``k``, the contract's dimension and whether the run
+        is private.
     min_segment_size : int, default=50
         Segments with a smaller noisy size are suppressed.
     min_partners : int, default=2
@@ -161,8 +155,8 @@ class RunConfig:
     start_from: str = ""
     epsilon: float = 1.0
     delta: float = 1e-6
-    rounds: int = 3
-    init: str = "overcluster"
+    rounds: int = 0
+    init: InitMethod = "overcluster"
     candidates: int = 0
     min_segment_size: int = 50
     min_partners: int = 2
@@ -186,9 +180,15 @@ class RunConfig:
         """The fewest segments the run may publish (``k_min`` under ``k = 'auto'``)."""
         return self.k_min if self.k_auto else self.k
 
+    @property
+    def lloyd_rounds(self) -> int:
+        """The Lloyd rounds the run plans: ``rounds``, or :func:`default_rounds` if 0."""
+        return self.rounds or default_rounds(self.epsilon)
+
     def n_candidates(self, dim: int) -> int:
         """Candidates of the over-clustering start for a contract of dimension ``dim``."""
-        return self.candidates or default_candidates(self.k, dim)
+        return self.candidates or default_candidates(self.k, dim,
+                                                     private=math.isfinite(self.epsilon))
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> RunConfig:
@@ -226,7 +226,8 @@ class RunConfig:
                    k_max=k_max, start_from=start_from,
                    epsilon=_float(cfg, "epsilon", cls.epsilon, open_low=0.0, allow_inf=True),
                    delta=_float(cfg, "delta", cls.delta, open_low=0.0, high=0.1),
-                   rounds=_int(cfg, "rounds", cls.rounds, low=1, high=50), init=init,
+                   rounds=_int(cfg, "rounds", cls.rounds, low=0, high=50),
+                   init=cast(InitMethod, init),
                    candidates=candidates,
                    min_segment_size=_int(cfg, "min_segment_size", cls.min_segment_size, low=0),
                    min_partners=_int(cfg, "min_partners", cls.min_partners, low=1),

@@ -20,7 +20,15 @@ __all__ = [
 
 
 class FedprofileError(Exception):
-    """Base class of every error fedprofile raises on purpose."""
+    """Base class of every error fedprofile raises on purpose.
+
+    ``local_detail`` is text for the partner's own eyes only (its log, its terminal), such as
+    a database driver's message that may quote a value; it never goes into a reply.
+    """
+
+    def __init__(self, *args: object, local_detail: str = "") -> None:
+        super().__init__(*args)
+        self.local_detail = local_detail
 
 
 class ContractError(FedprofileError, ValueError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +69,9 @@ class PartnerPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as a JSON-compatible dict (infinite limits as None)."""
-        def fin(x: float) -> float | None:
-            return None if math.isinf(x) else x
-        return {"max_epsilon_per_run": fin(self.max_epsilon_per_run),
-                "total_epsilon": fin(self.total_epsilon), "delta": self.delta,
-                "min_segment_size": self.min_segment_size,
-                "allowed_stages": list(self.allowed_stages),
-                "allow_non_private": self.allow_non_private,
-                "max_candidate_centres": self.max_candidate_centres,
-                "min_overlap_size": self.min_overlap_size,
-                "min_query_set_size": self.min_query_set_size,
-                "max_overlap_queries_per_day": self.max_overlap_queries_per_day}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
+        return {k: None if isinstance(v, float) and math.isinf(v) else
+                list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
 SIMULATION_POLICY = PartnerPolicy(
@@ -213,7 +205,8 @@ class PartnerGuard:
 
     def _refused(self, run_id: str, message: str) -> PolicyRefusedError:
         self.ledger.note(run_id=run_id, party=self.party, kind="refusal", message=message)
-        return PolicyRefusedError(f"Partner {self.party!r} refused: {message}")
+        # no partner name: the coordinator knows who answered, and equal refusals group
+        return PolicyRefusedError(f"Policy refusal: {message}")
 
     def _epsilon_with(self, past: Sequence[PrivacyEvent], events: Sequence[PrivacyEvent]
                       ) -> float:

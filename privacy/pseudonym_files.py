@@ -105,7 +105,8 @@ def _write_pseudonymized(
         with _writer(staging, out_kind, out_schema) as write:
             for chunk in chunks:
                 frame, part = pseudonymize_frame(
-                    chunk, pseudonymizer, email_col=email_col, phone_col=phone_col, id_col=id_col
+                    _identities_as_text(chunk, (email_col, phone_col)), pseudonymizer,
+                    email_col=email_col, phone_col=phone_col, id_col=id_col
                 )
                 try:
                     write(frame)
@@ -123,6 +124,20 @@ def _write_pseudonymized(
     finally:
         staging.unlink(missing_ok=True)
     return report
+
+
+def _identities_as_text(chunk: pd.DataFrame, columns: Iterable[str | None]) -> pd.DataFrame:
+    """Identity columns stored as numbers become their digits, as a CSV holds them.
+
+    Parquet and databases keep a phone number's type: 447700900123.0 is '447700900123'.
+    """
+    for name in filter(None, columns):
+        values = chunk[name]
+        if values.dtype.kind in "iuf":
+            chunk = chunk.assign(**{name: values.astype(object).where(
+                values.isna(), values.map(lambda v: str(int(v)) if float(v).is_integer()
+                                          else str(v)))})
+    return chunk
 
 
 def _changed_columns(frame: pd.DataFrame, schema: pa.Schema) -> list[str]:
@@ -188,8 +203,8 @@ def pseudonymize_chunks(
     As :func:`pseudonymize_file`, for a table that is not one file: ``source`` names it in
     errors (a database URL without its password). The output's columns and, for Parquet, its
     column types are those of the first chunk (a column empty there is text); a later chunk
-    whose types cannot be cast to them is a DataError. The identity columns should come as
-    text (as a CSV is read), so that a phone number stored as a number keeps its digits.
+    whose types cannot be cast to them is a DataError. Identity columns stored as numbers
+    are read as their digits, as in a CSV.
     """
     target = Path(out_path)
     out_kind = _file_kind(target, "output")

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 from sklearn.cluster import KMeans
 
+from fedprofile.config import InitMethod
 from fedprofile.contract.spec import CategoricalFeature, FeatureSpec
 from fedprofile.errors import ContractError
 from fedprofile.privacy.accounting import gdp_mu, split_mu
@@ -38,7 +38,6 @@ __all__ = [
     "update_centers",
 ]
 
-InitMethod = Literal["overcluster", "random"]
 INIT_STAGE, LLOYD_STAGE = "kmeans-init", "kmeans"
 PRECISION = 0.05  # largest noise of a candidate mean --k auto uses, as a share of the box
 
@@ -170,7 +169,8 @@ def update_centers(previous: np.ndarray, sums: np.ndarray, counts: np.ndarray, *
 
 
 def _weighted_recluster(points: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
-    km = KMeans(n_clusters=k, init="k-means++", n_init=10, random_state=seed)
+    # post-processing of a released summary: restarts cost no budget, only a little time
+    km = KMeans(n_clusters=k, init="k-means++", n_init=50, random_state=seed)
     return km.fit(points, sample_weight=weights).cluster_centers_
 
 

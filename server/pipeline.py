@@ -33,7 +33,7 @@ from fedprofile.server.runs import (
 )
 from fedprofile.server.session import open_run
 
-__all__ = ["PipelinePlan", "run_pipeline"]
+__all__ = ["PipelinePlan", "run_pipeline", "stage_epsilon"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,12 @@ class PipelinePlan:
         return self.planned
 
 
+def stage_epsilon(epsilon: float, delta: float) -> float:
+    """Epsilon of each of the pipeline's two learning stages: half the run's GDP ``mu**2``."""
+    mu = gdp_mu(epsilon, delta)
+    return gdp_epsilon(mu / math.sqrt(2.0), delta) if math.isfinite(mu) else math.inf
+
+
 def run_pipeline(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0
                  ) -> dict[Path, SegmentModel | ResponseModel]:
     """Run segments, the response model and local scoring; return models by output folder."""
@@ -62,7 +68,7 @@ def run_pipeline(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0
     cfg, _ = published_start(cfg, spec)
     task = response_task_for(spec, cfg.target)
     mu = gdp_mu(cfg.epsilon, cfg.delta)
-    half = gdp_epsilon(mu / math.sqrt(2.0), cfg.delta) if math.isfinite(mu) else math.inf
+    half = stage_epsilon(cfg.epsilon, cfg.delta)
     seg_cfg = replace(cfg, task="segments", epsilon=half)
     resp_cfg = replace(cfg, task=task, epsilon=half)
     plan = PipelinePlan(epsilon=cfg.epsilon, delta=cfg.delta, mu=mu, planned=(

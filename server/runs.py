@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from flwr.serverapp import Grid
 
-from fedprofile.config import RunConfig
+from fedprofile.config import InitMethod, RunConfig
 from fedprofile.contract.design import (
     design_names,
     design_norm_bound,
@@ -47,9 +47,9 @@ Model = SegmentModel | ResponseModel
 
 def segment_plan(cfg: RunConfig, spec: FeatureSpec) -> KMeansPlan:
     """The noise of a segmentation run under ``cfg`` (a refresh has no private start)."""
-    init = "random" if cfg.start_from else cfg.init  # both start without a release
-    return plan_kmeans(epsilon=cfg.epsilon, delta=cfg.delta, lloyd_rounds=cfg.rounds,
-                       norm_bound=spec.norm_bound, init=init)  # type: ignore[arg-type]  # RunConfig checks init
+    init: InitMethod = "random" if cfg.start_from else cfg.init  # both start without a release
+    return plan_kmeans(epsilon=cfg.epsilon, delta=cfg.delta, lloyd_rounds=cfg.lloyd_rounds,
+                       norm_bound=spec.norm_bound, init=init)
 
 
 def published_start(cfg: RunConfig, spec: FeatureSpec) -> tuple[RunConfig, SegmentModel | None]:
@@ -105,7 +105,7 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
     if own:
         session.ledger.close()
     params: dict[str, Any] = {
-        "task": "segments", "k": stage.k, "rounds": cfg.rounds,
+        "task": "segments", "k": stage.k, "rounds": cfg.lloyd_rounds,
         "init": "published" if previous is not None else cfg.init,
         "candidates": 0 if previous is not None else cfg.n_candidates(spec.dim),
         "seed": cfg.seed, "run_id": session.run_id, "min_partners": cfg.min_partners,

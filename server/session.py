@@ -130,7 +130,8 @@ def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
     _introduce(fed, ProfileRequest(
         run_id=run_id, spec_fingerprint=spec.fingerprint(), epsilon_target=cfg.epsilon,
         delta=cfg.delta, stages=stages, planned_events=plan.events(),
-        min_segment_size=cfg.min_segment_size, k=cfg.k if "kmeans" in stages else 0,
+        min_segment_size=cfg.min_segment_size,
+        k=cfg.fewest_segments if "kmeans" in stages else 0,
         target=cfg.target if {"ridge", "logistic"} & set(stages) else ""))
     profiled = {"message": MessageKind.PROFILE, "round": 0,
                 "seconds": round(time.perf_counter() - start, 3)}

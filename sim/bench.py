@@ -16,22 +16,26 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
+from fedprofile.config import InitMethod
 from fedprofile.contract.assignment import assign
 from fedprofile.contract.design import DesignData
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import ContractError
 from fedprofile.presets.datasets import Preset
 from fedprofile.presets.partition import Partition
-from fedprofile.server.kmeans import InitMethod
 from fedprofile.sim.evaluate import CENTRALIZED_SEEDS, kmeans_cost
-from fedprofile.sim.inprocess import run_kmeans_inprocess, run_response_inprocess
+from fedprofile.sim.inprocess import (
+    NoisePlacement,
+    run_kmeans_inprocess,
+    run_response_inprocess,
+)
 
 __all__ = ["EPSILONS", "INITS", "BaselineRow", "Centralized", "ResponseRow", "UtilityRow",
            "bench_partitions", "centralized_kmeans", "kmeans_baselines", "kmeans_utility",
            "response_utility"]
 
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
-INITS: tuple[str, ...] = get_args(InitMethod)
+INITS: tuple[InitMethod, ...] = get_args(InitMethod)
 """Every initialisation the k-means stage offers (all private: the start spends budget or
 uses no data)."""
 
@@ -96,14 +100,17 @@ class UtilityRow:
 
 
 def kmeans_utility(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
-                   inits: Sequence[str] = INITS, epsilons: Sequence[float] = EPSILONS,
-                   seeds: int = 3, rounds: int = 3, min_segment_size: int = 50,
+                   inits: Sequence[InitMethod] = INITS, epsilons: Sequence[float] = EPSILONS,
+                   seeds: int = 3, rounds: int = 0, min_segment_size: int = 50,
                    delta: float = 1e-6, reference: Centralized | None = None,
+                   noise: NoisePlacement = "partner",
                    progress: Callable[[], None] | None = None) -> list[UtilityRow]:
     """Cost ratio to centralized k-means and ARI against its first fit, per init and epsilon.
 
     ``reference`` defaults to :func:`centralized_kmeans` of the pooled matrices; pass it to
-    compare several partner splits of the same customers against one reference.
+    compare several partner splits of the same customers against one reference. ``rounds``
+    0 plans a run's default (:func:`fedprofile.run_defaults.default_rounds`); ``noise`` places
+    the noise (:func:`fedprofile.sim.inprocess.run_kmeans_inprocess`).
     """
     pooled = np.vstack(matrices)
     ref = reference or centralized_kmeans(pooled, k)
@@ -115,7 +122,7 @@ def kmeans_utility(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k: int,
             for seed in range(seeds):
                 result = run_kmeans_inprocess(matrices, spec, k=k, epsilon=eps, delta=delta,
                                               rounds=rounds, init=init, seed=seed,
-                                              noise_seed=seed)
+                                              noise_seed=seed, noise=noise)
                 ratios.append(kmeans_cost(pooled, result.centers) / ref.cost)
                 aris.append(adjusted_rand_score(ref_labels, assign(pooled, result.centers)))
                 suppressed.append(int((result.sizes < min_segment_size).sum()))
@@ -145,6 +152,7 @@ class ResponseRow:
 def response_utility(designs: Sequence[DesignData], *, task: str, norm_bound: float,
                      target_bound: float, alpha: float = 1.0, rounds: int = 3,
                      epsilons: Sequence[float] = EPSILONS, seeds: int = 3, delta: float = 1e-6,
+                     noise: NoisePlacement = "partner",
                      progress: Callable[[], None] | None = None) -> list[ResponseRow]:
     """Held-out R² (ridge) or AUC (logistic) of the federated model per epsilon."""
     from sklearn.linear_model import LogisticRegression, Ridge
@@ -168,7 +176,8 @@ def response_utility(designs: Sequence[DesignData], *, task: str, norm_bound: fl
         for seed in range(seeds):
             result = run_response_inprocess(designs, task=task, epsilon=eps, delta=delta,
                                             norm_bound=norm_bound, target_bound=target_bound,
-                                            alpha=alpha, rounds=rounds, noise_seed=seed)
+                                            alpha=alpha, rounds=rounds, noise_seed=seed,
+                                            noise=noise)
             values.append(float(score(result.coef)))
             if progress:
                 progress()
@@ -242,8 +251,8 @@ def _partner_matrices(dataset: str, partner_counts: Sequence[int | None]
 
 
 def segment_benchmark(dataset: str, *, k: int, partner_counts: Sequence[int | None] = (None,),
-                      inits: Sequence[str] = INITS, epsilons: Sequence[float] = EPSILONS,
-                      seeds: int = 3, rounds: int = 3,
+                      inits: Sequence[InitMethod] = INITS, epsilons: Sequence[float] = EPSILONS,
+                      seeds: int = 3, rounds: int = 0, noise: NoisePlacement = "partner",
                       progress: Callable[[], None] | None = None
                       ) -> tuple[list[UtilityRow], list[BaselineRow]]:
     """:func:`kmeans_utility` and :func:`kmeans_baselines` of a preset per partner count.
@@ -261,7 +270,8 @@ def segment_benchmark(dataset: str, *, k: int, partner_counts: Sequence[int | No
     baselines = []
     for mats in splits:
         rows += kmeans_utility(mats, spec, k=k, inits=inits, epsilons=epsilons, seeds=seeds,
-                               rounds=rounds, reference=reference, progress=progress)
+                               rounds=rounds, reference=reference, noise=noise,
+                               progress=progress)
         baselines.append(kmeans_baselines(mats, k=k, reference=reference))
     return rows, baselines
 
@@ -269,6 +279,7 @@ def segment_benchmark(dataset: str, *, k: int, partner_counts: Sequence[int | No
 def response_benchmark(dataset: str, *, task: str, target: str,
                        partner_counts: Sequence[int | None] = (None,),
                        epsilons: Sequence[float] = EPSILONS, seeds: int = 3, rounds: int = 3,
+                       noise: NoisePlacement = "partner",
                        progress: Callable[[], None] | None = None) -> list[ResponseRow]:
     """:func:`response_utility` of a preset's ridge or logistic target per partner count."""
     from fedprofile.contract.design import design_data, design_norm_bound, target_bound
@@ -286,7 +297,7 @@ def response_benchmark(dataset: str, *, task: str, target: str,
         rows += response_utility(designs, task=task, rounds=rounds,
                                  norm_bound=design_norm_bound(spec, target, segment_aware=False),
                                  target_bound=target_bound(spec, target), epsilons=epsilons,
-                                 seeds=seeds, progress=progress)
+                                 seeds=seeds, noise=noise, progress=progress)
     return rows
 
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import pyarrow as pa
@@ -31,7 +32,7 @@ from fedprofile.config import NodeConfig
 from fedprofile.contract.parser import load_spec
 from fedprofile.contract.spec import NumericFeature
 from fedprofile.errors import DataError, FedprofileError
-from fedprofile.io.sql import PASSWORD_ENV, SqlSource
+from fedprofile.io.sql import SqlSource, database_password
 from fedprofile.presets.datasets import load_preset
 from fedprofile.processes import tree_rss
 from fedprofile.sim.bench_speed import replicate_with_jitter
@@ -144,7 +145,7 @@ class _Loader:
         self.label = SqlSource(url, table).label  # refuses a URL holding a password
         self.table = table
         self.engine = sa.create_engine(sa.engine.make_url(url).set(
-            password=os.environ.get(PASSWORD_ENV) or None), poolclass=sa.pool.NullPool)
+            password=database_password()), poolclass=sa.pool.NullPool)
         try:
             self.conn: Any = self.engine.raw_connection()  # psycopg's own connection
         except sa.exc.SQLAlchemyError as exc:
@@ -208,7 +209,14 @@ def read_source(location: str, query: str, *, spec: Path, state: Path) -> dict[s
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(queue, (location, query, str(spec), str(state))))
     proc.start()
-    status, value = queue.get()
+    while True:  # a reader killed (out of memory, a signal) sends nothing: do not wait forever
+        try:
+            status, value = queue.get(timeout=5.0)
+            break
+        except Empty:
+            if not proc.is_alive():
+                raise DataError(f"The reader of {location!r} stopped without a result (exit "
+                                f"code {proc.exitcode}); was it out of memory?") from None
     proc.join()
     if status != "ok":
         raise DataError(value)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KINDS", "WARN_SHARE", "quality_summary", "quality_warnings"]
+__all__ = ["KINDS", "WARN_SHARE", "category_suggestions", "quality_summary", "quality_warnings"]
 
 WARN_SHARE = 0.05
 """A count above this share of a partner's rows is warned about."""
@@ -69,3 +69,25 @@ def quality_warnings(summary: Mapping[str, Mapping[str, Any]], *,
     return [f"{what} above {100 * share:g} % of rows at {len(where)} partner"
             f"{'' if len(where) == 1 else 's'}: {', '.join(where)}."
             for what, where in found.items()]
+
+
+def category_suggestions(files: Mapping[str, Path]) -> list[str]:
+    """Undeclared category values close to a declared one, with the partners holding them.
+
+    These are the partners' own values (``other_suggestions`` of ``data_quality.json``):
+    for the console of the user who holds every simulated partner's data, never for a
+    model, metrics file or report.
+    """
+    found: dict[tuple[str, str, str], list[str]] = {}
+    for partner, path in files.items():
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        suggestions = doc.get("other_suggestions")
+        for feature, pairs in (suggestions if isinstance(suggestions, Mapping) else {}).items():
+            for value, match in (pairs if isinstance(pairs, Mapping) else {}).items():
+                found.setdefault((str(feature), str(value), str(match)), []).append(partner)
+    return [f"feature {feature!r}: {value!r} is not a declared category, counted as (other); "
+            f"did you mean {match!r}? (at {', '.join(where)})"
+            for (feature, value, match), where in sorted(found.items())]

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fedprofile.client.app import build_client_app
-from fedprofile.client.checks import NotReadyError, check_ready, pooled_k_problem
+from fedprofile.client.checks import NotReadyError, budget_problem, check_ready
 from fedprofile.client.site import PartnerSite
 from fedprofile.config import RunConfig
 from fedprofile.contract.customers import customer_table
@@ -44,7 +44,7 @@ from fedprofile.sim.evaluate import evaluate_segments
 from fedprofile.sim.evaluate_response import evaluate_response
 from fedprofile.sim.jobs import ensure_folder
 from fedprofile.sim.overlap import overlap_metrics, read_overlap
-from fedprofile.sim.quality import quality_summary, quality_warnings
+from fedprofile.sim.quality import category_suggestions, quality_summary, quality_warnings
 
 __all__ = ["SimulationResult", "default_workers", "federation_key", "load_model",
            "partner_tables", "pooled_matrix", "preflight", "simulate"]
@@ -60,6 +60,8 @@ class SimulationResult:
     model: SegmentModel | ResponseModel | dict[str, Any]
     metrics: dict[str, Any]
     stages: tuple[SimulationResult, ...] = ()
+    suggestions: tuple[str, ...] = ()
+    """Undeclared category values close to a declared one (partners' values: console only)."""
 
     @property
     def report(self) -> Path:
@@ -108,6 +110,10 @@ def _quiet_flower() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     logging.getLogger("flwr").setLevel(logging.ERROR)
+    # the simulated partners' own data-quality log lines: the summary shows them as a table
+    client_log = logging.getLogger("fedprofile.client")
+    if not client_log.handlers:
+        client_log.addHandler(logging.NullHandler())
 
 
 def partner_tables(partitions: list[Partition], spec_path: Path, state_dir: Path
@@ -210,6 +216,9 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
         return SimulationResult(out_dir=out_dir, model=doc, metrics=metrics)
     folders = ([out_dir / "segments", out_dir / "response"]
                if run_config.get("task") == "pipeline" else [out_dir])
+    quality_files = {node["partner-name"]: Path(node["state-dir"]) / "data_quality.json"
+                     for node in nodes.values()}
+    suggestions = tuple(category_suggestions(quality_files))
     results = []
     for folder in folders:
         model_path = folder / "model.json"
@@ -218,12 +227,11 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
                                 "log above for the partners' replies.")
         model = load_model(model_path)
         metrics = _metrics(model, partitions, spec_path, state_dir, wall, seed, evaluate)
-        metrics["data_quality"] = quality_summary(
-            {node["partner-name"]: Path(node["state-dir"]) / "data_quality.json"
-             for node in nodes.values()})
+        metrics["data_quality"] = quality_summary(quality_files)
         metrics["warnings"] = _warnings(metrics, model)
         write_outputs(model, metrics, folder)
-        results.append(SimulationResult(out_dir=folder, model=model, metrics=metrics))
+        results.append(SimulationResult(out_dir=folder, model=model, metrics=metrics,
+                                        suggestions=suggestions))
     return results[-1] if len(results) == 1 else replace(results[-1], stages=tuple(results))
 
 
@@ -231,16 +239,16 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
     """Every simulated partner's local checks, before Flower starts; the pooled customers.
 
     Each partner is built from the node config its virtual SuperNode gets, prepares its
-    matrix (cached for the run) and runs :func:`fedprofile.client.checks.check_ready`, so a
-    bad file,
-    policy, target or ``k`` fails in seconds and before any release or ledger entry.
+    matrix (cached for the run) and runs :func:`fedprofile.client.checks.check_ready` and
+    :func:`~fedprofile.client.checks.budget_problem`, so a bad file, policy, target, ``k``
+    or a budget the run would break fails in seconds, before any release or ledger entry.
     Identical reasons are reported once with the partners they concern.
 
     Raises
     ------
     DataError
-        If any partner cannot serve the run, or ``k`` segments of ``min_segment_size``
-        customers cannot come from the pooled customers.
+        If any partner cannot serve the run (its data, policy, budget, or ``k`` segments of
+        ``min_segment_size`` customers it cannot fill).
     """
     kmeans = cfg.task in ("segments", "pipeline")
     target = cfg.target if cfg.task in ("ridge", "logistic", "pipeline") else None
@@ -255,21 +263,20 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
             _ = site.policy  # a policy file that cannot be read
             customers += len(site.matrix())
             check_ready(site, k=cfg.fewest_segments if kmeans else None, target=target,
-                        min_segment_size=cfg.min_segment_size)
+                        min_segment_size=max(cfg.min_segment_size,
+                                             site.policy.min_segment_size))
+            budget = budget_problem(site, epsilon=cfg.epsilon, delta=cfg.delta)
+            if budget:
+                problems[name] = budget
         except NotReadyError as exc:
             problems[name] = str(exc)
             hints.append(f"{name}: {exc.hint}.")
         except FedprofileError as exc:
             problems[name] = str(exc).replace(str(node["data-path"]), "<data-path>")
-    if problems:
+    if problems:  # (every partner filling k segments, the pooled customers do too)
         details = f" Local details: {' '.join(hints)}" if hints else ""
         raise DataError("The partners cannot serve this run; nothing was released: "
                         f"{group_reasons(problems, total=len(nodes)).rstrip('.')}.{details}")
-    if kmeans:
-        problem = pooled_k_problem(cfg.fewest_segments, cfg.min_segment_size, customers,
-                                   len(nodes))
-        if problem:
-            raise DataError(f"{problem} Nothing was released.")
     return customers
 
 

@@ -6,13 +6,14 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast, get_args
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from fedprofile.cli.common import PRESET_NAMES, CliApp, console
 from fedprofile.cli.common import fail as _fail
+from fedprofile.config import InitMethod
 from fedprofile.errors import ContractError, FedprofileError
 
 bench_app = CliApp(no_args_is_help=True, help="Benchmarks whose tables the README quotes.")
@@ -25,7 +26,9 @@ def bench_utility(
         help="Comma-separated partner counts, e.g. '5,10' (default: the preset's split).")] = "",
     k: Annotated[int, typer.Option(min=1, max=100, help="Number of segments.")] = 6,
     seeds: Annotated[int, typer.Option(min=1, max=100, help="Seeds per epsilon.")] = 3,
-    rounds: Annotated[int, typer.Option(min=1, max=50, help="Lloyd rounds.")] = 3,
+    rounds: Annotated[int, typer.Option(
+        min=0, max=50,
+        help="Lloyd rounds; 0: as a run (3, 5 from epsilon 3, 8 from 8, 20 at inf).")] = 0,
     task: Annotated[str, typer.Option(help="segments, ridge or logistic.")] = "segments",
     target: Annotated[str, typer.Option(help="Target of ridge/logistic.")] = "",
     gd_rounds: Annotated[int, typer.Option(min=1, max=100, help="Logistic rounds.")] = 3,
@@ -35,6 +38,9 @@ def bench_utility(
         help="Comma-separated epsilons, 'inf' for no noise (default: 0.5,1,2,4,8,inf).")] = "",
     plot: Annotated[Path | None, typer.Option(
         help="Write a PNG of utility against epsilon to this path.")] = None,
+    noise: Annotated[str, typer.Option(
+        help="Noise placement: 'partner' (each partner adds the full noise) or 'secagg' "
+             "(Skellam shares summed by secure aggregation, run in process).")] = "partner",
 ) -> None:
     """Quality against centralized scikit-learn for epsilon in 0.5..8 and inf.
 
@@ -50,12 +56,16 @@ def bench_utility(
         segment_table,
     )
     from fedprofile.sim.bench_plots import plot_against_epsilon, response_panels, segment_panels
+    from fedprofile.sim.inprocess import NoisePlacement
 
     try:
         _check_plot_path(plot)
         counts = _partner_counts(partners)
         eps = _epsilon_list(epsilons) if epsilons else EPSILONS
         inits = _init_list(init, INITS) if init else INITS
+        if noise not in get_args(NoisePlacement):
+            raise ContractError(f"--noise must be partner or secagg. Got {noise!r}.")
+        placement = cast(NoisePlacement, noise)
         if task not in ("segments", "ridge", "logistic"):
             raise ContractError(f"--task must be segments, ridge or logistic. Got {task!r}.")
         runs = len(counts) * len(eps) * seeds * (len(inits) if task == "segments" else 1)
@@ -64,13 +74,16 @@ def bench_utility(
             if task == "segments":
                 rows, baselines = segment_benchmark(dataset, k=k, partner_counts=counts,
                                                     inits=inits, epsilons=eps, seeds=seeds,
-                                                    rounds=rounds, progress=advance)
+                                                    rounds=rounds, noise=placement,
+                                                    progress=advance)
             else:
                 responses = response_benchmark(dataset, task=task, target=target,
                                                partner_counts=counts, epsilons=eps,
-                                               seeds=seeds, rounds=gd_rounds, progress=advance)
+                                               seeds=seeds, rounds=gd_rounds, noise=placement,
+                                               progress=advance)
     except FedprofileError as exc:
         raise _fail(exc) from None
+    typer.echo(f"Noise placement: {noise}")
     if task == "segments":
         typer.echo(segment_table(rows, baselines))
         panels, ylabel = segment_panels(rows, baselines), "k-means cost / centralized"
@@ -227,11 +240,11 @@ def _epsilon_list(text: str) -> list[float]:
     return values
 
 
-def _init_list(text: str, offered: Sequence[str]) -> list[str]:
+def _init_list(text: str, offered: Sequence[InitMethod]) -> list[InitMethod]:
     """k-means starts of ``--init``, each one the project offers."""
     items = _split(text, "--init")
     unknown = [x for x in items if x not in offered]
     if unknown:
         raise ContractError(f"--init must be a comma-separated list of {', '.join(offered)}. "
                             f"Got unknown {', '.join(map(repr, unknown))}.")
-    return list(dict.fromkeys(items))
+    return [method for method in offered if method in items]

@@ -39,6 +39,8 @@ def fail(exc: Exception) -> typer.Exit:
     """Print a user mistake's message (no traceback, no markup) and exit with code 2."""
     err_console.print("[bold red]Error:[/]", end=" ")
     err_console.print(str(exc), markup=False, highlight=False)
+    if isinstance(exc, FedprofileError) and exc.local_detail:
+        err_console.print(f"Detail: {exc.local_detail}", markup=False, highlight=False)
     return typer.Exit(code=2)
 
 

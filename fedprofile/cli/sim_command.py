@@ -66,7 +66,8 @@ def sim(
         help="Target epsilon of the whole run (init included); 'inf' = non-private check."
     )] = "1.0",
     delta: Annotated[float, typer.Option(min=1e-12, max=0.1, help="Target delta.")] = 1e-6,
-    rounds: Annotated[int, typer.Option(min=1, max=50, help="Lloyd rounds.")] = 3,
+    rounds: Annotated[int, typer.Option(
+        min=0, max=50, help="Lloyd rounds; 0: 3, 5 from epsilon 3, 8 from 8, 20 at inf.")] = 0,
     init: Annotated[str, typer.Option(help="Start: 'overcluster' (DP) or 'random'.")
                     ] = "overcluster",
     candidates: Annotated[int, typer.Option(
@@ -108,6 +109,8 @@ def sim(
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
     from fedprofile.privacy.policy import load_policy
+    from fedprofile.run_defaults import default_rounds
+    from fedprofile.server.pipeline import stage_epsilon
     from fedprofile.sim.jobs import ensure_folder, prepare_partitions
     from fedprofile.sim.runner import simulate
 
@@ -130,7 +133,9 @@ def sim(
                   "candidates": candidates, "min-segment-size": min_segment_size,
                   "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
                   "holdout": holdout, "segments": str(segments or ""), "pairs": pairs}
-        seg_rounds = rounds + (1 if init == "overcluster" and not start_from else 0)
+        starts = init == "overcluster" and not start_from
+        seg_eps = stage_epsilon(eps, delta) if task == "pipeline" else eps
+        seg_rounds = (rounds or default_rounds(seg_eps)) + (1 if starts else 0)
         total = {"segments": seg_rounds, "ridge": 1, "logistic": 1 + gd_rounds,
                  "pipeline": seg_rounds + 1 + gd_rounds,
                  "overlap": len(parts) * (len(parts) - 1) // 2}.get(task, 1)
@@ -149,9 +154,14 @@ def sim(
         from fedprofile.cli.overlap_print import print_overlap
         print_overlap(result.model, result.metrics, result.report)  # type: ignore[arg-type]
         return
+    from fedprofile.models.segment_model import SegmentModel
+
     for stage in result.stages or (result,):
-        _print_summary(stage.metrics, stage.report)
+        _print_summary(stage.metrics, stage.report,
+                       segments=isinstance(stage.model, SegmentModel))
     _print_quality(result.metrics)
+    for suggestion in result.suggestions:
+        console.print(f"[bold yellow]Category:[/] {suggestion}", highlight=False)
     if result.stages:
         console.print(f"The whole pipeline spends epsilon = {eps:g} (both stages composed "
                       "exactly); the scoring stage sends nothing.", highlight=False)
@@ -176,8 +186,8 @@ def _print_quality(metrics: dict[str, Any]) -> None:
         console.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
 
 
-def _print_summary(metrics: dict[str, Any], report: Path) -> None:
-    title = "Segmentation" if metrics.get("kmeans") else "Response model"
+def _print_summary(metrics: dict[str, Any], report: Path, *, segments: bool) -> None:
+    title = "Segmentation" if segments else "Response model"
     table = Table(title=f"{title} run", show_header=False)
     privacy = metrics["privacy"]
     eps = privacy.get("epsilon_spent")

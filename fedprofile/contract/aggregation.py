@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from fedprofile.contract.expressions import parse_expression
+from fedprofile.contract.suggest import missing_columns_hint, one_column_problem
 from fedprofile.errors import ContractError, DataError
 
 __all__ = [
@@ -315,7 +316,13 @@ def aggregate_customers(frame: pd.DataFrame, spec: CustomerAggregation, *,
     needed = [spec.id] + ([spec.date] if spec.date else [])
     absent = [c for c in needed if c not in frame.columns]
     if absent:
-        raise DataError(f"{source}: missing column(s) {absent} needed to group rows by customer.")
+        problem = one_column_problem(list(frame.columns),
+                                     needed=len(needed) + len(spec.aggregates))
+        if problem:
+            raise DataError(f"{source}: {problem}")
+        hint = missing_columns_hint(absent, frame.columns)
+        raise DataError(f"{source}: missing column(s) {absent}{hint} needed to group rows by "
+                        "customer.")
     rows = frame.loc[frame[spec.id].notna()].copy()
     snapshot = pd.Timestamp(spec.snapshot) if spec.snapshot else None
     if spec.date:

@@ -21,7 +21,7 @@ from fedprofile.contract.data_quality import (
     _first_suggestions,
 )
 from fedprofile.contract.spec import OTHER, CategoricalFeature, FeatureSpec, NumericFeature
-from fedprofile.contract.suggest import closest, did_you_mean
+from fedprofile.contract.suggest import closest, missing_columns_hint, one_column_problem
 from fedprofile.errors import DataError
 
 __all__ = ["MIN_CUSTOMERS_CHECKED", "WARN_SHARE", "DataQualityReport", "FeatureMatrix",
@@ -153,15 +153,6 @@ def _categorical_column(values: pd.Series, feat: CategoricalFeature, report: Dat
     return onehot, invalid
 
 
-def _hints(absent: list[str], columns: pd.Index) -> str:
-    """`` (did you mean 'x'?)`` for close column names (schema, never data values)."""
-    if len(absent) == 1:
-        return did_you_mean(absent[0], columns)
-    found = [(name, closest(name, columns)) for name in absent]
-    pieces = [f"{name!r}: did you mean {match!r}?" for name, match in found if match]
-    return f" ({'; '.join(pieces)})" if pieces else ""
-
-
 def transform_frame(frame: pd.DataFrame, spec: FeatureSpec, *,
                     mapping: Mapping[str, str] | None = None,
                     source: str = "partner table", check: bool = True) -> FeatureMatrix:
@@ -190,8 +181,11 @@ def transform_frame(frame: pd.DataFrame, spec: FeatureSpec, *,
     columns = resolve_columns(spec, mapping)
     absent = sorted({c for c in columns.values() if c not in frame.columns})
     if absent:
-        raise DataError(f"{source}: missing column(s) {absent}{_hints(absent, frame.columns)} "
-                        f"required by the spec "
+        problem = one_column_problem(list(frame.columns), needed=len(set(columns.values())))
+        if problem:
+            raise DataError(f"{source}: {problem}")
+        hint = missing_columns_hint(absent, frame.columns)
+        raise DataError(f"{source}: missing column(s) {absent}{hint} required by the spec "
                         f"{spec.source}; map them with a column mapping if they are named "
                         "differently.")
     report = DataQualityReport(rows=len(frame))

@@ -22,7 +22,8 @@ import pandas as pd
 
 from fedprofile.errors import DataError
 
-__all__ = ["PASSWORD_ENV", "PASSWORD_FILE_ENV", "SqlSource", "is_database_url", "read_query"]
+__all__ = ["PASSWORD_ENV", "PASSWORD_FILE_ENV", "SqlSource", "database_password", "is_database_url",
+           "read_query"]
 
 PASSWORD_ENV = "FEDPROFILE_DB_PASSWORD"
 PASSWORD_FILE_ENV = "FEDPROFILE_DB_PASSWORD_FILE"
@@ -81,7 +82,7 @@ def read_query(query: str) -> str:
     return text
 
 
-def _password() -> str | None:
+def database_password() -> str | None:
     """The database password from the environment or an owner-only file, if given."""
     file_name = os.environ.get(PASSWORD_FILE_ENV, "")
     if file_name:
@@ -151,22 +152,27 @@ class SqlSource:
         return (self._secret,) if self._secret else ()
 
     def _fail(self, what: str, exc: BaseException | None = None) -> DataError:
-        detail = ""
+        """The error to raise, naming the driver's error class and SQLSTATE.
+
+        The driver's text can quote a value (``invalid input syntax for type integer:
+        "..."``), so it is only the error's local detail, never its message.
+        """
+        detail, said = "", ""
         if exc is not None:
             if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ is not None:
                 exc = exc.__cause__  # pandas wraps the driver's error
             orig = getattr(exc, "orig", None) or exc
-            said = str(orig)
+            state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+            detail = f" ({type(orig).__name__}{f', SQLSTATE {state}' if state else ''})"
+            lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+            said = lines[0][:300] if lines else ""
             if self._url.host:  # named once, in the label, which partner errors redact whole
                 said = said.replace(f"port {self._url.port}", "port <port>") \
                     .replace(self._url.host, "<host>")
-            lines = [line.strip() for line in said.splitlines() if line.strip()]
-            detail = f" ({type(orig).__name__}: {lines[0][:300]})" if lines else \
-                f" ({type(orig).__name__})"
         text = f"Database source {self.label!r}: {what}{detail}."
         for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return DataError(text)
+            text, said = text.replace(secret, "***"), said.replace(secret, "***")
+        return DataError(text, local_detail=said)
 
     def _engine(self) -> Any:
         from sqlalchemy import create_engine, event
@@ -174,7 +180,7 @@ class SqlSource:
 
         url, connect_args = self._url, {}
         backend = url.get_backend_name()
-        password = _password()
+        password = database_password()
         if password and backend not in ("sqlite", "duckdb"):
             self._secret = password
             url = url.set(password=password)

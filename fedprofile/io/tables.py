@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fedprofile.contract.suggest import one_column_problem
 from fedprofile.errors import ContractError, DataError
 
 __all__ = [
@@ -107,6 +108,16 @@ def _check_columns(path: Path, columns: pd.Index) -> None:
                         "it with one of the separators , ; tab or | and quote only fields.")
 
 
+def _one_column_header(path: Path) -> str | None:
+    """Why a CSV whose lines do not split as its header does: a header of one column."""
+    try:
+        lines = _head_lines(path, path.name.lower().endswith(".gz"))
+    except (OSError, EOFError, zlib.error):
+        return None
+    header = next(csv.reader(lines[:1], delimiter=sniff_separator(lines)), [])
+    return one_column_problem(header, needed=2) if lines else None
+
+
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError,
                 pa.ArrowException)
 
@@ -123,6 +134,10 @@ def _unreadable(path: Path, exc: Exception) -> DataError:
     if isinstance(exc, UnicodeDecodeError):
         return DataError(f"Data file {str(path)!r} could not be read as UTF-8 text; save it "
                          "as UTF-8 CSV (or Parquet).")
+    if isinstance(exc, pd.errors.ParserError):
+        problem = _one_column_header(path)
+        if problem:
+            return DataError(f"Data file {str(path)!r}: {problem}")
     return DataError(f"Data file {str(path)!r} could not be read ({type(exc).__name__}); "
                      "is it a valid CSV or Parquet file?")
 

@@ -1,16 +1,16 @@
 """Real public data sets as simulation presets: one customer table plus its feature spec.
 
 A preset turns one of the files shipped in ``fedprofile/data/`` (see its ``README.md``) into
-one row per
-customer with a stable ``customer_id``, names the TOML feature spec under
-``fedprofile/specs/`` that
-describes it, and names the column that splits it into simulated partner companies. The
-presets (``bank``, ``hillstrom``, ``retail`` and ``retail-full``) are listed in
-:data:`PRESETS`. Nothing is cached: every call reads the file again.
+one row per customer with a stable ``customer_id``, names the TOML feature spec under
+``fedprofile/specs/`` that describes it, and names the column that splits it into simulated
+partner companies. The presets (``bank``, ``hillstrom``, ``retail``, ``retail-transactions``
+and ``retail-holdout``) are listed in :data:`PRESETS`. Nothing is cached: every call reads
+the file again.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,15 +193,24 @@ def _load_hillstrom(data_dir: Path) -> pd.DataFrame:
 def preset_partition_file(dataset: str, partition_id: int, count: int, folder: Path) -> Path:
     """One partner's slice of a shipped data set as a Parquet file (created once).
 
-    Used by virtual nodes under ``flwr run``, which only know their partition id.
+    Used by virtual nodes under ``flwr run``, which only know their partition id. The names
+    come from the run config, so only a shipped preset and integer ids make a file name:
+    the coordinator cannot point a node at any other file.
     """
+    if dataset not in PRESETS:
+        raise ContractError(f"The 'dataset' parameter must be one of "
+                            f"{', '.join(repr(n) for n in PRESETS)}. Got {dataset!r} instead.")
+    for name, value in (("partition-id", partition_id), ("num-partitions", count)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ContractError(f"The '{name}' parameter must be a non-negative integer. "
+                                f"Got {value!r} instead.")
     path = folder / f"{dataset}-{count}-{partition_id}.parquet"
     if not path.is_file():
         parts = load_preset(dataset).partitions(count)
         if not 0 <= partition_id < len(parts):
             raise ContractError(f"Partition id {partition_id} is outside 0..{len(parts) - 1}.")
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.parquet")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.parquet")
         parts[partition_id].frame.to_parquet(tmp, index=False)
         tmp.replace(path)
     return path

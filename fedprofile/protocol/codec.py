@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -13,7 +14,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from fedprofile.errors import ProtocolError
 from fedprofile.privacy.events import PrivacyEvent, event_from_dict
 
-__all__ = ["PROTOCOL_VERSION", "RUN_ID_PATTERN", "ErrorCode", "MessageKind"]
+__all__ = ["MAX_ARRAY_ELEMENTS", "PROTOCOL_VERSION", "RUN_ID_PATTERN", "ErrorCode",
+           "MessageKind"]
 
 PROTOCOL_VERSION = 1
 
@@ -95,13 +97,65 @@ def _float(config: ConfigRecord, key: str, message: str, *, allow_inf: bool = Fa
     return value
 
 
+MAX_ARRAY_ELEMENTS = 1 << 22
+"""Most values one received array may hold (4,194,304: 32 MiB as float64)."""
+
+_NUMPY_STYPE = "numpy.ndarray"
+"""Flower's serialization type of NumPy arrays (``np.save`` bytes, never pickled)."""
+
+_HEADER_BYTES = 1 << 16
+"""Slack for the ``.npy`` header in a received array's bytes."""
+
+
+def _npy_header(data: bytes, key: str, message: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of serialized ``.npy`` bytes, read from the header only."""
+    buffer = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError("unsupported format version")
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(buffer)
+    except (ValueError, TypeError, SyntaxError, EOFError) as exc:
+        raise ProtocolError(f"{message}: array {key!r} is not a valid NumPy array "
+                            f"({type(exc).__name__}).") from None
+    if dtype.kind not in "fiu" or dtype.shape:
+        raise ProtocolError(f"{message}: array {key!r} must hold real numbers; got dtype "
+                            f"kind {dtype.kind!r}.")
+    elements = math.prod(shape)
+    if elements > MAX_ARRAY_ELEMENTS:
+        raise ProtocolError(f"{message}: array {key!r} of shape {tuple(shape)} holds "
+                            f"{elements} values; at most {MAX_ARRAY_ELEMENTS} are accepted.")
+    if len(data) != buffer.tell() + elements * dtype.itemsize:
+        raise ProtocolError(f"{message}: array {key!r} has {len(data)} bytes, which do not "
+                            f"match its header (shape {tuple(shape)}, dtype {dtype.str}).")
+    return tuple(shape), dtype
+
+
 def _array(content: RecordDict, key: str, message: str) -> np.ndarray:
+    """A received array, bounded before anything is allocated, as finite float64 values.
+
+    Its serialization, size in bytes, header shape and dtype are checked against
+    :data:`MAX_ARRAY_ELEMENTS` before it is decoded or converted.
+    """
     arrays = content.get(_ARRAYS)
     if not isinstance(arrays, ArrayRecord):
         raise ProtocolError(f"{message}: the message has no {_ARRAYS!r} ArrayRecord.")
     if key not in arrays:
         raise ProtocolError(f"{message}: missing array {key!r}.")
-    value = np.asarray(arrays[key].numpy(), dtype=float)
+    array = arrays[key]
+    if array.stype != _NUMPY_STYPE:
+        raise ProtocolError(f"{message}: array {key!r} must be serialized as "
+                            f"{_NUMPY_STYPE!r}.")
+    if len(array.data) > MAX_ARRAY_ELEMENTS * 8 + _HEADER_BYTES:
+        raise ProtocolError(f"{message}: array {key!r} has {len(array.data)} bytes; at most "
+                            f"{MAX_ARRAY_ELEMENTS * 8 + _HEADER_BYTES} are accepted.")
+    shape, dtype = _npy_header(array.data, key, message)
+    decoded = np.load(io.BytesIO(array.data), allow_pickle=False)
+    if decoded.shape != shape or decoded.dtype != dtype:
+        raise ProtocolError(f"{message}: array {key!r} does not match its header.")
+    value = decoded.astype(np.float64, copy=False)
     if not np.all(np.isfinite(value)):
         raise ProtocolError(f"{message}: array {key!r} holds non-finite values.")
     return value

@@ -34,8 +34,9 @@ class ProfileRequest:
     """``query.profile``: the coordinator announces a run and its full privacy plan.
 
     Each partner checks the plan against its own policy before any data-dependent release,
-    and checks its data against the run (``k`` segments, the response ``target``) so that a
-    run that cannot finish spends nothing. ``k`` is 0 and ``target`` "" when unused.
+    and checks its data against the run (``k``, the fewest segments it may publish; the
+    response ``target``) so that a run that cannot finish spends nothing. ``k`` is 0 and
+    ``target`` "" when unused.
     """
 
     run_id: str

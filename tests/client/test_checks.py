@@ -77,8 +77,16 @@ def test_an_undeclared_target_is_a_contract_error(site: PartnerSite) -> None:
         check_ready(site, k=None, target="nosuch", min_segment_size=50)
 
 
-def test_a_small_partner_alone_does_not_refuse_k(site: PartnerSite) -> None:
-    check_ready(site, k=6, target=None, min_segment_size=50)  # 40 customers: a local note
+def test_a_k_the_partner_cannot_fill_is_refused_without_its_count(site: PartnerSite) -> None:
+    # Prepare: 40 customers; 6 segments of 50 need 300, 2 segments of 20 need 40
+    # Execute
+    with pytest.raises(NotReadyError, match="k=6 segments of at least 50 customers need "
+                                            "more customers than this partner holds") as info:
+        check_ready(site, k=6, target=None, min_segment_size=50)
+    check_ready(site, k=2, target=None, min_segment_size=20)
+    # Assert: the count stays in the local hint
+    assert "40" not in str(info.value) and "300" not in str(info.value)
+    assert "holds 40 customers; 300 are needed" in info.value.hint
 
 
 def test_pooled_k_is_refused_when_segments_cannot_reach_the_minimum() -> None:

@@ -115,6 +115,21 @@ def test_each_partner_runtime_api_is_on_a_network_of_its_own() -> None:
         assert set(service["networks"]) <= set(COMPOSE["networks"]), name
 
 
+def test_who_reaches_each_runtime_api_is_exactly_what_the_notes_say() -> None:
+    # every container sharing a network with a partner's SuperNode can open its runtime port
+    header = (ROOT / "docker-compose.yml").read_text(encoding="utf-8").split("x-app-image")[0]
+    for i in PARTNERS:
+        reach = {n for n in SERVICES if n != f"supernode-{i}"
+                 and _networks(n) & _networks(f"supernode-{i}")}
+        assert reach == {f"superexec-clientapp-{i}", "fleet-gateway"}
+        # the gateway, which reaches it, holds no partner secret
+        assert not any("superexec.secret" in v or "keys" in v
+                       for v in SERVICES["fleet-gateway"]["volumes"])
+    assert "no other container reaches its runtime API" not in header
+    assert "two containers reach it: the partner's launcher" in header
+    assert "and the coordinator's fleet-gateway" in header
+
+
 def test_partners_run_client_apps_only_through_their_launcher(set_up: Path) -> None:
     digest = app_digest(set_up / "app")
     for i in PARTNERS:
@@ -214,6 +229,12 @@ def test_partner_database_is_optional_private_and_read_through_a_read_only_role(
         made = set_up / Path(secret["file"]).relative_to("deploy")
         assert made.is_file() and (made.stat().st_mode & 0o777) == 0o600
         assert len(made.read_text()) >= 24
+    # the owner's password is where no partner container can read it: code the federation
+    # runs in partner 3's launcher reaches the database, but only as the read-only role
+    owner = Path(secrets["partner-db-admin"]["file"])
+    mounted = [Path(v.split(":")[0]) for s in SERVICES.values() if s is not db
+               for v in s.get("volumes", [])]
+    assert not any(owner.is_relative_to(m) or owner == m for m in mounted)
     # the seed creates the table from the partner's rows; the role only reads
     seed = (set_up / "partners" / "partner-3" / "db" / "01-customers.sql").read_text()
     assert seed.startswith("CREATE TABLE customers (") and '"age" bigint' in seed

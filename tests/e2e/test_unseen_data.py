@@ -87,6 +87,7 @@ def _trap_file(tmp_path: Path) -> tuple[Path, Path]:
     frame["bought"] = np.where(frame["visit"] == 1, "Yes", "No")  # declared "yes"
     frame["flag"] = frame["visit"] == 1                           # read back as booleans
     frame["wrong"] = frame["bought"]                              # declared "1": no match
+    frame.loc[frame.index[::10], "channel"] = "Phnoe"              # a misspelt category
     data, spec = tmp_path / "shop.csv", tmp_path / "shop.toml"
     frame.to_csv(data, index=False)
     spec.write_text(TRAPS)
@@ -125,11 +126,58 @@ def test_doomed_runs_fail_in_seconds_before_any_release(tmp_path: Path) -> None:
     assert "all 3 partners: Target 'wrong' declares positive = '1'" in wrong.output
     assert "Traceback" not in wrong.output and wrong_s < 20
     assert big_k.exit_code == 2 and big_k_s < 20
-    assert "k=100 segments of at least 50 customers need 5,000 customers" in big_k.output
+    assert ("all 3 partners: k=100 segments of at least 50 customers need more customers "
+            "than this partner holds") in " ".join(big_k.output.split())
     assert alone.exit_code == 2
     assert "at least min-partners=2 partners" in alone.output
     assert not (tmp_path / "out" / "model.json").exists()
     assert _ledger_rows(tmp_path / "state") == 0
+
+
+def test_wrong_columns_separators_and_budgets_fail_in_seconds_with_a_hint(
+        tmp_path: Path) -> None:
+    # Prepare: a contract with a misspelt column, a colon-separated copy of the file, and a
+    # policy whose per-run budget is below the run's epsilon
+    data, spec = _trap_file(tmp_path)
+    misspelt = tmp_path / "misspelt.toml"
+    misspelt.write_text(TRAPS.replace("[features.history]", "[features.histroy]"))
+    colons = tmp_path / "colons.csv"
+    pd.read_csv(data).to_csv(colons, sep=":", index=False)
+    policy = tmp_path / "policy.toml"
+    policy.write_text("max_epsilon_per_run = 0.5\n")
+    # Execute
+    column, column_s = _sim(tmp_path, data, misspelt, "--k", "3")
+    one, _ = _sim(tmp_path, colons, spec, "--k", "3", "--partition-by", "iid")
+    budget, budget_s = _sim(tmp_path, data, spec, "--k", "3", "--policy", str(policy))
+    # Assert: one grouped line each, before Flower starts, nothing recorded
+    said = [" ".join(r.output.split()) for r in (column, one, budget)]
+    assert column.exit_code == 2 and column_s < 20, column.output
+    assert ("all 3 partners: <data-path>: missing column(s) ['histroy'] (did you mean "
+            "'history'?)") in said[0]
+    assert one.exit_code == 2, one.output
+    assert "colons.csv': the file reads as one column, but more are needed; it probably " \
+           "uses colons (':') as separator" in said[1]
+    assert budget.exit_code == 2 and budget_s < 20, budget.output
+    assert ("all 3 partners: its policy allows at most epsilon = 0.5 per run; this run "
+            "requests epsilon = 1.") in said[2]
+    assert "Traceback" not in " ".join(said)
+    assert _ledger_rows(tmp_path / "state") == 0
+
+
+def test_a_segments_run_without_evaluation_is_titled_and_suggests_categories(
+        tmp_path: Path) -> None:
+    # Prepare: the trap file, whose channel is misspelt 'Phnoe' on a tenth of the rows
+    data, spec = _trap_file(tmp_path)
+    # Execute
+    result, _ = _sim(tmp_path, data, spec, "--k", "3", "--no-evaluate")
+    # Assert: a segmentation run, and the close category suggested on the user's console
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "Segmentation run" in said and "Response model run" not in said
+    assert ("feature 'channel': 'Phnoe' is not a declared category, counted as (other); did "
+            "you mean 'Phone'? (at Surburban, Urban, Rural)") in said
+    metrics = (tmp_path / "out" / "metrics.json").read_text()
+    assert "Phnoe" not in metrics and "Phnoe" not in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_labels_differing_in_case_or_type_train_and_quality_is_shown(tmp_path: Path) -> None:
@@ -148,6 +196,7 @@ def test_labels_differing_in_case_or_type_train_and_quality_is_shown(tmp_path: P
     assert any("'channel' (other)" in w for w in metrics["warnings"])
     assert "Data quality at each partner" in result.output
     assert "Data quality at each partner" in (tmp_path / "out" / "report.html").read_text()
+    assert "did you mean 'Phone'?" in " ".join(result.output.split())
 
 
 LINES_SPEC = """

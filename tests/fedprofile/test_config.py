@@ -20,11 +20,31 @@ def test_empty_mapping_gives_the_documented_defaults() -> None:
     cfg = RunConfig.from_mapping({})
 
     # Assert
-    expected = {"spec": "bank", "k": 6, "epsilon": 1.0, "delta": 1e-6, "rounds": 3,
+    expected = {"spec": "bank", "k": 6, "epsilon": 1.0, "delta": 1e-6, "rounds": 0,
                 "init": "overcluster", "candidates": 0, "min_segment_size": 50,
                 "min_partners": 2, "seed": 0, "out_dir": "runs/latest", "timeout": 600.0}
     assert {name: getattr(cfg, name) for name in expected} == expected
     assert cfg == RunConfig()
+
+
+@pytest.mark.parametrize(("mapping", "lloyd_rounds", "candidates"), [
+    ({}, 3, 72),
+    ({"epsilon": math.inf}, 20, 1000),
+    ({"epsilon": math.inf, "rounds": 4, "candidates": 80}, 4, 80),
+    ({"rounds": 7}, 7, 72),
+    ({"epsilon": 2.9}, 3, 72),
+    ({"epsilon": 3}, 5, 72),
+    ({"epsilon": 8}, 8, 72),
+], ids=["private-auto", "non-private-auto", "non-private-explicit", "private-explicit",
+        "below-3", "from-3", "from-8"])
+def test_zero_rounds_and_candidates_resolve_from_the_budget(
+    mapping: dict[str, Any], lloyd_rounds: int, candidates: int
+) -> None:
+    # Execute
+    cfg = RunConfig.from_mapping(mapping)
+
+    # Assert: 6 segments, 10 features -> max(12 * 6, 5 * 10) = 72 candidates when private
+    assert (cfg.lloyd_rounds, cfg.n_candidates(10)) == (lloyd_rounds, candidates)
 
 
 def test_dash_keys_are_read_as_underscore_fields() -> None:
@@ -117,7 +137,7 @@ _INVALID = [
     ({"delta": 0.5}, "'delta'"),
     ({"delta": "inf"}, "'delta'"),
     ({"delta": math.inf}, "'delta'"),
-    ({"rounds": 0}, "'rounds'"),
+    ({"rounds": -1}, "'rounds'"),
     ({"rounds": 51}, "'rounds'"),
     ({"init": "x"}, "'init'"),
     ({"init": 1}, "'init'"),
@@ -137,7 +157,7 @@ _INVALID = [
 _INVALID_IDS = [
     "k-zero", "k-101", "k-float", "k-bool", "k-string", "epsilon-zero", "epsilon-negative",
     "epsilon-minus-inf", "epsilon-nan", "epsilon-string", "epsilon-bool", "delta-zero",
-    "delta-half", "delta-string-inf", "delta-inf", "rounds-zero", "rounds-51", "init-unknown",
+    "delta-half", "delta-string-inf", "delta-inf", "rounds-negative", "rounds-51", "init-unknown",
     "init-not-string", "candidates-1-below-k", "candidates-5-below-k", "candidates-negative",
     "min-size-negative", "min-partners-zero", "seed-negative", "timeout-zero", "timeout-inf",
     "spec-not-string", "out-dir-none", "unknown-key", "unknown-dash-key",

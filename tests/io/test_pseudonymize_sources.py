@@ -177,3 +177,27 @@ def test_a_column_whose_type_changes_between_chunks_is_named(tmp_path) -> None:
         pseudonymize_chunks(iter(chunks), tmp_path / "out.parquet", pseudo, source="crm",
                             email_col="email")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("layout", ["file", "folder"])
+def test_a_phone_stored_as_a_number_in_parquet_is_read_as_its_digits(tmp_path, key,
+                                                                      layout) -> None:
+    # Prepare: phones as integers (a float column, with its null) in Parquet, and the same
+    # digits as text in a CSV
+    digits = RAW.assign(phone=[str(int(p)) if pd.notna(p) else None for p in RAW["phone"]])
+    csv = write_table(digits, tmp_path / "raw.csv")
+    parquet = (tmp_path / "raw.parquet" if layout == "file"
+               else tmp_path / "ds" / "part=0" / "part-0.parquet")
+    write_table(RAW, parquet)
+    source = parquet if layout == "file" else tmp_path / "ds"
+
+    # Execute
+    code, output = _pseudonymize(str(source), key, tmp_path / "pq.parquet")
+    code_csv, _ = _pseudonymize(str(csv), key, tmp_path / "csv.parquet")
+
+    # Assert: the same pseudonyms as from the CSV, and the phone-only row has one
+    assert code == 0 and code_csv == 0, output
+    ours = pd.read_parquet(tmp_path / "pq.parquet")
+    theirs = pd.read_parquet(tmp_path / "csv.parquet")
+    assert ours["pid"].tolist() == theirs["pid"].tolist()
+    assert ours["pid"][2] is not None

@@ -143,9 +143,10 @@ def test_postgresql_read_only_transaction_stops_a_function_that_writes(pg_db, sp
     engine.dispose()
 
     # Execute / Assert
-    with pytest.raises(DataError, match="read-only transaction") as err:
+    with pytest.raises(DataError, match=r"query failed \(ReadOnlySqlTransaction, SQLSTATE "
+                                        r"25006\)") as err:
         _site(url, f"SELECT * FROM wipe_{table}()", spec, tmp_path / "state").matrix()
-    assert "query failed" in str(err.value) and "\n" not in str(err.value)
+    assert "read-only transaction" in err.value.local_detail and "\n" not in str(err.value)
     assert _count(admin, table) == 4
 
 
@@ -165,11 +166,28 @@ def test_empty_result_is_refused_in_one_line(sqlite_db, spec, tmp_path) -> None:
 
 
 def test_failing_query_and_missing_database_are_one_line_errors(sqlite_db, tmp_path) -> None:
-    with pytest.raises(DataError, match=r"query failed.*no_such_table"):
+    with pytest.raises(DataError, match=r"query failed \(OperationalError\)") as err:
         SqlSource(sqlite_db, "SELECT * FROM no_such_table").read()
+    assert "no_such_table" in err.value.local_detail
     with pytest.raises(DataError, match="does not exist"):
         SqlSource(f"sqlite:///{tmp_path / 'absent.db'}", "customers").read()
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_a_driver_message_quoting_a_value_stays_local(tmp_path) -> None:
+    # Prepare: a DuckDB table whose text column holds a canary the query casts to a number
+    duckdb = pytest.importorskip("duckdb")
+    canary = "canary.3f9a@example.com"
+    with duckdb.connect(str(tmp_path / "crm.duckdb")) as conn:
+        conn.execute(f"CREATE TABLE customers AS SELECT '{canary}' AS email")
+    source = SqlSource(f"duckdb:///{tmp_path / 'crm.duckdb'}",
+                       "SELECT CAST(email AS INTEGER) AS n FROM customers")
+    # Execute
+    with pytest.raises(DataError, match=r"query failed \(\w+\)") as err:
+        source.read()
+    # Assert: the message (what a reply carries) names the error, the detail quotes the value
+    assert canary not in str(err.value)
+    assert canary in err.value.local_detail
 
 
 def test_unreachable_server_is_a_one_line_error(monkeypatch) -> None:
@@ -211,11 +229,11 @@ def test_wrong_password_is_refused_and_the_canary_never_shows(pg_db, spec, tmp_p
     reply = error_for(err.value, site, "Profile")
 
     # Assert: neither password anywhere: the error, the reply, the logs, the partner's files
-    texts = [str(err.value), reply.reason, caplog.text]
+    texts = [str(err.value), err.value.local_detail, reply.reason, caplog.text]
     texts += [p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file()]
     for text in texts:
         assert right not in text and wrong not in text
-    assert "password authentication failed" in str(err.value)
+    assert "password authentication failed" in err.value.local_detail
     assert "127.0.0.1" not in reply.reason and "<data-source>" in reply.reason
 
 

@@ -14,6 +14,7 @@ from fedprofile.presets.datasets import (
     RETAIL_CUTOFF,
     Preset,
     load_preset,
+    preset_partition_file,
     retail_customer_features,
     retail_future_spend,
     uk_shard,
@@ -196,3 +197,26 @@ def test_retail_transactions_partners_hold_whole_customers(presets: dict[str, Pr
     for i, first in enumerate(emails):
         for second in emails[i + 1:]:
             assert not first & second
+
+
+@pytest.mark.parametrize(("dataset", "pid", "match"), [
+    ("../../../secret/payroll", 0, "'dataset'"),
+    ("/etc/passwd", 0, "'dataset'"),
+    ("bank", "0/../../x", "'partition-id'"),
+    ("bank", -1, "'partition-id'"),
+], ids=["relative-path", "absolute-path", "id-with-path", "negative-id"])
+def test_partition_file_names_come_only_from_presets_and_integers(
+        dataset: str, pid: object, match: str, tmp_path: Path) -> None:
+    # Prepare: a file where an unchecked name would lead
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "payroll-5-0.parquet").write_bytes(b"not for the federation")
+    # Execute / Assert: refused before any file is looked at
+    with pytest.raises(ContractError, match=match):
+        preset_partition_file(dataset, pid, 5, tmp_path / "a" / "b" / "c")  # type: ignore[arg-type]
+
+
+def test_partition_file_of_a_preset_is_written_once_in_the_folder(tmp_path: Path) -> None:
+    path = preset_partition_file("bank", 1, 5, tmp_path)
+    assert path.parent == tmp_path and path.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no staging file left
+    assert preset_partition_file("bank", 1, 5, tmp_path) == path
