@@ -254,7 +254,7 @@ def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str,
 
 
 def _overlap_keys(context: Context) -> ConfigRecord:
-    """The initiator's fresh per-query keys, kept in the node's own state between steps."""
+    """The node's own overlap state between steps (fresh keys, the run's noisy size)."""
     if "overlap-keys" not in context.state:
         context.state["overlap-keys"] = ConfigRecord()
     keys = context.state["overlap-keys"]
@@ -306,8 +306,9 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
 
     @client.query("overlap_respond")
     def _overlap_respond(msg: Message, context: Context) -> Message:
+        store = _overlap_keys(context)
         return _respond(msg, context, defaults, _overlap_parser(MessageKind.OVERLAP_RESPOND),
-                        overlap_respond)
+                        lambda step, site: overlap_respond(step, site, store))  # type: ignore[arg-type]
 
     @client.query("overlap_count")
     def _overlap_count(msg: Message, context: Context) -> Message:

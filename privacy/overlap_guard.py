@@ -15,9 +15,12 @@ from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.ledger import LedgerTransaction
 from fedprofile.privacy.policy import PartnerGuard, PolicyRefusal
 
-__all__ = ["OVERLAP_STAGE", "authorize_overlap", "check_set_sizes", "overlap_component"]
+__all__ = ["OVERLAP_STAGE", "SIZE_COMPONENT", "authorize_overlap", "check_set_sizes",
+           "overlap_component"]
 
 OVERLAP_STAGE = "overlap"
+SIZE_COMPONENT = "customers"
+"""The ledger component of a partner's noisy customer count (once per overlap run)."""
 
 
 def overlap_component(counterpart: str) -> str:
@@ -48,9 +51,12 @@ def _queries_today(guard: PartnerGuard, tx: LedgerTransaction, component: str) -
     return int(row[0])
 
 
-def authorize_overlap(guard: PartnerGuard, *, run_id: str, counterpart: str,
+def authorize_overlap(guard: PartnerGuard, *, run_id: str, counterpart: str | None,
                       event: PrivacyEvent) -> None:
     """Authorise and durably record this partner's share of one overlap release.
+
+    ``counterpart`` None is the partner's own noisy customer count, which no query limit
+    counts.
 
     Raises
     ------
@@ -64,7 +70,7 @@ def authorize_overlap(guard: PartnerGuard, *, run_id: str, counterpart: str,
             guard._plan_with(tx, run_id, OVERLAP_STAGE)
             guard._check_non_private([event])
             limit = guard.policy.max_overlap_queries_per_day
-            if _queries_today(guard, tx, event.component) >= limit:
+            if counterpart is not None and _queries_today(guard, tx, event.component) >= limit:
                 raise PolicyRefusal(f"the overlap query limit with {counterpart!r} "
                                     f"({limit} per day, policy "
                                     "'max_overlap_queries_per_day') is reached.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import secrets
 from collections.abc import Iterable
 
 import numpy as np
@@ -26,7 +27,7 @@ from fedprofile.errors import ProtocolError
 from fedprofile.privacy.accounting import gdp_mu
 
 __all__ = ["POINT_BYTES", "BlindingKey", "count_common", "discrete_gaussian",
-           "hash_to_points", "overlap_sigma"]
+           "hash_to_points", "overlap_sigma", "pad_points", "padded_size"]
 
 POINT_BYTES = 32
 _DOMAIN = b"fedprofile-psi-v1\x00"
@@ -41,6 +42,33 @@ def hash_to_points(pseudonyms: Iterable[str]) -> np.ndarray:
         digest[31] &= 0x7F  # X25519 ignores the top bit of u; clear it for a canonical value
         out[i] = np.frombuffer(bytes(digest), dtype=np.uint8)
     return out
+
+
+def padded_size(n: int) -> int:
+    """The public size a set of ``n`` points is padded to, seen only to within 25 %.
+
+    At least 16, then steps of at most a quarter of ``n``: 17 -> 20, 100 -> 112,
+    1,365 -> 1,536.
+    """
+    if n <= 16:
+        return 16
+    step = 2 ** (n.bit_length() - 3)
+    return -(-n // step) * step
+
+
+def pad_points(points: np.ndarray) -> np.ndarray:
+    """``points`` followed by random dummy points up to :func:`padded_size`.
+
+    A dummy is 32 random bytes with the top bit cleared, distributed as a hashed pseudonym
+    is, so after blinding no one can tell it from a real point; it matches the other side's
+    set with probability about ``2**-255`` per pair, so counts are unchanged.
+    """
+    extra = padded_size(len(points)) - len(points)
+    dummies = np.frombuffer(secrets.token_bytes(extra * POINT_BYTES), dtype=np.uint8)
+    dummies = dummies.reshape(extra, POINT_BYTES).copy()
+    dummies[:, 31] &= 0x7F
+    return np.concatenate([np.asarray(points, dtype=np.uint8).reshape(-1, POINT_BYTES),
+                           dummies])
 
 
 class BlindingKey:

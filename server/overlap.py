@@ -1,9 +1,10 @@
 """The coordinator's overlap run: PSI cardinality for pairs of partners, relayed blind.
 
 For every pair the coordinator relays three messages (see
-:mod:`fedprofile.protocol.overlap`); it sees only blinded curve points, the set sizes and
-the noisy, possibly suppressed, count. Each partner's share of each release is entered in
-the federation ledger. A refusal by a partner ends that pair only; the cell says why.
+:mod:`fedprofile.protocol.overlap`); it sees only blinded curve points, padded set sizes,
+each partner's noisy customer count and the noisy, possibly suppressed, overlap count.
+Each partner's share of each release is entered in the federation ledger. A refusal by a
+partner ends that pair only; the cell says why.
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def _ask(fed: Federation, node: int, kind: str, content: RecordDict,
     return decode(reply.content)
 
 
-def _pair(session: RunSession, plan: OverlapPlan, fingerprint: str, a: int, b: int
-          ) -> dict[str, Any]:
+def _pair(session: RunSession, plan: OverlapPlan, fingerprint: str, a: int, b: int,
+          customers: dict[str, int]) -> dict[str, Any]:
     fed, start = session.fed, time.perf_counter()
     qid = uuid.uuid4().hex
     query_a = OverlapQuery(run_id=session.run_id, spec_fingerprint=fingerprint, query_id=qid,
@@ -127,6 +128,7 @@ def _pair(session: RunSession, plan: OverlapPlan, fingerprint: str, a: int, b: i
                   OverlapRespondReply.from_record)
     session.ledger.record(run_id=session.run_id, party=fed.name(b), events=second.events,
                           delta=session.delta)
+    customers[fed.name(b)] = second.noisy_customers
     third = _ask(fed, a, MessageKind.OVERLAP_COUNT,
                  OverlapStep(MessageKind.OVERLAP_COUNT, query_a, blinded=second.double,
                              counterpart_points=second.own,
@@ -134,11 +136,12 @@ def _pair(session: RunSession, plan: OverlapPlan, fingerprint: str, a: int, b: i
                  OverlapCountReply.from_record)
     session.ledger.record(run_id=session.run_id, party=fed.name(a), events=third.events,
                           delta=session.delta)
+    customers[fed.name(a)] = third.noisy_customers
     wire = first.blinded.nbytes + second.double.nbytes + second.own.nbytes
     return {"count": None if third.suppressed else third.count,
             "suppressed": third.suppressed,
             "min_overlap_size": max(first.min_overlap_size, second.min_overlap_size),
-            "set_sizes": [len(first.blinded), len(second.own)],
+            "padded_set_sizes": [len(first.blinded), len(second.own)],
             "seconds": round(time.perf_counter() - start, 3), "point_bytes": wire}
 
 
@@ -153,10 +156,11 @@ def run_overlap(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0
     by_name = {fed.name(n): n for n in fed.node_ids}
     try:
         pairs = parse_pairs(cfg.pairs, list(by_name))
-        cells = []
+        cells, customers = [], {}
         for a, b in pairs:
             try:
-                cell = _pair(session, plan, spec.fingerprint(), by_name[a], by_name[b])
+                cell = _pair(session, plan, spec.fingerprint(), by_name[a], by_name[b],
+                             customers)
             except PairRefused as exc:
                 log.warning("Overlap %s-%s refused: %s", a, b, exc)
                 cell = {"count": None, "suppressed": False, "refused": str(exc)}
@@ -169,7 +173,7 @@ def run_overlap(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0
         session.ledger.close()
     eps = {name: _epsilon(s) for name, s in spent.items()}
     return {"format": OVERLAP_FORMAT, "task": "overlap", "run_id": session.run_id,
-            "partners": list(by_name), "pairs": cells,
+            "partners": list(by_name), "pairs": cells, "noisy_customers": customers,
             "privacy": {"epsilon_per_count": None if plan.non_private else cfg.epsilon,
                         "delta": cfg.delta, "sigma": plan.sigma,
                         "mechanism": "discrete gaussian" if not plan.non_private else "none",
@@ -178,7 +182,8 @@ def run_overlap(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0
                         "noise_placement": "the pair's initiating partner",
                         "accountant": "gdp-exact (each count charged to both partners)"},
             "protocol": {"name": "DH-PSI cardinality on X25519 (fresh keys per query)",
-                         "relay_sees": "blinded points, set sizes, the noisy count"}}
+                         "relay_sees": "blinded points, set sizes padded to within 25 %, "
+                                       "noisy customer counts, the noisy overlap count"}}
 
 
 def _epsilon(spend: dict[str, Any]) -> float | None:

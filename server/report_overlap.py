@@ -24,20 +24,22 @@ __all__ = ["overlap_matrix", "render_overlap_report", "write_overlap_outputs"]
 def overlap_matrix(doc: Mapping[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Partners, the symmetric matrix of noisy counts (NaN: not released) and the share.
 
-    The share of row ``i``, column ``j`` is the overlap as a share of partner ``i``'s set.
+    The share of row ``i``, column ``j`` is the noisy overlap over partner ``i``'s noisy
+    customer count (both released; post-processing).
     """
     names = list(doc["partners"])
     idx = {n: i for i, n in enumerate(names)}
     counts = np.full((len(names), len(names)), np.nan)
     share = np.full_like(counts, np.nan)
+    customers = doc.get("noisy_customers") or {}
     for cell in doc["pairs"]:
         a, b = (idx[n] for n in cell["partners"])
         if cell.get("count") is None:
             continue
         counts[a, b] = counts[b, a] = cell["count"]
-        sizes = cell.get("set_sizes") or [0, 0]
-        share[a, b] = cell["count"] / sizes[0] if sizes[0] else np.nan
-        share[b, a] = cell["count"] / sizes[1] if sizes[1] else np.nan
+        for i, j, name in ((a, b, names[a]), (b, a, names[b])):
+            size = customers.get(name) or 0
+            share[i, j] = min(cell["count"] / size, 1.0) if size > 0 else np.nan
     return names, counts, share
 
 

@@ -1,7 +1,7 @@
 """Time and bytes of one overlap (PSI cardinality) pair at a given set size, in process.
 
-The three protocol steps with the partners' real computation (hashing to points, fresh-key
-blinding, shuffling, counting) and the bytes the relay would carry; no Flower transport.
+The three protocol steps with the partners' real computation (hashing to points, padding,
+fresh-key blinding, shuffling, counting) and the bytes the relay would carry; no Flower transport.
 ``python -m fedprofile.sim.bench_overlap 10000 [1000000]``.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fedprofile.privacy.psi import BlindingKey, count_common, hash_to_points
+from fedprofile.privacy.psi import BlindingKey, count_common, hash_to_points, pad_points
 
 __all__ = ["bench_pair"]
 
@@ -27,7 +27,7 @@ def bench_pair(n: int, *, shared: float = 0.05, seed: int = 0) -> dict[str, Any]
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     a, b = BlindingKey(), BlindingKey()
-    px, py = hash_to_points(x), hash_to_points(y)
+    px, py = pad_points(hash_to_points(x)), pad_points(hash_to_points(y))
     hashed = time.perf_counter()
     first = a.blind(px, rng)                       # step 1 at A
     double, own = b.blind(first, rng), b.blind(py, rng)  # step 2 at B

@@ -8,8 +8,11 @@ Three steps per pair, initiator A and responder B:
 3. ``query.overlap_count`` to A with both: A counts ``E_b(E_a(X)) ∩ E_a(E_b(Y))``, records
    its share, adds discrete Gaussian noise and replies the noisy count (or "count-suppressed").
 
-The coordinator only ever sees uniformly random-looking 32-byte points, the set sizes and
-the noisy count.
+Each set is padded with dummy points to a public size bucket (within 25 % of its size), and
+the replies of steps 2 and 3 also carry the partner's noisy customer count (one release
+per run). The
+coordinator only ever sees uniformly random-looking 32-byte points, the padded sizes, the
+noisy customer counts and the noisy overlap count.
 """
 
 from __future__ import annotations
@@ -132,7 +135,7 @@ class OverlapStep:
 
 @dataclass(frozen=True)
 class OverlapBlindReply:
-    """Step 1 reply: ``E_a(X)`` (shuffled) and the initiator's published-count minimum."""
+    """Step 1 reply: ``E_a(X)`` (padded, shuffled) and the initiator's published minimum."""
 
     blinded: np.ndarray
     min_overlap_size: int
@@ -153,16 +156,21 @@ class OverlapBlindReply:
 
 @dataclass(frozen=True)
 class OverlapRespondReply:
-    """Step 2 reply: ``E_b(E_a(X))`` and ``E_b(Y)``, each shuffled, and B's ledger events."""
+    """Step 2 reply: ``E_b(E_a(X))`` and ``E_b(Y)`` (padded), each shuffled.
+
+    With B's noisy customer count and B's ledger events.
+    """
 
     double: np.ndarray
     own: np.ndarray
     min_overlap_size: int
+    noisy_customers: int
     events: tuple[PrivacyEvent, ...]
 
     def to_record(self) -> RecordDict:
         """Encode as a RecordDict."""
         return _with_points({"min-overlap-size": self.min_overlap_size,
+                             "noisy-customers": self.noisy_customers,
                              "events": _events_json(self.events)},
                             {"double-blinded": self.double, "own-blinded": self.own})
 
@@ -174,20 +182,26 @@ class OverlapRespondReply:
         return cls(double=_points(content, "double-blinded", m),
                    own=_points(content, "own-blinded", m),
                    min_overlap_size=int(_get(c, "min-overlap-size", int, m)),
+                   noisy_customers=int(_get(c, "noisy-customers", int, m)),
                    events=_events_from_json(_get(c, "events", str, m), m))
 
 
 @dataclass(frozen=True)
 class OverlapCountReply:
-    """Step 3 reply: the noisy count, or ``suppressed`` (then the count is 0 and unused)."""
+    """Step 3 reply: the noisy count, or ``suppressed`` (then the count is 0 and unused).
+
+    With A's noisy customer count and A's ledger events.
+    """
 
     count: int
     suppressed: bool
+    noisy_customers: int
     events: tuple[PrivacyEvent, ...]
 
     def to_record(self) -> RecordDict:
         """Encode as a RecordDict."""
         return _with_points({"noisy-count": self.count, "count-suppressed": self.suppressed,
+                             "noisy-customers": self.noisy_customers,
                              "events": _events_json(self.events)}, {})
 
     @classmethod
@@ -197,4 +211,5 @@ class OverlapCountReply:
         c = _config(content, m)
         return cls(count=int(_get(c, "noisy-count", int, m)),
                    suppressed=bool(_get(c, "count-suppressed", bool, m)),
+                   noisy_customers=int(_get(c, "noisy-customers", int, m)),
                    events=_events_from_json(_get(c, "events", str, m), m))

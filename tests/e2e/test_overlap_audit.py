@@ -22,7 +22,7 @@ from fedprofile.presets.partition import Partition
 from fedprofile.privacy.keys import load_key
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.pseudonym import Pseudonymizer, normalize_email
-from fedprofile.privacy.psi import hash_to_points
+from fedprofile.privacy.psi import hash_to_points, padded_size
 from fedprofile.sim.runner import federation_key, partner_tables, simulate
 
 pytestmark = pytest.mark.slow
@@ -61,6 +61,12 @@ def test_overlap_is_exact_and_sends_no_identifier(tmp_path: Path) -> None:
     assert len(truth) == 3 and all(t["error"] == 0 and t["true"] >= 1 for t in truth)
     doc = json.loads((tmp_path / "out" / "model.json").read_text(encoding="utf-8"))
     assert doc["format"] == "fedprofile-overlap/1"
+    # the coordinator saw each set only padded to its public bucket
+    tables = partner_tables(parts, spec, tmp_path / "state")
+    sizes = {p.name: t[ID_COLUMN].nunique() for p, t in zip(parts, tables, strict=True)}
+    for cell in doc["pairs"]:
+        assert cell["padded_set_sizes"] == [padded_size(sizes[n]) for n in cell["partners"]]
+    assert doc["noisy_customers"] == sizes  # epsilon = inf: the released count is exact
     assert "data:image/png" in (tmp_path / "out" / "report.html").read_text()
     # and nothing identifying left a partner
     files = list((tmp_path / "capture").rglob("*.bin"))

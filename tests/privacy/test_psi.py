@@ -12,6 +12,8 @@ from fedprofile.privacy.psi import (
     discrete_gaussian,
     hash_to_points,
     overlap_sigma,
+    pad_points,
+    padded_size,
 )
 
 
@@ -66,3 +68,17 @@ def test_overlap_sigma_at_epsilon_one_and_infinity() -> None:
     assert overlap_sigma(float("inf"), 1e-6) == 0.0
     assert discrete_gaussian(0.0, np.random.default_rng(0)) == 0
     assert 4.0 < overlap_sigma(1.0, 1e-6) < 4.5
+
+
+@pytest.mark.parametrize(("n", "padded"), [(0, 16), (1, 16), (16, 16), (17, 20), (100, 112),
+                                           (128, 128), (1365, 1536), (10**6, 1048576)])
+def test_padded_sizes_are_public_buckets_within_a_quarter(n: int, padded: int) -> None:
+    assert padded_size(n) == padded
+    assert padded_size(n) <= max(16, 1.25 * n)
+
+
+def test_padding_keeps_the_real_points_and_adds_distinct_dummies() -> None:
+    real = hash_to_points([f"id-{i}" for i in range(100)])
+    padded = pad_points(real)
+    assert padded.shape == (112, 32) and np.array_equal(padded[:100], real)
+    assert count_common(padded[100:], real) == 0 and (padded[:, 31] < 0x80).all()

@@ -22,7 +22,7 @@ from fedprofile.contract.customers import ID_COLUMN
 from fedprofile.errors import PolicyRefusedError, ProtocolError
 from fedprofile.io.tables import write_table
 from fedprofile.privacy.keys import generate_key, write_key
-from fedprofile.privacy.psi import overlap_sigma
+from fedprofile.privacy.psi import overlap_sigma, padded_size
 from fedprofile.protocol import MessageKind, ProfileRequest
 from fedprofile.protocol.overlap import OverlapCountReply, OverlapQuery, OverlapStep
 
@@ -67,15 +67,20 @@ def _announce(*sites: PartnerSite, run_id: str = "run1") -> None:
                                planned_events=(), min_segment_size=0, k=0), site)
 
 
+Stores = dict[str, dict[str, bytes]]
+
+
 def _steps(a: PartnerSite, b: PartnerSite, sigma: float, run_id: str = "run1",
-           keys: dict[str, bytes] | None = None) -> OverlapCountReply:
-    keys = {} if keys is None else keys
+           stores: Stores | None = None) -> OverlapCountReply:
+    """The three steps; ``stores`` holds each node's own state (fresh per call if None)."""
+    stores = {} if stores is None else stores
+    keys, b_store = stores.setdefault(a.name, {}), stores.setdefault(b.name, {})
     qid = uuid.uuid4().hex
     qa = OverlapQuery(run_id, a.spec.fingerprint(), qid, b.name, sigma)
     qb = OverlapQuery(run_id, b.spec.fingerprint(), qid, a.name, sigma)
     first = overlap_blind(OverlapStep(MessageKind.OVERLAP_BLIND, qa), a, keys)
     second = overlap_respond(OverlapStep(MessageKind.OVERLAP_RESPOND, qb,
-                                         blinded=first.blinded), b)
+                                         blinded=first.blinded), b, b_store)
     return overlap_count(OverlapStep(MessageKind.OVERLAP_COUNT, qa, blinded=second.double,
                                      counterpart_points=second.own,
                                      min_overlap_size=second.min_overlap_size), a, keys)
@@ -101,8 +106,41 @@ def test_noisy_count_is_charged_to_both_ledgers(tmp_path: Path,
     assert abs(reply.count - _true(a, b)) <= 6 * sigma
     for site, other in ((a, "France"), (b, "Germany")):
         events = site.ledger.events(party=site.name)
-        assert [(e.stage, e.component) for e in events] == [("overlap", f"count:{other}")]
-        assert events[0].sigma == pytest.approx(sigma)
+        assert [(e.stage, e.component) for e in events] == [("overlap", f"count:{other}"),
+                                                             ("overlap", "customers")]
+        assert [e.sigma for e in events] == pytest.approx([sigma, sigma])
+
+
+def test_sets_are_padded_and_exact_sizes_stay_home(tmp_path: Path,
+                                                   partners: dict[str, object]) -> None:
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    qa = OverlapQuery("run1", a.spec.fingerprint(), "q1", b.name, 0.0)
+    qb = OverlapQuery("run1", b.spec.fingerprint(), "q1", a.name, 0.0)
+    keys: dict[str, bytes] = {}
+    first = overlap_blind(OverlapStep(MessageKind.OVERLAP_BLIND, qa), a, keys)
+    second = overlap_respond(OverlapStep(MessageKind.OVERLAP_RESPOND, qb,
+                                         blinded=first.blinded), b, {})
+    n_a, n_b = a.customers()[ID_COLUMN].nunique(), b.customers()[ID_COLUMN].nunique()
+    assert (len(first.blinded), len(second.own)) == (padded_size(n_a), padded_size(n_b))
+    assert len(first.blinded) > n_a and len(second.own) > n_b  # these sizes are off-bucket
+    third = overlap_count(OverlapStep(MessageKind.OVERLAP_COUNT, qa, blinded=second.double,
+                                      counterpart_points=second.own), a, keys)
+    assert third.count == _true(a, b)  # the dummies match nothing
+    assert (third.noisy_customers, second.noisy_customers) == (n_a, n_b)  # sigma 0: exact
+
+
+def test_the_noisy_size_is_charged_once_per_run(tmp_path: Path,
+                                                partners: dict[str, object]) -> None:
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    stores: Stores = {}
+    first = _steps(a, b, sigma=3.0, stores=stores)
+    second = _steps(a, b, sigma=3.0, stores=stores)
+    assert first.noisy_customers == second.noisy_customers  # one release, reused
+    for site in (a, b):
+        components = [e.component for e in site.ledger.events(party=site.name)]
+        assert components.count("customers") == 1 and len(components) == 3
 
 
 def test_stricter_minimum_suppresses(tmp_path: Path, partners: dict[str, object]) -> None:
@@ -132,7 +170,7 @@ def test_a_set_of_one_is_refused(tmp_path: Path, partners: dict[str, object]) ->
     query = OverlapQuery("run1", b.spec.fingerprint(), "q1", "Germany", 1.0)
     one = np.frombuffer(bytes(range(1, 33)), dtype=np.uint8).reshape(1, 32)
     with pytest.raises(PolicyRefusedError, match="the counterpart's query set is below"):
-        overlap_respond(OverlapStep(MessageKind.OVERLAP_RESPOND, query, blinded=one), b)
+        overlap_respond(OverlapStep(MessageKind.OVERLAP_RESPOND, query, blinded=one), b, {})
     assert b.ledger.events() == []
 
 
@@ -145,7 +183,8 @@ def test_queries_beyond_the_daily_limit_are_refused(tmp_path: Path,
     _announce(a, b, run_id="run2")
     with pytest.raises(PolicyRefusedError, match="query limit with 'Germany'"):
         _steps(a, b, sigma=2.0, run_id="run2")
-    assert len(b.ledger.events(party="France")) == 1
+    counts = [e for e in b.ledger.events(party="France") if e.component.startswith("count:")]
+    assert len(counts) == 1
 
 
 def test_a_forbidden_stage_and_a_replayed_count_are_refused(
