@@ -157,7 +157,7 @@ def run_overlap(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0
     try:
         pairs = parse_pairs(cfg.pairs, list(by_name))
         cells, customers = [], {}
-        for a, b in pairs:
+        for number, (a, b) in enumerate(pairs, start=1):
             try:
                 cell = _pair(session, plan, spec.fingerprint(), by_name[a], by_name[b],
                              customers)
@@ -165,7 +165,7 @@ def run_overlap(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0
                 log.warning("Overlap %s-%s refused: %s", a, b, exc)
                 cell = {"count": None, "suppressed": False, "refused": str(exc)}
             cells.append({"partners": [a, b], **cell})
-            log.info("overlap %s-%s done", a, b)
+            log.info("overlap round %d of %d: %s-%s done", number, len(pairs), a, b)
         spent = {name: session.ledger.spend(party=name, delta=cfg.delta,
                                             run_id=session.run_id).to_dict()
                  for name in by_name}
