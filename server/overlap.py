@@ -156,7 +156,8 @@ def run_overlap(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0
     by_name = {fed.name(n): n for n in fed.node_ids}
     try:
         pairs = parse_pairs(cfg.pairs, list(by_name))
-        cells, customers = [], {}
+        cells: list[dict[str, Any]] = []
+        customers: dict[str, int] = {}
         for number, (a, b) in enumerate(pairs, start=1):
             try:
                 cell = _pair(session, plan, spec.fingerprint(), by_name[a], by_name[b],
