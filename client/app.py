@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedprofile.client.capture import make_capture_mod
 from fedprofile.client.checks import NotReadyError, check_ready
+from fedprofile.client.overlap import overlap_blind, overlap_count, overlap_respond
 from fedprofile.client.redact import redact_local_paths
 from fedprofile.client.response import clipped_gradient_sum, gram_statistics
 from fedprofile.client.site import PartnerSite
@@ -45,12 +46,14 @@ from fedprofile.protocol import (
     GramRequest,
     KMeansReply,
     KMeansRequest,
+    MessageKind,
     ProfileReply,
     ProfileRequest,
     ResponseTask,
     ScoreReply,
     ScoreRequest,
 )
+from fedprofile.protocol.overlap import OverlapStep
 
 __all__ = ["app", "build_client_app", "checked_step", "error_for", "gradient", "gram", "kmeans",
            "profile", "score"]
@@ -250,6 +253,19 @@ def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str,
         return Message(error_for(exc, site, msg.metadata.message_type), reply_to=msg)
 
 
+def _overlap_keys(context: Context) -> ConfigRecord:
+    """The node's own overlap state between steps (fresh keys, the run's noisy size)."""
+    if "overlap-keys" not in context.state:
+        context.state["overlap-keys"] = ConfigRecord()
+    keys = context.state["overlap-keys"]
+    assert isinstance(keys, ConfigRecord)
+    return keys
+
+
+def _overlap_parser(kind: str) -> Callable[[RecordDict], OverlapStep]:
+    return lambda content: OverlapStep.from_record(content, kind)
+
+
 def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:
     """Build the partner ClientApp.
 
@@ -281,6 +297,24 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
     @client.train("gradient")
     def _gradient(msg: Message, context: Context) -> Message:
         return _respond(msg, context, defaults, GradientRequest.from_record, gradient)
+
+    @client.query("overlap_blind")
+    def _overlap_blind(msg: Message, context: Context) -> Message:
+        keys = _overlap_keys(context)
+        return _respond(msg, context, defaults, _overlap_parser(MessageKind.OVERLAP_BLIND),
+                        lambda step, site: overlap_blind(step, site, keys))  # type: ignore[arg-type]
+
+    @client.query("overlap_respond")
+    def _overlap_respond(msg: Message, context: Context) -> Message:
+        store = _overlap_keys(context)
+        return _respond(msg, context, defaults, _overlap_parser(MessageKind.OVERLAP_RESPOND),
+                        lambda step, site: overlap_respond(step, site, store))  # type: ignore[arg-type]
+
+    @client.query("overlap_count")
+    def _overlap_count(msg: Message, context: Context) -> Message:
+        keys = _overlap_keys(context)
+        return _respond(msg, context, defaults, _overlap_parser(MessageKind.OVERLAP_COUNT),
+                        lambda step, site: overlap_count(step, site, keys))  # type: ignore[arg-type]
 
     return client
 

@@ -20,7 +20,7 @@ __all__ = ["TASKS", "InitMethod", "NodeConfig", "RunConfig"]
 
 InitMethod = Literal["overcluster", "random"]
 _INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
-TASKS = ("segments", "ridge", "logistic", "pipeline")
+TASKS = ("segments", "ridge", "logistic", "pipeline", "overlap")
 
 
 def _value(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -119,10 +119,11 @@ class RunConfig:
     dataset : str
         Simulation under ``flwr run`` only: virtual nodes without a ``data-path`` take their
         slice of this shipped data set.
-    task : {"segments", "ridge", "logistic", "pipeline"}, default="segments"
+    task : {"segments", "ridge", "logistic", "pipeline", "overlap"}, default="segments"
         What to learn; ``pipeline`` learns segments, then a segment-aware response model
         for ``target`` (ridge or logistic by the target's kind), then has every partner
-        score its customers locally; epsilon covers the whole pipeline.
+        score its customers locally; epsilon covers the whole pipeline. ``overlap`` counts
+        the customers each pair of partners shares (PSI cardinality; epsilon per count).
     target : str
         The contract's target of a response model.
     alpha : float, default=1.0
@@ -142,6 +143,8 @@ class RunConfig:
         The run's id ("" draws a fresh random one, the normal case). A run id can be used
         once at each partner; simulations that must be reproducible name theirs, since
         simulated partners seed their noise with it.
+    pairs : str
+        Overlap only: the pairs to count, ``"A:B,A:C"`` by partner name ("" = every pair).
     """
 
     spec: str = "bank"
@@ -170,6 +173,7 @@ class RunConfig:
     segments: str = ""
     expected_partners: int = 0
     run_id: str = ""
+    pairs: str = ""
 
     @property
     def fewest_segments(self) -> int:
@@ -204,7 +208,7 @@ class RunConfig:
             raise ContractError(f"The 'task' parameter must be one of {list(TASKS)}. "
                                 f"Got {task!r} instead.")
         target = _str(cfg, "target", "")
-        if task != "segments" and not target:
+        if task not in ("segments", "overlap") and not target:
             raise ContractError(f"Task {task!r} needs a 'target' (a [target.NAME] of the spec).")
         k_auto = str(cfg.get("k", "")).strip().lower() == "auto"
         k_min = _int(cfg, "k_min", cls.k_min, low=2, high=100)
@@ -237,7 +241,7 @@ class RunConfig:
                    holdout=_float(cfg, "holdout", cls.holdout, open_low=-1e-300, high=0.99),
                    segments=_str(cfg, "segments", ""),
                    expected_partners=_int(cfg, "expected_partners", 0, low=0),
-                   run_id=_run_id(cfg))
+                   run_id=_run_id(cfg), pairs=_str(cfg, "pairs", ""))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,17 @@ from fedprofile.errors import ContractError, PolicyRefusedError
 from fedprofile.privacy.accounting import EPSILON_RTOL, compose_mu, gdp_epsilon, gdp_mu
 from fedprofile.privacy.events import NonPrivateEvent, PrivacyEvent
 from fedprofile.privacy.ledger import AcceptedPlan, Ledger, LedgerTransaction
+from fedprofile.privacy.overlap_limits import OVERLAP_KEYS, overlap_limits
 
 __all__ = ["ALL_STAGES", "RELEASE_STAGES", "SIMULATION_POLICY", "PartnerGuard",
            "PartnerPolicy", "epsilon_left", "load_policy"]
 
-ALL_STAGES = ("profile", "kmeans", "ridge", "logistic", "score")
+ALL_STAGES = ("profile", "kmeans", "ridge", "logistic", "score", "overlap")
 RELEASE_STAGES = {"kmeans-init": "kmeans", "kmeans": "kmeans", "ridge": "ridge",
-                  "logistic": "logistic"}
+                  "logistic": "logistic", "overlap": "overlap"}
 """The stage label of each kind of release -> the policy stage it is charged to."""
 _KEYS = {"max_epsilon_per_run", "total_epsilon", "delta", "min_segment_size", "allowed_stages",
-         "allow_non_private", "max_candidate_centres"}
+         "allow_non_private", "max_candidate_centres", *OVERLAP_KEYS}
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class PartnerPolicy:
         Whether non-private (epsilon = inf) runs are allowed.
     max_candidate_centres : int, default=4096
         Most centres one k-means request may carry (checked before anything is charged).
+    min_overlap_size, min_query_set_size, max_overlap_queries_per_day : int
+        Overlap limits (see :mod:`fedprofile.privacy.overlap_limits`).
     """
 
     max_epsilon_per_run: float = 1.0
@@ -59,22 +62,21 @@ class PartnerPolicy:
     allowed_stages: tuple[str, ...] = ALL_STAGES
     allow_non_private: bool = False
     max_candidate_centres: int = 4096
+    min_overlap_size: int = 20
+    min_query_set_size: int = 100
+    max_overlap_queries_per_day: int = 3
     source: str = field(default="default policy", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as a JSON-compatible dict (infinite limits as None)."""
-        def fin(x: float) -> float | None:
-            return None if math.isinf(x) else x
-        return {"max_epsilon_per_run": fin(self.max_epsilon_per_run),
-                "total_epsilon": fin(self.total_epsilon), "delta": self.delta,
-                "min_segment_size": self.min_segment_size,
-                "allowed_stages": list(self.allowed_stages),
-                "allow_non_private": self.allow_non_private,
-                "max_candidate_centres": self.max_candidate_centres}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
+        return {k: None if isinstance(v, float) and math.isinf(v) else
+                list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
-SIMULATION_POLICY = PartnerPolicy(max_epsilon_per_run=math.inf, total_epsilon=math.inf,
-                                  allow_non_private=True, source="simulation policy (no limits)")
+SIMULATION_POLICY = PartnerPolicy(
+    max_epsilon_per_run=math.inf, total_epsilon=math.inf, allow_non_private=True,
+    max_overlap_queries_per_day=10**6, source="simulation policy (no limits)")
 """What simulated partners run without ``--policy``: the user's own test data, no limits.
 A deployed node without a policy file runs ``PartnerPolicy()`` instead."""
 
@@ -132,7 +134,8 @@ def load_policy(path: str | Path) -> PartnerPolicy:
                          total_epsilon=_positive(data, "total_epsilon", source,
                                                  default.total_epsilon),
                          delta=delta, min_segment_size=min_size, allowed_stages=tuple(stages),
-                         allow_non_private=allow, max_candidate_centres=centres, source=source)
+                         allow_non_private=allow, max_candidate_centres=centres, source=source,
+                         **overlap_limits(data, source))
 
 
 class PolicyRefusal(Exception):

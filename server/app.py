@@ -20,7 +20,9 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedprofile.config import RunConfig
 from fedprofile.server.federation import RunAborted
+from fedprofile.server.overlap import run_overlap
 from fedprofile.server.pipeline import run_pipeline
+from fedprofile.server.report_overlap import write_overlap_outputs
 from fedprofile.server.runs import (
     coordinator_metrics,
     run_response,
@@ -43,6 +45,12 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
         expected = cfg.expected_partners
         start = time.perf_counter()
         try:
+            if cfg.task == "overlap":
+                doc = run_overlap(grid, cfg, expected_partners=expected)
+                write_overlap_outputs(doc, {"wall_time_s": time.perf_counter() - start,
+                                            "evaluation": "deployment"}, Path(cfg.out_dir))
+                log.info("Overlap written to %s", Path(cfg.out_dir) / "model.json")
+                return
             if cfg.task == "pipeline":
                 outputs = run_pipeline(grid, cfg, expected_partners=expected)
             else:

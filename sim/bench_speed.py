@@ -188,6 +188,7 @@ def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k
                               workers=workers)
             flower = time.perf_counter() - start
         sent = [f.stat().st_size for f in (root / "capture").rglob("*kmeans*.bin")]
+    assert not isinstance(result.model, dict)  # a segmentation run
     times = result.model.params["round_seconds"]
     return SpeedRow(partners=partners, customers=customers or len(preset.frame),
                     workers=workers, flower_s=flower,

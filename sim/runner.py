@@ -43,6 +43,7 @@ from fedprofile.server.runs import write_outputs
 from fedprofile.sim.evaluate import evaluate_segments
 from fedprofile.sim.evaluate_response import evaluate_response
 from fedprofile.sim.jobs import ensure_folder
+from fedprofile.sim.overlap import overlap_metrics, read_overlap
 from fedprofile.sim.quality import category_suggestions, quality_summary, quality_warnings
 
 __all__ = ["SimulationResult", "default_workers", "federation_key", "load_model",
@@ -56,7 +57,7 @@ class SimulationResult:
     """Where a simulation wrote its outputs, and its metrics."""
 
     out_dir: Path
-    model: SegmentModel | ResponseModel
+    model: SegmentModel | ResponseModel | dict[str, Any]
     metrics: dict[str, Any]
     stages: tuple[SimulationResult, ...] = ()
     suggestions: tuple[str, ...] = ()
@@ -206,6 +207,13 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
         if handler:
             server_log.removeHandler(handler)
     wall = time.perf_counter() - start
+    if run_config.get("task") == "overlap":
+        doc = read_overlap(out_dir)
+        parts = [p for p in partitions if isinstance(p, Partition)]
+        known = evaluate and len(parts) == len(partitions)
+        metrics = overlap_metrics(doc, partner_tables(parts, spec_path, state_dir)
+                                  if known else None, parts if known else None, wall, out_dir)
+        return SimulationResult(out_dir=out_dir, model=doc, metrics=metrics)
     folders = ([out_dir / "segments", out_dir / "response"]
                if run_config.get("task") == "pipeline" else [out_dir])
     quality_files = {node["partner-name"]: Path(node["state-dir"]) / "data_quality.json"

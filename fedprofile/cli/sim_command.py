@@ -103,6 +103,9 @@ def sim(
     overlap: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Share of each partner's customers also present at another "
                                "partner (needs an e-mail identity column).")] = 0.0,
+    pairs: Annotated[str, typer.Option(
+        help="--task overlap: the pairs to count, 'A:B,A:C' by partner name (default: all)."
+    )] = "",
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
     from fedprofile.privacy.policy import load_policy
@@ -129,12 +132,13 @@ def sim(
                   "epsilon": eps, "delta": delta, "rounds": rounds, "init": init,
                   "candidates": candidates, "min-segment-size": min_segment_size,
                   "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
-                  "holdout": holdout, "segments": str(segments or "")}
+                  "holdout": holdout, "segments": str(segments or ""), "pairs": pairs}
         starts = init == "overcluster" and not start_from
         seg_eps = stage_epsilon(eps, delta) if task == "pipeline" else eps
         seg_rounds = (rounds or default_rounds(seg_eps)) + (1 if starts else 0)
         total = {"segments": seg_rounds, "ridge": 1, "logistic": 1 + gd_rounds,
-                 "pipeline": seg_rounds + 1 + gd_rounds}.get(task, 1)
+                 "pipeline": seg_rounds + 1 + gd_rounds,
+                 "overlap": len(parts) * (len(parts) - 1) // 2}.get(task, 1)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} rounds"), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
@@ -146,6 +150,10 @@ def sim(
                 on_round=lambda msg: progress.update(bar, advance=1, description=msg))
     except FedprofileError as exc:
         raise _fail(exc) from None
+    if task == "overlap":
+        from fedprofile.cli.overlap_print import print_overlap
+        print_overlap(result.model, result.metrics, result.report)  # type: ignore[arg-type]
+        return
     from fedprofile.models.segment_model import SegmentModel
 
     for stage in result.stages or (result,):

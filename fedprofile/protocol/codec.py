@@ -36,6 +36,9 @@ class MessageKind:
     GRAM: ClassVar[str] = "train.gram"
     GRADIENT: ClassVar[str] = "train.gradient"
     SCORE: ClassVar[str] = "query.score"
+    OVERLAP_BLIND: ClassVar[str] = "query.overlap_blind"
+    OVERLAP_RESPOND: ClassVar[str] = "query.overlap_respond"
+    OVERLAP_COUNT: ClassVar[str] = "query.overlap_count"
 
     def __new__(cls) -> MessageKind:  # noqa: D102
         raise TypeError(f"{cls.__name__} is a namespace of constants and cannot be instantiated.")

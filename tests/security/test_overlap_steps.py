@@ -1,0 +1,203 @@
+"""The partner's overlap steps driven directly, as the coordinator (honest or not) would.
+
+Two small partners share 30 customers. Each test runs the three PSI steps by hand and checks
+exactness, suppression, the policy's refusals (small sets, the daily query limit, a
+forbidden stage) and that both ledgers are charged before the count is released.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedprofile.client.app import profile
+from fedprofile.client.overlap import overlap_blind, overlap_count, overlap_respond
+from fedprofile.client.site import PartnerSite
+from fedprofile.config import NodeConfig
+from fedprofile.contract.customers import ID_COLUMN
+from fedprofile.errors import PolicyRefusedError, ProtocolError
+from fedprofile.io.tables import write_table
+from fedprofile.privacy.keys import generate_key, write_key
+from fedprofile.privacy.psi import overlap_sigma, padded_size
+from fedprofile.protocol import MessageKind, ProfileRequest
+from fedprofile.protocol.overlap import OverlapCountReply, OverlapQuery, OverlapStep
+
+SHARED = 30
+OPEN = "allow_non_private = true\nmin_overlap_size = 0\nmax_epsilon_per_run = inf\n" \
+       "total_epsilon = inf\nmin_query_set_size = 50\n"
+
+
+@pytest.fixture(scope="module")
+def partners(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    from fedprofile.presets.datasets import load_preset
+
+    preset = load_preset("retail-transactions")
+    frame = preset.frame
+    folder = tmp_path_factory.mktemp("overlap")
+    germany = frame.loc[frame["partner_region"] == "Germany"]
+    france = frame.loc[frame["partner_region"] == "France"]
+    shared = germany["email"].dropna().unique()[:SHARED]
+    france = pd.concat([france, germany.loc[germany["email"].isin(shared)]])
+    key = write_key(generate_key(key_id="k-test"), folder / "federation.key")
+    return {"spec": str(preset.spec_path), "key": str(key),
+            "Germany": write_table(germany, folder / "germany.csv"),
+            "France": write_table(france, folder / "france.csv")}
+
+
+def _site(tmp_path: Path, partners: dict[str, object], name: str, policy: str = OPEN
+          ) -> PartnerSite:
+    home = tmp_path / name
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "policy.toml").write_text(policy, encoding="utf-8")
+    return PartnerSite(NodeConfig(data_path=str(partners[name]), spec=str(partners["spec"]),
+                                  partner_name=name, state_dir=str(home / "state"),
+                                  policy=str(home / "policy.toml"), key=str(partners["key"]),
+                                  output_dir=str(home / "out"), noise_seed=0,
+                                  simulation=True))
+
+
+def _announce(*sites: PartnerSite, run_id: str = "run1") -> None:
+    for site in sites:
+        profile(ProfileRequest(run_id=run_id, spec_fingerprint=site.spec.fingerprint(),
+                               epsilon_target=1.0, delta=1e-6, stages=("overlap",),
+                               planned_events=(), min_segment_size=0, k=0), site)
+
+
+Stores = dict[str, dict[str, bytes]]
+
+
+def _steps(a: PartnerSite, b: PartnerSite, sigma: float, run_id: str = "run1",
+           stores: Stores | None = None) -> OverlapCountReply:
+    """The three steps; ``stores`` holds each node's own state (fresh per call if None)."""
+    stores = {} if stores is None else stores
+    keys, b_store = stores.setdefault(a.name, {}), stores.setdefault(b.name, {})
+    qid = uuid.uuid4().hex
+    qa = OverlapQuery(run_id, a.spec.fingerprint(), qid, b.name, sigma)
+    qb = OverlapQuery(run_id, b.spec.fingerprint(), qid, a.name, sigma)
+    first = overlap_blind(OverlapStep(MessageKind.OVERLAP_BLIND, qa), a, keys)
+    second = overlap_respond(OverlapStep(MessageKind.OVERLAP_RESPOND, qb,
+                                         blinded=first.blinded), b, b_store)
+    return overlap_count(OverlapStep(MessageKind.OVERLAP_COUNT, qa, blinded=second.double,
+                                     counterpart_points=second.own,
+                                     min_overlap_size=second.min_overlap_size), a, keys)
+
+
+def _true(a: PartnerSite, b: PartnerSite) -> int:
+    return len(set(a.customers()[ID_COLUMN]) & set(b.customers()[ID_COLUMN]))
+
+
+def test_non_private_count_is_exact(tmp_path: Path, partners: dict[str, object]) -> None:
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    reply = _steps(a, b, sigma=0.0)
+    assert reply.count == _true(a, b) > 0 and not reply.suppressed
+
+
+def test_noisy_count_is_charged_to_both_ledgers(tmp_path: Path,
+                                                partners: dict[str, object]) -> None:
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    sigma = overlap_sigma(1.0, 1e-6)
+    reply = _steps(a, b, sigma=sigma)
+    assert abs(reply.count - _true(a, b)) <= 6 * sigma
+    for site, other in ((a, "France"), (b, "Germany")):
+        events = site.ledger.events(party=site.name)
+        assert [(e.stage, e.component) for e in events] == [("overlap", f"count:{other}"),
+                                                             ("overlap", "customers")]
+        assert [e.sigma for e in events] == pytest.approx([sigma, sigma])
+
+
+def test_sets_are_padded_and_exact_sizes_stay_home(tmp_path: Path,
+                                                   partners: dict[str, object]) -> None:
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    qa = OverlapQuery("run1", a.spec.fingerprint(), "q1", b.name, 0.0)
+    qb = OverlapQuery("run1", b.spec.fingerprint(), "q1", a.name, 0.0)
+    keys: dict[str, bytes] = {}
+    first = overlap_blind(OverlapStep(MessageKind.OVERLAP_BLIND, qa), a, keys)
+    second = overlap_respond(OverlapStep(MessageKind.OVERLAP_RESPOND, qb,
+                                         blinded=first.blinded), b, {})
+    n_a, n_b = a.customers()[ID_COLUMN].nunique(), b.customers()[ID_COLUMN].nunique()
+    assert (len(first.blinded), len(second.own)) == (padded_size(n_a), padded_size(n_b))
+    assert len(first.blinded) > n_a and len(second.own) > n_b  # these sizes are off-bucket
+    third = overlap_count(OverlapStep(MessageKind.OVERLAP_COUNT, qa, blinded=second.double,
+                                      counterpart_points=second.own), a, keys)
+    assert third.count == _true(a, b)  # the dummies match nothing
+    assert (third.noisy_customers, second.noisy_customers) == (n_a, n_b)  # sigma 0: exact
+
+
+def test_the_noisy_size_is_charged_once_per_run(tmp_path: Path,
+                                                partners: dict[str, object]) -> None:
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    stores: Stores = {}
+    first = _steps(a, b, sigma=3.0, stores=stores)
+    second = _steps(a, b, sigma=3.0, stores=stores)
+    assert first.noisy_customers == second.noisy_customers  # one release, reused
+    for site in (a, b):
+        components = [e.component for e in site.ledger.events(party=site.name)]
+        assert components.count("customers") == 1 and len(components) == 3
+
+
+def test_stricter_minimum_suppresses(tmp_path: Path, partners: dict[str, object]) -> None:
+    a = _site(tmp_path, partners, "Germany")
+    b = _site(tmp_path, partners, "France", OPEN.replace("min_overlap_size = 0",
+                                                         "min_overlap_size = 500"))
+    _announce(a, b)
+    reply = _steps(a, b, sigma=0.0)
+    assert reply.suppressed and reply.count == 0
+
+
+def test_a_small_set_is_refused_before_any_charge(tmp_path: Path,
+                                                  partners: dict[str, object]) -> None:
+    a = _site(tmp_path, partners, "Germany")
+    b = _site(tmp_path, partners, "France",
+              OPEN.replace("min_query_set_size = 50", "min_query_set_size = 1000"))
+    _announce(a, b)
+    with pytest.raises(PolicyRefusedError, match="min_query_set_size of 1000 cust") as info:
+        _steps(a, b, sigma=1.0)
+    assert "@" not in str(info.value)
+    assert b.ledger.events() == [] and a.ledger.events() == []
+
+
+def test_a_set_of_one_is_refused(tmp_path: Path, partners: dict[str, object]) -> None:
+    b = _site(tmp_path, partners, "France")
+    _announce(b)
+    query = OverlapQuery("run1", b.spec.fingerprint(), "q1", "Germany", 1.0)
+    one = np.frombuffer(bytes(range(1, 33)), dtype=np.uint8).reshape(1, 32)
+    with pytest.raises(PolicyRefusedError, match="the counterpart's query set is below"):
+        overlap_respond(OverlapStep(MessageKind.OVERLAP_RESPOND, query, blinded=one), b, {})
+    assert b.ledger.events() == []
+
+
+def test_queries_beyond_the_daily_limit_are_refused(tmp_path: Path,
+                                                    partners: dict[str, object]) -> None:
+    a = _site(tmp_path, partners, "Germany")
+    b = _site(tmp_path, partners, "France", OPEN + "max_overlap_queries_per_day = 1\n")
+    _announce(a, b)
+    _steps(a, b, sigma=2.0)
+    _announce(a, b, run_id="run2")
+    with pytest.raises(PolicyRefusedError, match="query limit with 'Germany'"):
+        _steps(a, b, sigma=2.0, run_id="run2")
+    counts = [e for e in b.ledger.events(party="France") if e.component.startswith("count:")]
+    assert len(counts) == 1
+
+
+def test_a_forbidden_stage_and_a_replayed_count_are_refused(
+        tmp_path: Path, partners: dict[str, object]) -> None:
+    a = _site(tmp_path, partners, "Germany")
+    b = _site(tmp_path, partners, "France",
+              OPEN + 'allowed_stages = ["profile", "kmeans"]\n')
+    with pytest.raises(PolicyRefusedError, match="'overlap' is not in its allowed stages"):
+        _announce(b)
+    _announce(a)
+    keys: dict[str, bytes] = {}
+    query = OverlapQuery("run1", a.spec.fingerprint(), "q2", "France", 0.0)
+    with pytest.raises(ProtocolError, match="No open overlap query"):
+        overlap_count(OverlapStep(MessageKind.OVERLAP_COUNT, query,
+                                  blinded=np.zeros((1, 32), np.uint8),
+                                  counterpart_points=np.zeros((1, 32), np.uint8)), a, keys)
