@@ -11,6 +11,8 @@ divides by; its exact size never leaves it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import MutableMapping
 
 import numpy as np
@@ -30,6 +32,7 @@ from fedprofile.privacy.overlap_guard import (
 from fedprofile.privacy.psi import (
     BlindingKey,
     count_common,
+    count_distinct,
     discrete_gaussian,
     hash_to_points,
     pad_points,
@@ -62,12 +65,26 @@ def overlap_event(query: OverlapQuery, component: str | None = None) -> PrivacyE
                          stage=OVERLAP_STAGE, round=0, component=component)
 
 
-def _points(site: PartnerSite) -> np.ndarray:
-    """The partner's distinct keyed pseudonyms as curve points."""
+def _binding(site: PartnerSite, query: OverlapQuery) -> bytes:
+    """What both sides of a query must agree on, mixed into the hash of every pseudonym.
+
+    The run, the query, the noise and the pair's names: if the coordinator tells the two
+    partners different values (a smaller noise to the one that adds it, another name to
+    the one that counts its daily queries), their points never match and the count is 0,
+    independent of the other partner's customers.
+    """
+    pair = sorted((site.name, query.counterpart))
+    return json.dumps([query.run_id, query.query_id, repr(float(query.noise_multiplier)),
+                       pair]).encode()
+
+
+def _points(site: PartnerSite, query: OverlapQuery) -> np.ndarray:
+    """The partner's distinct keyed pseudonyms as curve points bound to ``query``."""
     if not site.key_id:
         raise DataError("Overlap needs keyed pseudonyms, and this partner has no "
                         "pseudonymisation key (an [identity] section and a key).")
-    return hash_to_points(site.customers()[ID_COLUMN].dropna().astype(str))
+    return hash_to_points(site.customers()[ID_COLUMN].dropna().astype(str),
+                          context=_binding(site, query))
 
 
 def _check(site: PartnerSite, query: OverlapQuery) -> None:
@@ -79,25 +96,30 @@ def _check(site: PartnerSite, query: OverlapQuery) -> None:
 
 def _noisy_size(site: PartnerSite, query: OverlapQuery, own: int, store: KeyStore
                 ) -> tuple[int, tuple[PrivacyEvent, ...]]:
-    """The partner's noisy customer count: drawn and charged once per run, then reused."""
+    """The partner's noisy customer count and the event to charge (none once released).
+
+    Drawn once per run and kept in the node's state; the caller stores it
+    (:func:`_keep_size`) only after the charge is recorded.
+    """
     slot = f"customers:{query.run_id}"
     if slot in store:
         return int.from_bytes(store[slot], "little"), ()
-    event = overlap_event(query, SIZE_COMPONENT)
-    authorize_overlap(site.guard, run_id=query.run_id, counterpart=None, event=event)
     tag = np.frombuffer(SIZE_COMPONENT.encode().ljust(64, b"-"), dtype=np.uint8)
     rng = site.rng(run_id=query.run_id, stage=OVERLAP_STAGE, round=0,
                    request=tag.astype(float))
     noisy = max(own + discrete_gaussian(query.noise_multiplier, rng), 0)
-    store[slot] = noisy.to_bytes(8, "little")
-    return noisy, (event,)
+    return noisy, (overlap_event(query, SIZE_COMPONENT),)
+
+
+def _keep_size(query: OverlapQuery, noisy: int, store: KeyStore) -> None:
+    store[f"customers:{query.run_id}"] = noisy.to_bytes(8, "little")
 
 
 def overlap_blind(step: OverlapStep, site: PartnerSite, keys: KeyStore) -> OverlapBlindReply:
     """Step 1 (initiator): blind the padded own set with a fresh key kept for step 3."""
     query = step.query
     _check(site, query)
-    points = _points(site)
+    points = _points(site, query)
     check_set_sizes(site.guard, run_id=query.run_id, own=len(points), counterpart=len(points))
     key = BlindingKey()
     keys[query.query_id] = key.to_bytes()
@@ -107,26 +129,39 @@ def overlap_blind(step: OverlapStep, site: PartnerSite, keys: KeyStore) -> Overl
 
 def overlap_respond(step: OverlapStep, site: PartnerSite, store: KeyStore
                     ) -> OverlapRespondReply:
-    """Step 2 (responder): record the release, then double-blind and blind the own set."""
+    """Step 2 (responder): blind both sets, then record the release and reply.
+
+    A set with repeated points is refused: repeats would let the initiator tell which of
+    its chosen pseudonyms matched from the exact count it computes.
+    """
     query = step.query
     _check(site, query)
     assert step.blinded is not None  # checked by OverlapStep.from_record
-    points = _points(site)
+    points = _points(site, query)
     check_set_sizes(site.guard, run_id=query.run_id, own=len(points),
                     counterpart=len(step.blinded))
-    event = overlap_event(query)
-    authorize_overlap(site.guard, run_id=query.run_id, counterpart=query.counterpart,
-                      event=event)
-    customers, size_events = _noisy_size(site, query, len(points), store)
     key, rng = BlindingKey(), secure_rng()
-    return OverlapRespondReply(double=key.blind(step.blinded, rng),
-                               own=key.blind(pad_points(points), rng),
+    double = key.blind(step.blinded, rng)
+    if count_distinct(double) != len(double):
+        raise ProtocolError("The counterpart's blinded set repeats points; each customer may "
+                            "appear once.")
+    own = key.blind(pad_points(points), rng)
+    customers, size_events = _noisy_size(site, query, len(points), store)
+    events = (overlap_event(query), *size_events)
+    authorize_overlap(site.guard, run_id=query.run_id, counterpart=query.counterpart,
+                      events=events)
+    _keep_size(query, customers, store)
+    return OverlapRespondReply(double=double, own=own,
                                min_overlap_size=site.policy.min_overlap_size,
-                               noisy_customers=customers, events=(event, *size_events))
+                               noisy_customers=customers, events=events)
 
 
 def overlap_count(step: OverlapStep, site: PartnerSite, keys: KeyStore) -> OverlapCountReply:
-    """Step 3 (initiator): count, record, noise, suppress below the stricter minimum."""
+    """Step 3 (initiator): count, record, noise, suppress below the stricter minimum.
+
+    The counterpart's minimum (``step.min_overlap_size``) reaches this partner through the
+    coordinator; the reply echoes the floor applied.
+    """
     query = step.query
     _check(site, query)
     raw = keys.pop(query.query_id, None)
@@ -134,7 +169,7 @@ def overlap_count(step: OverlapStep, site: PartnerSite, keys: KeyStore) -> Overl
         raise ProtocolError("No open overlap query with this id at this partner (each query "
                             "is counted once).")
     assert step.blinded is not None and step.counterpart_points is not None
-    own_size = len(_points(site))
+    own_size = len(_points(site, query))
     if len(step.blinded) != padded_size(own_size):
         raise ProtocolError("The double-blinded set does not have the size of this partner's "
                             "padded set.")
@@ -142,15 +177,16 @@ def overlap_count(step: OverlapStep, site: PartnerSite, keys: KeyStore) -> Overl
                     counterpart=len(step.counterpart_points))
     key = BlindingKey.from_bytes(raw)
     exact = count_common(step.blinded, key.blind(step.counterpart_points))
-    event = overlap_event(query)
+    customers, size_events = _noisy_size(site, query, own_size, keys)
+    events = (overlap_event(query), *size_events)
     authorize_overlap(site.guard, run_id=query.run_id, counterpart=query.counterpart,
-                      event=event)
-    tag = np.frombuffer(query.query_id.encode().ljust(64, b"-"), dtype=np.uint8)
+                      events=events)
+    _keep_size(query, customers, keys)
+    digest = hashlib.sha256(query.query_id.encode() + step.blinded.tobytes()).digest()
     rng = site.rng(run_id=query.run_id, stage=OVERLAP_STAGE, round=0,
-                   request=tag.astype(float))
+                   request=np.frombuffer(digest, dtype=np.uint8).astype(float))
     noisy = max(exact + discrete_gaussian(query.noise_multiplier, rng), 0)
     floor = max(site.policy.min_overlap_size, step.min_overlap_size)
     suppressed = noisy < floor
-    customers, size_events = _noisy_size(site, query, own_size, keys)
     return OverlapCountReply(count=0 if suppressed else noisy, suppressed=suppressed,
-                             noisy_customers=customers, events=(event, *size_events))
+                             floor=floor, noisy_customers=customers, events=events)

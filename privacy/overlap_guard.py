@@ -9,6 +9,7 @@ counterpart's) below its ``min_query_set_size`` and more than its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from fedprofile.privacy.events import PrivacyEvent
@@ -51,12 +52,12 @@ def _queries_today(guard: PartnerGuard, tx: LedgerTransaction, component: str) -
     return int(row[0])
 
 
-def authorize_overlap(guard: PartnerGuard, *, run_id: str, counterpart: str | None,
-                      event: PrivacyEvent) -> None:
-    """Authorise and durably record this partner's share of one overlap release.
+def authorize_overlap(guard: PartnerGuard, *, run_id: str, counterpart: str,
+                      events: Sequence[PrivacyEvent]) -> None:
+    """Authorise and durably record one overlap count's releases in one transaction.
 
-    ``counterpart`` None is the partner's own noisy customer count, which no query limit
-    counts.
+    ``events[0]`` is this partner's share of the count; the others (its noisy size) are
+    sent with it.
 
     Raises
     ------
@@ -68,14 +69,14 @@ def authorize_overlap(guard: PartnerGuard, *, run_id: str, counterpart: str | No
     try:
         with guard.ledger.exclusive() as tx:
             guard._plan_with(tx, run_id, OVERLAP_STAGE)
-            guard._check_non_private([event])
+            guard._check_non_private(events)
             limit = guard.policy.max_overlap_queries_per_day
-            if counterpart is not None and _queries_today(guard, tx, event.component) >= limit:
+            if _queries_today(guard, tx, events[0].component) >= limit:
                 raise PolicyRefusal(f"the overlap query limit with {counterpart!r} "
                                     f"({limit} per day, policy "
                                     "'max_overlap_queries_per_day') is reached.")
-            guard._check_budget(tx, run_id, [event])
-            tx.record(run_id=run_id, party=guard.party, events=[event],
+            guard._check_budget(tx, run_id, list(events))
+            tx.record(run_id=run_id, party=guard.party, events=list(events),
                       delta=guard.policy.delta)
     except PolicyRefusal as exc:
         raise guard._refused(run_id, str(exc)) from None

@@ -26,19 +26,24 @@ from cryptography.hazmat.primitives.serialization import (
 from fedprofile.errors import ProtocolError
 from fedprofile.privacy.accounting import gdp_mu
 
-__all__ = ["POINT_BYTES", "BlindingKey", "count_common", "discrete_gaussian",
+__all__ = ["POINT_BYTES", "BlindingKey", "count_common", "count_distinct", "discrete_gaussian",
            "hash_to_points", "overlap_sigma", "pad_points", "padded_size"]
 
 POINT_BYTES = 32
 _DOMAIN = b"fedprofile-psi-v1\x00"
 
 
-def hash_to_points(pseudonyms: Iterable[str]) -> np.ndarray:
-    """Keyed pseudonyms -> distinct curve points (``n x 32`` uint8), never the pseudonyms."""
+def hash_to_points(pseudonyms: Iterable[str], context: bytes = b"") -> np.ndarray:
+    """Keyed pseudonyms -> distinct curve points (``n x 32`` uint8), never the pseudonyms.
+
+    ``context`` separates the hash per query: a point hashed under one context never
+    matches one hashed under another.
+    """
     unique = sorted(set(pseudonyms))
+    prefix = _DOMAIN + len(context).to_bytes(4, "big") + context
     out = np.empty((len(unique), POINT_BYTES), dtype=np.uint8)
     for i, pid in enumerate(unique):
-        digest = bytearray(hashlib.sha256(_DOMAIN + pid.encode("utf-8")).digest())
+        digest = bytearray(hashlib.sha256(prefix + pid.encode("utf-8")).digest())
         digest[31] &= 0x7F  # X25519 ignores the top bit of u; clear it for a canonical value
         out[i] = np.frombuffer(bytes(digest), dtype=np.uint8)
     return out
@@ -109,6 +114,12 @@ class BlindingKey:
         if rng is not None:
             out = out[rng.permutation(len(out))]
         return out
+
+
+def count_distinct(points: np.ndarray) -> int:
+    """How many distinct rows ``points`` holds."""
+    rows = np.ascontiguousarray(points, dtype=np.uint8).view(f"V{POINT_BYTES}").ravel()
+    return len(np.unique(rows))
 
 
 def count_common(a: np.ndarray, b: np.ndarray) -> int:

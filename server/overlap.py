@@ -140,7 +140,7 @@ def _pair(session: RunSession, plan: OverlapPlan, fingerprint: str, a: int, b: i
     wire = first.blinded.nbytes + second.double.nbytes + second.own.nbytes
     return {"count": None if third.suppressed else third.count,
             "suppressed": third.suppressed,
-            "min_overlap_size": max(first.min_overlap_size, second.min_overlap_size),
+            "min_overlap_size": third.floor,
             "padded_set_sizes": [len(first.blinded), len(second.own)],
             "seconds": round(time.perf_counter() - start, 3), "point_bytes": wire}
 

@@ -40,8 +40,9 @@ def print_overlap(doc: dict[str, Any], metrics: dict[str, Any], report: Path) ->
         console.print(table)
     for cell in doc["pairs"]:
         if cell.get("refused"):
-            console.print(f"[bold yellow]Refused:[/] {' – '.join(cell['partners'])}: "
-                          f"{cell['refused']}", highlight=False)
+            console.print("[bold yellow]Refused:[/] ", end="")
+            console.print(f"{' – '.join(cell['partners'])}: {cell['refused']}",
+                          markup=False, highlight=False)
     priv = doc["privacy"]
     spent = ", ".join(f"{n} {e:.3f}" if e is not None else f"{n} inf"
                       for n, e in (priv.get("epsilon_per_partner") or {}).items())

@@ -107,8 +107,12 @@ _HEADER_BYTES = 1 << 16
 """Slack for the ``.npy`` header in a received array's bytes."""
 
 
-def _npy_header(data: bytes, key: str, message: str) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of serialized ``.npy`` bytes, read from the header only."""
+def _npy_header(data: bytes, key: str, message: str, *, limit: int = MAX_ARRAY_ELEMENTS
+                ) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of serialized ``.npy`` bytes, read from the header only.
+
+    At most ``limit`` values (:data:`MAX_ARRAY_ELEMENTS` unless a message says otherwise).
+    """
     buffer = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(buffer)
@@ -124,9 +128,9 @@ def _npy_header(data: bytes, key: str, message: str) -> tuple[tuple[int, ...], n
         raise ProtocolError(f"{message}: array {key!r} must hold real numbers; got dtype "
                             f"kind {dtype.kind!r}.")
     elements = math.prod(shape)
-    if elements > MAX_ARRAY_ELEMENTS:
+    if elements > limit:
         raise ProtocolError(f"{message}: array {key!r} of shape {tuple(shape)} holds "
-                            f"{elements} values; at most {MAX_ARRAY_ELEMENTS} are accepted.")
+                            f"{elements} values; at most {limit} are accepted.")
     if len(data) != buffer.tell() + elements * dtype.itemsize:
         raise ProtocolError(f"{message}: array {key!r} has {len(data)} bytes, which do not "
                             f"match its header (shape {tuple(shape)}, dtype {dtype.str}).")

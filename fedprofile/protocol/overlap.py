@@ -17,6 +17,7 @@ noisy customer counts and the noisy overlap count.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,6 +29,8 @@ from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.protocol.codec import (
     _ARRAYS,
     _CONFIG,
+    _HEADER_BYTES,
+    _NUMPY_STYPE,
     _VERSION,
     PROTOCOL_VERSION,
     MessageKind,
@@ -36,23 +39,34 @@ from fedprofile.protocol.codec import (
     _events_json,
     _float,
     _get,
+    _npy_header,
     _run_id,
 )
 
-__all__ = ["OverlapBlindReply", "OverlapCountReply", "OverlapQuery", "OverlapRespondReply",
-           "OverlapStep"]
+__all__ = ["MAX_SET_POINTS", "OverlapBlindReply", "OverlapCountReply", "OverlapQuery",
+           "OverlapRespondReply", "OverlapStep"]
 
 _POINT = 32
 
 
+MAX_SET_POINTS = 1 << 21
+"""Most points one overlap set may hold (2,097,152 customers: 64 MiB)."""
+
+
 def _points(content: RecordDict, key: str, message: str) -> np.ndarray:
+    """A received set of points, bounded by its bytes and header before it is decoded."""
     arrays = content.get(_ARRAYS)
     if not isinstance(arrays, ArrayRecord) or key not in arrays:
         raise ProtocolError(f"{message}: missing array {key!r}.")
-    value = arrays[key].numpy()
-    if value.dtype != np.uint8 or value.ndim != 2 or value.shape[1] != _POINT:
+    array = arrays[key]
+    limit = MAX_SET_POINTS * _POINT
+    if array.stype != _NUMPY_STYPE or len(array.data) > limit + _HEADER_BYTES:
+        raise ProtocolError(f"{message}: array {key!r} must be a NumPy array of at most "
+                            f"{MAX_SET_POINTS} points.")
+    shape, dtype = _npy_header(array.data, key, message, limit=limit)
+    if dtype != np.uint8 or len(shape) != 2 or shape[1] != _POINT:
         raise ProtocolError(f"{message}: array {key!r} must be rows of {_POINT} bytes.")
-    return value
+    return np.load(io.BytesIO(array.data), allow_pickle=False)
 
 
 def _with_points(config: dict[str, Any], points: dict[str, np.ndarray]) -> RecordDict:
@@ -195,12 +209,15 @@ class OverlapCountReply:
 
     count: int
     suppressed: bool
+    floor: int
+    """The published minimum A applied: the stricter of its own and the relayed one."""
     noisy_customers: int
     events: tuple[PrivacyEvent, ...]
 
     def to_record(self) -> RecordDict:
         """Encode as a RecordDict."""
         return _with_points({"noisy-count": self.count, "count-suppressed": self.suppressed,
+                             "applied-min-overlap-size": self.floor,
                              "noisy-customers": self.noisy_customers,
                              "events": _events_json(self.events)}, {})
 
@@ -211,5 +228,6 @@ class OverlapCountReply:
         c = _config(content, m)
         return cls(count=int(_get(c, "noisy-count", int, m)),
                    suppressed=bool(_get(c, "count-suppressed", bool, m)),
+                   floor=int(_get(c, "applied-min-overlap-size", int, m)),
                    noisy_customers=int(_get(c, "noisy-customers", int, m)),
                    events=_events_from_json(_get(c, "events", str, m), m))

@@ -24,7 +24,12 @@ from fedprofile.io.tables import write_table
 from fedprofile.privacy.keys import generate_key, write_key
 from fedprofile.privacy.psi import overlap_sigma, padded_size
 from fedprofile.protocol import MessageKind, ProfileRequest
-from fedprofile.protocol.overlap import OverlapCountReply, OverlapQuery, OverlapStep
+from fedprofile.protocol.overlap import (
+    OverlapCountReply,
+    OverlapQuery,
+    OverlapRespondReply,
+    OverlapStep,
+)
 
 SHARED = 30
 OPEN = "allow_non_private = true\nmin_overlap_size = 0\nmax_epsilon_per_run = inf\n" \
@@ -201,3 +206,106 @@ def test_a_forbidden_stage_and_a_replayed_count_are_refused(
         overlap_count(OverlapStep(MessageKind.OVERLAP_COUNT, query,
                                   blinded=np.zeros((1, 32), np.uint8),
                                   counterpart_points=np.zeros((1, 32), np.uint8)), a, keys)
+
+
+def _first_two(a: PartnerSite, b: PartnerSite, qa: OverlapQuery, qb: OverlapQuery,
+               keys: dict[str, bytes]) -> OverlapRespondReply:
+    first = overlap_blind(OverlapStep(MessageKind.OVERLAP_BLIND, qa), a, keys)
+    return overlap_respond(OverlapStep(MessageKind.OVERLAP_RESPOND, qb, blinded=first.blinded),
+                           b, {})
+
+
+@pytest.mark.parametrize("lie", ["noise", "name"])
+def test_values_told_differently_to_each_side_match_nothing(
+        tmp_path: Path, partners: dict[str, object], lie: str) -> None:
+    # A dishonest coordinator tells B (who is charged) a large noise but A (who adds it)
+    # none, or tells B another name for A so that B's daily limit counts a fresh name.
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    qa = OverlapQuery("run1", a.spec.fingerprint(), "q1", b.name, 0.0)
+    qb = OverlapQuery("run1", b.spec.fingerprint(), "q1",
+                      "germany" if lie == "name" else a.name, 8.0 if lie == "noise" else 0.0)
+    keys: dict[str, bytes] = {}
+    second = _first_two(a, b, qa, qb, keys)
+    third = overlap_count(OverlapStep(MessageKind.OVERLAP_COUNT, qa, blinded=second.double,
+                                      counterpart_points=second.own), a, keys)
+    assert _true(a, b) > 0 and third.count == 0  # nothing of B's customers in the count
+
+
+def test_repeated_points_are_refused_before_any_charge(tmp_path: Path,
+                                                       partners: dict[str, object]) -> None:
+    # A dishonest initiator repeats target i i times, to read which matched from its
+    # exact count.
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    qa = OverlapQuery("run1", a.spec.fingerprint(), "q1", b.name, 1.0)
+    qb = OverlapQuery("run1", b.spec.fingerprint(), "q1", a.name, 1.0)
+    first = overlap_blind(OverlapStep(MessageKind.OVERLAP_BLIND, qa), a, {})
+    repeated = np.concatenate([first.blinded[:60], first.blinded[:60]])
+    with pytest.raises(ProtocolError, match="repeats points"):
+        overlap_respond(OverlapStep(MessageKind.OVERLAP_RESPOND, qb, blinded=repeated), b, {})
+    assert b.ledger.events() == []
+
+
+def test_an_invalid_point_is_refused_before_any_charge(tmp_path: Path,
+                                                       partners: dict[str, object]) -> None:
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    qa = OverlapQuery("run1", a.spec.fingerprint(), "q1", b.name, 1.0)
+    qb = OverlapQuery("run1", b.spec.fingerprint(), "q1", a.name, 1.0)
+    first = overlap_blind(OverlapStep(MessageKind.OVERLAP_BLIND, qa), a, {})
+    broken = first.blinded.copy()
+    broken[0] = 0  # a low-order point
+    with pytest.raises(ProtocolError, match="not a valid curve point"):
+        overlap_respond(OverlapStep(MessageKind.OVERLAP_RESPOND, qb, blinded=broken), b, {})
+    assert b.ledger.events() == []
+
+
+def test_count_and_size_are_authorised_together(tmp_path: Path,
+                                                partners: dict[str, object]) -> None:
+    capped = OPEN.replace("max_epsilon_per_run = inf", "max_epsilon_per_run = 1.0")
+    a = _site(tmp_path, partners, "Germany")
+    b = _site(tmp_path, partners, "France", capped)
+    _announce(a, b)
+    sigma = overlap_sigma(1.0, 1e-6)  # one release fits epsilon 1; the size would not
+    with pytest.raises(PolicyRefusedError, match="above its limit of 1 per run"):
+        _steps(a, b, sigma=sigma)
+    assert b.ledger.events() == []  # neither charge is kept
+    _announce(a, b, run_id="run2")
+    _steps(a, b, sigma=1.5 * sigma, run_id="run2")  # both fit
+    assert [e.component for e in b.ledger.events()] == ["count:Germany", "customers"]
+
+
+def test_a_set_larger_than_the_bound_is_refused_from_its_header() -> None:
+    import io
+
+    from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+    from fedprofile.protocol.overlap import MAX_SET_POINTS
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (MAX_SET_POINTS + 1, 32)})
+    query = OverlapQuery("run1", "f" * 64, "q1", "Germany", 1.0)
+    record = OverlapStep(MessageKind.OVERLAP_RESPOND, query,
+                         blinded=np.zeros((1, 32), np.uint8)).to_record()
+    record["arrays"] = ArrayRecord({"blinded-points": Array(
+        dtype="uint8", shape=(MAX_SET_POINTS + 1, 32), stype="numpy.ndarray",
+        data=buffer.getvalue())})
+    assert isinstance(record["config"], ConfigRecord) and isinstance(record, RecordDict)
+    with pytest.raises(ProtocolError, match=f"at most {MAX_SET_POINTS * 32}"):
+        OverlapStep.from_record(record, MessageKind.OVERLAP_RESPOND)
+
+
+def test_a_count_step_cannot_be_replayed(tmp_path: Path, partners: dict[str, object]) -> None:
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    qa = OverlapQuery("run1", a.spec.fingerprint(), "q1", b.name, 1.0)
+    qb = OverlapQuery("run1", b.spec.fingerprint(), "q1", a.name, 1.0)
+    keys: dict[str, bytes] = {}
+    second = _first_two(a, b, qa, qb, keys)
+    step = OverlapStep(MessageKind.OVERLAP_COUNT, qa, blinded=second.double,
+                       counterpart_points=second.own)
+    overlap_count(step, a, keys)
+    with pytest.raises(ProtocolError, match="No open overlap query"):
+        overlap_count(step, a, keys)
