@@ -31,6 +31,11 @@ def _quality(metrics: Mapping[str, Any]) -> str:
     rows = [[name, (ev.get(key) or {}).get("auc"), (ev.get(key) or {}).get("top_decile_lift")]
             for name, key in (("federated DP lookalike", "federated"),
                               ("centralized non-private logistic (reference)", "centralized"))]
+    within = ev.get("within_seed_owner") or {}
+    rows += [[f"{name}, within the seed owner's customers", (within.get(key) or {}).get("auc"),
+              (within.get(key) or {}).get("top_decile_lift")]
+             for name, key in (("federated", "federated"), ("centralized", "centralized"))
+             if within]
     held = ev.get("held_out") or {}
     note = (f"<p>Held out from training: {held.get('seed', '–')} seed customers and "
             f"{held.get('others', '–')} other customers (the same seeded share at every "

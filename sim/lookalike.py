@@ -62,8 +62,13 @@ def evaluate_lookalike(model: LookalikeModel, tables: Sequence[pd.DataFrame],
     alpha = float(model.params["alpha"])
     central = LogisticRegression(C=1.0 / max(alpha, 1e-12), max_iter=2000)
     central.fit(z_tr[:, :-1], y_tr)
+    owner = designs[list(names).index(seed.partner)]
     return {"federated": _quality(model.decision(z_te), y_te),
             "centralized": _quality(central.decision_function(z_te[:, :-1]), y_te),
+            "within_seed_owner": {  # the seed against the seed owner's other customers only
+                "federated": _quality(model.decision(owner.z_test), owner.y_test),
+                "centralized": _quality(central.decision_function(owner.z_test[:, :-1]),
+                                        owner.y_test)},
             "held_out": {"seed": int(y_te.sum()), "others": int(len(y_te) - y_te.sum())},
             "train": {"seed": int(y_tr.sum()), "others": int(len(y_tr) - y_tr.sum())}}
 
