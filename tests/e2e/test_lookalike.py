@@ -55,7 +55,7 @@ def test_lookalike_finds_held_out_seed_customers(run) -> None:
 
 def test_every_partner_is_charged_the_lookalike_plan(run, bank) -> None:
     eps, parts, result, tmp = run
-    spent = result.model.privacy["epsilon_spent"]
+    spent = float(result.model.privacy["epsilon_spent"])  # "inf" in the JSON document
     assert (math.isinf(spent) if math.isinf(eps) else spent == pytest.approx(eps, rel=1e-6))
     ledgers = sorted((tmp / "state" / "partners").glob("*/ledger.sqlite"))
     assert len(ledgers) == len(parts)
