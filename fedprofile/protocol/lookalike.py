@@ -37,19 +37,18 @@ def seed_config(seed: SeedAudience | None) -> dict[str, Any]:
 
 
 def seed_from(config: ConfigRecord, message: str) -> SeedAudience | None:
-    """The seed an instruction names, or None (fields absent or empty)."""
-    partner = config.get("seed-partner", "")
+    """The seed an instruction names, or None (every seed field empty)."""
+    partner = _get(config, "seed-partner", str, message)
+    column = _get(config, "seed-column", str, message)
+    expr = _get(config, "seed-expr", str, message)
+    file = bool(_get(config, "seed-file", bool, message))
     if not partner:
+        if column or expr or file:
+            raise ProtocolError(f"{message}: a seed definition without a 'seed-partner'.")
         return None
-    if not isinstance(partner, str):
-        raise ProtocolError(f"{message}: field 'seed-partner' must be a string.")
     try:
-        return SeedAudience(partner=partner, column=_get(config, "seed-column", str, message),
-                            expr=_get(config, "seed-expr", str, message),
-                            file=bool(_get(config, "seed-file", bool, message)))
+        return SeedAudience(partner=partner, column=column, expr=expr, file=file)
     except FedprofileError as exc:
-        if isinstance(exc, ProtocolError):
-            raise
         raise ProtocolError(f"{message}: invalid seed audience: {exc}") from None
 
 
@@ -86,7 +85,7 @@ class LookalikeRequest:
         c = _config(content, m)
         seed = seed_from(c, m)
         if seed is None:
-            raise ProtocolError(f"{m}: missing field 'seed-partner'.")
+            raise ProtocolError(f"{m}: field 'seed-partner' must name the seed owner.")
         size = int(_get(c, "lookalike-size", int, m))
         threshold = _float(c, "lookalike-threshold", m)
         if size < 0 or threshold > 1 or (size == 0 and threshold == 0):
