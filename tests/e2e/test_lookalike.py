@@ -87,7 +87,7 @@ def _refused(bank, tmp: Path, config: dict, policy: str | None = None) -> str:
         policy_path = tmp / "policy.toml"
         policy_path.write_text(policy, encoding="utf-8")
     with pytest.raises(FedprofileError) as info:
-        simulate(bank.partitions(3), spec_path=bank.spec_path, out_dir=tmp / "out",
+        simulate(bank.partitions(5), spec_path=bank.spec_path, out_dir=tmp / "out",
                  state_dir=tmp / "state", seed=0, policy=policy_path, evaluate=False,
                  run_config={"epsilon": 1.0, "task": "lookalike", **config})
     for db in (tmp / "state" / "partners").glob("*/ledger.sqlite"):
@@ -114,4 +114,4 @@ def test_a_policy_can_forbid_the_lookalike_stage(bank, tmp_path) -> None:
               "max_epsilon_per_run = 2.0\n")
     text = _refused(bank, tmp_path, {"seed-partner": "blue-collar", "seed-column": "y"},
                     policy)
-    assert "lookalike" in text
+    assert "stage 'lookalike' is not in its allowed stages" in text
