@@ -227,12 +227,12 @@ def _lookalike(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
     if not isinstance(seed_file, bool):
         raise ContractError("The 'seed-file' run config key is true or false: the seed "
                             f"owner's node config names its file. Got {seed_file!r}.")
-    out = {"seed_partner": _str(cfg, "seed_partner", ""),
-           "seed_column": _str(cfg, "seed_column", ""), "seed_expr": _str(cfg, "seed_expr", ""),
-           "seed_file": seed_file,
-           "lookalike_size": _int(cfg, "lookalike_size", 1000, low=0),
-           "lookalike_threshold": _float(cfg, "lookalike_threshold", 0.0, open_low=-1e-300,
-                                         high=1.0)}
+    out: dict[str, Any] = {"seed_partner": _str(cfg, "seed_partner", ""),
+                           "seed_column": _str(cfg, "seed_column", ""),
+                           "seed_expr": _str(cfg, "seed_expr", ""), "seed_file": seed_file,
+                           "lookalike_size": _int(cfg, "lookalike_size", 1000, low=0),
+                           "lookalike_threshold": _float(cfg, "lookalike_threshold", 0.0,
+                                                         open_low=-1e-300, high=1.0)}
     if task == "lookalike":
         from fedprofile.contract.lookalike import SeedAudience
 

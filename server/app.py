@@ -55,8 +55,8 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
                 log.info("Overlap written to %s", Path(cfg.out_dir) / "model.json")
                 return
             if cfg.task == "lookalike":
-                model = run_lookalike(grid, cfg, expected_partners=expected)
-                write_lookalike_outputs(model, {"wall_time_s": time.perf_counter() - start,
+                lookalike = run_lookalike(grid, cfg, expected_partners=expected)
+                write_lookalike_outputs(lookalike, {"wall_time_s": time.perf_counter() - start,
                                                 "evaluation": "deployment"}, Path(cfg.out_dir))
                 log.info("Lookalike model written to %s", Path(cfg.out_dir) / "model.json")
                 return

@@ -208,10 +208,10 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
     if cfg.task == "lookalike":
         parts = [p for p in partitions if isinstance(p, Partition)]
         known = evaluate and len(parts) == len(partitions)
-        model, metrics = lookalike_metrics(
+        lookalike, metrics = lookalike_metrics(
             out_dir, nodes, partner_tables(parts, spec_path, state_dir) if known else None,
             parts if known else None, wall, seed_file)
-        return SimulationResult(out_dir=out_dir, model=model, metrics=metrics)
+        return SimulationResult(out_dir=out_dir, model=lookalike, metrics=metrics)
     folders = ([out_dir / "segments", out_dir / "response"]
                if run_config.get("task") == "pipeline" else [out_dir])
     quality_files = {node["partner-name"]: Path(node["state-dir"]) / "data_quality.json"
