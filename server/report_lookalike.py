@@ -57,7 +57,8 @@ def _selection(model: LookalikeModel, metrics: Mapping[str, Any]) -> str:
     return ("<section><h2>Audiences selected at each partner</h2>"
             f"<p>Each partner scored its own customers and kept {esc(rule)} (seed customers "
             "excluded at the seed owner), written to its own output folder as pseudonymised "
-            "ids; nothing was sent back. Counts are read from the partners' files in "
+            "ids (row positions under a contract without identity); nothing was sent back. "
+            "Counts are read from the partners' files in "
             "simulation only.</p>"
             f"{table(['partner', 'customers selected', 'ε spent'], rows)}</section>")
 
