@@ -20,12 +20,19 @@ from flwr.clientapp import ClientApp
 
 from fedprofile.client.capture import make_capture_mod
 from fedprofile.client.checks import NotReadyError, check_ready
+from fedprofile.client.lookalike import (
+    check_seed,
+    design_bound,
+    design_rows,
+    design_width,
+    lookalike_select,
+)
 from fedprofile.client.overlap import overlap_blind, overlap_count, overlap_respond
 from fedprofile.client.redact import redact_local_paths
 from fedprofile.client.response import clipped_gradient_sum, gram_statistics
 from fedprofile.client.site import PartnerSite
 from fedprofile.client.statistics import cluster_partials
-from fedprofile.contract.design import design_names, design_norm_bound, target_bound
+from fedprofile.contract.design import target_bound
 from fedprofile.errors import (
     BudgetExceededError,
     ContractError,
@@ -46,6 +53,7 @@ from fedprofile.protocol import (
     GramRequest,
     KMeansReply,
     KMeansRequest,
+    LookalikeRequest,
     MessageKind,
     ProfileReply,
     ProfileRequest,
@@ -79,6 +87,8 @@ def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
     site.check_contract(request.spec_fingerprint)
     check_ready(site, k=request.k or None, target=request.target or None,
                 min_segment_size=max(request.min_segment_size, site.policy.min_segment_size))
+    if request.seed is not None:
+        check_seed(site, request.seed)
     site.guard.accept_plan(run_id=request.run_id, stages=request.stages,
                            events=request.planned_events, delta=request.delta,
                            min_segment_size=request.min_segment_size)
@@ -119,7 +129,9 @@ def kmeans(request: KMeansRequest, site: PartnerSite) -> KMeansReply:
 
 
 def _response_stage(site: PartnerSite, task: ResponseTask) -> str:
-    """The policy stage of a Gram release: follows from the target's kind in the contract."""
+    """The policy stage of a Gram release: lookalike, or from the target's kind."""
+    if task.seed is not None:
+        return "lookalike"
     target = site.spec.targets.get(task.target)
     if target is None:
         raise ContractError(f"Target {task.target!r} is not declared in the partner's contract.")
@@ -132,8 +144,7 @@ def gram(request: GramRequest, site: PartnerSite) -> GramReply:
     task = request.task
     site.check_contract(task.spec_fingerprint)
     stage = _response_stage(site, task)
-    bound = design_norm_bound(site.spec, task.target,
-                              segment_aware=bool(task.segment_centers.size))
+    bound = design_bound(site, task)
     gram_mech = GaussianMechanism(sensitivity=bound**2,
                                   noise_multiplier=request.gram_noise_multiplier)
     events = [gram_mech.event(component="gram", stage=stage, round=task.round)]
@@ -143,7 +154,7 @@ def gram(request: GramRequest, site: PartnerSite) -> GramReply:
             sensitivity=bound * target_bound(site.spec, task.target),
             noise_multiplier=request.target_noise_multiplier)
         events.append(target_mech.event(component="xty", stage=stage, round=task.round))
-    data = site.design(task)
+    data = design_rows(site, task)
     upper, xty = gram_statistics(data.z_train, data.y_train if target_mech else None)
     site.guard.authorize(run_id=task.run_id, stage=stage, events=events)
     rng = site.rng(run_id=task.run_id, stage=stage, round=task.round,
@@ -157,20 +168,20 @@ def gradient(request: GradientRequest, site: PartnerSite) -> GradientReply:
     """Noised sum of the per-customer clipped logistic-loss gradients at ``theta``."""
     task = request.task
     site.check_contract(task.spec_fingerprint)
-    if _response_stage(site, task) != "logistic":
+    stage = _response_stage(site, task)
+    if stage == "ridge":
         raise ContractError(f"Logistic regression needs a binary target; {task.target!r} is "
                             "not one in the contract.")
-    segments = task.segment_centers.shape[0] if task.segment_centers.size else 0
-    columns = len(design_names(site.spec, task.target, segments))
+    columns = design_width(site, task)
     if len(request.theta) != columns:  # checked before the design is built or anything charged
         raise ProtocolError(f"train.gradient request: theta has {len(request.theta)} values; "
                             f"the design has {columns} columns.")
     mech = GaussianMechanism(sensitivity=request.clip, noise_multiplier=request.noise_multiplier)
-    events = (mech.event(component="gradient", stage="logistic", round=task.round),)
-    data = site.design(task)
+    events = (mech.event(component="gradient", stage=stage, round=task.round),)
+    data = design_rows(site, task)
     total = clipped_gradient_sum(data.z_train, data.y_train, request.theta, request.clip)
-    site.guard.authorize(run_id=task.run_id, stage="logistic", events=events)
-    rng = site.rng(run_id=task.run_id, stage="logistic", round=task.round,
+    site.guard.authorize(run_id=task.run_id, stage=stage, events=events)
+    rng = site.rng(run_id=task.run_id, stage=stage, round=task.round,
                    request=np.concatenate([request.theta, [request.clip]]))
     return GradientReply(gradient=mech.randomise(total, rng), events=events)
 
@@ -293,6 +304,10 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
     @client.query("score")
     def _score(msg: Message, context: Context) -> Message:
         return _respond(msg, context, defaults, ScoreRequest.from_record, score)
+
+    @client.query("lookalike")
+    def _lookalike(msg: Message, context: Context) -> Message:
+        return _respond(msg, context, defaults, LookalikeRequest.from_record, lookalike_select)
 
     @client.train("gradient")
     def _gradient(msg: Message, context: Context) -> Message:

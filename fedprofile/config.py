@@ -10,49 +10,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from fedprofile.config_values import config_float as _float
+from fedprofile.config_values import config_int as _int
+from fedprofile.config_values import config_str as _str
 from fedprofile.errors import ContractError
+from fedprofile.node_config import NodeConfig
 from fedprofile.run_defaults import default_candidates, default_rounds
 
 __all__ = ["TASKS", "InitMethod", "NodeConfig", "RunConfig"]
 
 InitMethod = Literal["overcluster", "random"]
 _INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
-TASKS = ("segments", "ridge", "logistic", "pipeline", "overlap")
-
-
-def _value(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
-    return cfg.get(key, default)
-
-
-def _int(cfg: Mapping[str, Any], key: str, default: int, *, low: int, high: int | None = None
-         ) -> int:
-    value = _value(cfg, key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or \
-            (high is not None and value > high):
-        rng = f"[{low}, {high}]" if high is not None else f"[{low}, inf)"
-        raise ContractError(f"The {key!r} parameter must be an int in the range {rng}. "
-                            f"Got {value!r} instead.")
-    return value
-
-
-def _float(cfg: Mapping[str, Any], key: str, default: float, *, open_low: float,
-           high: float = math.inf, allow_inf: bool = False) -> float:
-    value = _value(cfg, key, default)
-    if isinstance(value, str) and value.strip().lower() in ("inf", "infinity") and allow_inf:
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ContractError(f"The {key!r} parameter must be a number. Got {value!r} instead.")
-    value = float(value)
-    if math.isinf(value) and allow_inf and value > 0:
-        return value
-    if not (open_low < value < high or (value == high and math.isfinite(high))):
-        raise ContractError(f"The {key!r} parameter must be a float in the range "
-                            f"({open_low:g}, {high:g}{']' if math.isfinite(high) else ')'}. "
-                            f"Got {value!r} instead.")
-    return value
+TASKS = ("segments", "ridge", "logistic", "pipeline", "overlap", "lookalike")
 
 
 def _run_id(cfg: Mapping[str, Any]) -> str:
@@ -62,13 +33,6 @@ def _run_id(cfg: Mapping[str, Any]) -> str:
     if value and not RUN_ID_PATTERN.fullmatch(value):
         raise ContractError("The 'run-id' parameter must be 1 to 64 letters, digits, '_' or "
                             f"'-'. Got {value!r} instead.")
-    return value
-
-
-def _str(cfg: Mapping[str, Any], key: str, default: str) -> str:
-    value = _value(cfg, key, default)
-    if not isinstance(value, str):
-        raise ContractError(f"The {key!r} parameter must be a string. Got {value!r} instead.")
     return value
 
 
@@ -145,6 +109,13 @@ class RunConfig:
         simulated partners seed their noise with it.
     pairs : str
         Overlap only: the pairs to count, ``"A:B,A:C"`` by partner name ("" = every pair).
+    seed_partner, seed_column, seed_expr : str; seed_file : bool
+        Lookalike only: the seed owner (a partner name) and its seed audience, one of a
+        column of its data, an expression over its columns (``y == "yes"``) or its own
+        node config's ``seed-file`` of pseudonymised ids (never read by the coordinator).
+    lookalike_size : int, default=1000; lookalike_threshold : float, default=0
+        Lookalike only: each partner selects at most this many customers (0: no limit)
+        scoring at least the threshold (0: none).
     """
 
     spec: str = "bank"
@@ -174,6 +145,12 @@ class RunConfig:
     expected_partners: int = 0
     run_id: str = ""
     pairs: str = ""
+    seed_partner: str = ""
+    seed_column: str = ""
+    seed_expr: str = ""
+    seed_file: bool = False
+    lookalike_size: int = 1000
+    lookalike_threshold: float = 0.0
 
     @property
     def fewest_segments(self) -> int:
@@ -208,7 +185,7 @@ class RunConfig:
             raise ContractError(f"The 'task' parameter must be one of {list(TASKS)}. "
                                 f"Got {task!r} instead.")
         target = _str(cfg, "target", "")
-        if task not in ("segments", "overlap") and not target:
+        if task not in ("segments", "overlap", "lookalike") and not target:
             raise ContractError(f"Task {task!r} needs a 'target' (a [target.NAME] of the spec).")
         k_auto = str(cfg.get("k", "")).strip().lower() == "auto"
         k_min = _int(cfg, "k_min", cls.k_min, low=2, high=100)
@@ -241,99 +218,27 @@ class RunConfig:
                    holdout=_float(cfg, "holdout", cls.holdout, open_low=-1e-300, high=0.99),
                    segments=_str(cfg, "segments", ""),
                    expected_partners=_int(cfg, "expected_partners", 0, low=0),
-                   run_id=_run_id(cfg), pairs=_str(cfg, "pairs", ""))
+                   run_id=_run_id(cfg), pairs=_str(cfg, "pairs", ""), **_lookalike(cfg, task))
 
 
-@dataclass(frozen=True)
-class NodeConfig:
-    """A partner node's local settings (``--node-config`` in deployment).
+def _lookalike(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The lookalike keys, checked: a seed partner and exactly one seed definition."""
+    seed_file = cfg.get("seed_file", False)
+    if not isinstance(seed_file, bool):
+        raise ContractError("The 'seed-file' run config key is true or false: the seed "
+                            f"owner's node config names its file. Got {seed_file!r}.")
+    out: dict[str, Any] = {"seed_partner": _str(cfg, "seed_partner", ""),
+                           "seed_column": _str(cfg, "seed_column", ""),
+                           "seed_expr": _str(cfg, "seed_expr", ""), "seed_file": seed_file,
+                           "lookalike_size": _int(cfg, "lookalike_size", 1000, low=0),
+                           "lookalike_threshold": _float(cfg, "lookalike_threshold", 0.0,
+                                                         open_low=-1e-300, high=1.0)}
+    if task == "lookalike":
+        from fedprofile.contract.lookalike import SeedAudience
 
-    Attributes
-    ----------
-    data_path : str
-        The partner's customer table (CSV or Parquet file, or a folder of Parquet files).
-    data_source : str
-        Instead of ``data_path``: a file, a Parquet folder, or an SQLAlchemy URL without a
-        password (it comes from ``FEDPROFILE_DB_PASSWORD`` or a 0600 file named by
-        ``FEDPROFILE_DB_PASSWORD_FILE``).
-    data_query : str
-        With a database ``data_source``: a table name or one ``SELECT``/``WITH`` query.
-    data_updated_at : str
-        With a database ``data_source``: a column whose maximum changes whenever a row
-        changes; the matrix cache is reused only while it and the row count do not (without
-        one, the table is read afresh for every instruction).
-    spec : str
-        The partner's copy of the contract; its fingerprint must match the coordinator's.
-    partner_name : str
-        The partner's name in ledgers and reports.
-    state_dir : str
-        Where the partner keeps its ledger and caches.
-    policy : str
-        The partner's policy TOML. Without one a deployed node runs the documented default
-        policy (:class:`fedprofile.privacy.policy.PartnerPolicy`); a simulated one runs
-        without limits.
-    mapping : str
-        Optional TOML file mapping feature names to local column names.
-    noise_seed : int
-        -1 (default) draws release noise from OS entropy; only simulations may seed it.
-    key : str
-        The partner's copy of the federation's pseudonymisation key file (never sent).
-    output_dir : str
-        Where local scores are written (default: ``state_dir/outputs``).
-    capture_dir : str
-        Wire audit: when set, every message the partner sends is also written there as the
-        exact serialized bytes.
-    simulation : bool
-        Whether this is a simulated node (Flower gave it a ``partition-id``).
-    """
-
-    data_path: str = ""
-    data_source: str = ""
-    data_query: str = ""
-    data_updated_at: str = ""
-    spec: str = ""
-    partner_name: str = ""
-    state_dir: str = ""
-    policy: str = ""
-    mapping: str = ""
-    noise_seed: int = -1
-    key: str = ""
-    capture_dir: str = ""
-    output_dir: str = ""
-    simulation: bool = False
-
-    @property
-    def data_location(self) -> str:
-        """Where the partner's table is: ``data_source``, else ``data_path``."""
-        return self.data_source or self.data_path
-
-    @classmethod
-    def known_keys(cls) -> set[str]:
-        """Field names (underscore spelling)."""
-        return {f.name for f in fields(cls)} | {"partition_id", "num_partitions"}
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any], *, partition_id: int | None = None
-                     ) -> NodeConfig:
-        """Parse a node config; blanks get defaults derived from ``partition_id``."""
-        cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
-        name = _str(cfg, "partner_name", "") or (f"partner-{partition_id}"
-                                                 if partition_id is not None else "partner")
-        state = _str(cfg, "state_dir", "") or str(Path(".fedprofile") / "partners" / name)
-        noise_seed = _int(cfg, "noise_seed", -1, low=-1)
-        if noise_seed >= 0 and partition_id is None:
-            raise ContractError("The 'noise-seed' node config key is for simulations only: a "
-                                "deployed partner draws its noise from OS entropy, so that no "
-                                "two releases can share a noise draw.")
-        if cfg.get("data_path") and cfg.get("data_source"):
-            raise ContractError("Give one of the node config keys 'data-path' and "
-                                "'data-source', not both.")
-        return cls(data_path=_str(cfg, "data_path", ""), data_source=_str(cfg, "data_source", ""),
-                   data_query=_str(cfg, "data_query", ""),
-                   data_updated_at=_str(cfg, "data_updated_at", ""),
-                   spec=_str(cfg, "spec", ""),
-                   partner_name=name, state_dir=state, policy=_str(cfg, "policy", ""),
-                   mapping=_str(cfg, "mapping", ""),
-                   noise_seed=noise_seed, simulation=partition_id is not None,
-                   key=_str(cfg, "key", ""), capture_dir=_str(cfg, "capture_dir", ""),
-                   output_dir=_str(cfg, "output_dir", "") or str(Path(state) / "outputs"))
+        SeedAudience(partner=out["seed_partner"], column=out["seed_column"],
+                     expr=out["seed_expr"], file=seed_file)  # fails with its reason
+        if not out["lookalike_size"] and not out["lookalike_threshold"]:
+            raise ContractError("A lookalike run needs a 'lookalike-size' >= 1 or a "
+                                "'lookalike-threshold' in (0, 1].")
+    return out

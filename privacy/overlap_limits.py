@@ -1,8 +1,9 @@
-"""The overlap (PSI) keys of a partner policy file and their validation.
+"""The clean-room keys of a partner policy file (overlap and lookalike) and their validation.
 
 ``min_overlap_size`` (20): smallest overlap count published; ``min_query_set_size`` (100):
 smallest set either side may submit; ``max_overlap_queries_per_day`` (3): overlap queries
-with the same counterpart per UTC day.
+with the same counterpart per UTC day; ``min_seed_size`` (100): smallest seed audience the
+partner accepts to be the seed owner of a lookalike run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fedprofile.errors import ContractError
 __all__ = ["OVERLAP_KEYS", "overlap_limits"]
 
 _DEFAULTS = {"min_overlap_size": 20, "min_query_set_size": 100,
-             "max_overlap_queries_per_day": 3}
+             "max_overlap_queries_per_day": 3, "min_seed_size": 100}
 OVERLAP_KEYS = tuple(_DEFAULTS)
 
 
@@ -24,7 +25,7 @@ def overlap_limits(data: dict[str, Any], source: str) -> dict[str, int]:
     Raises
     ------
     ContractError
-        If a value is not an integer (>= 0, or >= 1 for the query limit and set size).
+        If a value is not an integer (>= 0 for the overlap size, else >= 1).
     """
     out = {}
     for key, default in _DEFAULTS.items():

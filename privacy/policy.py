@@ -23,9 +23,9 @@ from fedprofile.privacy.overlap_limits import OVERLAP_KEYS, overlap_limits
 __all__ = ["ALL_STAGES", "RELEASE_STAGES", "SIMULATION_POLICY", "PartnerGuard",
            "PartnerPolicy", "epsilon_left", "load_policy"]
 
-ALL_STAGES = ("profile", "kmeans", "ridge", "logistic", "score", "overlap")
+ALL_STAGES = ("profile", "kmeans", "ridge", "logistic", "score", "overlap", "lookalike")
 RELEASE_STAGES = {"kmeans-init": "kmeans", "kmeans": "kmeans", "ridge": "ridge",
-                  "logistic": "logistic", "overlap": "overlap"}
+                  "logistic": "logistic", "overlap": "overlap", "lookalike": "lookalike"}
 """The stage label of each kind of release -> the policy stage it is charged to."""
 _KEYS = {"max_epsilon_per_run", "total_epsilon", "delta", "min_segment_size", "allowed_stages",
          "allow_non_private", "max_candidate_centres", *OVERLAP_KEYS}
@@ -51,8 +51,8 @@ class PartnerPolicy:
         Whether non-private (epsilon = inf) runs are allowed.
     max_candidate_centres : int, default=4096
         Most centres one k-means request may carry (checked before anything is charged).
-    min_overlap_size, min_query_set_size, max_overlap_queries_per_day : int
-        Overlap limits (see :mod:`fedprofile.privacy.overlap_limits`).
+    min_overlap_size, min_query_set_size, max_overlap_queries_per_day, min_seed_size : int
+        Overlap and lookalike limits (see :mod:`fedprofile.privacy.overlap_limits`).
     """
 
     max_epsilon_per_run: float = 1.0
@@ -65,6 +65,7 @@ class PartnerPolicy:
     min_overlap_size: int = 20
     min_query_set_size: int = 100
     max_overlap_queries_per_day: int = 3
+    min_seed_size: int = 100
     source: str = field(default="default policy", compare=False)
 
     def to_dict(self) -> dict[str, Any]:

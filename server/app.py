@@ -2,9 +2,10 @@
 
 Every run starts with ``query.profile`` (partners check the contract and the whole privacy
 plan against their policy; nothing is released), then drives one stage: k-means
-(``train.kmeans``), ridge (``train.gram``) or logistic regression (``train.gram`` then
-``train.gradient``). Every partner's releases are entered in the federation ledger; the
-model, its metrics and the HTML report are written to ``out-dir``.
+(``train.kmeans``), ridge (``train.gram``), logistic regression (``train.gram`` then
+``train.gradient``), a lookalike model (the same, then ``query.lookalike``) or overlaps.
+Every partner's releases are entered in the federation ledger; the model, its metrics and
+the HTML report are written to ``out-dir``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedprofile.config import RunConfig
 from fedprofile.server.federation import RunAborted
+from fedprofile.server.lookalike import run_lookalike
 from fedprofile.server.overlap import run_overlap
 from fedprofile.server.pipeline import run_pipeline
+from fedprofile.server.report_lookalike import write_lookalike_outputs
 from fedprofile.server.report_overlap import write_overlap_outputs
 from fedprofile.server.runs import (
     coordinator_metrics,
@@ -50,6 +53,12 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
                 write_overlap_outputs(doc, {"wall_time_s": time.perf_counter() - start,
                                             "evaluation": "deployment"}, Path(cfg.out_dir))
                 log.info("Overlap written to %s", Path(cfg.out_dir) / "model.json")
+                return
+            if cfg.task == "lookalike":
+                lookalike = run_lookalike(grid, cfg, expected_partners=expected)
+                write_lookalike_outputs(lookalike, {"wall_time_s": time.perf_counter() - start,
+                                                "evaluation": "deployment"}, Path(cfg.out_dir))
+                log.info("Lookalike model written to %s", Path(cfg.out_dir) / "model.json")
                 return
             if cfg.task == "pipeline":
                 outputs = run_pipeline(grid, cfg, expected_partners=expected)

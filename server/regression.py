@@ -52,6 +52,8 @@ class ResponsePlan:
     norm_bound: float
     target_bound: float
     clip: float
+    stage: str = ""
+    """The policy stage the releases are charged to ("": ``task``; ``lookalike``)."""
 
     @property
     def non_private(self) -> bool:
@@ -60,11 +62,12 @@ class ResponsePlan:
 
     def events(self) -> tuple[PrivacyEvent, ...]:
         """Every event one partner records, in order."""
-        out = [_event(self.gram_z, self.norm_bound**2, self.task, 0, "gram")]
+        stage = self.stage or self.task
+        out = [_event(self.gram_z, self.norm_bound**2, stage, 0, "gram")]
         if self.task == "ridge":
-            out.append(_event(self.target_z, self.norm_bound * self.target_bound, self.task, 0,
+            out.append(_event(self.target_z, self.norm_bound * self.target_bound, stage, 0,
                               "xty"))
-        out += [_event(z, self.clip, self.task, r + 1, "gradient")
+        out += [_event(z, self.clip, stage, r + 1, "gradient")
                 for r, z in enumerate(self.gradient_z)]
         return tuple(out)
 
@@ -75,14 +78,16 @@ def _z(mu: float) -> float:
 
 def plan_response(*, task: str, epsilon: float, delta: float, norm_bound: float,
                   target_bound: float, rounds: int = 3, clip: float = 0.0,
-                  gram_share: float = 0.3, gram_share_ridge: float = 0.7) -> ResponsePlan:
+                  gram_share: float = 0.3, gram_share_ridge: float = 0.7,
+                  stage: str = "") -> ResponsePlan:
     """Split (epsilon, delta) over the releases of a ridge or logistic run.
 
     Ridge: ``Z'Z`` gets ``gram_share_ridge`` of ``mu**2`` (its sensitivity ``B**2`` is the
     larger one), ``Z'y`` the rest. Logistic: the Gram round gets
     ``gram_share`` and the ``rounds`` gradient releases share the rest equally. ``clip`` is
     the per-customer gradient bound (0: the design norm bound, which clips nothing since a
-    logistic gradient ``(p - y) z`` has norm at most ``|z|``).
+    logistic gradient ``(p - y) z`` has norm at most ``|z|``). ``stage`` labels the
+    releases for the policy (a lookalike run's logistic releases are ``lookalike``).
     """
     if task not in ("ridge", "logistic"):
         raise ContractError(f"The 'task' parameter must be 'ridge' or 'logistic'. Got {task!r}.")
@@ -104,7 +109,8 @@ def plan_response(*, task: str, epsilon: float, delta: float, norm_bound: float,
     mus = split_mu(mu, [gram_share] + [(1.0 - gram_share) / rounds] * rounds)
     return ResponsePlan(task=kind, epsilon=epsilon, delta=delta, mu=mu, gram_z=_z(mus[0]),
                         target_z=0.0, gradient_z=tuple(_z(m) for m in mus[1:]),
-                        norm_bound=norm_bound, target_bound=target_bound, clip=clip)
+                        norm_bound=norm_bound, target_bound=target_bound, clip=clip,
+                        stage=stage)
 
 
 def symmetric_from_upper(upper: np.ndarray, dim: int) -> np.ndarray:

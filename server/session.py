@@ -21,6 +21,7 @@ from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
 from fedprofile.config import RunConfig
+from fedprofile.contract.lookalike import SeedAudience
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.privacy.accounting import compose_mu, gdp_epsilon
 from fedprofile.privacy.events import PrivacyEvent
@@ -118,8 +119,12 @@ def _introduce(fed: Federation, request: ProfileRequest) -> None:
 
 
 def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
-             stages: tuple[str, ...], expected_partners: int = 0) -> RunSession:
-    """Wait for partners, announce the run and its whole plan, open the ledger."""
+             stages: tuple[str, ...], expected_partners: int = 0,
+             seed: SeedAudience | None = None) -> RunSession:
+    """Wait for partners, announce the run and its whole plan, open the ledger.
+
+    ``seed`` is a lookalike run's seed audience, which its owner checks before accepting.
+    """
     run_id = cfg.run_id or uuid.uuid4().hex[:16]
     nodes = wait_for_nodes(grid, expected=max(expected_partners, cfg.min_partners),
                            timeout=min(cfg.timeout, 120.0))
@@ -132,7 +137,7 @@ def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
         delta=cfg.delta, stages=stages, planned_events=plan.events(),
         min_segment_size=cfg.min_segment_size,
         k=cfg.fewest_segments if "kmeans" in stages else 0,
-        target=cfg.target if {"ridge", "logistic"} & set(stages) else ""))
+        target=cfg.target if {"ridge", "logistic"} & set(stages) else "", seed=seed))
     profiled = {"message": MessageKind.PROFILE, "round": 0,
                 "seconds": round(time.perf_counter() - start, 3)}
     ledger = Ledger(Path(cfg.out_dir) / "federation_ledger.sqlite")

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pandas as pd
 
 from fedprofile.client.app import build_client_app
 from fedprofile.client.checks import NotReadyError, budget_problem, check_ready
+from fedprofile.client.lookalike import check_seed
 from fedprofile.client.site import PartnerSite
 from fedprofile.config import RunConfig
 from fedprofile.contract.customers import customer_table
@@ -39,34 +40,20 @@ from fedprofile.privacy.keys import generate_key, load_key, write_key
 from fedprofile.privacy.pseudonym import Pseudonymizer
 from fedprofile.server.app import build_server_app
 from fedprofile.server.federation import group_reasons
+from fedprofile.server.lookalike import seed_audience
 from fedprofile.server.runs import write_outputs
 from fedprofile.sim.evaluate import evaluate_segments
 from fedprofile.sim.evaluate_response import evaluate_response
 from fedprofile.sim.jobs import ensure_folder
+from fedprofile.sim.lookalike import check_seed_partner, lookalike_metrics
 from fedprofile.sim.overlap import overlap_metrics, read_overlap
 from fedprofile.sim.quality import category_suggestions, quality_summary, quality_warnings
+from fedprofile.sim.results import RoundHandler, SimulationResult
 
 __all__ = ["SimulationResult", "default_workers", "federation_key", "load_model",
            "partner_tables", "pooled_matrix", "preflight", "simulate"]
 
 log = logging.getLogger("fedprofile.sim")
-
-
-@dataclass(frozen=True)
-class SimulationResult:
-    """Where a simulation wrote its outputs, and its metrics."""
-
-    out_dir: Path
-    model: SegmentModel | ResponseModel | dict[str, Any]
-    metrics: dict[str, Any]
-    stages: tuple[SimulationResult, ...] = ()
-    suggestions: tuple[str, ...] = ()
-    """Undeclared category values close to a declared one (partners' values: console only)."""
-
-    @property
-    def report(self) -> Path:
-        """The HTML report."""
-        return self.out_dir / "report.html"
 
 
 def _slug(name: str) -> str:
@@ -142,7 +129,7 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
              state_dir: Path, run_config: Mapping[str, Any], policy: Path | None = None,
              seed: int | None = 0, evaluate: bool = True, capture: Path | None = None,
              on_round: Callable[[str], None] | None = None,
-             workers: int | None = None) -> SimulationResult:
+             workers: int | None = None, seed_file: Path | None = None) -> SimulationResult:
     """Simulate a federation of ``len(partitions)`` partners and write model, metrics, report.
 
     Parameters
@@ -168,6 +155,8 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
     workers : int, optional
         Partners computed at a time (Ray actors, one CPU each); default: the machine's
         cores, at most 2.
+    seed_file : Path, optional
+        Lookalike: the seed owner's file of pseudonymised ids (its node config ``seed-file``).
     """
     if len(partitions) < 1:
         raise ContractError("A simulation needs at least one partner.")
@@ -186,12 +175,14 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
     _quiet_flower()
     nodes = _prepare_partners(partitions, spec_path=spec_path, state_dir=state_dir,
                               policy=policy, seed=seed, capture=capture)
+    if cfg.task == "lookalike":
+        check_seed_partner(cfg, nodes, seed_file)
     preflight(nodes, cfg)
     overrides = {**dict(run_config), "spec": str(spec_path), "out-dir": str(out_dir),
                  "expected-partners": len(partitions)}
     if seed is not None:
         overrides["seed"] = seed
-    handler = _RoundHandler(on_round) if on_round else None
+    handler = RoundHandler(on_round) if on_round else None
     server_log = logging.getLogger("fedprofile.server")
     if handler:
         server_log.addHandler(handler)
@@ -214,6 +205,13 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
         metrics = overlap_metrics(doc, partner_tables(parts, spec_path, state_dir)
                                   if known else None, parts if known else None, wall, out_dir)
         return SimulationResult(out_dir=out_dir, model=doc, metrics=metrics)
+    if cfg.task == "lookalike":
+        parts = [p for p in partitions if isinstance(p, Partition)]
+        known = evaluate and len(parts) == len(partitions)
+        lookalike, metrics = lookalike_metrics(
+            out_dir, nodes, partner_tables(parts, spec_path, state_dir) if known else None,
+            parts if known else None, wall, seed_file)
+        return SimulationResult(out_dir=out_dir, model=lookalike, metrics=metrics)
     folders = ([out_dir / "segments", out_dir / "response"]
                if run_config.get("task") == "pipeline" else [out_dir])
     quality_files = {node["partner-name"]: Path(node["state-dir"]) / "data_quality.json"
@@ -265,6 +263,8 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
             check_ready(site, k=cfg.fewest_segments if kmeans else None, target=target,
                         min_segment_size=max(cfg.min_segment_size,
                                              site.policy.min_segment_size))
+            if cfg.task == "lookalike":
+                check_seed(site, seed_audience(cfg))
             budget = budget_problem(site, epsilon=cfg.epsilon, delta=cfg.delta)
             if budget:
                 problems[name] = budget
@@ -330,19 +330,3 @@ def _metrics(model: SegmentModel | ResponseModel, partitions: Sequence[Partition
             metrics["n_customers"] = len(pooled)
             metrics["kmeans"] = evaluate_segments(model, pooled, seed=seed or 0)
     return metrics
-
-
-class _RoundHandler(logging.Handler):
-    def __init__(self, callback: Callable[[str], None]) -> None:
-        super().__init__(logging.INFO)
-        self.callback = callback
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "round" in message:
-            self.callback(message)
-
-
-def frame_partitions(frames: Mapping[str, pd.DataFrame]) -> list[Partition]:
-    """Wrap named tables as partitions (for callers that split data themselves)."""
-    return [Partition(name=name, frame=frame) for name, frame in frames.items()]

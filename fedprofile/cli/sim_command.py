@@ -86,8 +86,9 @@ def sim(
     capture: Annotated[Path | None, typer.Option(
         help="Wire audit: write every message a partner sends to this folder.")] = None,
     task: Annotated[str, typer.Option(
-        help="What to learn: segments, ridge (value), logistic (conversion), or pipeline "
-             "(segments, then a segment-aware model of --target, then local scoring).")
+        help="What to learn: segments, ridge (value), logistic (conversion), pipeline "
+             "(segments, then a segment-aware model of --target, then local scoring), "
+             "overlap (PSI counts) or lookalike (audiences like --seed-partner's seed).")
     ] = "segments",
     target: Annotated[str, typer.Option(
         help="Target of ridge/logistic (a \\[target.NAME] of the spec).")] = "",
@@ -106,6 +107,22 @@ def sim(
     pairs: Annotated[str, typer.Option(
         help="--task overlap: the pairs to count, 'A:B,A:C' by partner name (default: all)."
     )] = "",
+    seed_partner: Annotated[str, typer.Option(
+        help="--task lookalike: the partner whose seed audience the others look like.")] = "",
+    seed_column: Annotated[str, typer.Option(
+        help="--task lookalike: the seed is the seed partner's customers whose COLUMN is "
+             "true, yes or non-zero.")] = "",
+    seed_expr: Annotated[str, typer.Option(
+        help="--task lookalike: the seed is the seed partner's customers matching this "
+             "expression over its columns, e.g. 'y == \"yes\"'.")] = "",
+    seed_file: Annotated[Path | None, typer.Option(
+        help="--task lookalike: the seed partner's file of pseudonymised customer ids "
+             "(read by that partner only).")] = None,
+    lookalike_size: Annotated[int, typer.Option(
+        min=0, help="--task lookalike: customers each partner selects (0: no limit).")] = 1000,
+    lookalike_threshold: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="--task lookalike: select only customers scoring at least "
+                               "this (0: none).")] = 0.0,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
     from fedprofile.privacy.policy import load_policy
@@ -133,12 +150,18 @@ def sim(
                   "candidates": candidates, "min-segment-size": min_segment_size,
                   "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
                   "holdout": holdout, "segments": str(segments or ""), "pairs": pairs}
+        if task == "lookalike":
+            config |= {"seed-partner": seed_partner, "seed-column": seed_column,
+                       "seed-expr": seed_expr, "seed-file": seed_file is not None,
+                       "lookalike-size": lookalike_size,
+                       "lookalike-threshold": lookalike_threshold}
         starts = init == "overcluster" and not start_from
         seg_eps = stage_epsilon(eps, delta) if task == "pipeline" else eps
         seg_rounds = (rounds or default_rounds(seg_eps)) + (1 if starts else 0)
         total = {"segments": seg_rounds, "ridge": 1, "logistic": 1 + gd_rounds,
                  "pipeline": seg_rounds + 1 + gd_rounds,
-                 "overlap": len(parts) * (len(parts) - 1) // 2}.get(task, 1)
+                 "overlap": len(parts) * (len(parts) - 1) // 2,
+                 "lookalike": 1 + gd_rounds}.get(task, 1)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} rounds"), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
@@ -146,13 +169,17 @@ def sim(
             result = simulate(
                 parts, spec_path=spec_path, out_dir=out, state_dir=state_dir,
                 run_config=config, policy=policy, seed=seed, evaluate=evaluate,
-                capture=capture,
+                capture=capture, seed_file=seed_file,
                 on_round=lambda msg: progress.update(bar, advance=1, description=msg))
     except FedprofileError as exc:
         raise _fail(exc) from None
     if task == "overlap":
         from fedprofile.cli.overlap_print import print_overlap
         print_overlap(result.model, result.metrics, result.report)  # type: ignore[arg-type]
+        return
+    if task == "lookalike":
+        from fedprofile.cli.lookalike_print import print_lookalike
+        print_lookalike(result.metrics, result.report, state_dir)
         return
     from fedprofile.models.segment_model import SegmentModel
 

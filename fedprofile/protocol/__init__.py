@@ -8,6 +8,7 @@ spelled only in these modules.
 """
 
 from fedprofile.protocol.codec import PROTOCOL_VERSION, ErrorCode, MessageKind
+from fedprofile.protocol.lookalike import LookalikeReply, LookalikeRequest
 from fedprofile.protocol.response import (
     GradientReply,
     GradientRequest,
@@ -32,6 +33,8 @@ __all__ = [
     "GramRequest",
     "KMeansReply",
     "KMeansRequest",
+    "LookalikeReply",
+    "LookalikeRequest",
     "MessageKind",
     "ProfileReply",
     "ProfileRequest",

@@ -36,6 +36,7 @@ class MessageKind:
     GRAM: ClassVar[str] = "train.gram"
     GRADIENT: ClassVar[str] = "train.gradient"
     SCORE: ClassVar[str] = "query.score"
+    LOOKALIKE: ClassVar[str] = "query.lookalike"
     OVERLAP_BLIND: ClassVar[str] = "query.overlap_blind"
     OVERLAP_RESPOND: ClassVar[str] = "query.overlap_respond"
     OVERLAP_COUNT: ClassVar[str] = "query.overlap_count"

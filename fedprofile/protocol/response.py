@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
+from fedprofile.contract.lookalike import SeedAudience
 from fedprofile.errors import ProtocolError
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.protocol.codec import (
@@ -24,6 +25,7 @@ from fedprofile.protocol.codec import (
     _reply_record,
     _run_id,
 )
+from fedprofile.protocol.lookalike import seed_config, seed_from
 
 __all__ = ["GradientReply", "GradientRequest", "GramReply", "GramRequest", "ResponseTask"]
 
@@ -32,7 +34,7 @@ def _task_config(task: ResponseTask) -> dict[str, Any]:
     return {_VERSION: PROTOCOL_VERSION, "run-id": task.run_id,
             "spec-fingerprint": task.spec_fingerprint, "stage": task.stage,
             "round": task.round, "target": task.target, "holdout": task.holdout,
-            "holdout-seed": task.holdout_seed}
+            "holdout-seed": task.holdout_seed, **seed_config(task.seed)}
 
 
 def _task_arrays(task: ResponseTask, **arrays: np.ndarray) -> ArrayRecord:
@@ -51,7 +53,8 @@ def _task_from(content: RecordDict, m: str) -> tuple[ConfigRecord, ResponseTask]
                         stage=_get(c, "stage", str, m), round=int(_get(c, "round", int, m)),
                         target=_get(c, "target", str, m), holdout=holdout,
                         holdout_seed=int(_get(c, "holdout-seed", int, m)),
-                        segment_centers=_array(content, "segment-centers", m))
+                        segment_centers=_array(content, "segment-centers", m),
+                        seed=seed_from(c, m))
     return c, task
 
 
@@ -60,7 +63,8 @@ class ResponseTask:
     """What every response-model instruction names: run, contract, target and data split.
 
     ``segment_centers`` (k x d, or empty) makes the model segment-aware: the partner adds
-    the one-hot segment of each customer to its features.
+    the one-hot segment of each customer to its features. ``seed`` makes it a lookalike
+    model: the label is seed membership and ``target`` is unused ("").
     """
 
     run_id: str
@@ -71,6 +75,7 @@ class ResponseTask:
     holdout: float
     holdout_seed: int
     segment_centers: np.ndarray
+    seed: SeedAudience | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
+from fedprofile.contract.lookalike import SeedAudience
 from fedprofile.errors import ProtocolError
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.protocol.codec import (
@@ -25,6 +26,7 @@ from fedprofile.protocol.codec import (
     _reply_record,
     _run_id,
 )
+from fedprofile.protocol.lookalike import seed_config, seed_from
 
 __all__ = ["KMeansReply", "KMeansRequest", "ProfileReply", "ProfileRequest"]
 
@@ -36,7 +38,8 @@ class ProfileRequest:
     Each partner checks the plan against its own policy before any data-dependent release,
     and checks its data against the run (``k``, the fewest segments it may publish; the
     response ``target``) so that a run that cannot finish spends nothing. ``k`` is 0 and
-    ``target`` "" when unused.
+    ``target`` "" when unused; ``seed`` names a lookalike run's seed audience, which its
+    owner checks (it exists and is large enough) before accepting.
     """
 
     run_id: str
@@ -48,6 +51,7 @@ class ProfileRequest:
     min_segment_size: int
     k: int = 0
     target: str = ""
+    seed: SeedAudience | None = None
 
     message_type: ClassVar[str] = MessageKind.PROFILE
 
@@ -59,7 +63,7 @@ class ProfileRequest:
             "delta": self.delta, "stages": list(self.stages),
             "planned-events": _events_json(self.planned_events),
             "min-segment-size": self.min_segment_size, "num-segments": self.k,
-            "target": self.target})})
+            "target": self.target, **seed_config(self.seed)})})
 
     @classmethod
     def from_record(cls, content: RecordDict) -> ProfileRequest:
@@ -73,7 +77,8 @@ class ProfileRequest:
                    delta=_float(c, "delta", m), stages=tuple(str(s) for s in stages),
                    planned_events=_events_from_json(_get(c, "planned-events", str, m), m),
                    min_segment_size=int(_get(c, "min-segment-size", int, m)),
-                   k=int(_get(c, "num-segments", int, m)), target=_get(c, "target", str, m))
+                   k=int(_get(c, "num-segments", int, m)), target=_get(c, "target", str, m),
+                   seed=seed_from(c, m))
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,15 @@ runner = CliRunner()
     (["sim", "--dataset", "nosuch"], "must be one of"),
     (["sim", "--dataset", "bank", "--partition-by", "nocolumn"], "'nocolumn' is not in"),
     (["sim", "--dataset", "bank", "--task", "ridge"], "needs a 'target' (a [target.NAME]"),
+    (["sim", "--dataset", "bank", "--task", "lookalike", "--seed-column", "y"],
+     "needs a seed partner"),
+    (["sim", "--dataset", "bank", "--task", "lookalike", "--seed-partner", "management"],
+     "exactly one of a seed column, a seed expression or the seed owner's seed file"),
     (["ledger", "nosuch.sqlite"], "does not exist"),
     (["score", "--data", BANK, "--out", "x.csv"], "Give a response model"),
 ], ids=["negative-epsilon", "k-zero", "missing-file", "two-sources", "no-spec",
         "unknown-dataset", "unknown-partition-column", "ridge-without-target",
+        "lookalike-without-seed-partner", "lookalike-without-seed",
         "missing-ledger", "score-without-model"])
 def test_user_mistakes_exit_2_with_a_message_naming_the_problem(args, message) -> None:
     result = runner.invoke(app, args)

@@ -16,6 +16,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, RecordDict
 
 from fedprofile import protocol
+from fedprofile.contract.lookalike import SeedAudience
 from fedprofile.errors import ProtocolError
 from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 from fedprofile.protocol import (
@@ -27,6 +28,8 @@ from fedprofile.protocol import (
     GramRequest,
     KMeansReply,
     KMeansRequest,
+    LookalikeReply,
+    LookalikeRequest,
     MessageKind,
     ProfileReply,
     ProfileRequest,
@@ -85,6 +88,14 @@ SAMPLES: dict[str, Any] = {
     "score-request": ScoreRequest(run_id="r", spec_fingerprint="f" * 64,
                                   segment_model='{"format": "x"}', response_model=""),
     "score-reply": ScoreReply(),
+    "gram-request-lookalike": GramRequest(
+        task=dataclasses.replace(TASK, stage="lookalike", target="",
+                                 seed=SeedAudience(partner="bank-a", expr='y == "yes"')),
+        gram_noise_multiplier=4.0, target_noise_multiplier=0.0, with_target=False),
+    "lookalike-request": LookalikeRequest(
+        run_id="r", spec_fingerprint="f" * 64, model='{"format": "x"}',
+        seed=SeedAudience(partner="bank-a", file=True), size=100, threshold=0.5),
+    "lookalike-reply": LookalikeReply(),
 }
 
 

@@ -56,7 +56,7 @@ def test_design_example_policy_is_parsed(tmp_path: Path) -> None:
                                 "allowed_stages": ["profile", "kmeans"],
                                 "allow_non_private": False, "max_candidate_centres": 4096,
                                 "min_overlap_size": 20, "min_query_set_size": 100,
-                                "max_overlap_queries_per_day": 3}
+                                "max_overlap_queries_per_day": 3, "min_seed_size": 100}
 
 
 def test_empty_policy_file_gets_the_documented_defaults(tmp_path: Path) -> None:
