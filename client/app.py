@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ from fedprofile.client.capture import make_capture_mod
 from fedprofile.client.checks import NotReadyError, check_ready
 from fedprofile.client.redact import redact_local_paths
 from fedprofile.client.response import clipped_gradient_sum, gram_statistics
+from fedprofile.client.secure import (
+    Masked,
+    Reply,
+    masked_release,
+    secagg_keys,
+    secagg_shares,
+    secagg_unmask,
+)
 from fedprofile.client.site import PartnerSite
 from fedprofile.client.statistics import cluster_partials
 from fedprofile.contract.design import design_names, design_norm_bound, target_bound
@@ -37,6 +46,7 @@ from fedprofile.models.response_model import ResponseModel
 from fedprofile.models.scoring import score_customers
 from fedprofile.models.segment_model import SegmentModel
 from fedprofile.privacy.mechanisms import GaussianMechanism
+from fedprofile.privacy.secagg.messages import KeyBroadcast, MaskRequest, UnmaskRequest
 from fedprofile.protocol import (
     ErrorCode,
     GradientReply,
@@ -51,6 +61,7 @@ from fedprofile.protocol import (
     ScoreReply,
     ScoreRequest,
 )
+from fedprofile.protocol.secagg import SecaggMasked, SecaggSetup, SecureSum, decode
 
 __all__ = ["app", "build_client_app", "checked_step", "error_for", "gradient", "gram", "kmeans",
            "profile", "score"]
@@ -94,8 +105,13 @@ def _check_centre_count(site: PartnerSite, count: int, what: str) -> None:
                             "(policy 'max_candidate_centres').")
 
 
-def kmeans(request: KMeansRequest, site: PartnerSite) -> KMeansReply:
-    """Noised per-centre sums and counts of the partner's customers."""
+def kmeans(request: KMeansRequest, site: PartnerSite, mask: MaskRequest | None = None
+           ) -> KMeansReply | SecaggMasked:
+    """Noised per-centre sums and counts of the partner's customers.
+
+    With ``mask`` (``noise = 'secagg'``) the partner adds only its noise share and replies
+    with the masked vector (:func:`fedprofile.client.secure.masked_release`).
+    """
     site.check_contract(request.spec_fingerprint)
     if request.centers.shape[1] != site.spec.dim:
         raise ProtocolError(f"train.kmeans request: centres have {request.centers.shape[1]} "
@@ -108,9 +124,15 @@ def kmeans(request: KMeansRequest, site: PartnerSite) -> KMeansReply:
     events = (sum_mech.event(component="sums", stage=request.stage, round=request.round),
               count_mech.event(component="counts", stage=request.stage, round=request.round))
     sums, counts = cluster_partials(site.matrix(), request.centers)
-    site.guard.authorize(run_id=request.run_id, stage="kmeans", events=events)
     rng = site.rng(run_id=request.run_id, stage=request.stage, round=request.round,
                    request=request.centers)
+    if mask is not None:
+        k, d = request.centers.shape
+        parts = SecureSum((("sums", k * d, site.spec.norm_bound, request.sum_noise_multiplier),
+                           ("counts", k, 1.0, request.count_noise_multiplier)))
+        return masked_release(site, mask, run_id=request.run_id, stage="kmeans",
+                              secure_sum=parts, values=[sums, counts], events=events, rng=rng)
+    site.guard.authorize(run_id=request.run_id, stage="kmeans", events=events)
     return KMeansReply(sums=sum_mech.randomise(sums, rng),
                        counts=count_mech.randomise(counts, rng), events=events)
 
@@ -250,6 +272,15 @@ def _respond(msg: Message, context: Context, defaults: Mapping[int, Mapping[str,
         return Message(error_for(exc, site, msg.metadata.message_type), reply_to=msg)
 
 
+def _secagg_handler(defaults: Mapping[int, Mapping[str, Any]], kind: type,
+                    step: Callable[[Any, PartnerSite], Any]
+                    ) -> Callable[[Message, Context], Message]:
+    def handle(msg: Message, context: Context) -> Message:
+        return _respond(msg, context, defaults, partial(decode, kind),
+                        lambda request, site: Reply(step(request, site)))
+    return handle
+
+
 def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:
     """Build the partner ClientApp.
 
@@ -268,7 +299,13 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
 
     @client.train("kmeans")
     def _kmeans(msg: Message, context: Context) -> Message:
-        return _respond(msg, context, defaults, KMeansRequest.from_record, kmeans)
+        return _respond(msg, context, defaults, Masked.parse,
+                        lambda r, site: kmeans(r.request, site, r.mask))
+
+    for kind, parse, step in (("secagg_keys", SecaggSetup, secagg_keys),
+                              ("secagg_shares", KeyBroadcast, secagg_shares),
+                              ("secagg_unmask", UnmaskRequest, secagg_unmask)):
+        client.query(kind)(_secagg_handler(defaults, parse, step))
 
     @client.train("gram")
     def _gram(msg: Message, context: Context) -> Message:

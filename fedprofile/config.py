@@ -21,6 +21,7 @@ __all__ = ["TASKS", "InitMethod", "NodeConfig", "RunConfig"]
 InitMethod = Literal["overcluster", "random"]
 _INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
 TASKS = ("segments", "ridge", "logistic", "pipeline")
+NOISE_PLACEMENTS = ("partner", "secagg")
 
 
 def _value(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -142,6 +143,11 @@ class RunConfig:
         The run's id ("" draws a fresh random one, the normal case). A run id can be used
         once at each partner; simulations that must be reproducible name theirs, since
         simulated partners seed their noise with it.
+    noise : {"partner", "secagg"}, default="partner"
+        Each partner adds all the noise, or a share of it to securely summed (k-means) sums.
+    secagg_dropouts : int, default=0
+        Under ``secagg``: partners that may drop out or collude with the coordinator while
+        every released sum keeps its planned noise.
     """
 
     spec: str = "bank"
@@ -170,6 +176,8 @@ class RunConfig:
     segments: str = ""
     expected_partners: int = 0
     run_id: str = ""
+    noise: str = "partner"
+    secagg_dropouts: int = 0
 
     @property
     def fewest_segments(self) -> int:
@@ -218,6 +226,11 @@ class RunConfig:
         if 0 < candidates < k:
             raise ContractError(f"The 'candidates' parameter must be 0 or >= k ({k}). "
                                 f"Got {candidates!r} instead.")
+        noise = _str(cfg, "noise", cls.noise)
+        if noise not in NOISE_PLACEMENTS or (noise == "secagg" and task != "segments"):
+            raise ContractError(f"The 'noise' parameter must be one of {list(NOISE_PLACEMENTS)}"
+                                f" ('secagg' for task 'segments' only). Got {noise!r} for task "
+                                f"{task!r}.")
         return cls(spec=_str(cfg, "spec", cls.spec), k=k, k_auto=k_auto, k_min=k_min,
                    k_max=k_max, start_from=start_from,
                    epsilon=_float(cfg, "epsilon", cls.epsilon, open_low=0.0, allow_inf=True),
@@ -237,7 +250,8 @@ class RunConfig:
                    holdout=_float(cfg, "holdout", cls.holdout, open_low=-1e-300, high=0.99),
                    segments=_str(cfg, "segments", ""),
                    expected_partners=_int(cfg, "expected_partners", 0, low=0),
-                   run_id=_run_id(cfg))
+                   run_id=_run_id(cfg), noise=noise,
+                   secagg_dropouts=_int(cfg, "secagg_dropouts", 0, low=0, high=1000))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from fedprofile.client.app import build_client_app
 from fedprofile.client.checks import NotReadyError, budget_problem, check_ready
+from fedprofile.client.secure import trust_each_other
 from fedprofile.client.site import PartnerSite
 from fedprofile.config import RunConfig
 from fedprofile.contract.customers import customer_table
@@ -186,6 +187,8 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
     nodes = _prepare_partners(partitions, spec_path=spec_path, state_dir=state_dir,
                               policy=policy, seed=seed, capture=capture)
     preflight(nodes, cfg)
+    if cfg.noise == "secagg":
+        trust_each_other({n["partner-name"]: Path(n["state-dir"]) for n in nodes.values()})
     overrides = {**dict(run_config), "spec": str(spec_path), "out-dir": str(out_dir),
                  "expected-partners": len(partitions)}
     if seed is not None:

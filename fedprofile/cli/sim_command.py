@@ -103,6 +103,13 @@ def sim(
     overlap: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Share of each partner's customers also present at another "
                                "partner (needs an e-mail identity column).")] = 0.0,
+    noise: Annotated[str, typer.Option(
+        help="Noise placement: 'partner' (each partner adds all the noise) or 'secagg' "
+             "(each adds a share; the coordinator sees only secure sums; k-means).")
+    ] = "partner",
+    secagg_dropouts: Annotated[int, typer.Option(
+        min=0, help="With --noise secagg: partners that may drop out or collude while every "
+                    "sum keeps its planned noise.")] = 0,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
     from fedprofile.privacy.policy import load_policy
@@ -129,7 +136,8 @@ def sim(
                   "epsilon": eps, "delta": delta, "rounds": rounds, "init": init,
                   "candidates": candidates, "min-segment-size": min_segment_size,
                   "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
-                  "holdout": holdout, "segments": str(segments or "")}
+                  "holdout": holdout, "segments": str(segments or ""), "noise": noise,
+                  "secagg-dropouts": secagg_dropouts}
         starts = init == "overcluster" and not start_from
         seg_eps = stage_epsilon(eps, delta) if task == "pipeline" else eps
         seg_rounds = (rounds or default_rounds(seg_eps)) + (1 if starts else 0)
