@@ -176,8 +176,8 @@ def encode(obj: object) -> RecordDict:
     head: dict = {_VERSION: PROTOCOL_VERSION}
     if isinstance(obj, SecaggSetup):
         r = obj.request
-        head |= {"run-id": obj.run_id, "stage": obj.stage, "partners": obj.partners,
-                 "dropouts": obj.dropouts, "secagg-id": r.run_id, "roster": list(r.roster),
+        head |= {"run-id": obj.run_id, "stage": obj.stage, "plan-partners": obj.partners,
+                 "plan-dropouts": obj.dropouts, "secagg-id": r.run_id, "roster": list(r.roster),
                  "threshold": r.threshold, "bits": r.bits, "dim": r.dim,
                  "min-survivors": r.min_survivors}
     elif isinstance(obj, KeyAdvert):
@@ -192,7 +192,7 @@ def encode(obj: object) -> RecordDict:
         head |= {"partner": obj.partner_id, **_flat(obj.shares, "shares")}
     elif isinstance(obj, UnmaskRequest):
         head |= {"secagg-id": obj.run_id, "round": obj.round,
-                 "survivors": list(obj.survivors), "dropped": list(obj.dropped),
+                 "survivors": list(obj.survivors), "dropped-partners": list(obj.dropped),
                  **_flat(obj.seed_shares, "seed")}
     elif isinstance(obj, UnmaskReply):
         head |= {"partner": obj.partner_id, "round": obj.round,
@@ -219,7 +219,7 @@ def decode(kind: type, content: RecordDict) -> object:
         if not 1 <= setup.dim <= MAX_ARRAY_ELEMENTS:
             raise ProtocolError(f"{m}: 'dim' must be in [1, {MAX_ARRAY_ELEMENTS}].")
         return SecaggSetup(_run_id(c, m), _get(c, "stage", str, m),
-                           int(_get(c, "partners", int, m)), int(_get(c, "dropouts", int, m)),
+                           int(_get(c, "plan-partners", int, m)), int(_get(c, "plan-dropouts", int, m)),
                            setup)
     if kind is KeyAdvert:
         return KeyAdvert(_get(c, "partner", str, m), _bytes(c, "mask-key", m, 32),
@@ -233,7 +233,7 @@ def decode(kind: type, content: RecordDict) -> object:
         return KeyShares(_get(c, "partner", str, m), _mapping(c, "shares", m))
     if kind is UnmaskRequest:
         return UnmaskRequest(_bytes(c, "secagg-id", m, 16), int(_get(c, "round", int, m)),
-                             _str_list(c, "survivors", m), _str_list(c, "dropped", m),
+                             _str_list(c, "survivors", m), _str_list(c, "dropped-partners", m),
                              _mapping(c, "seed", m))
     if kind is UnmaskReply:
         return UnmaskReply(_get(c, "partner", str, m), int(_get(c, "round", int, m)),

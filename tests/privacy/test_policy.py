@@ -54,7 +54,8 @@ def test_design_example_policy_is_parsed(tmp_path: Path) -> None:
     assert policy.to_dict() == {"max_epsilon_per_run": 1.0, "total_epsilon": 4.0,
                                 "delta": 1e-6, "min_segment_size": 50,
                                 "allowed_stages": ["profile", "kmeans"],
-                                "allow_non_private": False, "max_candidate_centres": 4096}
+                                "allow_non_private": False, "max_candidate_centres": 4096,
+                                "min_secure_aggregation_partners": 3}
 
 
 def test_empty_policy_file_gets_the_documented_defaults(tmp_path: Path) -> None:
