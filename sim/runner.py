@@ -311,7 +311,8 @@ def _metrics(model: SegmentModel | ResponseModel, partitions: Sequence[Partition
         "privacy": {"epsilon_spent": None if eps == "inf" else eps,
                     "epsilon_target": model.privacy["epsilon_target"],
                     "delta": model.privacy["delta"], "non_private": model.privacy["non_private"],
-                    "accountant": model.privacy["accountant"]},
+                    "accountant": model.privacy["accountant"],
+                    "noise_placement": model.privacy.get("noise_placement", "partner")},
         "n_partners": len(model.partners), "partners": model.partners,
         "params": model.params, "rounds": model.params.get("rounds"),
         "wall_time_s": round(wall, 3), "evaluation": "simulation"}

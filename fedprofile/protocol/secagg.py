@@ -219,8 +219,8 @@ def decode(kind: type, content: RecordDict) -> object:
         if not 1 <= setup.dim <= MAX_ARRAY_ELEMENTS:
             raise ProtocolError(f"{m}: 'dim' must be in [1, {MAX_ARRAY_ELEMENTS}].")
         return SecaggSetup(_run_id(c, m), _get(c, "stage", str, m),
-                           int(_get(c, "plan-partners", int, m)), int(_get(c, "plan-dropouts", int, m)),
-                           setup)
+                           int(_get(c, "plan-partners", int, m)),
+                           int(_get(c, "plan-dropouts", int, m)), setup)
     if kind is KeyAdvert:
         return KeyAdvert(_get(c, "partner", str, m), _bytes(c, "mask-key", m, 32),
                          _bytes(c, "enc-key", m, 32), _bytes(c, "signature", m, 64))
