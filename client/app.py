@@ -61,7 +61,7 @@ from fedprofile.protocol import (
     ScoreReply,
     ScoreRequest,
 )
-from fedprofile.protocol.secagg import SecaggMasked, SecaggSetup, SecureSum, decode
+from fedprofile.protocol.secagg import SecaggMasked, SecaggSetup, decode, secure_sum_for
 
 __all__ = ["app", "build_client_app", "checked_step", "error_for", "gradient", "gram", "kmeans",
            "profile", "score"]
@@ -127,9 +127,7 @@ def kmeans(request: KMeansRequest, site: PartnerSite, mask: MaskRequest | None =
     rng = site.rng(run_id=request.run_id, stage=request.stage, round=request.round,
                    request=request.centers)
     if mask is not None:
-        k, d = request.centers.shape
-        parts = SecureSum((("sums", k * d, site.spec.norm_bound, request.sum_noise_multiplier),
-                           ("counts", k, 1.0, request.count_noise_multiplier)))
+        parts = secure_sum_for(request, norm_bound=site.spec.norm_bound)
         return masked_release(site, mask, run_id=request.run_id, stage="kmeans",
                               secure_sum=parts, values=[sums, counts], events=events, rng=rng)
     site.guard.authorize(run_id=request.run_id, stage="kmeans", events=events)
@@ -146,8 +144,9 @@ def _response_stage(site: PartnerSite, task: ResponseTask) -> str:
     return "logistic" if target.kind == "binary" else "ridge"
 
 
-def gram(request: GramRequest, site: PartnerSite) -> GramReply:
-    """Noised ``Z'Z`` (and ``Z'y``) of the partner's training customers."""
+def gram(request: GramRequest, site: PartnerSite, mask: MaskRequest | None = None
+         ) -> GramReply | SecaggMasked:
+    """Noised ``Z'Z`` (and ``Z'y``) of the partner's training customers (or masked shares)."""
     task = request.task
     site.check_contract(task.spec_fingerprint)
     stage = _response_stage(site, task)
@@ -164,15 +163,21 @@ def gram(request: GramRequest, site: PartnerSite) -> GramReply:
         events.append(target_mech.event(component="xty", stage=stage, round=task.round))
     data = site.design(task)
     upper, xty = gram_statistics(data.z_train, data.y_train if target_mech else None)
-    site.guard.authorize(run_id=task.run_id, stage=stage, events=events)
     rng = site.rng(run_id=task.run_id, stage=stage, round=task.round,
                    request=task.segment_centers)
+    if mask is not None:
+        parts = secure_sum_for(request, norm_bound=bound, dim=data.z_train.shape[1],
+                               target_bound=target_bound(site.spec, task.target))
+        return masked_release(site, mask, run_id=task.run_id, stage=stage, secure_sum=parts,
+                              values=[upper, xty], events=tuple(events), rng=rng)
+    site.guard.authorize(run_id=task.run_id, stage=stage, events=events)
     return GramReply(gram_upper=gram_mech.randomise(upper, rng),
                      xty=target_mech.randomise(xty, rng) if target_mech else xty,
                      events=tuple(events))
 
 
-def gradient(request: GradientRequest, site: PartnerSite) -> GradientReply:
+def gradient(request: GradientRequest, site: PartnerSite, mask: MaskRequest | None = None
+             ) -> GradientReply | SecaggMasked:
     """Noised sum of the per-customer clipped logistic-loss gradients at ``theta``."""
     task = request.task
     site.check_contract(task.spec_fingerprint)
@@ -188,9 +193,13 @@ def gradient(request: GradientRequest, site: PartnerSite) -> GradientReply:
     events = (mech.event(component="gradient", stage="logistic", round=task.round),)
     data = site.design(task)
     total = clipped_gradient_sum(data.z_train, data.y_train, request.theta, request.clip)
-    site.guard.authorize(run_id=task.run_id, stage="logistic", events=events)
     rng = site.rng(run_id=task.run_id, stage="logistic", round=task.round,
                    request=np.concatenate([request.theta, [request.clip]]))
+    if mask is not None:
+        return masked_release(site, mask, run_id=task.run_id, stage="logistic",
+                              secure_sum=secure_sum_for(request, norm_bound=0.0, dim=columns),
+                              values=[total], events=events, rng=rng)
+    site.guard.authorize(run_id=task.run_id, stage="logistic", events=events)
     return GradientReply(gradient=mech.randomise(total, rng), events=events)
 
 
@@ -299,7 +308,7 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
 
     @client.train("kmeans")
     def _kmeans(msg: Message, context: Context) -> Message:
-        return _respond(msg, context, defaults, Masked.parse,
+        return _respond(msg, context, defaults, Masked.parser(KMeansRequest),
                         lambda r, site: kmeans(r.request, site, r.mask))
 
     for kind, parse, step in (("secagg_keys", SecaggSetup, secagg_keys),
@@ -309,7 +318,8 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
 
     @client.train("gram")
     def _gram(msg: Message, context: Context) -> Message:
-        return _respond(msg, context, defaults, GramRequest.from_record, gram)
+        return _respond(msg, context, defaults, Masked.parser(GramRequest),
+                        lambda r, site: gram(r.request, site, r.mask))
 
     @client.query("score")
     def _score(msg: Message, context: Context) -> Message:
@@ -317,7 +327,8 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
 
     @client.train("gradient")
     def _gradient(msg: Message, context: Context) -> Message:
-        return _respond(msg, context, defaults, GradientRequest.from_record, gradient)
+        return _respond(msg, context, defaults, Masked.parser(GradientRequest),
+                        lambda r, site: gradient(r.request, site, r.mask))
 
     return client
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,6 @@ from fedprofile.privacy.secagg.messages import (
 )
 from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp
 from fedprofile.privacy.secagg.partner import SecaggPartner
-from fedprofile.protocol import KMeansRequest
 from fedprofile.protocol.secagg import (
     SecaggMasked,
     SecaggSetup,
@@ -219,20 +219,20 @@ def secagg_unmask(request: UnmaskRequest, site: PartnerSite) -> UnmaskReply:
 
 @dataclass(frozen=True)
 class Masked:
-    """A k-means request and, under ``noise = 'secagg'``, its mask request."""
+    """A stage request and, under ``noise = 'secagg'``, its mask request."""
 
-    request: KMeansRequest
+    request: Any
     mask: MaskRequest | None
 
     @property
-    def run_id(self) -> str:
-        """The run of the request."""
-        return self.request.run_id
+    def task(self) -> Any:
+        """The request's run, for refusal notes (a response task or the request itself)."""
+        return getattr(self.request, "task", self.request)
 
-    @classmethod
-    def parse(cls, content: RecordDict) -> Masked:
-        """Decode the k-means request and its mask request, if any."""
-        return cls(KMeansRequest.from_record(content), mask_request(content))
+    @staticmethod
+    def parser(kind: Any) -> Callable[[RecordDict], Masked]:
+        """Decode a ``kind`` request and its mask request, if any."""
+        return lambda content: Masked(kind.from_record(content), mask_request(content))
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ class RunConfig:
         once at each partner; simulations that must be reproducible name theirs, since
         simulated partners seed their noise with it.
     noise : {"partner", "secagg"}, default="partner"
-        Each partner adds all the noise, or a share of it to securely summed (k-means) sums.
+        Each partner adds all the noise, or a share of it to securely summed sums.
     secagg_dropouts : int, default=0
         Under ``secagg``: partners that may drop out or collude with the coordinator while
         every released sum keeps its planned noise.
@@ -227,10 +227,9 @@ class RunConfig:
             raise ContractError(f"The 'candidates' parameter must be 0 or >= k ({k}). "
                                 f"Got {candidates!r} instead.")
         noise = _str(cfg, "noise", cls.noise)
-        if noise not in NOISE_PLACEMENTS or (noise == "secagg" and task != "segments"):
-            raise ContractError(f"The 'noise' parameter must be one of {list(NOISE_PLACEMENTS)}"
-                                f" ('secagg' for task 'segments' only). Got {noise!r} for task "
-                                f"{task!r}.")
+        if noise not in NOISE_PLACEMENTS:
+            raise ContractError(f"The 'noise' parameter must be one of {list(NOISE_PLACEMENTS)}."
+                                f" Got {noise!r} instead.")
         return cls(spec=_str(cfg, "spec", cls.spec), k=k, k_auto=k_auto, k_min=k_min,
                    k_max=k_max, start_from=start_from,
                    epsilon=_float(cfg, "epsilon", cls.epsilon, open_low=0.0, allow_inf=True),

@@ -173,7 +173,8 @@ def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
                         stage=cfg.task, round=0, target=cfg.target, holdout=cfg.holdout,
                         holdout_seed=cfg.seed, segment_centers=centers)
     stage_cls = RidgeStage if cfg.task == "ridge" else LogisticStage
-    result = drive(session, stage_cls(plan=plan, task=task, dim=dim, alpha=cfg.alpha), dim=dim)
+    result = drive(session, stage_cls(plan=plan, task=task, dim=dim, alpha=cfg.alpha), dim=dim,
+                   secure_dim=dim * (dim + 1) // 2 + dim, stage_name=cfg.task)
     if own:
         session.ledger.close()
     params = {"task": cfg.task, "target": cfg.target, "alpha": cfg.alpha,

@@ -37,7 +37,7 @@ from fedprofile.protocol import (
     ProfileReply,
     ProfileRequest,
 )
-from fedprofile.protocol.secagg import SecureSum
+from fedprofile.protocol.secagg import secure_sum_for
 from fedprofile.server.federation import Federation, RunAborted, wait_for_nodes
 from fedprofile.server.secure import SecureAggregation
 
@@ -160,26 +160,26 @@ def _decoder(request: Any, dim: int) -> Callable[[RecordDict], Any]:
     raise TypeError(f"No reply type for {type(request).__name__}.")
 
 
-def _secure_round(session: RunSession, secure: SecureAggregation, request: Any
+def _secure_round(session: RunSession, secure: SecureAggregation, request: Any,
+                  bounds: tuple[float, float], dim: int
                   ) -> tuple[Any, dict[int, tuple[PrivacyEvent, ...]]]:
     """One round under secure aggregation: a single reply holding the federation's sums."""
-    if not isinstance(request, KMeansRequest):
-        raise RunAborted(f"noise = 'secagg' does not cover {request.message_type} releases; "
-                         "use noise = 'partner' for this task.")
-    k, d = request.centers.shape
-    secure_sum = SecureSum((("sums", k * d, session.norm_bound, request.sum_noise_multiplier),
-                            ("counts", k, 1.0, request.count_noise_multiplier)))
-    (sums, counts), events = secure.release(request.to_record(), request.message_type,
-                                            secure_sum)
+    secure_sum = secure_sum_for(request, norm_bound=bounds[0], target_bound=bounds[1], dim=dim)
+    sums, events = secure.release(request.to_record(), request.message_type, secure_sum)
     received = [p.ledger_fields(len(events)) for p in
                 secure_sum.plans(secure.partners, secure.dropouts)]
     session.ledger.note(run_id=session.run_id, party="coordinator", kind="secagg",
                         message=json.dumps({"message": request.message_type,
-                                            "round": request.round,
-                                            "partners": [session.fed.name(n) for n in events],
+                                            "round": getattr(request, "round", 0),
+                                            "summed": [session.fed.name(n) for n in events],
                                             "received": "masked vectors and their sum only",
                                             "releases": received}))
-    return KMeansReply(sums=sums.reshape(k, d), counts=counts, events=()), events
+    if isinstance(request, KMeansRequest):
+        return KMeansReply(sums=sums[0].reshape(request.centers.shape), counts=sums[1],
+                           events=()), events
+    if isinstance(request, GramRequest):
+        return GramReply(gram_upper=sums[0], xty=sums[1], events=()), events
+    return GradientReply(gradient=sums[0], events=()), events
 
 
 def drive(session: RunSession, stage: Stage, *, dim: int = 0, secure_dim: int = 0,
@@ -200,7 +200,10 @@ def drive(session: RunSession, stage: Stage, *, dim: int = 0, secure_dim: int = 
             events = {node: reply.events for node, reply in replies.items()}
             summed = list(replies.values())
         else:
-            reply, events = _secure_round(session, secure, request)
+            plan = getattr(stage, "plan", None)
+            bounds = ((session.norm_bound, 0.0) if isinstance(request, KMeansRequest)
+                      else (plan.norm_bound, plan.target_bound))
+            reply, events = _secure_round(session, secure, request, bounds, dim)
             summed = [reply]
         for node, released in events.items():
             session.ledger.record(run_id=session.run_id, party=session.fed.name(node),

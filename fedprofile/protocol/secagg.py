@@ -48,6 +48,8 @@ from fedprofile.protocol.codec import (
     _get,
     _run_id,
 )
+from fedprofile.protocol.response import GradientRequest, GramRequest
+from fedprofile.protocol.segmentation import KMeansRequest
 
 __all__ = [
     "MAX_PARTNER_CUSTOMERS",
@@ -61,6 +63,7 @@ __all__ = [
     "decode",
     "encode",
     "mask_request",
+    "secure_sum_for",
     "with_mask_request",
 ]
 
@@ -114,6 +117,28 @@ class SecureSum:
             out.append(plan.quantization.decode_sum(total[at:at + width])[:size])
             at += width
         return out
+
+
+def secure_sum_for(request: object, *, norm_bound: float, target_bound: float = 0.0,
+                   dim: int = 0) -> SecureSum:
+    """The statistics a stage request releases under secagg (both sides derive it).
+
+    ``norm_bound`` is the contract's norm bound (k-means) or the design's (Gram);
+    ``target_bound`` the target's bound and ``dim`` the design's columns (response models).
+    """
+    if isinstance(request, KMeansRequest):
+        k, d = request.centers.shape
+        return SecureSum((("sums", k * d, norm_bound, request.sum_noise_multiplier),
+                          ("counts", k, 1.0, request.count_noise_multiplier)))
+    if isinstance(request, GramRequest):
+        target = request.with_target
+        return SecureSum((("gram", dim * (dim + 1) // 2, norm_bound**2,
+                           request.gram_noise_multiplier),
+                          ("xty", dim if target else 0, norm_bound * max(target_bound, 1e-300),
+                           request.target_noise_multiplier if target else 0.0)))
+    if isinstance(request, GradientRequest):
+        return SecureSum((("gradient", dim, request.clip, request.noise_multiplier),))
+    raise TypeError(f"No secure sum for {type(request).__name__}.")
 
 
 def _bytes(config: ConfigRecord, key: str, message: str, size: int | None = None) -> bytes:
