@@ -9,18 +9,22 @@ protocol stops the run before anything is released.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 import numpy as np
 from flwr.app import RecordDict
 
+from fedprofile.config import RunConfig
 from fedprofile.errors import ProtocolError
+from fedprofile.privacy.accounting import gdp_epsilon
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
 from fedprofile.privacy.secagg.messages import KeyAdvert, KeyShares, UnmaskReply
+from fedprofile.privacy.secagg.noise import rdp_mu
 from fedprofile.protocol.secagg import (
     RING_BITS,
     SECAGG_KEYS,
@@ -35,9 +39,22 @@ from fedprofile.protocol.secagg import (
 )
 from fedprofile.server.federation import Federation, RunAborted
 
-__all__ = ["SecureAggregation", "default_threshold"]
+__all__ = ["SecureAggregation", "default_threshold", "secagg_budget"]
 
 log = logging.getLogger("fedprofile.server")
+
+
+def secagg_budget(cfg: RunConfig) -> RunConfig:
+    """Under secagg, plan with the GDP budget whose Renyi-DP conversion is the target.
+
+    Skellam releases are accounted in RDP (each costs at most its Gaussian counterpart at
+    every order), and RDP composition converts to a larger epsilon than GDP composition;
+    the run therefore plans with ``mu = rdp_mu(epsilon, delta)`` (expressed as the GDP
+    epsilon of that ``mu``) so that the RDP-exact epsilon of all its releases is the target.
+    """
+    if cfg.noise != "secagg" or math.isinf(cfg.epsilon):
+        return cfg
+    return replace(cfg, epsilon=gdp_epsilon(rdp_mu(cfg.epsilon, cfg.delta), cfg.delta))
 
 
 def default_threshold(partners: int) -> int:

@@ -26,6 +26,7 @@ from fedprofile.contract.spec import FeatureSpec
 from fedprofile.privacy.accounting import compose_mu, gdp_epsilon
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.ledger import Ledger
+from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp, rdp_epsilon
 from fedprofile.protocol import (
     GradientReply,
     GradientRequest,
@@ -45,6 +46,7 @@ __all__ = ["RunSession", "Stage", "drive", "open_run", "privacy_record"]
 
 log = logging.getLogger("fedprofile.server")
 ACCOUNTANT = "gdp-exact"
+SECAGG_ACCOUNTANT = "rdp-skellam"
 
 
 class Stage(Protocol):
@@ -85,9 +87,14 @@ def privacy_record(plan: Plan, noise: str = "partner") -> dict[str, Any]:
         eps = gdp_epsilon(compose_mu(mus), plan.delta)
         releases.append({**event.to_dict(), "epsilon_cumulative": eps})
     spent = gdp_epsilon(compose_mu(mus), plan.delta)
-    return {"epsilon_target": plan.epsilon, "delta": plan.delta, "epsilon_spent": spent,
-            "mu": plan.mu, "accountant": ACCOUNTANT, "non_private": plan.non_private,
-            "noise_placement": noise,
+    extra: dict[str, Any] = {}
+    if noise == "secagg" and not plan.non_private:
+        # Skellam releases: RDP-exact composition of the curves the partners checked
+        extra = {"accountant": SECAGG_ACCOUNTANT, "epsilon_gdp_equivalent": spent}
+        spent = rdp_epsilon(gaussian_rdp(ORDERS, compose_mu(mus)), plan.delta)
+    return {"epsilon_target": max(plan.epsilon, spent), "delta": plan.delta,
+            "epsilon_spent": spent, "mu": plan.mu, "accountant": ACCOUNTANT,
+            "non_private": plan.non_private, "noise_placement": noise, **extra,
             "unit": "one customer of one partner (add/remove)", "releases": releases}
 
 

@@ -175,3 +175,4 @@ def test_secagg_logistic_runs_its_gram_and_gradient_rounds(tmp_path: Path) -> No
     assert all(len(n["summed"]) == PARTNERS for n in notes)
     assert result.metrics["response"]["federated"]["auc"] > 0.65
     assert result.model.privacy["epsilon_spent"] == pytest.approx(1.0, rel=1e-6)
+    assert result.model.privacy["accountant"] == "rdp-skellam"
