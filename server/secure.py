@@ -37,7 +37,7 @@ from fedprofile.protocol.secagg import (
     encode,
     with_mask_request,
 )
-from fedprofile.server.federation import Federation, RunAborted
+from fedprofile.server.federation import Federation, RunAborted, group_reasons
 
 __all__ = ["SecureAggregation", "default_threshold", "secagg_budget"]
 
@@ -106,12 +106,12 @@ class SecureAggregation:
         setup = SecaggSetup(self.run_id, self.stage, m, t, coord.setup)
         adverts = fed.broadcast(SECAGG_KEYS, encode(setup), _decoder(KeyAdvert))
         own = [a for node, a in adverts.items() if a.partner_id == fed.name(node)]
-        with _aborting():
+        with _aborting(self.fed):
             relay = coord.broadcast(own)
         named = {a.partner_id for a in relay.adverts}
         shares = fed.send(SECAGG_SHARES, {n: encode(relay) for n in fed.node_ids
                                           if fed.name(n) in named}, _decoder(KeyShares))
-        with _aborting():
+        with _aborting(self.fed):
             coord.collect_key_shares([s for node, s in shares.items()
                                       if s.partner_id == fed.name(node)])
         log.info("Secure aggregation set up for %s: %d partners, threshold %d, up to %d "
@@ -129,18 +129,18 @@ class SecureAggregation:
         coord, fed = self.coordinator, self.fed
         assert coord is not None
         node_of = {fed.name(n): n for n in fed.node_ids}
-        with _aborting():
+        with _aborting(self.fed):
             requests = coord.mask_requests()
         masked = fed.send(message_type, {node_of[p]: with_mask_request(content, r)
                                          for p, r in requests.items() if p in node_of},
                           _decoder(SecaggMasked))
         masked = {n: m for n, m in masked.items() if m.masked.partner_id == fed.name(n)}
-        with _aborting():
+        with _aborting(self.fed):
             unmask = coord.unmask_requests([m.masked for m in masked.values()])
         replies = fed.send(SECAGG_UNMASK, {node_of[p]: encode(r) for p, r in unmask.items()
                                            if p in node_of}, _decoder(UnmaskReply))
         plans = secure_sum.plans(self.partners, self.dropouts)
-        with _aborting():
+        with _aborting(self.fed):
             total = coord.unmask([r for n, r in replies.items()
                                   if r.partner_id == fed.name(n)])
             plans[0].check_survivors(len(masked))
@@ -149,11 +149,19 @@ class SecureAggregation:
 
 
 class _aborting:
-    """Turn a secure-aggregation failure into :class:`RunAborted` (nothing is released)."""
+    """Turn a secure-aggregation failure into :class:`RunAborted` (nothing is released).
+
+    The message names the partners that left and why (a policy refusal names its limit).
+    """
+
+    def __init__(self, fed: Federation) -> None:
+        self.fed = fed
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, ProtocolError):
-            raise RunAborted(str(exc)) from None
+            left = self.fed.dropped
+            why = f" Partners that left: {group_reasons(left)}." if left else ""
+            raise RunAborted(f"{exc}{why}") from None
