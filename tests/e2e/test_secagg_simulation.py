@@ -11,6 +11,7 @@ from flwr.common.serde import message_from_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage
 
 from fedprofile.contract.parser import load_spec
+from fedprofile.errors import FedprofileError
 from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.secagg.messages import KeyAdvert, UnmaskReply
@@ -176,3 +177,20 @@ def test_secagg_logistic_runs_its_gram_and_gradient_rounds(tmp_path: Path) -> No
     assert result.metrics["response"]["federated"]["auc"] > 0.65
     assert result.model.privacy["epsilon_spent"] == pytest.approx(1.0, rel=1e-6)
     assert result.model.privacy["accountant"] == "rdp-skellam"
+
+
+def test_a_policy_that_forbids_secagg_stops_the_run_before_any_release(tmp_path: Path) -> None:
+    # Prepare: every partner's policy forbids secure aggregation
+    policy = tmp_path / "policy.toml"
+    policy.write_text("max_epsilon_per_run = 2.0\nmin_secure_aggregation_partners = 0\n")
+    bank = load_preset("bank")
+
+    # Execute / Assert: the refusal names the partners and the limit
+    with pytest.raises(FedprofileError, match="min_secure_aggregation_partners' = 0") as info:
+        simulate(bank.partitions(3), spec_path=bank.spec_path, out_dir=tmp_path / "out",
+                 state_dir=tmp_path / "state", policy=policy, seed=0, evaluate=False,
+                 run_config={"k": 2, "epsilon": 1.0, "noise": "secagg"})
+    assert "query.secagg_keys" in str(info.value)
+    for db in (tmp_path / "state" / "partners").glob("*/ledger.sqlite"):
+        with Ledger(db) as ledger:
+            assert ledger.events() == []
