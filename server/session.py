@@ -207,7 +207,7 @@ def drive(session: RunSession, stage: Stage, *, dim: int = 0, secure_dim: int = 
             events = {node: reply.events for node, reply in replies.items()}
             summed = list(replies.values())
         else:
-            plan = getattr(stage, "plan", None)
+            plan: Any = getattr(stage, "plan", None)
             bounds = ((session.norm_bound, 0.0) if isinstance(request, KMeansRequest)
                       else (plan.norm_bound, plan.target_bound))
             reply, events = _secure_round(session, secure, request, bounds, dim)
