@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -22,17 +22,19 @@ from fedprofile.client.capture import make_capture_mod
 from fedprofile.client.checks import NotReadyError, check_ready
 from fedprofile.client.lookalike import (
     check_seed,
-    design_bound,
-    design_rows,
-    design_width,
     lookalike_select,
 )
 from fedprofile.client.overlap import overlap_blind, overlap_count, overlap_respond
 from fedprofile.client.redact import redact_local_paths
-from fedprofile.client.response import clipped_gradient_sum, gram_statistics
+from fedprofile.client.releases import gradient, gram, kmeans
+from fedprofile.client.secure import (
+    Masked,
+    Reply,
+    secagg_keys,
+    secagg_shares,
+    secagg_unmask,
+)
 from fedprofile.client.site import PartnerSite
-from fedprofile.client.statistics import cluster_partials
-from fedprofile.contract.design import target_bound
 from fedprofile.errors import (
     BudgetExceededError,
     ContractError,
@@ -44,24 +46,21 @@ from fedprofile.io.tables import write_table
 from fedprofile.models.response_model import ResponseModel
 from fedprofile.models.scoring import score_customers
 from fedprofile.models.segment_model import SegmentModel
-from fedprofile.privacy.mechanisms import GaussianMechanism
+from fedprofile.privacy.secagg.messages import KeyBroadcast, UnmaskRequest
 from fedprofile.protocol import (
     ErrorCode,
-    GradientReply,
     GradientRequest,
-    GramReply,
     GramRequest,
-    KMeansReply,
     KMeansRequest,
     LookalikeRequest,
     MessageKind,
     ProfileReply,
     ProfileRequest,
-    ResponseTask,
     ScoreReply,
     ScoreRequest,
 )
 from fedprofile.protocol.overlap import OverlapStep
+from fedprofile.protocol.secagg import SecaggSetup, decode
 
 __all__ = ["app", "build_client_app", "checked_step", "error_for", "gradient", "gram", "kmeans",
            "profile", "score"]
@@ -98,92 +97,6 @@ def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
                         key_id=site.key_id,
                         max_epsilon_per_run=site.policy.max_epsilon_per_run,
                         epsilon_remaining=site.guard.remaining())
-
-
-def _check_centre_count(site: PartnerSite, count: int, what: str) -> None:
-    limit = site.policy.max_candidate_centres
-    if count > limit:
-        raise ProtocolError(f"{what}: {count} centres; this partner accepts at most {limit} "
-                            "(policy 'max_candidate_centres').")
-
-
-def kmeans(request: KMeansRequest, site: PartnerSite) -> KMeansReply:
-    """Noised per-centre sums and counts of the partner's customers."""
-    site.check_contract(request.spec_fingerprint)
-    if request.centers.shape[1] != site.spec.dim:
-        raise ProtocolError(f"train.kmeans request: centres have {request.centers.shape[1]} "
-                            f"coordinates; the contract has {site.spec.dim}.")
-    _check_centre_count(site, request.centers.shape[0], "train.kmeans request")
-    sum_mech = GaussianMechanism(sensitivity=site.spec.norm_bound,
-                                 noise_multiplier=request.sum_noise_multiplier)
-    count_mech = GaussianMechanism(sensitivity=1.0,
-                                   noise_multiplier=request.count_noise_multiplier)
-    events = (sum_mech.event(component="sums", stage=request.stage, round=request.round),
-              count_mech.event(component="counts", stage=request.stage, round=request.round))
-    sums, counts = cluster_partials(site.matrix(), request.centers)
-    site.guard.authorize(run_id=request.run_id, stage="kmeans", events=events)
-    rng = site.rng(run_id=request.run_id, stage=request.stage, round=request.round,
-                   request=request.centers)
-    return KMeansReply(sums=sum_mech.randomise(sums, rng),
-                       counts=count_mech.randomise(counts, rng), events=events)
-
-
-def _response_stage(site: PartnerSite, task: ResponseTask) -> str:
-    """The policy stage of a Gram release: lookalike, or from the target's kind."""
-    if task.seed is not None:
-        return "lookalike"
-    target = site.spec.targets.get(task.target)
-    if target is None:
-        raise ContractError(f"Target {task.target!r} is not declared in the partner's contract.")
-    _check_centre_count(site, task.segment_centers.shape[0], f"{task.stage} request segments")
-    return "logistic" if target.kind == "binary" else "ridge"
-
-
-def gram(request: GramRequest, site: PartnerSite) -> GramReply:
-    """Noised ``Z'Z`` (and ``Z'y``) of the partner's training customers."""
-    task = request.task
-    site.check_contract(task.spec_fingerprint)
-    stage = _response_stage(site, task)
-    bound = design_bound(site, task)
-    gram_mech = GaussianMechanism(sensitivity=bound**2,
-                                  noise_multiplier=request.gram_noise_multiplier)
-    events = [gram_mech.event(component="gram", stage=stage, round=task.round)]
-    target_mech = None
-    if request.with_target:
-        target_mech = GaussianMechanism(
-            sensitivity=bound * target_bound(site.spec, task.target),
-            noise_multiplier=request.target_noise_multiplier)
-        events.append(target_mech.event(component="xty", stage=stage, round=task.round))
-    data = design_rows(site, task)
-    upper, xty = gram_statistics(data.z_train, data.y_train if target_mech else None)
-    site.guard.authorize(run_id=task.run_id, stage=stage, events=events)
-    rng = site.rng(run_id=task.run_id, stage=stage, round=task.round,
-                   request=task.segment_centers)
-    return GramReply(gram_upper=gram_mech.randomise(upper, rng),
-                     xty=target_mech.randomise(xty, rng) if target_mech else xty,
-                     events=tuple(events))
-
-
-def gradient(request: GradientRequest, site: PartnerSite) -> GradientReply:
-    """Noised sum of the per-customer clipped logistic-loss gradients at ``theta``."""
-    task = request.task
-    site.check_contract(task.spec_fingerprint)
-    stage = _response_stage(site, task)
-    if stage == "ridge":
-        raise ContractError(f"Logistic regression needs a binary target; {task.target!r} is "
-                            "not one in the contract.")
-    columns = design_width(site, task)
-    if len(request.theta) != columns:  # checked before the design is built or anything charged
-        raise ProtocolError(f"train.gradient request: theta has {len(request.theta)} values; "
-                            f"the design has {columns} columns.")
-    mech = GaussianMechanism(sensitivity=request.clip, noise_multiplier=request.noise_multiplier)
-    events = (mech.event(component="gradient", stage=stage, round=task.round),)
-    data = design_rows(site, task)
-    total = clipped_gradient_sum(data.z_train, data.y_train, request.theta, request.clip)
-    site.guard.authorize(run_id=task.run_id, stage=stage, events=events)
-    rng = site.rng(run_id=task.run_id, stage=stage, round=task.round,
-                   request=np.concatenate([request.theta, [request.clip]]))
-    return GradientReply(gradient=mech.randomise(total, rng), events=events)
 
 
 def score(request: ScoreRequest, site: PartnerSite) -> ScoreReply:
@@ -277,6 +190,15 @@ def _overlap_parser(kind: str) -> Callable[[RecordDict], OverlapStep]:
     return lambda content: OverlapStep.from_record(content, kind)
 
 
+def _secagg_handler(defaults: Mapping[int, Mapping[str, Any]], kind: type,
+                    step: Callable[[Any, PartnerSite], Any]
+                    ) -> Callable[[Message, Context], Message]:
+    def handle(msg: Message, context: Context) -> Message:
+        return _respond(msg, context, defaults, partial(decode, kind),
+                        lambda request, site: Reply(step(request, site)))
+    return handle
+
+
 def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:
     """Build the partner ClientApp.
 
@@ -295,11 +217,18 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
 
     @client.train("kmeans")
     def _kmeans(msg: Message, context: Context) -> Message:
-        return _respond(msg, context, defaults, KMeansRequest.from_record, kmeans)
+        return _respond(msg, context, defaults, Masked.parser(KMeansRequest),
+                        lambda r, site: kmeans(r.request, site, r.mask))
+
+    for kind, parse, step in (("secagg_keys", SecaggSetup, secagg_keys),
+                              ("secagg_shares", KeyBroadcast, secagg_shares),
+                              ("secagg_unmask", UnmaskRequest, secagg_unmask)):
+        client.query(kind)(_secagg_handler(defaults, parse, step))
 
     @client.train("gram")
     def _gram(msg: Message, context: Context) -> Message:
-        return _respond(msg, context, defaults, GramRequest.from_record, gram)
+        return _respond(msg, context, defaults, Masked.parser(GramRequest),
+                        lambda r, site: gram(r.request, site, r.mask))
 
     @client.query("score")
     def _score(msg: Message, context: Context) -> Message:
@@ -311,7 +240,8 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
 
     @client.train("gradient")
     def _gradient(msg: Message, context: Context) -> Message:
-        return _respond(msg, context, defaults, GradientRequest.from_record, gradient)
+        return _respond(msg, context, defaults, Masked.parser(GradientRequest),
+                        lambda r, site: gradient(r.request, site, r.mask))
 
     @client.query("overlap_blind")
     def _overlap_blind(msg: Message, context: Context) -> Message:

@@ -24,6 +24,7 @@ __all__ = ["TASKS", "InitMethod", "NodeConfig", "RunConfig"]
 InitMethod = Literal["overcluster", "random"]
 _INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
 TASKS = ("segments", "ridge", "logistic", "pipeline", "overlap", "lookalike")
+NOISE_PLACEMENTS = ("partner", "secagg")
 
 
 def _run_id(cfg: Mapping[str, Any]) -> str:
@@ -116,6 +117,11 @@ class RunConfig:
     lookalike_size : int, default=1000; lookalike_threshold : float, default=0
         Lookalike only: each partner selects at most this many customers (0: no limit)
         scoring at least the threshold (0: none).
+    noise : {"partner", "secagg"}, default="partner"
+        Each partner adds all the noise, or a share of it to securely summed sums.
+    secagg_dropouts : int, default=0
+        Under ``secagg``: partners that may drop out or collude with the coordinator while
+        every released sum keeps its planned noise.
     """
 
     spec: str = "bank"
@@ -151,6 +157,8 @@ class RunConfig:
     seed_file: bool = False
     lookalike_size: int = 1000
     lookalike_threshold: float = 0.0
+    noise: str = "partner"
+    secagg_dropouts: int = 0
 
     @property
     def fewest_segments(self) -> int:
@@ -199,6 +207,13 @@ class RunConfig:
         if 0 < candidates < k:
             raise ContractError(f"The 'candidates' parameter must be 0 or >= k ({k}). "
                                 f"Got {candidates!r} instead.")
+        noise = _str(cfg, "noise", cls.noise)
+        if noise not in NOISE_PLACEMENTS:
+            raise ContractError(f"The 'noise' parameter must be one of {list(NOISE_PLACEMENTS)}."
+                                f" Got {noise!r} instead.")
+        if noise == "secagg" and task in ("overlap", "lookalike"):
+            raise ContractError(f"noise = 'secagg' covers the segments, ridge, logistic and "
+                                f"pipeline tasks; task {task!r} uses partner noise.")
         return cls(spec=_str(cfg, "spec", cls.spec), k=k, k_auto=k_auto, k_min=k_min,
                    k_max=k_max, start_from=start_from,
                    epsilon=_float(cfg, "epsilon", cls.epsilon, open_low=0.0, allow_inf=True),
@@ -218,7 +233,9 @@ class RunConfig:
                    holdout=_float(cfg, "holdout", cls.holdout, open_low=-1e-300, high=0.99),
                    segments=_str(cfg, "segments", ""),
                    expected_partners=_int(cfg, "expected_partners", 0, low=0),
-                   run_id=_run_id(cfg), pairs=_str(cfg, "pairs", ""), **_lookalike(cfg, task))
+                   run_id=_run_id(cfg), pairs=_str(cfg, "pairs", ""), noise=noise,
+                   secagg_dropouts=_int(cfg, "secagg_dropouts", 0, low=0, high=1000),
+                   **_lookalike(cfg, task))
 
 
 def _lookalike(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:

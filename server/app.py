@@ -32,6 +32,7 @@ from fedprofile.server.runs import (
     run_segmentation,
     write_outputs,
 )
+from fedprofile.server.secure import secagg_budget
 
 __all__ = ["app", "build_server_app"]
 
@@ -44,7 +45,8 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        cfg = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
+        cfg = secagg_budget(RunConfig.from_mapping({**dict(context.run_config),
+                                                    **dict(overrides or {})}))
         expected = cfg.expected_partners
         start = time.perf_counter()
         try:

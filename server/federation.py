@@ -111,10 +111,21 @@ class Federation:
     def broadcast(self, message_type: str, content: RecordDict,
                   decode: Callable[[RecordDict], T]) -> dict[int, T]:
         """Send one instruction to every partner; return the valid decoded replies by node."""
-        messages = [Message(content=content.copy(),
+        return self.send(message_type, {node: content for node in self.node_ids}, decode)
+
+    def send(self, message_type: str, contents: Mapping[int, RecordDict],
+             decode: Callable[[RecordDict], T]) -> dict[int, T]:
+        """Send each partner in ``contents`` its own instruction; as :meth:`broadcast`.
+
+        A partner of the run left out of ``contents`` leaves the run.
+        """
+        for node in [n for n in self.node_ids if n not in contents]:
+            self._drop(node, f"was left out of {message_type}")
+        targets = [n for n in self.node_ids if n in contents]
+        messages = [Message(content=contents[node].copy(),
                             message_type=message_type, dst_node_id=node)
-                    for node in self.node_ids]
-        sent = dict(zip(self.grid.push_messages(messages), self.node_ids, strict=True))
+                    for node in targets]
+        sent = dict(zip(self.grid.push_messages(messages), targets, strict=True))
         replies = self._collect(set(sent))
         by_node: dict[int, T] = {}
         answered = set()

@@ -101,7 +101,8 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
                         initial_centers=None if previous is None else previous.cluster_centers_,
                         k_range=(cfg.k_min, cfg.k_max) if cfg.k_auto else None,
                         min_segment_size=cfg.min_segment_size)
-    result = drive(session, stage)
+    result = drive(session, stage, secure_dim=len(stage.centers) * (spec.dim + 1),
+                   stage_name="kmeans")
     if own:
         session.ledger.close()
     params: dict[str, Any] = {
@@ -119,7 +120,8 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
     if previous is not None:
         params["start_from"] = _refresh_record(previous, result.centers, result.sizes)
     return SegmentModel(spec=spec, centers=result.centers, sizes=result.sizes,
-                        min_segment_size=cfg.min_segment_size, privacy=privacy_record(plan),
+                        min_segment_size=cfg.min_segment_size,
+                        privacy=privacy_record(plan, cfg.noise),
                         params=params, partners=session.fed.summary()["partners"],
                         history=result.history)
 
@@ -171,7 +173,8 @@ def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
                         stage=cfg.task, round=0, target=cfg.target, holdout=cfg.holdout,
                         holdout_seed=cfg.seed, segment_centers=centers)
     stage_cls = RidgeStage if cfg.task == "ridge" else LogisticStage
-    result = drive(session, stage_cls(plan=plan, task=task, dim=dim, alpha=cfg.alpha), dim=dim)
+    result = drive(session, stage_cls(plan=plan, task=task, dim=dim, alpha=cfg.alpha), dim=dim,
+                   secure_dim=dim * (dim + 1) // 2 + dim, stage_name=cfg.task)
     if own:
         session.ledger.close()
     params = {"task": cfg.task, "target": cfg.target, "alpha": cfg.alpha,
@@ -184,7 +187,8 @@ def run_response(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
                   spec, cfg.target, len(centers) if centers.size else 0,
                   result.gram_diagonal, result.gram_noise_sd)}
     return ResponseModel(task=cfg.task, spec=spec, target=cfg.target, coef=result.coef,
-                         penalty=result.penalty, privacy=privacy_record(plan), params=params,
+                         penalty=result.penalty, privacy=privacy_record(plan, cfg.noise),
+                         params=params,
                          partners=session.fed.summary()["partners"],
                          segment_centers=centers if centers.size else None)
 
@@ -206,7 +210,8 @@ def coordinator_metrics(model: Model, wall_time: float) -> dict[str, Any]:
     eps = model.privacy["epsilon_spent"]
     return {"privacy": {"epsilon_spent": None if math.isinf(eps) else eps,
                         "delta": model.privacy["delta"],
-                        "non_private": model.privacy["non_private"]},
+                        "non_private": model.privacy["non_private"],
+                        "noise_placement": model.privacy.get("noise_placement", "partner")},
             "n_partners": len(model.partners), "params": model.params,
             "rounds": model.params.get("rounds"),
             "wall_time_s": wall_time, "evaluation": "deployment"}

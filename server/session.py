@@ -8,6 +8,7 @@ federation ledger.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -26,6 +27,7 @@ from fedprofile.contract.spec import FeatureSpec
 from fedprofile.privacy.accounting import compose_mu, gdp_epsilon
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.ledger import Ledger
+from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp, rdp_epsilon
 from fedprofile.protocol import (
     GradientReply,
     GradientRequest,
@@ -37,12 +39,15 @@ from fedprofile.protocol import (
     ProfileReply,
     ProfileRequest,
 )
+from fedprofile.protocol.secagg import secure_sum_for
 from fedprofile.server.federation import Federation, RunAborted, wait_for_nodes
+from fedprofile.server.secure import SecureAggregation
 
 __all__ = ["RunSession", "Stage", "drive", "open_run", "privacy_record"]
 
 log = logging.getLogger("fedprofile.server")
 ACCOUNTANT = "gdp-exact"
+SECAGG_ACCOUNTANT = "rdp-skellam"
 
 
 class Stage(Protocol):
@@ -75,17 +80,22 @@ class Plan(Protocol):
     def events(self) -> tuple[PrivacyEvent, ...]: ...
 
 
-def privacy_record(plan: Plan) -> dict[str, Any]:
-    """The model's privacy section: target, spend, accountant and every release."""
+def privacy_record(plan: Plan, noise: str = "partner") -> dict[str, Any]:
+    """The model's privacy section: target, spend, accountant, placement and every release."""
     releases, mus = [], []
     for event in plan.events():
         mus.append(event.mu)
         eps = gdp_epsilon(compose_mu(mus), plan.delta)
         releases.append({**event.to_dict(), "epsilon_cumulative": eps})
     spent = gdp_epsilon(compose_mu(mus), plan.delta)
-    return {"epsilon_target": plan.epsilon, "delta": plan.delta, "epsilon_spent": spent,
-            "mu": plan.mu, "accountant": ACCOUNTANT, "non_private": plan.non_private,
-            "noise_placement": "partner",
+    extra: dict[str, Any] = {}
+    if noise == "secagg" and not plan.non_private:
+        # Skellam releases: RDP-exact composition of the curves the partners checked
+        extra = {"accountant": SECAGG_ACCOUNTANT, "epsilon_gdp_equivalent": spent}
+        spent = rdp_epsilon(gaussian_rdp(ORDERS, compose_mu(mus)), plan.delta)
+    return {"epsilon_target": max(plan.epsilon, spent), "delta": plan.delta,
+            "epsilon_spent": spent, "mu": plan.mu, "accountant": ACCOUNTANT,
+            "non_private": plan.non_private, "noise_placement": noise, **extra,
             "unit": "one customer of one partner (add/remove)", "releases": releases}
 
 
@@ -99,6 +109,9 @@ class RunSession:
     delta: float
     timings: list[dict[str, Any]] = field(default_factory=list)
     reported: int = 0
+    noise: str = "partner"
+    dropouts: int = 0
+    norm_bound: float = 0.0
 
     def take_timings(self) -> list[dict[str, Any]]:
         """The round times not yet given to a model (each round goes to exactly one)."""
@@ -145,7 +158,8 @@ def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
         ledger.start_run(run_id=run_id, party=fed.name(node), epsilon_target=cfg.epsilon,
                          delta=cfg.delta, params={"planned_stages": list(stages)})
     return RunSession(run_id=run_id, fed=fed, ledger=ledger, delta=cfg.delta,
-                      timings=[profiled])
+                      timings=[profiled], noise=cfg.noise, dropouts=cfg.secagg_dropouts,
+                      norm_bound=spec.norm_bound)
 
 
 def _decoder(request: Any, dim: int) -> Callable[[RecordDict], Any]:
@@ -158,20 +172,58 @@ def _decoder(request: Any, dim: int) -> Callable[[RecordDict], Any]:
     raise TypeError(f"No reply type for {type(request).__name__}.")
 
 
-def drive(session: RunSession, stage: Stage, *, dim: int = 0) -> Any:
-    """Run every round of ``stage``; return its ``finalize()``."""
+def _secure_round(session: RunSession, secure: SecureAggregation, request: Any,
+                  bounds: tuple[float, float], dim: int
+                  ) -> tuple[Any, dict[int, tuple[PrivacyEvent, ...]]]:
+    """One round under secure aggregation: a single reply holding the federation's sums."""
+    secure_sum = secure_sum_for(request, norm_bound=bounds[0], target_bound=bounds[1], dim=dim)
+    sums, events = secure.release(request.to_record(), request.message_type, secure_sum)
+    received = [p.ledger_fields(len(events)) for p in
+                secure_sum.plans(secure.partners, secure.dropouts)]
+    session.ledger.note(run_id=session.run_id, party="coordinator", kind="secagg",
+                        message=json.dumps({"message": request.message_type,
+                                            "round": getattr(request, "round", 0),
+                                            "summed": [session.fed.name(n) for n in events],
+                                            "received": "masked vectors and their sum only",
+                                            "releases": received}))
+    if isinstance(request, KMeansRequest):
+        return KMeansReply(sums=sums[0].reshape(request.centers.shape), counts=sums[1],
+                           events=()), events
+    if isinstance(request, GramRequest):
+        return GramReply(gram_upper=sums[0], xty=sums[1], events=()), events
+    return GradientReply(gradient=sums[0], events=()), events
+
+
+def drive(session: RunSession, stage: Stage, *, dim: int = 0, secure_dim: int = 0,
+          stage_name: str = "") -> Any:
+    """Run every round of ``stage``; return its ``finalize()``.
+
+    Under ``noise = 'secagg'`` every round is securely summed; ``secure_dim`` is the length
+    of the stage's largest release and ``stage_name`` names the stage to the partners.
+    """
+    secure = (SecureAggregation(session.fed, session.run_id, stage_name, secure_dim,
+                                session.dropouts) if session.noise == "secagg" else None)
     for rnd in stage.rounds():
         start = time.perf_counter()
         request = stage.configure(rnd)
-        replies = session.fed.broadcast(request.message_type, request.to_record(),
-                                        _decoder(request, dim))
-        for node, reply in replies.items():
+        if secure is None:
+            replies = session.fed.broadcast(request.message_type, request.to_record(),
+                                            _decoder(request, dim))
+            events = {node: reply.events for node, reply in replies.items()}
+            summed = list(replies.values())
+        else:
+            plan: Any = getattr(stage, "plan", None)
+            bounds = ((session.norm_bound, 0.0) if isinstance(request, KMeansRequest)
+                      else (plan.norm_bound, plan.target_bound))
+            reply, events = _secure_round(session, secure, request, bounds, dim)
+            summed = [reply]
+        for node, released in events.items():
             session.ledger.record(run_id=session.run_id, party=session.fed.name(node),
-                                  events=reply.events, delta=session.delta)
-        stage.aggregate(rnd, list(replies.values()))
+                                  events=released, delta=session.delta)
+        stage.aggregate(rnd, summed)
         session.timings.append({"message": request.message_type,
                                 "round": getattr(rnd, "round", rnd),
                                 "seconds": round(time.perf_counter() - start, 3)})
         log.info("%s round %s: %d partners answered", request.message_type,
-                 getattr(rnd, "round", rnd), len(replies))
+                 getattr(rnd, "round", rnd), len(events))
     return stage.finalize()

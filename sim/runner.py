@@ -23,6 +23,7 @@ import pandas as pd
 from fedprofile.client.app import build_client_app
 from fedprofile.client.checks import NotReadyError, budget_problem, check_ready
 from fedprofile.client.lookalike import check_seed
+from fedprofile.client.secure import trust_each_other
 from fedprofile.client.site import PartnerSite
 from fedprofile.config import RunConfig
 from fedprofile.contract.customers import customer_table
@@ -178,6 +179,8 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
     if cfg.task == "lookalike":
         check_seed_partner(cfg, nodes, seed_file)
     preflight(nodes, cfg)
+    if cfg.noise == "secagg":
+        trust_each_other({n["partner-name"]: Path(n["state-dir"]) for n in nodes.values()})
     overrides = {**dict(run_config), "spec": str(spec_path), "out-dir": str(out_dir),
                  "expected-partners": len(partitions)}
     if seed is not None:
@@ -316,7 +319,8 @@ def _metrics(model: SegmentModel | ResponseModel, partitions: Sequence[Partition
         "privacy": {"epsilon_spent": None if eps == "inf" else eps,
                     "epsilon_target": model.privacy["epsilon_target"],
                     "delta": model.privacy["delta"], "non_private": model.privacy["non_private"],
-                    "accountant": model.privacy["accountant"]},
+                    "accountant": model.privacy["accountant"],
+                    "noise_placement": model.privacy.get("noise_placement", "partner")},
         "n_partners": len(model.partners), "partners": model.partners,
         "params": model.params, "rounds": model.params.get("rounds"),
         "wall_time_s": round(wall, 3), "evaluation": "simulation"}

@@ -123,6 +123,13 @@ def sim(
     lookalike_threshold: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="--task lookalike: select only customers scoring at least "
                                "this (0: none).")] = 0.0,
+    noise: Annotated[str, typer.Option(
+        help="Noise placement: 'partner' (each partner adds all the noise) or 'secagg' "
+             "(each adds a share; the coordinator sees only secure sums; k-means).")
+    ] = "partner",
+    secagg_dropouts: Annotated[int, typer.Option(
+        min=0, help="With --noise secagg: partners that may drop out or collude while every "
+                    "sum keeps its planned noise.")] = 0,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
     from fedprofile.privacy.policy import load_policy
@@ -149,7 +156,8 @@ def sim(
                   "epsilon": eps, "delta": delta, "rounds": rounds, "init": init,
                   "candidates": candidates, "min-segment-size": min_segment_size,
                   "task": task, "target": target, "alpha": alpha, "gd-rounds": gd_rounds,
-                  "holdout": holdout, "segments": str(segments or ""), "pairs": pairs}
+                  "holdout": holdout, "segments": str(segments or ""), "pairs": pairs,
+                  "noise": noise, "secagg-dropouts": secagg_dropouts}
         if task == "lookalike":
             config |= {"seed-partner": seed_partner, "seed-column": seed_column,
                        "seed-expr": seed_expr, "seed-file": seed_file is not None,

@@ -57,7 +57,8 @@ def _forms(value: str, normalised: str) -> list[bytes]:
     return forms
 
 
-def test_canaries_never_leave_a_partner(tmp_path: Path) -> None:
+@pytest.mark.parametrize("noise", ["partner", "secagg"])
+def test_canaries_never_leave_a_partner(tmp_path: Path, noise: str) -> None:
     # Prepare
     parts = _plant(_small_federation())
     preset = load_preset("retail-transactions")
@@ -65,11 +66,15 @@ def test_canaries_never_leave_a_partner(tmp_path: Path) -> None:
     # customers and the default policy wants 50 per segment)
     result = simulate(parts, spec_path=preset.spec_path, out_dir=tmp_path / "out",
                                   state_dir=tmp_path / "state", capture=tmp_path / "capture",
-                                  run_config={"k": 1, "epsilon": 1.0}, seed=0, evaluate=False)
+                                  run_config={"k": 1, "epsilon": 1.0, "noise": noise}, seed=0,
+                                  evaluate=False)
     files = list((tmp_path / "capture").rglob("*.bin"))
     captured = b"".join(f.read_bytes() for f in files)
-    # Assert: the run happened and nothing identifying is in any byte that left
-    assert len(files) == 3 * (2 + result.model.params["rounds"])
+    # Assert: the run happened and nothing identifying is in any byte that left (under
+    # secagg: two setup messages, then a masked reply and an unmask reply per round)
+    rounds = 1 + result.model.params["rounds"]
+    assert len(files) == 3 * (1 + rounds if noise == "partner" else 3 + 2 * rounds)
+    assert result.model.privacy["noise_placement"] == noise
     key = load_key(federation_key(tmp_path / "state"))
     pseudo = Pseudonymizer(key)
     forbidden = [key.secret, key.secret.hex().encode()]

@@ -55,6 +55,7 @@ def test_design_example_policy_is_parsed(tmp_path: Path) -> None:
                                 "delta": 1e-6, "min_segment_size": 50,
                                 "allowed_stages": ["profile", "kmeans"],
                                 "allow_non_private": False, "max_candidate_centres": 4096,
+                                "min_secure_aggregation_partners": 3,
                                 "min_overlap_size": 20, "min_query_set_size": 100,
                                 "max_overlap_queries_per_day": 3, "min_seed_size": 100}
 

@@ -1,0 +1,246 @@
+"""Secure aggregation at the partner: policy checks, keys, and the protocol state on disk.
+
+The partner signs its per-run public keys with its Ed25519 key
+(``<state-dir>/secagg/signing.key``, made on first use) and checks every other partner's
+signature against ``<state-dir>/secagg/partners.json`` (partner name -> hex public key),
+which the federation's administrators write; without it the partner refuses secure
+aggregation. Between messages its protocol state is kept in ``<state-dir>/secagg/``,
+readable by the partner's user only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+)
+from flwr.app import RecordDict
+
+from fedprofile.client.site import PartnerSite
+from fedprofile.errors import ContractError, PolicyRefusedError, ProtocolError
+from fedprofile.privacy.events import PrivacyEvent
+from fedprofile.privacy.secagg.messages import (
+    KeyAdvert,
+    KeyBroadcast,
+    KeyShares,
+    MaskRequest,
+    UnmaskReply,
+    UnmaskRequest,
+)
+from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp
+from fedprofile.privacy.secagg.partner import SecaggPartner
+from fedprofile.protocol.secagg import (
+    SecaggMasked,
+    SecaggSetup,
+    SecureSum,
+    encode,
+    mask_request,
+)
+
+__all__ = ["Masked", "Reply", "masked_release", "secagg_keys", "secagg_shares", "secagg_unmask",
+           "trust_each_other", "trusted_keys_path"]
+
+
+def _folder(site: PartnerSite) -> Path:
+    folder = site.state_dir / "secagg"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def trusted_keys_path(state_dir: Path) -> Path:
+    """Where a partner reads the other partners' public signing keys."""
+    return state_dir / "secagg" / "partners.json"
+
+
+def signing_key(state_dir: Path) -> Ed25519PrivateKey:
+    """The partner's Ed25519 signing key, made (owner-only) on first use."""
+    (state_dir / "secagg").mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / "secagg" / "signing.key"
+    if not path.is_file():
+        key = Ed25519PrivateKey.generate()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        return key
+    loaded = load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ContractError("The partner's secure-aggregation signing key is not Ed25519.")
+    return loaded
+
+
+def trust_each_other(state_dirs: dict[str, Path]) -> None:
+    """Give every partner the others' public signing keys (their administrators' step)."""
+    public = {name: signing_key(Path(d)).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw).hex() for name, d in state_dirs.items()}
+    for d in state_dirs.values():
+        trusted_keys_path(Path(d)).write_text(json.dumps(public, indent=1), encoding="utf-8")
+
+
+def _trusted(site: PartnerSite) -> dict[str, Ed25519PublicKey]:
+    path = trusted_keys_path(site.state_dir)
+    if not path.is_file():
+        return {}
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): Ed25519PublicKey.from_public_bytes(bytes.fromhex(v))
+                for k, v in names.items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ContractError(f"The partner's trusted secure-aggregation keys are not a JSON "
+                            f"object of partner name -> hex Ed25519 public key ({exc}).") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"hex": value.hex()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _bytes(value: Any) -> Any:
+    if isinstance(value, dict):
+        return bytes.fromhex(value["hex"]) if set(value) == {"hex"} else {
+            k: _bytes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_bytes(v) for v in value]
+    return value
+
+
+def _save(site: PartnerSite, partner: SecaggPartner, info: dict[str, Any]) -> None:
+    setup = partner.export_state()["setup"]
+    path = _folder(site) / f"{bytes(setup[0]).hex()}.json"
+    tmp = path.with_name(f"tmp-{path.name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump({"info": info, "state": _plain(partner.export_state())}, out)
+    tmp.replace(path)
+
+
+def _load(site: PartnerSite, secagg_id: bytes) -> tuple[SecaggPartner, dict[str, Any]]:
+    path = site.state_dir / "secagg" / f"{secagg_id.hex()}.json"
+    if not path.is_file():
+        raise ProtocolError("Secure aggregation refused: the message belongs to no run this "
+                            "partner joined.")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    partner = SecaggPartner.restore(site.name, signing_key(site.state_dir), _trusted(site),
+                                    _bytes(saved["state"]))
+    return partner, saved["info"]
+
+
+def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
+    """Check a secure-aggregation run against the policy, then advertise signed keys."""
+    policy, m, t = site.policy, setup.partners, setup.dropouts
+    site.guard.check_announced(run_id=setup.run_id, stage=setup.stage)
+    floor = policy.min_secure_aggregation_partners
+    if floor == 0:
+        raise PolicyRefusedError(f"Partner {site.name!r} does not take part in secure "
+                                 "aggregation: its policy sets 'min_secure_aggregation_partners'"
+                                 " = 0.")
+    if m < max(floor, t + 2):
+        raise PolicyRefusedError(
+            f"Partner {site.name!r} refuses secure aggregation with {m} partners: it needs at "
+            f"least {max(floor, t + 2)} (policy 'min_secure_aggregation_partners' = {floor}, "
+            f"and t + 2 for t = {t} dropouts).")
+    request = setup.request
+    if len(request.roster) != m or request.min_survivors < m - t:
+        raise ProtocolError(f"Secure aggregation refused: the roster of {len(request.roster)} "
+                            f"and minimum of {request.min_survivors} survivors do not match "
+                            f"the plan of m = {m}, t = {t}.")
+    most = policy.max_candidate_centres * (site.spec.dim + 1) + 1
+    if request.dim > most:
+        raise ProtocolError(f"Secure aggregation refused: vectors of {request.dim} values; "
+                            f"this partner accepts at most {most}.")
+    partner = SecaggPartner(site.name, signing_key(site.state_dir), _trusted(site),
+                            min_survivors=max(m - t, 2))
+    advert = partner.advertise(request)
+    _save(site, partner, {"run_id": setup.run_id, "stage": setup.stage, "partners": m,
+                          "dropouts": t})
+    return advert
+
+
+def secagg_shares(broadcast: KeyBroadcast, site: PartnerSite) -> KeyShares:
+    """Check every relayed advert's signature; share the mask key."""
+    partner, info = _load(site, broadcast.run_id)
+    shares = partner.share_keys(broadcast)
+    _save(site, partner, info)
+    return shares
+
+
+def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: str,
+                   secure_sum: SecureSum, values: list[np.ndarray],
+                   events: tuple[PrivacyEvent, ...], rng: np.random.Generator) -> SecaggMasked:
+    """Authorize ``events`` on the guaranteed noise, then send only the masked vector.
+
+    The check: with ``m - t`` honest shares (the others dropped out or collude), each
+    statistic's Skellam noise costs no more, at every Renyi order, than the Gaussian release
+    ``events`` describes; the ledger then records the events and a note of the shares.
+    """
+    partner, info = _load(site, mask.run_id)
+    if info["run_id"] != run_id:
+        raise ProtocolError("Secure aggregation refused: the mask request belongs to another "
+                            "run.")
+    plans = secure_sum.plans(int(info["partners"]), int(info["dropouts"]))
+    for plan, (name, _, _, z) in zip(plans, secure_sum.parts, strict=True):
+        if z > 0 and np.any(plan.rdp() > gaussian_rdp(ORDERS, 1.0 / z) * (1 + 1e-9)):
+            raise ProtocolError(f"Secure aggregation refused: the guaranteed noise of {name!r}"
+                                " is below the planned release.")  # pragma: no cover
+    site.guard.authorize(run_id=run_id, stage=stage, events=events)
+    site.ledger.note(run_id=run_id, party=site.name, kind="secagg", message=json.dumps(
+        {"round": mask.round, "releases": [{"component": part[0], **plan.ledger_fields(
+            len(mask.participants))} for plan, part in zip(plans, secure_sum.parts,
+                                                            strict=True)]}))
+    vector = secure_sum.encode(plans, values, partner.export_state()["setup"][4], rng)
+    masked = partner.mask(mask, vector)
+    _save(site, partner, info)
+    return SecaggMasked(masked, events)
+
+
+def secagg_unmask(request: UnmaskRequest, site: PartnerSite) -> UnmaskReply:
+    """Reveal the shares that unmask the survivors' sum, and nothing more."""
+    partner, info = _load(site, request.run_id)
+    reply = partner.unmask(request)
+    _save(site, partner, info)
+    return reply
+
+
+@dataclass(frozen=True)
+class Masked:
+    """A stage request and, under ``noise = 'secagg'``, its mask request."""
+
+    request: Any
+    mask: MaskRequest | None
+
+    @property
+    def task(self) -> Any:
+        """The request's run, for refusal notes (a response task or the request itself)."""
+        return getattr(self.request, "task", self.request)
+
+    @staticmethod
+    def parser(kind: Any) -> Callable[[RecordDict], Masked]:
+        """Decode a ``kind`` request and its mask request, if any."""
+        return lambda content: Masked(kind.from_record(content), mask_request(content))
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A secure-aggregation reply, encoded by :func:`fedprofile.protocol.secagg.encode`."""
+
+    message: Any
+
+    def to_record(self) -> RecordDict:
+        """Encode as a RecordDict."""
+        return encode(self.message)

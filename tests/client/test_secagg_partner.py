@@ -1,0 +1,228 @@
+"""The partner's secure-aggregation handlers against the coordinator's protocol state.
+
+Every message goes through its wire record (encode, then decode), as over Flower.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedprofile.client.app import kmeans, profile
+from fedprofile.client.secure import secagg_keys, secagg_shares, secagg_unmask, trust_each_other
+from fedprofile.client.site import PartnerSite
+from fedprofile.client.statistics import cluster_partials
+from fedprofile.config import NodeConfig
+from fedprofile.errors import PolicyRefusedError, ProtocolError
+from fedprofile.privacy.ledger import Ledger
+from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
+from fedprofile.privacy.secagg.messages import (
+    KeyAdvert,
+    KeyBroadcast,
+    KeyShares,
+    UnmaskReply,
+    UnmaskRequest,
+)
+from fedprofile.protocol import KMeansRequest, ProfileRequest
+from fedprofile.protocol.secagg import (
+    RING_BITS,
+    SecaggMasked,
+    SecaggSetup,
+    SecureSum,
+    decode,
+    encode,
+    mask_request,
+    with_mask_request,
+)
+from fedprofile.server.kmeans import plan_kmeans
+
+SPEC = """
+[features.age]
+kind = "numeric"
+bounds = [18, 95]
+
+[features.color]
+kind = "categorical"
+categories = ["red", "blue"]
+other = true
+"""
+OPEN = ("max_epsilon_per_run = inf\ntotal_epsilon = inf\nallow_non_private = true\n"
+        "min_secure_aggregation_partners = {floor}\n")
+
+
+def _wire(kind: type, message: object) -> object:
+    return decode(kind, encode(message))
+
+
+def _sites(tmp_path: Path, n: int, *, floor: int = 3, trusted: bool = True
+           ) -> list[PartnerSite]:
+    sites = []
+    (tmp_path / "spec.toml").write_text(SPEC)
+    for i in range(n):
+        folder = tmp_path / f"p{i}"
+        folder.mkdir()
+        rows = 300 + 50 * i
+        pd.DataFrame({"age": (np.arange(rows) * (i + 3)) % 70 + 20,
+                      "color": ["red" if j % (i + 2) else "blue" for j in range(rows)]}
+                     ).to_csv(folder / "data.csv", index=False)
+        (folder / "policy.toml").write_text(OPEN.format(floor=floor))
+        sites.append(PartnerSite(NodeConfig(
+            data_path=str(folder / "data.csv"), spec=str(tmp_path / "spec.toml"),
+            partner_name=f"p{i}", state_dir=str(folder / "state"),
+            policy=str(folder / "policy.toml"))))
+    if trusted:
+        trust_each_other({s.name: s.state_dir for s in sites})
+    return sites
+
+
+def _open(sites: list[PartnerSite], epsilon: float = math.inf):
+    plan = plan_kmeans(epsilon=epsilon, delta=1e-6, lloyd_rounds=1,
+                       norm_bound=sites[0].spec.norm_bound)
+    for site in sites:
+        profile(ProfileRequest(run_id="run1", spec_fingerprint=site.spec.fingerprint(),
+                               epsilon_target=epsilon, delta=1e-6, stages=("kmeans",),
+                               planned_events=plan.events(), min_segment_size=50, k=2), site)
+    return plan
+
+
+def _setup(sites: list[PartnerSite], dropouts: int, dim: int
+           ) -> tuple[SecaggCoordinator, SecaggSetup]:
+    m = len(sites)
+    k = max(2, m // 2 + 1)
+    coord = SecaggCoordinator([s.name for s in sites], threshold=k, bits=RING_BITS, dim=dim,
+                              min_survivors=max(m - dropouts, k))
+    return coord, SecaggSetup("run1", "kmeans", m, dropouts, coord.setup)
+
+
+def _keys(sites: list[PartnerSite], coord: SecaggCoordinator, setup: SecaggSetup) -> None:
+    adverts = [_wire(KeyAdvert, secagg_keys(_wire(SecaggSetup, setup), s)) for s in sites]
+    relay = coord.broadcast(adverts)
+    coord.collect_key_shares([_wire(KeyShares, secagg_shares(_wire(KeyBroadcast, relay), s))
+                              for s in sites])
+
+
+@pytest.mark.parametrize("vanishes", ["after-masking", "before-masking"])
+def test_a_round_survives_a_partner_that_vanishes(tmp_path: Path, vanishes: str) -> None:
+    # Prepare: 4 partners, t = 1, an exact (epsilon = inf) start round with 3 centres
+    sites = _sites(tmp_path, 4)
+    plan = _open(sites)
+    rnd = plan.rounds[0]
+    centers = np.array([[-0.4, 0.6, 0.0, 0.0], [0.3, 0.0, 0.6, 0.0], [0.1, 0.0, 0.0, 0.6]])
+    centers = centers[:, :sites[0].spec.dim]
+    k, d = centers.shape
+    coord, setup = _setup(sites, 1, k * (d + 1))
+    _keys(sites, coord, setup)
+    request = KMeansRequest(run_id="run1", spec_fingerprint=sites[0].spec.fingerprint(),
+                            stage=rnd.stage, round=rnd.round, centers=centers,
+                            sum_noise_multiplier=0.0, count_noise_multiplier=0.0)
+    gone = sites[3]
+
+    # Execute: mask (the vanished partner maybe not), unmask without it
+    masks = coord.mask_requests()
+    masked = []
+    for site in sites:
+        if site is gone and vanishes == "before-masking":
+            continue
+        content = with_mask_request(request.to_record(), masks[site.name])
+        reply = kmeans(KMeansRequest.from_record(content), site, mask_request(content))
+        masked.append(_wire(SecaggMasked, reply).masked)
+    unmask = coord.unmask_requests(masked)
+    replies = [_wire(UnmaskReply, secagg_unmask(_wire(UnmaskRequest, unmask[s.name]), s))
+               for s in sites if s is not gone]
+    total = coord.unmask(replies)
+    parts = SecureSum((("sums", k * d, sites[0].spec.norm_bound, 0.0), ("counts", k, 1.0, 0.0)))
+    plans = parts.plans(4, 1)
+    sums, counts = parts.decode(plans, total)
+
+    # Assert: the sum of every partner whose masked vector arrived, to the rounding bound
+    summed = [s for s in sites if not (s is gone and vanishes == "before-masking")]
+    true = [cluster_partials(s.matrix(), centers) for s in summed]
+    assert np.abs(sums - np.sum([t[0] for t in true], axis=0).ravel()).max() \
+        <= plans[0].quantization.rounding_error_bound()
+    assert np.abs(counts - np.sum([t[1] for t in true], axis=0)).max() \
+        <= plans[1].quantization.rounding_error_bound()
+    if vanishes == "before-masking":
+        assert gone.name in coord.excluded
+    with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
+        (note,) = [n for n in book.notes() if n["kind"] == "secagg"]
+    release = json.loads(note["message"])["releases"][0]
+    assert release["dropouts"] == 1 and release["partners"] == 4
+    assert release["guaranteed_variance"] == 3 * release["share_variance"]
+
+
+def test_the_guaranteed_noise_is_recorded_for_a_private_round(tmp_path: Path) -> None:
+    # Prepare
+    sites = _sites(tmp_path, 3)
+    plan = _open(sites, epsilon=1.0)
+    rnd = plan.rounds[0]
+    centers = np.zeros((2, sites[0].spec.dim))
+    coord, setup = _setup(sites, 1, 2 * (sites[0].spec.dim + 1))
+    _keys(sites, coord, setup)
+    request = KMeansRequest(run_id="run1", spec_fingerprint=sites[0].spec.fingerprint(),
+                            stage=rnd.stage, round=rnd.round, centers=centers,
+                            sum_noise_multiplier=rnd.sum_noise_multiplier,
+                            count_noise_multiplier=rnd.count_noise_multiplier)
+    masks = coord.mask_requests()
+
+    # Execute
+    kmeans(request, sites[0], masks[sites[0].name])
+
+    # Assert: the share covers the plan with m - t = 2 honest shares
+    with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
+        (note,) = [n for n in book.notes() if n["kind"] == "secagg"]
+        events = book.events(run_id="run1", party="p0")
+    sums = json.loads(note["message"])["releases"][0]
+    assert sums["guaranteed_variance"] == pytest.approx(2 * sums["share_variance"])
+    assert sums["share_variance"] > 0 and len(events) == 2
+    sigma_real = math.sqrt(sums["guaranteed_variance"]) / sums["scale"]
+    assert sigma_real <= rnd.sum_noise_multiplier * sites[0].spec.norm_bound * 1.01
+
+
+@pytest.mark.parametrize(("partners", "floor", "dropouts", "limit"), [
+    (3, 4, 0, "needs at least 4 (policy 'min_secure_aggregation_partners' = 4"),
+    (3, 3, 2, "needs at least 4 (policy 'min_secure_aggregation_partners' = 3, and t + 2"),
+    (3, 0, 0, "policy sets 'min_secure_aggregation_partners' = 0"),
+])
+def test_a_partner_refuses_a_run_its_policy_forbids(tmp_path: Path, partners: int, floor: int,
+                                                    dropouts: int, limit: str) -> None:
+    # Prepare
+    sites = _sites(tmp_path, partners, floor=floor)
+    _open(sites)
+    _, setup = _setup(sites, 0, 10)
+    setup = SecaggSetup("run1", "kmeans", partners, dropouts, setup.request)
+
+    # Execute / Assert: the refusal names the partner and the limit
+    with pytest.raises(PolicyRefusedError, match="Partner 'p0'") as info:
+        secagg_keys(setup, sites[0])
+    assert limit in str(info.value)
+
+
+def test_a_partner_without_the_others_keys_refuses_to_share_its_key(tmp_path: Path) -> None:
+    # Prepare: no trusted key file
+    sites = _sites(tmp_path, 3, trusted=False)
+    _open(sites)
+    coord, setup = _setup(sites, 0, 10)
+    adverts = [secagg_keys(setup, s) for s in sites]
+
+    # Execute / Assert
+    with pytest.raises(ProtocolError, match="no trusted signing key"):
+        secagg_shares(coord.broadcast(adverts), sites[0])
+
+
+def test_a_partner_refuses_swapped_keys(tmp_path: Path) -> None:
+    # Prepare: the coordinator relays p1's advert with p2's keys
+    sites = _sites(tmp_path, 3)
+    _open(sites)
+    coord, setup = _setup(sites, 0, 10)
+    adverts = [secagg_keys(setup, s) for s in sites]
+    forged = KeyAdvert("p1", adverts[2].mask_key, adverts[2].enc_key, adverts[1].signature)
+    relay = coord.broadcast([adverts[0], forged, adverts[2]])
+
+    # Execute / Assert
+    with pytest.raises(ProtocolError, match="not signed by its trusted key"):
+        secagg_shares(relay, sites[0])
