@@ -30,7 +30,7 @@ from flwr.app import RecordDict
 
 from fedprofile.client.site import PartnerSite
 from fedprofile.errors import ContractError, PolicyRefusedError, ProtocolError
-from fedprofile.privacy.events import PrivacyEvent
+from fedprofile.privacy.events import GaussianEvent, PrivacyEvent, SkellamEvent
 from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
     KeyBroadcast,
@@ -180,6 +180,14 @@ def secagg_shares(broadcast: KeyBroadcast, site: PartnerSite) -> KeyShares:
     return shares
 
 
+def _as_skellam(event: PrivacyEvent) -> PrivacyEvent:
+    """The planned Gaussian release as the Skellam release it is made as (RDP-accounted)."""
+    if not isinstance(event, GaussianEvent):
+        return event
+    return SkellamEvent(noise_multiplier=event.noise_multiplier, sensitivity=event.sensitivity,
+                        stage=event.stage, round=event.round, component=event.component)
+
+
 def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: str,
                    secure_sum: SecureSum, values: list[np.ndarray],
                    events: tuple[PrivacyEvent, ...], rng: np.random.Generator) -> SecaggMasked:
@@ -187,7 +195,8 @@ def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: 
 
     The check: with ``m - t`` honest shares (the others dropped out or collude), each
     statistic's Skellam noise costs no more, at every Renyi order, than the Gaussian release
-    ``events`` describes; the ledger then records the events and a note of the shares.
+    ``events`` describes; the ledger then records them as Skellam releases (accounted in
+    RDP) and a note of the shares.
     """
     partner, info = _load(site, mask.run_id)
     if info["run_id"] != run_id:
@@ -198,6 +207,7 @@ def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: 
         if z > 0 and np.any(plan.rdp() > gaussian_rdp(ORDERS, 1.0 / z) * (1 + 1e-9)):
             raise ProtocolError(f"Secure aggregation refused: the guaranteed noise of {name!r}"
                                 " is below the planned release.")  # pragma: no cover
+    events = tuple(_as_skellam(e) for e in events)
     site.guard.authorize(run_id=run_id, stage=stage, events=events)
     site.ledger.note(run_id=run_id, party=site.name, kind="secagg", message=json.dumps(
         {"round": mask.round, "releases": [{"component": part[0], **plan.ledger_fields(

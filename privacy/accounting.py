@@ -25,6 +25,7 @@ __all__ = [
     "EPSILON_RTOL",
     "GdpAccountant",
     "compose_mu",
+    "composed_epsilon",
     "gdp_delta",
     "gdp_epsilon",
     "gdp_mu",
@@ -187,8 +188,9 @@ class GdpAccountant:
 
     @staticmethod
     def supports(event: object) -> bool:
-        """Whether the accountant can compose ``event``."""
-        return isinstance(event, GaussianEvent | NonPrivateEvent)
+        """Whether the accountant can compose ``event`` (not a Skellam release: RDP only)."""
+        return isinstance(event, GaussianEvent | NonPrivateEvent) and \
+            getattr(event, "mechanism", "") != "skellam"
 
     def epsilon_after(self, events: Iterable[PrivacyEvent]) -> float:
         """Epsilon if ``events`` were composed too (a dry run; nothing changes)."""
@@ -213,3 +215,20 @@ class GdpAccountant:
         """Check the budget, then record ``events``; a refused spend records nothing."""
         self.check(*events)
         self._events.extend(events)
+
+
+def composed_epsilon(events: Iterable[PrivacyEvent], delta: float) -> float:
+    """Epsilon at ``delta`` of composing ``events``, exact for the mechanisms used.
+
+    Gaussian releases compose to ``mu``-GDP, converted exactly. Once a Skellam release
+    (secure aggregation) is among them, the composition is bounded by the RDP curve of the
+    same ``mu`` (each release's curve is at most its Gaussian counterpart's, and RDP
+    composes by adding curves) and converted from RDP, which gives a larger epsilon.
+    """
+    events = list(events)
+    mu = compose_mu(e.mu for e in events)
+    if not any(e.mechanism == "skellam" for e in events) or math.isinf(mu) or mu == 0:
+        return gdp_epsilon(mu, delta)
+    from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp, rdp_epsilon
+
+    return rdp_epsilon(gaussian_rdp(ORDERS, mu), delta)

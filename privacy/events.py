@@ -14,7 +14,8 @@ from typing import Any
 
 from fedprofile.errors import UnsupportedEventError
 
-__all__ = ["GaussianEvent", "NonPrivateEvent", "PrivacyEvent", "event_from_dict"]
+__all__ = ["GaussianEvent", "NonPrivateEvent", "PrivacyEvent", "SkellamEvent",
+           "event_from_dict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,21 @@ class GaussianEvent:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-compatible dict including the mechanism name."""
         return {"mechanism": self.mechanism, **asdict(self), "sigma": self.sigma, "mu": self.mu}
+
+
+@dataclass(frozen=True, slots=True)
+class SkellamEvent(GaussianEvent):
+    """A securely aggregated release with distributed Skellam noise.
+
+    The partner checked that, at every Renyi order, its guaranteed noise costs at most the
+    Gaussian release of ``noise_multiplier``; it is therefore accounted in RDP (Rényi DP)
+    with that Gaussian's curve, never in GDP, which the Skellam sum is not shown to be.
+    """
+
+    @property
+    def mechanism(self) -> str:
+        """Name of the mechanism."""
+        return "skellam"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +106,16 @@ def event_from_dict(data: dict[str, Any]) -> PrivacyEvent:
     sensitivity, stage = float(data["sensitivity"]), str(data["stage"])
     round_, component = int(data["round"]), str(data["component"])
     mechanism = data.get("mechanism")
-    if mechanism == "gaussian":
+    if mechanism in ("gaussian", "skellam"):
         z = float(data["noise_multiplier"])
         if not (math.isfinite(z) and z > 0):
-            raise UnsupportedEventError(f"A Gaussian event needs a noise multiplier in (0, inf). "
-                                        f"Got {z!r} instead.")
-        return GaussianEvent(noise_multiplier=z, sensitivity=sensitivity, stage=stage,
-                             round=round_, component=component)
+            raise UnsupportedEventError(f"A {mechanism} event needs a noise multiplier in "
+                                        f"(0, inf). Got {z!r} instead.")
+        kind = GaussianEvent if mechanism == "gaussian" else SkellamEvent
+        return kind(noise_multiplier=z, sensitivity=sensitivity, stage=stage,
+                    round=round_, component=component)
     if mechanism == "none":
         return NonPrivateEvent(sensitivity=sensitivity, stage=stage, round=round_,
                                component=component)
     raise UnsupportedEventError(f"Unknown privacy mechanism {mechanism!r}; known: 'gaussian', "
-                                "'none'.")
+                                "'skellam', 'none'.")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fedprofile.errors import DataError
-from fedprofile.privacy.accounting import compose_mu, gdp_epsilon
+from fedprofile.privacy.accounting import compose_mu, composed_epsilon
 from fedprofile.privacy.events import PrivacyEvent, event_from_dict
 
 __all__ = ["AcceptedPlan", "Ledger", "LedgerTransaction", "SpendSummary"]
@@ -100,11 +100,11 @@ class LedgerTransaction:
     def record(self, *, run_id: str, party: str, events: Sequence[PrivacyEvent],
                delta: float) -> float:
         """Insert ``events``; return the run's epsilon after them."""
-        mus = [e.mu for e in self.events(run_id=run_id, party=party)]
+        done = self.events(run_id=run_id, party=party)
         rows = []
         for event in events:
-            mus.append(event.mu)
-            eps = gdp_epsilon(compose_mu(mus), delta)
+            done.append(event)
+            eps = composed_epsilon(done, delta)
             rows.append((run_id, party, event.stage, event.round, event.component,
                          event.mechanism, event.sensitivity, event.sigma,
                          event.noise_multiplier, delta, eps, _now()))
@@ -112,7 +112,7 @@ class LedgerTransaction:
             "INSERT INTO releases (run_id, party, stage, round, component, mechanism, "
             "sensitivity, sigma, noise_multiplier, delta, epsilon_run, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return rows[-1][10] if rows else gdp_epsilon(compose_mu(mus), delta)
+        return rows[-1][10] if rows else composed_epsilon(done, delta)
 
     def plan(self, *, run_id: str, party: str) -> AcceptedPlan | None:
         """The plan ``party`` accepted for ``run_id``, if any."""
@@ -214,7 +214,7 @@ class Ledger:
         events = self.events(run_id=run_id, party=party)
         mu = compose_mu(e.mu for e in events)
         return SpendSummary(party=party, run_id=run_id, releases=len(events), mu=mu,
-                            epsilon=gdp_epsilon(mu, delta), delta=delta)
+                            epsilon=composed_epsilon(events, delta), delta=delta)
 
     def plan(self, *, run_id: str, party: str) -> AcceptedPlan | None:
         """The plan ``party`` accepted for ``run_id``, if any."""

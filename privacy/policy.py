@@ -11,7 +11,13 @@ import math
 from collections.abc import Sequence
 
 from fedprofile.errors import PolicyRefusedError
-from fedprofile.privacy.accounting import EPSILON_RTOL, compose_mu, gdp_epsilon, gdp_mu
+from fedprofile.privacy.accounting import (
+    EPSILON_RTOL,
+    compose_mu,
+    composed_epsilon,
+    gdp_epsilon,
+    gdp_mu,
+)
 from fedprofile.privacy.events import NonPrivateEvent, PrivacyEvent
 from fedprofile.privacy.ledger import AcceptedPlan, Ledger, LedgerTransaction
 from fedprofile.privacy.policy_file import (
@@ -33,9 +39,14 @@ class PolicyRefusal(Exception):
     """Raised inside a ledger transaction; turned into a noted :class:`PolicyRefusedError`."""
 
 
+def _family(e: PrivacyEvent) -> str:
+    """A planned Gaussian release may be made as a Skellam one (secure aggregation)."""
+    return "gaussian" if e.mechanism == "skellam" else e.mechanism
+
+
 def _same_release(a: PrivacyEvent, b: PrivacyEvent) -> bool:
-    return (a.mechanism, a.stage, a.round, a.component) == \
-        (b.mechanism, b.stage, b.round, b.component) and \
+    return (_family(a), a.stage, a.round, a.component) == \
+        (_family(b), b.stage, b.round, b.component) and \
         math.isclose(a.noise_multiplier, b.noise_multiplier, rel_tol=1e-9, abs_tol=0.0) and \
         math.isclose(a.sensitivity, b.sensitivity, rel_tol=1e-9, abs_tol=1e-12)
 
@@ -101,7 +112,7 @@ class PartnerGuard:
 
     def _epsilon_with(self, past: Sequence[PrivacyEvent], events: Sequence[PrivacyEvent]
                       ) -> float:
-        return gdp_epsilon(compose_mu(e.mu for e in [*past, *events]), self.policy.delta)
+        return composed_epsilon([*past, *events], self.policy.delta)
 
     def remaining(self) -> float:
         """The largest epsilon a next run may spend (see :func:`epsilon_left`)."""

@@ -13,6 +13,7 @@ from flwr.proto.message_pb2 import Message as ProtoMessage
 from fedprofile.contract.parser import load_spec
 from fedprofile.errors import FedprofileError
 from fedprofile.presets.datasets import load_preset
+from fedprofile.privacy.accounting import composed_epsilon
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.secagg.messages import KeyAdvert, UnmaskReply
 from fedprofile.protocol.secagg import RING_BITS, SecaggMasked, SecureSum, decode
@@ -177,6 +178,15 @@ def test_secagg_logistic_runs_its_gram_and_gradient_rounds(tmp_path: Path) -> No
     assert result.metrics["response"]["federated"]["auc"] > 0.65
     assert result.model.privacy["epsilon_spent"] == pytest.approx(1.0, rel=1e-6)
     assert result.model.privacy["accountant"] == "rdp-skellam"
+    # and every partner's own ledger counts its Skellam releases in RDP: the same epsilon,
+    # not the smaller GDP epsilon of their Gaussian counterparts
+    books = sorted((tmp_path / "state" / "partners").glob("*/ledger.sqlite"))
+    assert len(books) == PARTNERS
+    for book in books:
+        with Ledger(book) as ledger:
+            events = ledger.events(run_id="logistic-secagg")
+        assert {e.mechanism for e in events} == {"skellam"}
+        assert composed_epsilon(events, 1e-6) == pytest.approx(1.0, rel=1e-6)
 
 
 def test_a_policy_that_forbids_secagg_stops_the_run_before_any_release(tmp_path: Path) -> None:

@@ -457,3 +457,22 @@ def test_string_budget_raises_contract_error_naming_max_epsilon() -> None:
     # Execute / Assert
     with pytest.raises(ContractError, match="'max_epsilon'"):
         GdpAccountant(delta=1e-6, max_epsilon="1.0")  # type: ignore[arg-type]
+
+
+def test_skellam_releases_compose_in_rdp_never_below_their_gaussian_gdp() -> None:
+    from fedprofile.privacy.accounting import composed_epsilon
+    from fedprofile.privacy.events import GaussianEvent, SkellamEvent, event_from_dict
+    from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp, rdp_epsilon
+
+    gauss = [GaussianEvent(noise_multiplier=2.0, sensitivity=1.0, stage="kmeans", round=r,
+                           component="sums") for r in range(3)]
+    skellam = [SkellamEvent(**{k: getattr(e, k) for k in
+                               ("noise_multiplier", "sensitivity", "stage", "round",
+                                "component")}) for e in gauss]
+    mu = math.sqrt(3) / 2.0
+    assert composed_epsilon(gauss, 1e-6) == pytest.approx(gdp_epsilon(mu, 1e-6))
+    mixed = composed_epsilon([*gauss[:2], skellam[2]], 1e-6)
+    assert mixed == pytest.approx(rdp_epsilon(gaussian_rdp(ORDERS, mu), 1e-6))
+    assert mixed > composed_epsilon(gauss, 1e-6)
+    assert event_from_dict(skellam[0].to_dict()) == skellam[0]
+    assert not GdpAccountant.supports(skellam[0])
