@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,14 +21,15 @@ from fedprofile.contract.lookalike import SeedAudience, lookalike_mask, lookalik
 from fedprofile.contract.parser import parse_spec
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.errors import ContractError
-from fedprofile.io.tables import check_document, read_document, write_document
+from fedprofile.io.tables import check_document
+from fedprofile.models.document import ModelDocument
 
 __all__ = ["FORMAT", "VERSION", "LookalikeModel", "select_audience"]
 
 FORMAT, VERSION = "fedprofile.lookalike_model", 1
 
 
-class LookalikeModel:
+class LookalikeModel(ModelDocument):
     """A federated DP logistic model of seed membership over the contract's features."""
 
     def __init__(self, *, spec: FeatureSpec, seed: SeedAudience, coef: np.ndarray,
@@ -75,15 +75,6 @@ class LookalikeModel:
                 "penalty": self.penalty_, "spec": self.spec.to_dict(),
                 "spec_fingerprint": self.spec.fingerprint(), "privacy": self.privacy,
                 "params": self.params, "partners": self.partners}
-
-    def save(self, path: str | Path) -> Path:
-        """Write the model as JSON."""
-        return write_document(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> LookalikeModel:
-        """Read a model written by :meth:`save`, checking its format and version."""
-        return cls.from_dict(read_document(path), source=str(path))
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], *, source: str = "<model>") -> LookalikeModel:

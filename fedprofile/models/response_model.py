@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,14 +15,15 @@ from fedprofile.contract.parser import parse_spec
 from fedprofile.contract.spec import FeatureSpec, NumericFeature
 from fedprofile.contract.targets import unscale_target
 from fedprofile.errors import ContractError
-from fedprofile.io.tables import check_document, read_document, write_document
+from fedprofile.io.tables import check_document
+from fedprofile.models.document import ModelDocument
 
 __all__ = ["FORMAT", "VERSION", "ResponseModel"]
 
 FORMAT, VERSION = "fedprofile.response_model", 1
 
 
-class ResponseModel:
+class ResponseModel(ModelDocument):
     """A fitted federated ridge or logistic regression.
 
     Attributes
@@ -124,15 +124,6 @@ class ResponseModel:
                 "segment_centers": self.segment_centers.tolist(),
                 "spec": self.spec.to_dict(), "spec_fingerprint": self.spec.fingerprint(),
                 "privacy": self.privacy, "params": self.params, "partners": self.partners}
-
-    def save(self, path: str | Path) -> Path:
-        """Write the model as JSON."""
-        return write_document(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> ResponseModel:
-        """Read a model written by :meth:`save`, checking its format and version."""
-        return cls.from_dict(read_document(path), source=str(path))
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], *, source: str = "<model>") -> ResponseModel:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,8 @@ from fedprofile.contract.features import transform_frame
 from fedprofile.contract.parser import parse_spec
 from fedprofile.contract.spec import CategoricalFeature, FeatureSpec, NumericFeature
 from fedprofile.errors import ContractError
-from fedprofile.io.tables import check_document, read_document, write_document
+from fedprofile.io.tables import check_document
+from fedprofile.models.document import ModelDocument
 
 __all__ = ["FORMAT", "VERSION", "SegmentModel", "build_profiles"]
 
@@ -79,7 +79,7 @@ def build_profiles(spec: FeatureSpec, centers: np.ndarray, sizes: np.ndarray,
     return profiles
 
 
-class SegmentModel:
+class SegmentModel(ModelDocument):
     """A fitted federated segment model.
 
     Parameters
@@ -180,15 +180,6 @@ class SegmentModel:
                 "spec": self.spec.to_dict(), "spec_fingerprint": self.spec.fingerprint(),
                 "privacy": self.privacy, "params": self.params, "partners": self.partners,
                 "history": self.history}
-
-    def save(self, path: str | Path) -> Path:
-        """Write the model as JSON."""
-        return write_document(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> SegmentModel:
-        """Read a model written by :meth:`save`, checking its format and version."""
-        return cls.from_dict(read_document(path), source=str(path))
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], *, source: str = "<model>") -> SegmentModel:
