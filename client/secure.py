@@ -80,12 +80,39 @@ def signing_key(state_dir: Path) -> Ed25519PrivateKey:
     return loaded
 
 
+def public_key_hex(state_dir: Path) -> str:
+    """The partner's public signing key (hex), to give the other partners' administrators."""
+    return signing_key(state_dir).public_key().public_bytes(Encoding.Raw,
+                                                            PublicFormat.Raw).hex()
+
+
+def trust_keys(state_dir: Path, keys: dict[str, str]) -> Path:
+    """Write the partners' public signing keys (name -> hex) this partner will accept.
+
+    Raises
+    ------
+    ContractError
+        If a name is empty or a key is not a hex Ed25519 public key.
+    """
+    for name, value in keys.items():
+        try:
+            if not name.strip():
+                raise ValueError("empty partner name")
+            Ed25519PublicKey.from_public_bytes(bytes.fromhex(value))
+        except ValueError as exc:
+            raise ContractError(f"Trusted key {name!r}: expected a partner name and a "
+                                f"64-hex-digit Ed25519 public key ({exc}).") from None
+    path = trusted_keys_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(json.dumps(keys, indent=1), encoding="utf-8")
+    return path
+
+
 def trust_each_other(state_dirs: dict[str, Path]) -> None:
     """Give every partner the others' public signing keys (their administrators' step)."""
-    public = {name: signing_key(Path(d)).public_key().public_bytes(
-        Encoding.Raw, PublicFormat.Raw).hex() for name, d in state_dirs.items()}
+    public = {name: public_key_hex(Path(d)) for name, d in state_dirs.items()}
     for d in state_dirs.values():
-        trusted_keys_path(Path(d)).write_text(json.dumps(public, indent=1), encoding="utf-8")
+        trust_keys(Path(d), public)
 
 
 def _trusted(site: PartnerSite) -> dict[str, Ed25519PublicKey]:

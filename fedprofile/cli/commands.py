@@ -14,7 +14,7 @@ from fedprofile.cli.bench import bench_app
 from fedprofile.cli.common import CliApp, console
 from fedprofile.cli.common import fail as _fail
 from fedprofile.cli.sim_command import sim
-from fedprofile.errors import FedprofileError
+from fedprofile.errors import ContractError, FedprofileError
 
 app = CliApp(add_completion=False, no_args_is_help=True,
              help="Privacy-first federated profiling: DP audience segments on Flower.")
@@ -63,6 +63,39 @@ def certs(
                       "with `flwr supernode register`)", highlight=False)
     console.print("Each partner approves the app it will run with `fedprofile approve-app`.",
                   highlight=False)
+
+
+@app.command("secagg-keys")
+def secagg_keys(
+    state_dir: Annotated[Path, typer.Option(help="This partner's state folder (its node "
+                                                 "config 'state-dir').")],
+    name: Annotated[str, typer.Option(help="This partner's name in the federation.")],
+    trust: Annotated[list[str] | None, typer.Option(
+        help="Another partner's key, NAME=HEX as that partner printed it (repeatable).")
+    ] = None,
+) -> None:
+    """Print this partner's secure-aggregation public key; with --trust, set the others'.
+
+    Each partner's administrator runs it once to get the key to send the others, then with
+    every other partner's NAME=HEX: a partner refuses secure aggregation with partners
+    whose keys it was not given.
+    """
+    from fedprofile.client.secure import public_key_hex, trust_keys
+
+    try:
+        own = public_key_hex(state_dir)
+        console.print(f"{name}={own}", highlight=False)
+        if trust:
+            pairs = [item.split("=", 1) for item in trust]
+            if any(len(p) != 2 for p in pairs):
+                raise ContractError("--trust takes NAME=HEX, as `fedprofile secagg-keys` "
+                                    "prints it.")
+            keys = {name: own, **{n.strip(): k.strip() for n, k in pairs}}
+            path = trust_keys(state_dir, keys)
+            console.print(f"Trusted keys of {len(keys)} partners written to {path}.",
+                          highlight=False)
+    except (FedprofileError, OSError) as exc:
+        raise _fail(exc) from None
 
 
 @app.command("approve-app")

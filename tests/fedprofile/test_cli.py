@@ -60,6 +60,27 @@ def test_keygen_writes_a_private_key_file(tmp_path: Path) -> None:
     assert again.exit_code == 2
 
 
+def test_secagg_keys_exchange_gives_each_partner_the_others_keys(tmp_path: Path) -> None:
+    import json
+
+    printed = {}
+    for name in ("bank", "shop"):
+        result = runner.invoke(app, ["secagg-keys", "--state-dir", str(tmp_path / name),
+                                     "--name", name])
+        assert result.exit_code == 0
+        printed[name] = result.output.strip()
+        assert stat.S_IMODE((tmp_path / name / "secagg" / "signing.key").stat().st_mode) \
+            == 0o600
+    result = runner.invoke(app, ["secagg-keys", "--state-dir", str(tmp_path / "bank"),
+                                 "--name", "bank", "--trust", printed["shop"]])
+    assert result.exit_code == 0
+    trusted = json.loads((tmp_path / "bank" / "secagg" / "partners.json").read_text())
+    assert trusted == dict(line.split("=") for line in printed.values())
+    bad = runner.invoke(app, ["secagg-keys", "--state-dir", str(tmp_path / "bank"),
+                              "--name", "bank", "--trust", "shop=abc"])
+    assert bad.exit_code == 2 and "64-hex-digit Ed25519" in bad.output
+
+
 def test_certs_creates_ca_server_certificate_and_partner_keys(tmp_path: Path) -> None:
     result = runner.invoke(app, ["certs", "--out", str(tmp_path), "--partners", "2",
                                  "--host", "10.0.0.5"])
