@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedprofile.contract.features import transform_frame
@@ -261,7 +261,8 @@ def test_norm_bound_is_attained_by_a_row_at_the_bounds() -> None:
 _finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infinity=False)
 
 
-@settings(max_examples=60, deadline=None, database=None)
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(st.tuples(_finite, _finite, st.sampled_from(["x", "y", "z", " x "])),
                      min_size=1, max_size=20))
 def test_transformed_rows_never_exceed_the_norm_bound(

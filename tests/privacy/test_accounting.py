@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.stats import norm
@@ -191,7 +191,8 @@ def test_compose_mu_is_root_sum_of_squares_and_infinite_with_any_non_private_par
 # --- calibration -----------------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None, database=None)
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(epsilon=st.floats(min_value=0.1, max_value=10.0),
        log_delta=st.floats(min_value=-9.0, max_value=-3.0))
 def test_calibrated_mu_never_overshoots_the_target_epsilon(epsilon: float,
