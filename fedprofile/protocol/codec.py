@@ -108,12 +108,13 @@ _HEADER_BYTES = 1 << 16
 """Slack for the ``.npy`` header in a received array's bytes."""
 
 
-def _npy_header(data: bytes, key: str, message: str, *, limit: int = MAX_ARRAY_ELEMENTS
+def _npy_header(data: bytes, key: str, message: str, *, limit: int | None = None
                 ) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of serialized ``.npy`` bytes, read from the header only.
 
     At most ``limit`` values (:data:`MAX_ARRAY_ELEMENTS` unless a message says otherwise).
     """
+    limit = MAX_ARRAY_ELEMENTS if limit is None else limit
     buffer = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(buffer)
