@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedprofile.client.secure import trust_each_other
 from fedprofile.deploy.approval import approve_app
 from fedprofile.deploy.credentials import (
     create_credentials,
@@ -64,7 +65,11 @@ def main(out: Path = DEPLOY_DIR, app: Path = APP_DIR) -> int:
         create_superexec_secret(trust / "superexec.secret")
         (trust / "approved-apps.txt").unlink(missing_ok=True)
         digest, _ = approve_app(app, trust / "approved-apps.txt")
-    print(f"Every partner approved the app {app} as FAB sha256 {digest}.")  # noqa: T201
+    # each partner's administrator's key exchange for secure aggregation (fedprofile secagg-keys)
+    trust_each_other({f"partner-{i}": out / "partners" / f"partner-{i}" / "state"
+                      for i in range(1, PARTNERS + 1)})
+    print(f"Every partner approved the app {app} as FAB sha256 {digest} and trusts the "  # noqa: T201
+          "others' secure-aggregation signing keys.")
     (out / "state").mkdir(exist_ok=True)
     return 0
 

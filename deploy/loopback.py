@@ -111,7 +111,8 @@ class LoopbackFederation:
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         return {**os.environ, "PATH": path, "FLWR_HOME": str(home),
                 "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-                "PYTHONUNBUFFERED": "1"}
+                # the SuperLink's SuperExec takes the ServerApp task within 0.1 s, not 1 s
+                "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1", "PYTHONUNBUFFERED": "1"}
 
     def _spawn(self, role: str, args: list[str], home: Path) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -214,7 +215,8 @@ class LoopbackFederation:
         runtime = f"127.0.0.1:{free_port()}"
         security = ["--root-certificates", str(creds.ca_cert)] if tls else ["--insecure"]
         node = self._spawn(name, [
-            _bin("flower-supernode"), *security, "--auth-supernode-private-key", str(private),
+            sys.executable, "-m", "fedprofile.deploy.supernode", *security,
+            "--auth-supernode-private-key", str(private),
             "--superlink", f"127.0.0.1:{self.port}", "--isolation", "process",
             "--superexec-auth-secret-file", str(secret), "--host", "127.0.0.1",
             "--port", runtime.rsplit(":", 1)[1], "--max-retries", "3", "--max-wait-time", "20",
@@ -242,6 +244,30 @@ class LoopbackFederation:
              node_config_text(run_config), "--stream"], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, cwd=APP_DIR, env=self._env(self.root / "cli"))
 
+    def kill_partner_after_release(self, index: int, *, timeout: float = 300.0) -> None:
+        """Kill partner ``index``'s SuperNode between two rounds of the running run.
+
+        Waits until the partner's ledger holds one more release than when called, then a few
+        seconds for that reply to finish uploading, then kills the SuperNode's process group:
+        the partner vanishes after sending a reply, as a crashed machine would.
+        """
+        from fedprofile.privacy.ledger import Ledger
+
+        def releases() -> int:
+            path = Path(self.partners[index]["state-dir"]) / "ledger.sqlite"
+            if not path.exists():
+                return 0
+            with Ledger(path) as ledger:
+                return len(ledger.events())
+
+        start = time.monotonic()
+        baseline = releases()
+        while releases() <= baseline and time.monotonic() - start < timeout:
+            time.sleep(0.5)
+        time.sleep(4.0)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.processes[f"partner-{index + 1}"].pid, signal.SIGKILL)
+
     def stop(self) -> None:
         """Stop exactly the processes this object started, and their descendants."""
         helpers = descendants({p.pid for p in self.processes.values()})
@@ -266,12 +292,23 @@ class LoopbackFederation:
         pids = {p.pid for p in self.processes.values() if p.poll() is None}
         return sorted(pids | descendants({p.pid for p in self.processes.values()}))
 
+    def exchange_secagg_keys(self) -> None:
+        """Give every partner the others' secure-aggregation signing keys.
+
+        In a real deployment each partner's administrator does this out of band (``fedprofile
+        secagg-keys``), so the coordinator cannot swap a partner's key.
+        """
+        from fedprofile.client.secure import trust_each_other
+
+        trust_each_other({p["partner-name"]: Path(p["state-dir"]) for p in self.partners})
+
     @contextlib.contextmanager
     def running(self) -> Iterator[LoopbackFederation]:
-        """Start the SuperLink, register keys, approve the app; stop everything on exit."""
+        """Start the SuperLink, register and exchange keys, approve the app; stop on exit."""
         try:
             self.start_superlink()
             self.register_partners()
+            self.exchange_secagg_keys()
             self.prepare_app()
             yield self
         finally:

@@ -77,8 +77,12 @@ def _client(address: str, insecure: bool, root_certificates: Path | None,
 
 def serve(address: str, allow_list: Path, *, insecure: bool = False,
           root_certificates: Path | None = None, secret_file: Path | None = None,
-          poll_seconds: float = 1.0) -> None:
-    """Take ClientApp tasks from the SuperNode at ``address`` forever; launch each guarded."""
+          poll_seconds: float = 0.1) -> None:
+    """Take ClientApp tasks from the SuperNode at ``address`` forever; launch each guarded.
+
+    The SuperNode is asked again at once after a task and every ``poll_seconds`` while it
+    has none (a local call: the round's wait is paid here, not on the network).
+    """
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore import log
 
@@ -101,6 +105,7 @@ def serve(address: str, allow_list: Path, *, insecure: bool = False,
                      "--runtime-api-address", address, "--allow-list", str(allow_list),
                      "--parent-pid", str(os.getpid()),
                      *security], env=env))
+            continue
         children = [c for c in children if c.poll() is None]
         time.sleep(poll_seconds)
 
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root-certificates", type=Path)
     parser.add_argument("--superexec-auth-secret-file", type=Path,
                         help="The secret given to the SuperNode's same flag.")
-    parser.add_argument("--poll-seconds", type=float, default=1.0)
+    parser.add_argument("--poll-seconds", type=float, default=0.1)
     args = parser.parse_args(argv)
     if args.insecure and args.root_certificates:
         parser.error("--insecure and --root-certificates exclude each other.")

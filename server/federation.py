@@ -22,7 +22,11 @@ from fedprofile.protocol import ErrorCode
 __all__ = ["Federation", "RunAborted", "group_reasons", "wait_for_nodes"]
 
 log = logging.getLogger("fedprofile.server")
-_POLL_SECONDS = 0.5
+_FIRST_POLL_SECONDS = 0.02
+_MAX_POLL_SECONDS = 0.25
+"""Replies are pulled soon after sending, then every 1.5x longer up to this: a fast round
+(simulation, a warm partner) costs tens of milliseconds of waiting, a slow one a few
+requests per second to the SuperLink."""
 T = TypeVar("T")
 
 _REASONS = {ErrorCode.POLICY_REFUSED: "refused by its privacy policy",
@@ -159,13 +163,15 @@ class Federation:
         """
         deadline = time.monotonic() + self.timeout
         replies: list[Message] = []
+        wait = _FIRST_POLL_SECONDS
         while pending and time.monotonic() < deadline:
             for message_id in sorted(pending):
                 batch = list(self.grid.pull_messages([message_id]))
                 replies.extend(batch)
                 pending.difference_update(r.metadata.reply_to_message_id for r in batch)
             if pending:
-                time.sleep(_POLL_SECONDS)
+                time.sleep(min(wait, max(deadline - time.monotonic(), 0.0)))
+                wait = min(wait * 1.5, _MAX_POLL_SECONDS)
         return replies
 
     def check_quorum(self, message_type: str) -> None:

@@ -37,7 +37,7 @@ from fedprofile.presets.datasets import load_preset
 from fedprofile.presets.partition import PartitionRule, PartnerFile, partition_frame
 from fedprofile.processes import tree_rss
 from fedprofile.protocol import MessageKind
-from fedprofile.sim.inprocess import run_kmeans_inprocess
+from fedprofile.sim.inprocess import NoisePlacement, run_kmeans_inprocess
 from fedprofile.sim.runner import default_workers, simulate
 
 __all__ = ["SpeedRow", "plot_speed", "replicate_with_jitter", "speed_run", "speed_table",
@@ -127,6 +127,7 @@ class SpeedRow:
     partners: int
     customers: int
     workers: int
+    noise: str
     flower_s: float
     inprocess_s: float
     flower_build_s: float
@@ -143,7 +144,7 @@ class SpeedRow:
 
 
 def _inprocess_seconds(files: list[PartnerFile], spec_path: Path, state_dir: Path, k: int,
-                       seed: int, threads: int) -> tuple[float, float]:
+                       seed: int, threads: int, noise: NoisePlacement) -> tuple[float, float]:
     """The same partners' work and protocol in one process: (matrix build, rounds) seconds.
 
     NumPy's BLAS gets ``threads`` threads: as many cores as Flower's workers get (Ray gives
@@ -157,13 +158,18 @@ def _inprocess_seconds(files: list[PartnerFile], spec_path: Path, state_dir: Pat
                     for f in files]
         built = time.perf_counter()
         run_kmeans_inprocess(matrices, load_spec(spec_path), k=k, epsilon=1.0, seed=seed,
-                             noise_seed=seed)
+                             noise_seed=seed, noise=noise)
         return built - start, time.perf_counter() - built
 
 
 def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k: int = 6,
-              seed: int = 0, workers: int | None = None) -> SpeedRow:
+              seed: int = 0, workers: int | None = None, noise: NoisePlacement = "partner"
+              ) -> SpeedRow:
     """Time one private segmentation on Flower and in process, with bytes and peak memory.
+
+    ``noise = "secagg"`` runs every release through secure aggregation (no dropouts
+    planned); its bytes per round count the masked k-means reply and the round's unmasking
+    reply, and its first round includes the stage's key and share exchange.
 
     Both read the same partner files (written first, not timed) and keep their partners'
     state in separate folders, so each builds its own matrix caches. ``workers`` is how many
@@ -179,40 +185,51 @@ def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k
         files = write_partner_files(preset.frame, root / "data", partners=partners,
                                     customers=customers, numeric=numeric, seed=seed)
         build, rounds = _inprocess_seconds(files, preset.spec_path, root / "inprocess", k, seed,
-                                           threads=workers)
+                                           threads=workers, noise=noise)
         with peak_rss() as peak:
             start = time.perf_counter()
             result = simulate(files, spec_path=preset.spec_path, out_dir=root / "out",
-                              state_dir=root / "state", run_config={"k": k, "epsilon": 1.0},
+                              state_dir=root / "state",
+                              run_config={"k": k, "epsilon": 1.0, "noise": noise},
                               seed=seed, evaluate=False, capture=root / "capture",
                               workers=workers)
             flower = time.perf_counter() - start
-        sent = [f.stat().st_size for f in (root / "capture").rglob("*kmeans*.bin")]
+        sent = _bytes_per_round(root / "capture")
     assert not isinstance(result.model, dict)  # a segmentation run
     times = result.model.params["round_seconds"]
     return SpeedRow(partners=partners, customers=customers or len(preset.frame),
-                    workers=workers, flower_s=flower,
+                    workers=workers, noise=noise, flower_s=flower,
                     inprocess_s=build + rounds,
                     flower_build_s=sum(t["seconds"] for t in times
                                        if t["message"] == MessageKind.PROFILE),
                     inprocess_build_s=build,
                     rounds_s=[t["seconds"] for t in times if t["message"] == MessageKind.KMEANS],
                     inprocess_rounds_s=rounds,
-                    bytes_per_partner_round=float(np.mean(sent)) if sent else 0.0,
+                    bytes_per_partner_round=sent,
                     peak_rss_mb=peak[0] / 2**20)
+
+
+def _bytes_per_round(capture: Path) -> float:
+    """Mean bytes one partner sent per k-means round (with secagg: its unmasking reply too)."""
+    kmeans = [f.stat().st_size for f in capture.rglob("*kmeans*.bin")]
+    unmask = [f.stat().st_size for f in capture.rglob("*secagg_unmask*.bin")]
+    if not kmeans:
+        return 0.0
+    return float(np.mean(kmeans) + (np.mean(unmask) if unmask else 0.0))
 
 
 def speed_table(rows: Sequence[SpeedRow]) -> str:
     """The speed measurements as a Markdown table (the one BENCHMARKS.md quotes)."""
-    lines = ["| partners | customers | Flower workers | Flower wall (s) | in-process (s) | ratio | "
-             "cache build, Flower / in-process (s) | k-means rounds, Flower (s) | k-means "
+    lines = ["| partners | customers | noise | Flower workers | Flower wall (s) | in-process (s) | "
+             "ratio | cache build, Flower / in-process (s) | k-means rounds, Flower (s) | k-means "
              "rounds, in-process (s) | bytes / partner / round | peak RSS (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rounds = " ".join(f"{s:.1f}" for s in r.rounds_s)
-        lines.append(f"| {r.partners} | {r.customers:,} | {r.workers} | {r.flower_s:.1f} | "
-                     f"{r.inprocess_s:.1f} | {r.overhead:.2f} | {r.flower_build_s:.1f} / "
-                     f"{r.inprocess_build_s:.1f} | {rounds} | {r.inprocess_rounds_s:.1f} | "
+        lines.append(f"| {r.partners} | {r.customers:,} | {r.noise} | {r.workers} | "
+                     f"{r.flower_s:.1f} | {r.inprocess_s:.1f} | {r.overhead:.2f} | "
+                     f"{r.flower_build_s:.1f} / {r.inprocess_build_s:.1f} | {rounds} | "
+                     f"{r.inprocess_rounds_s:.1f} | "
                      f"{r.bytes_per_partner_round:,.0f} | {r.peak_rss_mb:,.0f} |")
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, cast, get_args
+from typing import TYPE_CHECKING, Annotated, cast, get_args
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -15,6 +15,9 @@ from fedprofile.cli.common import PRESET_NAMES, CliApp, console
 from fedprofile.cli.common import fail as _fail
 from fedprofile.config import InitMethod
 from fedprofile.errors import ContractError, FedprofileError
+
+if TYPE_CHECKING:
+    from fedprofile.sim.inprocess import NoisePlacement
 
 bench_app = CliApp(no_args_is_help=True, help="Benchmarks whose tables the README quotes.")
 
@@ -56,16 +59,13 @@ def bench_utility(
         segment_table,
     )
     from fedprofile.sim.bench_plots import plot_against_epsilon, response_panels, segment_panels
-    from fedprofile.sim.inprocess import NoisePlacement
 
     try:
         _check_plot_path(plot)
         counts = _partner_counts(partners)
         eps = _epsilon_list(epsilons) if epsilons else EPSILONS
         inits = _init_list(init, INITS) if init else INITS
-        if noise not in get_args(NoisePlacement):
-            raise ContractError(f"--noise must be partner or secagg. Got {noise!r}.")
-        placement = cast(NoisePlacement, noise)
+        placement = _placement(noise)
         if task not in ("segments", "ridge", "logistic"):
             raise ContractError(f"--task must be segments, ridge or logistic. Got {task!r}.")
         runs = len(counts) * len(eps) * seeds * (len(inits) if task == "segments" else 1)
@@ -97,6 +97,16 @@ def bench_utility(
         _write_plot(plot, lambda: plot_against_epsilon(plot, panels, ylabel=ylabel, title=title))
 
 
+def _placement(text: str) -> NoisePlacement:
+    """A ``--noise`` value, checked."""
+    from fedprofile.sim.inprocess import NoisePlacement
+
+    value = text.strip()
+    if value not in get_args(NoisePlacement):
+        raise ContractError(f"--noise must be partner or secagg. Got {text!r}.")
+    return cast(NoisePlacement, value)
+
+
 @bench_app.command("speed")
 def bench_speed(
     dataset: Annotated[str, typer.Option(help=f"One of {', '.join(PRESET_NAMES)}.")] = "bank",
@@ -112,6 +122,8 @@ def bench_speed(
     plot: Annotated[Path | None, typer.Option(
         help="Also draw wall time and peak memory against customers and partners (PNG).")
     ] = None,
+    noise: Annotated[str, typer.Option(
+        help="Comma-separated noise placements to time: partner, secagg.")] = "partner",
 ) -> None:
     """Wall time on Flower vs in process, per stage and round, bytes sent and peak memory."""
     from fedprofile.sim.bench_speed import plot_speed, speed_run, speed_table
@@ -119,11 +131,14 @@ def bench_speed(
     rows = []
     try:
         _check_plot_path(plot)
+        placements = [_placement(x) for x in noise.split(",")]
         for n in (int(x) for x in customers.split(",")):
             for m in (int(x) for x in partners.split(",")):
-                with console.status(f"{dataset}: {m} partners, {n or 'all'} customers"):
-                    rows.append(speed_run(dataset=dataset, partners=m, customers=n, k=k,
-                                          workers=workers))
+                for placement in placements:
+                    with console.status(f"{dataset}: {m} partners, {n or 'all'} customers, "
+                                        f"{placement} noise"):
+                        rows.append(speed_run(dataset=dataset, partners=m, customers=n, k=k,
+                                              workers=workers, noise=placement))
     except (FedprofileError, ValueError) as exc:
         raise _fail(exc) from None
     typer.echo(speed_table(rows))

@@ -9,6 +9,7 @@ an allow-list approving the app in this repository.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -180,6 +181,22 @@ def test_partner_node_configs_point_into_the_partner_mount(set_up: Path) -> None
         mounts = SERVICES[f"superexec-clientapp-{i}"]["volumes"]
         assert mounts[0] == f"./deploy/partners/partner-{i}:/partner"
         assert all(m.endswith(":ro") for m in mounts[1:])
+
+
+def test_each_partner_trusts_every_partners_secagg_key_under_its_compose_name(set_up: Path
+                                                                            ) -> None:
+    from fedprofile.client.secure import public_key_hex, trusted_keys_path
+
+    names = {f"partner-{i}" for i in PARTNERS}
+    for i in PARTNERS:
+        config = next(a for a in SERVICES[f"supernode-{i}"]["command"]
+                      if a.startswith("--node-config="))
+        assert f"partner-name='partner-{i}'" in config
+        state = set_up / "partners" / f"partner-{i}" / "state"
+        trusted = json.loads(trusted_keys_path(state).read_text())
+        assert set(trusted) == names
+        assert trusted[f"partner-{i}"] == public_key_hex(state)
+        assert (state / "secagg" / "signing.key").stat().st_mode & 0o077 == 0
 
 
 def test_versions_match_the_pins() -> None:

@@ -2,17 +2,15 @@
 and three partners (SuperNode + launcher running only the approved app) as separate
 processes, TLS and SuperNode authentication on, the app run with ``flwr run``.
 
-The tests run in order on one federation: the full pipeline, refused nodes, a partner
-killed mid-run, and finally that no process is left behind.
+The tests run in order on one federation: the full pipeline, refused nodes, a fourth
+partner joining a secure-aggregation pipeline and killed mid-run, a partner killed mid-run
+with partner noise, and finally that no process is left behind.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from fedprofile.sim.evaluate import evaluate_segments
 
 pytestmark = pytest.mark.slow
 PARTNERS = 3
+"""Partners started with the federation; a fourth is registered and joins the secagg test."""
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +40,18 @@ def bank():
 def federation(bank, tmp_path_factory):
     root = tmp_path_factory.mktemp("loopback")
     partners = []
-    for i, part in enumerate(bank.partitions(PARTNERS)):
+    # the fourth partner holds a sample of everyone's customers (customers at two partners
+    # are protected at each with its own budget)
+    frames = [(p.name, p.frame) for p in bank.partitions(PARTNERS)]
+    frames.append(("fourth", bank.frame.sample(n=4000, random_state=0)))
+    for i, (name, frame) in enumerate(frames):
         data = root / "data" / f"partner-{i + 1}.parquet"
         data.parent.mkdir(parents=True, exist_ok=True)
-        part.frame.to_parquet(data)
+        frame.to_parquet(data)
         home = root / "partners" / f"partner-{i + 1}"
         # no noise seed: a deployed partner draws its noise from OS entropy
         partners.append({"data-path": str(data), "spec": str(bank.spec_path),
-                         "partner-name": part.name, "state-dir": str(home),
+                         "partner-name": name, "state-dir": str(home),
                          "output-dir": str(home / "outputs")})
     fed = LoopbackFederation(root=root, partners=partners)
     with fed.running():
@@ -74,7 +77,8 @@ def test_pipeline_runs_over_tls_with_authenticated_partners(federation, bank) ->
     pooled = np.vstack([transform_frame(p.frame, spec).matrix
                         for p in bank.partitions(PARTNERS)])
     assert evaluate_segments(model, pooled, seed=0)["cost_ratio"] <= 1.05
-    assert sorted(model.partners) == sorted(p["partner-name"] for p in federation.partners)
+    assert sorted(model.partners) == sorted(p["partner-name"]
+                                            for p in federation.partners[:PARTNERS])
     response = json.loads((federation.root / "out" / "response" / "model.json").read_text())
     assert response["task"] == "logistic"
     assert response["privacy"]["epsilon_spent"] <= 1.0
@@ -83,7 +87,7 @@ def test_pipeline_runs_over_tls_with_authenticated_partners(federation, bank) ->
         log = (federation.logs / f"partner-{i + 1}-exec.log").read_text()
         assert f"app sha256 {federation.app_digest} is approved" in log
     # each partner scored its own customers locally, and its ledger holds the whole plan
-    for partner in federation.partners:
+    for partner in federation.partners[:PARTNERS]:
         scores = list(Path(partner["output-dir"]).glob("scores-*.parquet"))
         assert len(scores) == 1
         assert set(pd.read_parquet(scores[0]).columns) == {"customer_id", "segment", "score"}
@@ -113,21 +117,47 @@ def test_unregistered_key_and_plain_connection_are_refused(federation, tmp_path)
     assert listing.count("online") == PARTNERS
 
 
+def test_secure_aggregation_pipeline_survives_a_partner_killed_mid_run(federation, bank
+                                                                      ) -> None:
+    # Prepare: a fourth partner joins; 4 partners, up to t = 1 may drop out
+    federation.start_partner(PARTNERS)
+    config = _run_config(federation.root, bank, "out-secagg", task="pipeline", target="y", k=4,
+                         rounds=4, noise="secagg", **{"secagg-dropouts": 1,
+                                                      "expected-partners": PARTNERS + 1,
+                                                      "min-partners": PARTNERS})
+    runner = federation.run_in_background(config)
+    victim = federation.partners[PARTNERS]
+    # Execute: the fourth partner vanishes between two secure k-means rounds
+    federation.kill_partner_after_release(PARTNERS)
+    output, _ = runner.communicate(timeout=900)
+    (federation.logs / "flwr-run-secagg.log").write_text(output, encoding="utf-8")
+    # Assert: both stages finished with the three others, each under secure aggregation
+    assert runner.returncode == 0, output[-3000:]
+    model = SegmentModel.load(federation.root / "out-secagg" / "segments" / "model.json")
+    assert sorted(model.partners) == sorted(p["partner-name"]
+                                            for p in federation.partners[:PARTNERS])
+    assert victim["partner-name"] in model.params["dropped_partners"]
+    assert model.privacy["noise_placement"] == "secagg"
+    response = json.loads((federation.root / "out-secagg" / "response" / "model.json"
+                           ).read_text())
+    assert response["privacy"]["noise_placement"] == "secagg"
+    assert response["privacy"]["epsilon_spent"] <= 1.0
+    assert victim["partner-name"] not in response["partners"]
+    # every survivor noted its secure sums: shares, t = 1, the guaranteed noise
+    for partner in federation.partners[:PARTNERS]:
+        with Ledger(Path(partner["state-dir"]) / "ledger.sqlite") as ledger:
+            notes = [json.loads(n["message"]) for n in ledger.notes() if n["kind"] == "secagg"]
+        assert notes and all(r["dropouts"] == 1 for n in notes for r in n["releases"])
+
+
 def test_partner_killed_mid_run_is_reported_and_the_run_completes(federation, bank) -> None:
     # Prepare: start a segmentation run in the background
     config = _run_config(federation.root, bank, "out-fault", k=4, rounds=6, **{
         "min-partners": 2})
     runner = federation.run_in_background(config)
     victim = federation.partners[2]
-    ledger_file = Path(victim["state-dir"]) / "ledger.sqlite"
     # Execute: once the victim has released something in this run, kill its SuperNode
-    start = time.monotonic()
-    baseline = _releases(ledger_file)
-    while _releases(ledger_file) <= baseline and time.monotonic() - start < 300:
-        time.sleep(1)
-    time.sleep(4)  # let that reply finish uploading: the partner then vanishes between rounds
-    node = federation.processes["partner-3"]
-    os.killpg(node.pid, signal.SIGKILL)
+    federation.kill_partner_after_release(2)
     output, _ = runner.communicate(timeout=600)
     (federation.logs / "flwr-run-fault.log").write_text(output, encoding="utf-8")
     # Assert: the run finished with the two others, naming who left
@@ -136,10 +166,3 @@ def test_partner_killed_mid_run_is_reported_and_the_run_completes(federation, ba
     assert victim["partner-name"] not in model.partners
     assert len(model.partners) == 2
     assert victim["partner-name"] in model.params["dropped_partners"]
-
-
-def _releases(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with Ledger(path) as ledger:
-        return len(ledger.events())

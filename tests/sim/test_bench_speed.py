@@ -64,7 +64,8 @@ def test_one_speed_run_times_every_stage_on_flower_and_in_process() -> None:
 
 
 def _row(partners: int, customers: int, flower: float) -> SpeedRow:
-    return SpeedRow(partners=partners, customers=customers, workers=2, flower_s=flower,
+    return SpeedRow(partners=partners, customers=customers, workers=2, noise="partner",
+                    flower_s=flower,
                     inprocess_s=2.0,
                     flower_build_s=1.0, inprocess_build_s=1.5, rounds_s=[0.5, 0.5],
                     inprocess_rounds_s=0.5, bytes_per_partner_round=1000.0, peak_rss_mb=2048.0)
@@ -74,7 +75,8 @@ def test_speed_table_and_plot(tmp_path) -> None:
     rows = [_row(10, 45_211, 15.0), _row(10, 1_000_000, 30.0), _row(5, 45_211, 14.0)]
 
     table = speed_table(rows)
-    assert table.splitlines()[2].startswith("| 10 | 45,211 | 2 | 15.0 | 2.0 | 7.50 | 1.0 / 1.5 |")
+    assert table.splitlines()[2].startswith(
+        "| 10 | 45,211 | partner | 2 | 15.0 | 2.0 | 7.50 | 1.0 / 1.5 |")
     assert len(table.splitlines()) == 5
 
     path = plot_speed(rows, tmp_path / "speed.png")
