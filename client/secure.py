@@ -177,6 +177,12 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
         raise PolicyRefusedError(f"Partner {site.name!r} does not take part in secure "
                                  "aggregation: its policy sets 'min_secure_aggregation_partners'"
                                  " = 0.")
+    if t < policy.min_secure_aggregation_dropouts:
+        raise PolicyRefusedError(
+            f"Partner {site.name!r} refuses secure aggregation declaring t = {t} dropouts: "
+            f"its policy 'min_secure_aggregation_dropouts' = "
+            f"{policy.min_secure_aggregation_dropouts} needs t >= "
+            f"{policy.min_secure_aggregation_dropouts} (run config 'secagg-dropouts').")
     if m < max(floor, t + 2):
         raise PolicyRefusedError(
             f"Partner {site.name!r} refuses secure aggregation with {m} partners: it needs at "

@@ -59,8 +59,8 @@ def _wire(kind: type, message: object) -> object:
     return decode(kind, encode(message))
 
 
-def _sites(tmp_path: Path, n: int, *, floor: int = 3, trusted: bool = True
-           ) -> list[PartnerSite]:
+def _sites(tmp_path: Path, n: int, *, floor: int = 3, trusted: bool = True,
+           extra: str = "") -> list[PartnerSite]:
     sites = []
     (tmp_path / "spec.toml").write_text(SPEC)
     for i in range(n):
@@ -70,7 +70,7 @@ def _sites(tmp_path: Path, n: int, *, floor: int = 3, trusted: bool = True
         pd.DataFrame({"age": (np.arange(rows) * (i + 3)) % 70 + 20,
                       "color": ["red" if j % (i + 2) else "blue" for j in range(rows)]}
                      ).to_csv(folder / "data.csv", index=False)
-        (folder / "policy.toml").write_text(OPEN.format(floor=floor))
+        (folder / "policy.toml").write_text(OPEN.format(floor=floor) + extra)
         sites.append(PartnerSite(NodeConfig(
             data_path=str(folder / "data.csv"), spec=str(tmp_path / "spec.toml"),
             partner_name=f"p{i}", state_dir=str(folder / "state"),
@@ -200,6 +200,38 @@ def test_a_partner_refuses_a_run_its_policy_forbids(tmp_path: Path, partners: in
     with pytest.raises(PolicyRefusedError, match="Partner 'p0'") as info:
         secagg_keys(setup, sites[0])
     assert limit in str(info.value)
+
+
+def test_a_partner_refuses_a_declared_t_below_its_policy_and_releases_nothing(
+        tmp_path: Path) -> None:
+    # Prepare: p0 demands t >= 2; the run declares t = 1 with 4 partners
+    sites = _sites(tmp_path, 4, extra="min_secure_aggregation_dropouts = 2\n")
+    _open(sites)
+    _, setup = _setup(sites, 1, 10)
+    assert sites[0].policy.min_secure_aggregation_dropouts == 2
+
+    # Execute / Assert: the refusal names the partner, the key and both values
+    with pytest.raises(PolicyRefusedError, match="Partner 'p0'") as info:
+        secagg_keys(_wire(SecaggSetup, setup), sites[0])
+    message = str(info.value)
+    assert "'min_secure_aggregation_dropouts' = 2" in message and "t = 1" in message
+    # nothing released: no key advertised, no protocol state, no ledger event
+    assert not (sites[0].state_dir / "secagg" / f"{setup.request.run_id.hex()}.json").exists()
+    with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
+        assert book.events(run_id="run1", party="p0") == []
+
+
+def test_a_partner_accepts_a_declared_t_equal_to_its_policy(tmp_path: Path) -> None:
+    # Prepare: p0 demands t >= 1; the run declares exactly t = 1 with 4 partners
+    sites = _sites(tmp_path, 4, extra="min_secure_aggregation_dropouts = 1\n")
+    _open(sites)
+    coord, setup = _setup(sites, 1, 10)
+
+    # Execute: the whole key setup goes through
+    _keys(sites, coord, setup)
+
+    # Assert: p0 advertised its keys and holds the run's state
+    assert (sites[0].state_dir / "secagg" / f"{setup.request.run_id.hex()}.json").is_file()
 
 
 def test_a_partner_without_the_others_keys_refuses_to_share_its_key(tmp_path: Path) -> None:
