@@ -162,7 +162,6 @@ def test_secagg_ridge_without_noise_equals_partner_noise(tmp_path: Path) -> None
     assert secure.model.privacy["noise_placement"] == "secagg"
     diff = np.linalg.norm(secure.model.coef_ - plain.model.coef_)
     assert diff <= 1e-6 * np.linalg.norm(plain.model.coef_)
-    print(f"ridge secagg vs partner at inf: {diff / np.linalg.norm(plain.model.coef_):.3g}")
     assert secure.metrics["response"]["federated"]["r2"] == pytest.approx(
         plain.metrics["response"]["federated"]["r2"], abs=1e-6)
 
