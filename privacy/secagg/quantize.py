@@ -15,24 +15,24 @@ bound evaluated at these rounded sensitivities covers it (:func:`rounded_sensiti
 Clipping to the L2 ball is a projection (1-Lipschitz in L2), so it never raises ``Delta``.
 
 No wrap-around. With ``m`` partners, every partner's clipped, rounded vector has coordinates of
-magnitude at most ``scale*bound*(1 + 2**-20) + 1`` (the factor covers the floating-point error of
-the clipping: the computed L2 norm of at most ``2**22`` values is off by far less than ``2**-30``
-relative); the aggregate noise is Skellam of variance ``V <= m*v`` (``v`` each share's variance),
-which is sub-gamma: ``P(|N| >= x) <= 2 exp(-x**2 / (2(V + x/3)))``. The plan requires
-``m*(scale*bound*(1 + 2**-20) + 1) + x <= 2**(bits-1) - 1`` with ``x`` chosen so that the union
-over the ``d`` coordinates fails with probability at most ``failure_prob`` (default ``2**-40``).
-A wrap would only damage utility: it is a function of the noised sum.
+magnitude at most ``scale*bound*(1 + 2**-20) + 1`` (the factor covers the floating-point error
+of the clipping: the computed L2 norm of at most ``2**22`` values is off by at most about
+``2**-30`` relative); the aggregate noise is Skellam of variance ``V <= m*v`` (``v`` each
+share's variance), which is sub-gamma: ``P(|N| >= x) <= 2 exp(-x**2 / (2(V + x/3)))``. The
+plan requires ``m*(scale*bound*(1 + 2**-20) + 1) + x <= 2**(bits-1) - 1`` with ``x`` chosen
+so that the union over the ``d`` coordinates fails with probability at most ``failure_prob``
+(default ``2**-40``). A wrap would only damage utility: it is a function of the noised sum.
 
 Scale. The scale is the largest power of two whose sums fit the ``2**bits`` ring (``bits <=
-62``) by the inequality above: it is a function of public values only (the bound, ``m``, the
-noise plan), never of the data. Multiplying by a power of two is exact in float64, ``floor``
-and the ``int64`` cast are exact below ``2**63``, so the only losses are the rounding (less
-than one step, ``1/scale``, per partner and coordinate) and the float64 conversion of the
-lifted integer sum ``S`` (at most ``|S| * 2**-53``). Hence, without noise, every decoded
-coordinate is within ``summed/scale + |sum| * 2**-52`` of the real sum of the clipped vectors
-(:meth:`QuantizationPlan.rounding_error_bound`). For a bound of ``1e8`` customers times a unit
-sensitivity and 10 partners the step is ``2**-31`` (about ``5e-10``), so the rounding error of
-the sum is below ``5e-9`` per coordinate.
+62``) by the inequality above, within the resolution cap below: it is a function of public
+values only (the bound, ``m``, the noise plan), never of the data. Multiplying by a power of
+two is exact in float64, ``floor`` and the ``int64`` cast are exact below ``2**63``, so the
+only losses are the rounding (less than one step, ``1/scale``, per partner and coordinate)
+and the float64 conversion of the lifted integer sum ``S`` (at most ``|S| * 2**-53``). Hence,
+without noise, every decoded coordinate is within ``summed/scale + |sum| * 2**-52`` of the
+real sum of the clipped vectors (:meth:`QuantizationPlan.rounding_error_bound`). For a bound
+of ``1e8`` customers times a unit sensitivity and 10 partners the step is ``2**-31`` (about
+``5e-10``), so the rounding error of the sum is below ``5e-9`` per coordinate.
 
 Resolution cap. Each share's standard deviation is at most ``2**20`` integer steps, so the
 Poisson sampler works with rates far below ``2**52``.
