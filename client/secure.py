@@ -5,13 +5,25 @@ The partner signs its per-run public keys with its Ed25519 key
 signature against ``<state-dir>/secagg/partners.json`` (partner name -> hex public key),
 which the federation's administrators write; without it the partner refuses secure
 aggregation. Between messages its protocol state is kept in ``<state-dir>/secagg/``,
-readable by the partner's user only.
+readable by the partner's user only: one file per secure-aggregation run (one stage of a
+fedprofile run), ``<secagg-id>.json``, holding that run's secret X25519 keys, the current
+round's self-mask seed and the other partners' key and seed shares.
+
+Those secrets are not kept after use. The file is deleted when the partner has answered the
+unmask step of the stage's last planned release (its ledger holds every release the run's
+accepted plan has for that stage). A run that ends otherwise (aborted, a partner refused, the
+coordinator vanished) leaves its file behind; every new key setup deletes the files of
+secure-aggregation runs not written for :data:`STALE_AFTER` seconds (24 hours). Every message
+of a run rewrites its file, so only a run idle for that long loses its keys; its next message
+is then refused. Deletion unlinks the file; it does not overwrite the disk blocks.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +61,13 @@ from fedprofile.protocol.secagg import (
     mask_request,
 )
 
-__all__ = ["Masked", "Reply", "masked_release", "secagg_keys", "secagg_shares", "secagg_unmask",
-           "trust_each_other", "trusted_keys_path"]
+__all__ = ["STALE_AFTER", "Masked", "Reply", "masked_release", "prune_state", "secagg_keys",
+           "secagg_shares", "secagg_unmask", "trust_each_other", "trusted_keys_path"]
+
+
+STALE_AFTER = 24 * 3600.0
+"""Seconds after its last message when another run's secagg state file is deleted."""
+_STATE_FILE = re.compile(r"(tmp-)?[0-9a-f]{32}\.json")
 
 
 def _folder(site: PartnerSite) -> Path:
@@ -158,7 +175,7 @@ def _save(site: PartnerSite, partner: SecaggPartner, info: dict[str, Any]) -> No
 
 
 def _load(site: PartnerSite, secagg_id: bytes) -> tuple[SecaggPartner, dict[str, Any]]:
-    path = site.state_dir / "secagg" / f"{secagg_id.hex()}.json"
+    path = _state_path(site, secagg_id)
     if not path.is_file():
         raise ProtocolError("Secure aggregation refused: the message belongs to no run this "
                             "partner joined.")
@@ -166,6 +183,21 @@ def _load(site: PartnerSite, secagg_id: bytes) -> tuple[SecaggPartner, dict[str,
     partner = SecaggPartner.restore(site.name, signing_key(site.state_dir), _trusted(site),
                                     _bytes(saved["state"]))
     return partner, saved["info"]
+
+
+def _state_path(site: PartnerSite, secagg_id: bytes) -> Path:
+    return site.state_dir / "secagg" / f"{secagg_id.hex()}.json"
+
+
+def prune_state(site: PartnerSite, *, now: float | None = None) -> list[Path]:
+    """Delete the state files of secure-aggregation runs idle for :data:`STALE_AFTER`."""
+    folder = site.state_dir / "secagg"
+    limit = (time.time() if now is None else now) - STALE_AFTER
+    stale = [p for p in (folder.iterdir() if folder.is_dir() else ())
+             if _STATE_FILE.fullmatch(p.name) and p.stat().st_mtime < limit]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
@@ -177,6 +209,12 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
         raise PolicyRefusedError(f"Partner {site.name!r} does not take part in secure "
                                  "aggregation: its policy sets 'min_secure_aggregation_partners'"
                                  " = 0.")
+    if t < policy.min_secure_aggregation_dropouts:
+        raise PolicyRefusedError(
+            f"Partner {site.name!r} refuses secure aggregation declaring t = {t} dropouts: "
+            f"its policy 'min_secure_aggregation_dropouts' = "
+            f"{policy.min_secure_aggregation_dropouts} needs t >= "
+            f"{policy.min_secure_aggregation_dropouts} (run config 'secagg-dropouts').")
     if m < max(floor, t + 2):
         raise PolicyRefusedError(
             f"Partner {site.name!r} refuses secure aggregation with {m} partners: it needs at "
@@ -191,6 +229,7 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
     if request.dim > most:
         raise ProtocolError(f"Secure aggregation refused: vectors of {request.dim} values; "
                             f"this partner accepts at most {most}.")
+    prune_state(site)
     partner = SecaggPartner(site.name, signing_key(site.state_dir), _trusted(site),
                             min_survivors=max(m - t, 2))
     advert = partner.advertise(request)
@@ -247,10 +286,16 @@ def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: 
 
 
 def secagg_unmask(request: UnmaskRequest, site: PartnerSite) -> UnmaskReply:
-    """Reveal the shares that unmask the survivors' sum, and nothing more."""
+    """Reveal the shares that unmask the survivors' sum, and nothing more.
+
+    After the stage's last planned release the run's secrets are deleted, not saved.
+    """
     partner, info = _load(site, request.run_id)
     reply = partner.unmask(request)
-    _save(site, partner, info)
+    if site.guard.pending(run_id=info["run_id"], stage=info["stage"]) == 0:
+        _state_path(site, request.run_id).unlink(missing_ok=True)
+    else:
+        _save(site, partner, info)
     return reply
 
 

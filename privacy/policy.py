@@ -246,3 +246,17 @@ class PartnerGuard:
                 self._plan_with(tx, run_id, stage)
         except PolicyRefusal as exc:
             raise self._refused(run_id, str(exc)) from None
+
+    def pending(self, *, run_id: str, stage: str) -> int:
+        """How many of the run's planned ``stage`` releases this partner has not made yet.
+
+        0 once the stage's last planned release is recorded, or if the run was never accepted.
+        """
+        with self.ledger.exclusive() as tx:
+            plan = tx.plan(run_id=run_id, party=self.party)
+            if plan is None:
+                return 0
+            left = [e for e in plan.events if RELEASE_STAGES.get(e.stage) == stage]
+            for e in tx.events(run_id=run_id, party=self.party):
+                _take(left, e)
+            return len(left)

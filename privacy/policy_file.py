@@ -19,7 +19,7 @@ __all__ = ["ALL_STAGES", "SIMULATION_POLICY", "PartnerPolicy", "load_policy"]
 ALL_STAGES = ("profile", "kmeans", "ridge", "logistic", "score", "overlap", "lookalike")
 _KEYS = {"max_epsilon_per_run", "total_epsilon", "delta", "min_segment_size", "allowed_stages",
          "allow_non_private", "max_candidate_centres", "min_secure_aggregation_partners",
-         *OVERLAP_KEYS}
+         "min_secure_aggregation_dropouts", *OVERLAP_KEYS}
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class PartnerPolicy:
     min_secure_aggregation_partners : int, default=3
         Fewest partners a secure aggregation run (``noise = "secagg"``) may have for this
         partner to take part; 0 means it never takes part in one.
+    min_secure_aggregation_dropouts : int, default=0
+        Smallest declared ``t`` (``secagg-dropouts``: partners that may drop out or collude
+        with the coordinator while the planned noise still holds) of a secure aggregation run
+        this partner takes part in; a run declaring fewer is refused before any release.
     min_overlap_size, min_query_set_size, max_overlap_queries_per_day, min_seed_size : int
         Overlap and lookalike limits (see :mod:`fedprofile.privacy.overlap_limits`).
     """
@@ -57,6 +61,7 @@ class PartnerPolicy:
     allow_non_private: bool = False
     max_candidate_centres: int = 4096
     min_secure_aggregation_partners: int = 3
+    min_secure_aggregation_dropouts: int = 0
     min_overlap_size: int = 20
     min_query_set_size: int = 100
     max_overlap_queries_per_day: int = 3
@@ -128,6 +133,10 @@ def load_policy(path: str | Path) -> PartnerPolicy:
     if isinstance(secure, bool) or not isinstance(secure, int) or secure in (1, 2) or secure < 0:
         raise ContractError(f"Policy {source}: 'min_secure_aggregation_partners' must be 0 "
                             f"(never) or an integer >= 3. Got {secure!r} instead.")
+    tolerance = data.get("min_secure_aggregation_dropouts", 0)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+        raise ContractError(f"Policy {source}: 'min_secure_aggregation_dropouts' must be an "
+                            f"integer >= 0. Got {tolerance!r} instead.")
     default = PartnerPolicy()
     return PartnerPolicy(max_epsilon_per_run=_positive(data, "max_epsilon_per_run", source,
                                                        default.max_epsilon_per_run),
@@ -135,5 +144,6 @@ def load_policy(path: str | Path) -> PartnerPolicy:
                                                  default.total_epsilon),
                          delta=delta, min_segment_size=min_size, allowed_stages=tuple(stages),
                          allow_non_private=allow, max_candidate_centres=centres,
-                         min_secure_aggregation_partners=secure, source=source,
+                         min_secure_aggregation_partners=secure,
+                         min_secure_aggregation_dropouts=tolerance, source=source,
                          **overlap_limits(data, source))

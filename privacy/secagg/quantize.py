@@ -15,14 +15,26 @@ bound evaluated at these rounded sensitivities covers it (:func:`rounded_sensiti
 Clipping to the L2 ball is a projection (1-Lipschitz in L2), so it never raises ``Delta``.
 
 No wrap-around. With ``m`` partners, every partner's clipped, rounded vector has coordinates of
-magnitude at most ``scale*bound + 1``; the aggregate noise is Skellam of variance ``V <= m*v``
-(``v`` each share's variance), which is sub-gamma: ``P(|N| >= x) <= 2 exp(-x**2 / (2(V + x/3)))``.
-The plan requires ``m*(scale*bound + 1) + x <= 2**(bits-1) - 1`` with ``x`` chosen so that the
-union over the ``d`` coordinates fails with probability at most ``failure_prob`` (default
-``2**-40``). A wrap would only damage utility: it is a function of the noised sum.
+magnitude at most ``scale*bound*(1 + 2**-20) + 1`` (the factor covers the floating-point error
+of the clipping: the computed L2 norm of at most ``2**22`` values is off by at most about
+``2**-30`` relative); the aggregate noise is Skellam of variance ``V <= m*v`` (``v`` each
+share's variance), which is sub-gamma: ``P(|N| >= x) <= 2 exp(-x**2 / (2(V + x/3)))``. The
+plan requires ``m*(scale*bound*(1 + 2**-20) + 1) + x <= 2**(bits-1) - 1`` with ``x`` chosen
+so that the union over the ``d`` coordinates fails with probability at most ``failure_prob``
+(default ``2**-40``). A wrap would only damage utility: it is a function of the noised sum.
 
-Resolution caps. ``scale*bound <= 2**42`` keeps every scaled value exact to far below one integer
-step in float64, and each share's standard deviation is at most ``2**20`` integer steps, so the
+Scale. The scale is the largest power of two whose sums fit the ``2**bits`` ring (``bits <=
+62``) by the inequality above, within the resolution cap below: it is a function of public
+values only (the bound, ``m``, the noise plan), never of the data. Multiplying by a power of
+two is exact in float64, ``floor`` and the ``int64`` cast are exact below ``2**63``, so the
+only losses are the rounding (less than one step, ``1/scale``, per partner and coordinate)
+and the float64 conversion of the lifted integer sum ``S`` (at most ``|S| * 2**-53``). Hence,
+without noise, every decoded coordinate is within ``summed/scale + |sum| * 2**-52`` of the
+real sum of the clipped vectors (:meth:`QuantizationPlan.rounding_error_bound`). For a bound
+of ``1e8`` customers times a unit sensitivity and 10 partners the step is ``2**-31`` (about
+``5e-10``), so the rounding error of the sum is below ``5e-9`` per coordinate.
+
+Resolution cap. Each share's standard deviation is at most ``2**20`` integer steps, so the
 Poisson sampler works with rates far below ``2**52``.
 """
 
@@ -43,7 +55,8 @@ __all__ = [
 ]
 
 MAX_BITS = 62
-_MAX_SCALED_BOUND = 2.0**42
+_CLIP_SLACK = 2.0**-20
+"""Relative allowance for the float error of clipping, in the no-wrap inequality."""
 _MAX_SHARE_SD = 2.0**20
 
 
@@ -104,13 +117,15 @@ class QuantizationPlan:
         """``2**bits - 1`` as ``uint64`` (reduces mod ``2**bits`` with ``&``)."""
         return np.uint64((1 << self.bits) - 1)
 
-    def rounding_error_bound(self, summed: int | None = None) -> float:
+    def rounding_error_bound(self, summed: int | None = None, magnitude: float = 0.0) -> float:
         """Per-coordinate bound (strict) on ``|decoded sum - real sum of clipped vectors|``.
 
         Each of the ``summed`` (default ``partners``) rounded vectors is off by less than one
-        integer step, i.e. ``1/scale``, on every coordinate; noise is excluded.
+        integer step, i.e. ``1/scale``, on every coordinate; the float64 conversion of the
+        lifted sum adds at most ``magnitude * 2**-52`` for a sum of that absolute value
+        (at most the largest decoded coordinate); noise is excluded.
         """
-        return (self.partners if summed is None else summed) / self.scale
+        return (self.partners if summed is None else summed) / self.scale + magnitude * 2.0**-52
 
     def quantize(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Clip to ``bound`` (L2), scale and round at random; return ``int64`` integers."""
@@ -158,7 +173,10 @@ def rounded_sensitivity(sensitivity: float, scale: float, dim: int) -> tuple[flo
 def choose_quantization(*, bound: float, dim: int, partners: int, share_sd: float = 0.0,
                         failure_prob: float = 2.0**-40, max_bits: int = MAX_BITS
                         ) -> QuantizationPlan:
-    """Choose the largest power-of-two scale and the smallest modulus that never wraps.
+    """Choose the largest power-of-two scale that fits ``max_bits``, and its smallest modulus.
+
+    Only public values enter: the bound, the dimension, the partner count and the noise
+    share's standard deviation (see the module's *Scale* and *No wrap-around*).
 
     Parameters
     ----------
@@ -176,8 +194,8 @@ def choose_quantization(*, bound: float, dim: int, partners: int, share_sd: floa
     Examples
     --------
     >>> plan = choose_quantization(bound=100.0, dim=10, partners=5)
-    >>> plan.scale == 2.0**35, plan.bits
-    (True, 45)
+    >>> plan.scale == 2.0**52, plan.bits
+    (True, 62)
     """
     bound = _positive("bound", bound)
     _count("dim", dim, 1)
@@ -189,14 +207,14 @@ def choose_quantization(*, bound: float, dim: int, partners: int, share_sd: floa
     if isinstance(max_bits, bool) or not isinstance(max_bits, int) or not 2 <= max_bits <= MAX_BITS:
         raise ContractError(f"The 'max_bits' parameter must be an integer in [2, {MAX_BITS}]. "
                             f"Got {max_bits!r} instead.")
-    cap = _MAX_SCALED_BOUND / bound
+    cap = 2.0 ** (max_bits - 1) / (partners * bound)
     if share_sd > 0:
         cap = min(cap, _MAX_SHARE_SD / share_sd)
     exponent = math.floor(math.log2(cap))
     while True:
         scale = 2.0**exponent
         noise = noise_tail(partners * (scale * share_sd) ** 2, dim, failure_prob)
-        needed = partners * (scale * bound + 1.0) + noise + 1.0
+        needed = partners * (scale * bound * (1.0 + _CLIP_SLACK) + 1.0) + noise + 1.0
         bits = max(2, math.ceil(math.log2(needed)) + 1)
         if bits <= max_bits:
             return QuantizationPlan(bound=bound, dim=dim, partners=partners, scale=scale,

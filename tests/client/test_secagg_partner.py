@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,14 @@ import pandas as pd
 import pytest
 
 from fedprofile.client.app import kmeans, profile
-from fedprofile.client.secure import secagg_keys, secagg_shares, secagg_unmask, trust_each_other
+from fedprofile.client.secure import (
+    STALE_AFTER,
+    prune_state,
+    secagg_keys,
+    secagg_shares,
+    secagg_unmask,
+    trust_each_other,
+)
 from fedprofile.client.site import PartnerSite
 from fedprofile.client.statistics import cluster_partials
 from fedprofile.config import NodeConfig
@@ -59,8 +68,8 @@ def _wire(kind: type, message: object) -> object:
     return decode(kind, encode(message))
 
 
-def _sites(tmp_path: Path, n: int, *, floor: int = 3, trusted: bool = True
-           ) -> list[PartnerSite]:
+def _sites(tmp_path: Path, n: int, *, floor: int = 3, trusted: bool = True,
+           extra: str = "") -> list[PartnerSite]:
     sites = []
     (tmp_path / "spec.toml").write_text(SPEC)
     for i in range(n):
@@ -70,7 +79,7 @@ def _sites(tmp_path: Path, n: int, *, floor: int = 3, trusted: bool = True
         pd.DataFrame({"age": (np.arange(rows) * (i + 3)) % 70 + 20,
                       "color": ["red" if j % (i + 2) else "blue" for j in range(rows)]}
                      ).to_csv(folder / "data.csv", index=False)
-        (folder / "policy.toml").write_text(OPEN.format(floor=floor))
+        (folder / "policy.toml").write_text(OPEN.format(floor=floor) + extra)
         sites.append(PartnerSite(NodeConfig(
             data_path=str(folder / "data.csv"), spec=str(tmp_path / "spec.toml"),
             partner_name=f"p{i}", state_dir=str(folder / "state"),
@@ -155,6 +164,71 @@ def test_a_round_survives_a_partner_that_vanishes(tmp_path: Path, vanishes: str)
     assert release["guaranteed_variance"] == 3 * release["share_variance"]
 
 
+def _state_files(site: PartnerSite) -> list[str]:
+    return sorted(p.name for p in (site.state_dir / "secagg").glob("*.json")
+                  if p.name != "partners.json")
+
+
+def test_a_runs_secrets_are_deleted_after_its_last_planned_release(tmp_path: Path) -> None:
+    # Prepare: 3 partners, an exact k-means plan of several rounds, one secagg run for it
+    sites = _sites(tmp_path, 3)
+    plan = _open(sites)
+    centers = np.zeros((2, sites[0].spec.dim))
+    coord, setup = _setup(sites, 0, 2 * (sites[0].spec.dim + 1))
+    _keys(sites, coord, setup)
+    own = f"{setup.request.run_id.hex()}.json"
+    assert len(plan.rounds) >= 2
+
+    # Execute: every planned round, masked and unmasked through the wire records
+    kept = []
+    for rnd in plan.rounds:
+        request = KMeansRequest(run_id="run1", spec_fingerprint=sites[0].spec.fingerprint(),
+                                stage=rnd.stage, round=rnd.round, centers=centers,
+                                sum_noise_multiplier=0.0, count_noise_multiplier=0.0)
+        masks = coord.mask_requests()
+        masked = [_wire(SecaggMasked, kmeans(request, s, masks[s.name])).masked for s in sites]
+        unmask = coord.unmask_requests(masked)
+        coord.unmask([_wire(UnmaskReply, secagg_unmask(_wire(UnmaskRequest, unmask[s.name]),
+                                                       s)) for s in sites])
+        kept.append([own in _state_files(s) for s in sites])
+
+    # Assert: the keys stay while releases are pending, and are gone after the last unmask;
+    # the long-term signing key and the trusted keys stay
+    assert all(all(row) for row in kept[:-1])
+    assert kept[-1] == [False, False, False]
+    for site in sites:
+        assert _state_files(site) == []
+        assert (site.state_dir / "secagg" / "signing.key").is_file()
+        assert (site.state_dir / "secagg" / "partners.json").is_file()
+
+
+def test_key_setup_prunes_only_other_runs_idle_state(tmp_path: Path) -> None:
+    # Prepare: a stale run's state and half-written file (2 days idle), a live run's (1 hour)
+    sites = _sites(tmp_path, 3)
+    _open(sites)
+    folder = sites[0].state_dir / "secagg"
+    folder.mkdir(parents=True, exist_ok=True)
+    stale, half, live = "ab" * 16 + ".json", "tmp-" + "cd" * 16 + ".json", "ef" * 16 + ".json"
+    for name, age in ((stale, 2 * 86400), (half, 2 * 86400), (live, 3600)):
+        (folder / name).write_text("{}")
+        past = time.time() - age
+        os.utime(folder / name, (past, past))
+    (folder / "notes.json").write_text("{}")
+    os.utime(folder / "notes.json", (0, 0))
+
+    # Execute: a new run's key setup
+    _, setup = _setup(sites, 0, 10)
+    secagg_keys(_wire(SecaggSetup, setup), sites[0])
+
+    # Assert: idle state older than STALE_AFTER is gone; the live run and the new run keep
+    # theirs; files that are not secagg state are not touched
+    names = set(p.name for p in folder.iterdir())
+    assert stale not in names and half not in names
+    assert {live, f"{setup.request.run_id.hex()}.json", "notes.json", "signing.key"} <= names
+    assert STALE_AFTER == 24 * 3600
+    assert prune_state(sites[0], now=time.time() + STALE_AFTER + 60) != []
+
+
 def test_the_guaranteed_noise_is_recorded_for_a_private_round(tmp_path: Path) -> None:
     # Prepare
     sites = _sites(tmp_path, 3)
@@ -200,6 +274,38 @@ def test_a_partner_refuses_a_run_its_policy_forbids(tmp_path: Path, partners: in
     with pytest.raises(PolicyRefusedError, match="Partner 'p0'") as info:
         secagg_keys(setup, sites[0])
     assert limit in str(info.value)
+
+
+def test_a_partner_refuses_a_declared_t_below_its_policy_and_releases_nothing(
+        tmp_path: Path) -> None:
+    # Prepare: p0 demands t >= 2; the run declares t = 1 with 4 partners
+    sites = _sites(tmp_path, 4, extra="min_secure_aggregation_dropouts = 2\n")
+    _open(sites)
+    _, setup = _setup(sites, 1, 10)
+    assert sites[0].policy.min_secure_aggregation_dropouts == 2
+
+    # Execute / Assert: the refusal names the partner, the key and both values
+    with pytest.raises(PolicyRefusedError, match="Partner 'p0'") as info:
+        secagg_keys(_wire(SecaggSetup, setup), sites[0])
+    message = str(info.value)
+    assert "'min_secure_aggregation_dropouts' = 2" in message and "t = 1" in message
+    # nothing released: no key advertised, no protocol state, no ledger event
+    assert not (sites[0].state_dir / "secagg" / f"{setup.request.run_id.hex()}.json").exists()
+    with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
+        assert book.events(run_id="run1", party="p0") == []
+
+
+def test_a_partner_accepts_a_declared_t_equal_to_its_policy(tmp_path: Path) -> None:
+    # Prepare: p0 demands t >= 1; the run declares exactly t = 1 with 4 partners
+    sites = _sites(tmp_path, 4, extra="min_secure_aggregation_dropouts = 1\n")
+    _open(sites)
+    coord, setup = _setup(sites, 1, 10)
+
+    # Execute: the whole key setup goes through
+    _keys(sites, coord, setup)
+
+    # Assert: p0 advertised its keys and holds the run's state
+    assert (sites[0].state_dir / "secagg" / f"{setup.request.run_id.hex()}.json").is_file()
 
 
 def test_a_partner_without_the_others_keys_refuses_to_share_its_key(tmp_path: Path) -> None:

@@ -56,8 +56,18 @@ def test_design_example_policy_is_parsed(tmp_path: Path) -> None:
                                 "allowed_stages": ["profile", "kmeans"],
                                 "allow_non_private": False, "max_candidate_centres": 4096,
                                 "min_secure_aggregation_partners": 3,
+                                "min_secure_aggregation_dropouts": 0,
                                 "min_overlap_size": 20, "min_query_set_size": 100,
                                 "max_overlap_queries_per_day": 3, "min_seed_size": 100}
+
+
+def test_min_secure_aggregation_dropouts_is_read(tmp_path: Path) -> None:
+    # Execute
+    policy = load_policy(_write(tmp_path, "min_secure_aggregation_dropouts = 2\n"))
+
+    # Assert: the key is read, and absent it defaults to 0 (any declared t)
+    assert policy.min_secure_aggregation_dropouts == 2
+    assert PartnerPolicy().min_secure_aggregation_dropouts == 0
 
 
 def test_empty_policy_file_gets_the_documented_defaults(tmp_path: Path) -> None:
@@ -120,9 +130,12 @@ def test_unknown_key_raises_contract_error_naming_it(tmp_path: Path, line: str,
     ("allowed_stages = [\"kmeans\", \"export\"]", "allowed_stages"),
     ("allowed_stages = \"kmeans\"", "allowed_stages"),
     ("allow_non_private = \"yes\"", "allow_non_private"),
+    ("min_secure_aggregation_dropouts = -1", "min_secure_aggregation_dropouts"),
+    ("min_secure_aggregation_dropouts = 1.5", "min_secure_aggregation_dropouts"),
 ], ids=["max-zero", "max-negative", "max-nan", "max-string", "total-bool", "total-zero",
         "delta-zero", "delta-above-one", "delta-inf", "min-size-negative", "min-size-float",
-        "min-size-bool", "stage-unknown", "stages-not-a-list", "non-private-string"])
+        "min-size-bool", "stage-unknown", "stages-not-a-list", "non-private-string",
+        "secagg-dropouts-negative", "secagg-dropouts-float"])
 def test_bad_value_raises_contract_error_naming_the_key(tmp_path: Path, line: str,
                                                         key: str) -> None:
     # Prepare

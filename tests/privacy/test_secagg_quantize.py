@@ -28,7 +28,9 @@ def test_decoded_sum_within_stated_bound(bound: float, dim: int, partners: int) 
         total += plan.encode(plan.quantize(v, rng))
     decoded = plan.decode_sum(total)
     err = np.max(np.abs(decoded - np.sum(vecs, axis=0)))
-    assert err < plan.rounding_error_bound()
+    # the float64 terms: the decoded sum's conversion, and the reference np.sum's own error
+    magnitude = float(np.sum(np.abs(vecs), axis=0).max())
+    assert err < plan.rounding_error_bound(magnitude=partners * magnitude)
     # realistic sizes: relative to the bound the error is far below 1e-6
     assert err / bound <= 1e-6
 
@@ -55,13 +57,42 @@ def test_rounding_is_unbiased() -> None:
 
 def test_no_wrap_margin_holds_with_noise() -> None:
     plan = choose_quantization(bound=1e3, dim=10_000, partners=100, share_sd=50.0)
-    worst = plan.partners * (plan.scale * plan.bound + 1)
+    worst = plan.partners * (plan.scale * plan.bound * (1 + 2**-20) + 1)
     tail = noise_tail(plan.partners * (plan.scale * 50.0) ** 2, plan.dim, 2.0**-40)
     assert worst + tail < 2 ** (plan.bits - 1)
     assert plan.bits <= MAX_BITS
     assert plan.scale * 50.0 <= 2**20  # share resolution cap
     # the modulus is the smallest that fits: one bit less would not
     assert worst + tail + 1 > 2 ** (plan.bits - 2)
+
+
+@pytest.mark.parametrize(("bound", "partners"), [(1e8, 2), (6.75e8, 5), (1e8, 100)])
+def test_without_noise_the_scale_fills_the_ring(bound: float, partners: int) -> None:
+    # Prepare: the plan of a noiseless sum, from public values only
+    plan = choose_quantization(bound=bound, dim=5, partners=partners)
+    # Assert: the largest power of two that fits 62 bits; twice it would not fit
+    assert plan.bits == MAX_BITS
+    assert partners * (plan.scale * bound * (1 + 2**-20) + 1) + 1 < 2.0 ** (MAX_BITS - 1)
+    assert partners * (2 * plan.scale * bound + 1) + 1 > 2.0 ** (MAX_BITS - 1)
+
+
+def test_vectors_at_the_bound_sum_without_wrapping_on_a_full_ring() -> None:
+    # Prepare: every partner's vector at the L2 bound, all coordinates of one sign
+    dim, partners, bound = 1000, 7, 3e8
+    plan = choose_quantization(bound=bound, dim=dim, partners=partners)
+    rng = secure_rng(2)
+    vecs = [np.abs(rng.normal(size=dim)) for _ in range(partners)]
+    vecs = [v * (bound * 1.5 / np.linalg.norm(v)) for v in vecs]  # clipped to the bound
+    # Execute
+    total = np.zeros(dim, dtype=np.uint64)
+    for v in vecs:
+        total = (total + plan.encode(plan.quantize(v, rng))) & plan.modulus_mask
+    decoded = plan.decode_sum(total)
+    # Assert: no coordinate wrapped, and each is within the stated bound
+    clipped = np.sum([v / 1.5 for v in vecs], axis=0)
+    assert np.all(decoded > 0)
+    assert np.max(np.abs(decoded - clipped)) < plan.rounding_error_bound(
+        magnitude=float(np.abs(clipped).max()) * 1.01)
 
 
 def test_bound_violating_vector_is_clipped_not_wrapped() -> None:

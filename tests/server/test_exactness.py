@@ -15,6 +15,7 @@ from fedprofile.contract.parser import load_spec
 from fedprofile.contract.spec import FeatureSpec, NumericFeature
 from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.secagg.plan import plan_secagg
+from fedprofile.server.regression import symmetric_from_upper
 from fedprofile.sim.evaluate import kmeans_cost
 from fedprofile.sim.inprocess import (
     MAX_PARTNER_CUSTOMERS,
@@ -84,17 +85,22 @@ def test_non_private_defaults_reach_the_centralized_cost_at_k_6(seed: int) -> No
 
 
 def test_secagg_lloyd_at_infinite_epsilon_equals_sklearn_lloyd(bank_partners) -> None:
-    # Prepare: the same public start for both
+    # Prepare: the same public start for all three
     mats, spec = bank_partners
     pooled = np.vstack(mats)
     start = pooled[np.random.default_rng(3).choice(len(pooled), 6, replace=False)]
     # Execute
     fed = run_kmeans_inprocess(mats, spec, k=6, epsilon=math.inf, rounds=3, noise="secagg",
-                               initial_centers=start, init="random")
+                               initial_centers=start, init="random", noise_seed=0)
+    plain = run_kmeans_inprocess(mats, spec, k=6, epsilon=math.inf, rounds=3,
+                                 initial_centers=start, init="random")
     central = KMeans(n_clusters=6, init=start, n_init=1, max_iter=3, tol=0.0,
                      algorithm="lloyd").fit(pooled)
-    # Assert: equal up to the quantisation of the sums (2**-14 per partner and coordinate)
-    np.testing.assert_allclose(fed.centers, central.cluster_centers_, rtol=0, atol=1e-6)
+    # Assert: equal up to the quantisation of the sums, far below 1e-6 relative (the sums'
+    # step is 2**-30 for 5 partners and the public bound of 1e8 customers each)
+    scale = max(abs(plain.centers).max(), 1.0)
+    assert np.abs(fed.centers - plain.centers).max() <= 1e-6 * scale
+    np.testing.assert_allclose(fed.centers, central.cluster_centers_, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("noise_multiplier", [0.5, 2.0])
@@ -114,39 +120,74 @@ def test_secagg_release_noise_matches_the_single_gaussian_draw(noise_multiplier:
     assert np.std(np.sum(partner, axis=0)) / sigma == pytest.approx(math.sqrt(5), rel=0.05)
 
 
-@pytest.mark.parametrize(("task", "target"), [("ridge", "balance"), ("logistic", "y")])
-def test_secagg_response_at_infinite_epsilon_equals_partner_placement(task: str,
-                                                                       target: str) -> None:
-    # Prepare: bank's 5 partners' design data, as the response stage sees it
+def _bank_designs(target: str) -> tuple[list, float, float]:
     preset = load_preset("bank")
     spec = load_spec(preset.spec_path)
     designs = [design_data(p.frame, spec, target, segment_centers=None, holdout=0.2, seed=0,
                            source=p.name) for p in preset.partitions(5)]
-    bounds = {"norm_bound": design_norm_bound(spec, target, segment_aware=False),
-              "target_bound": target_bound(spec, target)}
+    return designs, design_norm_bound(spec, target, segment_aware=False), target_bound(spec,
+                                                                                       target)
+
+
+def _ridge_error_bound(designs: list, norm_bound: float, target_bound: float,
+                       alpha: float = 1.0) -> float:
+    """Largest coefficient error the stated quantisation bound allows (perturbation bound).
+
+    ``A theta = b`` with ``A = Z'Z + alpha P``: entries of ``Z'Z`` and ``Z'y`` are each off
+    by at most their plan's :meth:`rounding_error_bound`, so ``||dA||_2 <= dim * e_A``,
+    ``||db||_2 <= sqrt(dim) * e_b`` and ``||dtheta|| <= ||A^-1|| (||dA|| ||theta|| + ||db||)
+    / (1 - ||A^-1|| ||dA||)``.
+    """
+    grams, xtys = zip(*(gram_statistics(d.z_train, d.y_train) for d in designs), strict=True)
+    gram, xty = np.sum(grams, axis=0), np.sum(xtys, axis=0)
+    dim = xty.size
+    plan_a, plan_b = (plan_secagg(partners=len(designs), dropouts=0, dim=size, mu=math.inf,
+                                  bound=MAX_PARTNER_CUSTOMERS * sens, sensitivity=sens
+                                  ).quantization
+                      for size, sens in ((gram.size, norm_bound**2),
+                                         (dim, norm_bound * target_bound)))
+    system = symmetric_from_upper(gram, dim) + alpha * np.diag([1.0] * (dim - 1) + [0.0])
+    theta = np.linalg.solve(system, xty)
+    inv_norm = 1.0 / np.linalg.svd(system, compute_uv=False).min()
+    d_a = dim * plan_a.rounding_error_bound(magnitude=float(np.abs(gram).max()))
+    d_b = math.sqrt(dim) * plan_b.rounding_error_bound(magnitude=float(np.abs(xty).max()))
+    assert inv_norm * d_a < 0.5
+    return inv_norm * (d_a * float(np.linalg.norm(theta)) + d_b) / (1 - inv_norm * d_a)
+
+
+@pytest.mark.parametrize(("task", "target"), [("ridge", "balance"), ("logistic", "y")])
+def test_secagg_response_at_infinite_epsilon_equals_partner_placement(task: str,
+                                                                       target: str) -> None:
+    # Prepare: bank's 5 partners' design data, as the response stage sees it
+    designs, norm_bound, t_bound = _bank_designs(target)
+    bounds = {"norm_bound": norm_bound, "target_bound": t_bound}
     # Execute
     exact = run_response_inprocess(designs, task=task, epsilon=math.inf, **bounds)
     secure = run_response_inprocess(designs, task=task, epsilon=math.inf, noise="secagg",
-                                    **bounds)
-    # Assert: the same model up to the quantisation of the summed statistics (below)
-    np.testing.assert_allclose(secure.coef, exact.coef, rtol=0, atol=1e-3)
+                                    noise_seed=0, **bounds)
+    # Assert: the same model up to the quantisation of the summed statistics, 1e-6 relative
+    error = np.linalg.norm(secure.coef - exact.coef)
+    assert error <= 1e-6 * np.linalg.norm(exact.coef)
+    if task == "ridge":  # and within the perturbation bound the stated rounding bound gives
+        assert error <= _ridge_error_bound(designs, norm_bound, t_bound)
 
 
 def test_secagg_release_at_infinite_epsilon_is_the_sum_up_to_rounding() -> None:
     # Prepare: bank's 5 partners' Gram statistics, and the ring the release plans
-    preset = load_preset("bank")
-    spec = load_spec(preset.spec_path)
-    grams = [gram_statistics(d.z_train, d.y_train)[0] for d in (
-        design_data(p.frame, spec, "y", segment_centers=None, holdout=0.2, seed=0,
-                    source=p.name) for p in preset.partitions(5))]
-    sensitivity = design_norm_bound(spec, "y", segment_aware=False) ** 2
-    scale = plan_secagg(partners=5, dropouts=0, dim=grams[0].size, mu=math.inf,
-                        bound=MAX_PARTNER_CUSTOMERS * sensitivity,
-                        sensitivity=sensitivity).quantization.scale
+    designs, norm_bound, _ = _bank_designs("y")
+    grams = [gram_statistics(d.z_train, d.y_train)[0] for d in designs]
+    sensitivity = norm_bound**2
+    plan = plan_secagg(partners=5, dropouts=0, dim=grams[0].size, mu=math.inf,
+                       bound=MAX_PARTNER_CUSTOMERS * sensitivity,
+                       sensitivity=sensitivity).quantization
     # Execute
     [(total,)] = released([[g] for g in grams], [(sensitivity, 0.0)], noise="secagg",
                           rng=np.random.default_rng(0))
-    # Assert: randomised rounding moves each partner's value by less than one step
-    error = np.abs(total - np.sum(grams, axis=0))
-    assert error.max() < 5 / scale
+    # Assert: randomised rounding moves each partner's value by less than one step, and the
+    # step comes from public values only (62-bit ring, 5 partners, 1e8 customers each)
+    exact = np.sum(grams, axis=0)
+    error = np.abs(total - exact)
+    assert plan.bits == 62 and plan.scale == 2.0**29
+    assert error.max() < plan.rounding_error_bound(magnitude=float(np.abs(exact).max()))
     assert error.max() > 0  # the rounding is real, and bounded as stated
+    assert error.max() <= 1e-12 * np.abs(exact).max()
