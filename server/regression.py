@@ -1,8 +1,9 @@
 """Federated DP response models on the coordinator: ridge and logistic regression.
 
 Ridge (DESIGN §5): one round of noised sufficient statistics ``Z'Z`` and ``Z'y``; the
-coordinator symmetrises, adds a ridge penalty chosen by post-processing of the noisy matrix
-(so that it dominates the noise, AdaSSP-style, Wang 2018) and solves. Exact at epsilon = inf.
+coordinator symmetrises, floors the noisy matrix's eigenvalues at the noise level, adds a
+ridge penalty set from the public noise level and dimension (AdaSSP-style, Wang 2018), and
+solves. Both steps are post-processing of the release. Exact at epsilon = inf.
 
 Logistic: a noised Gram round gives the bound ``H = Z'Z / 4 + alpha I`` on the logistic
 Hessian; then each round partners send the noised sum of per-customer clipped gradients and
@@ -24,8 +25,9 @@ from fedprofile.privacy.accounting import gdp_mu, split_mu
 from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 from fedprofile.protocol import GradientReply, GradientRequest, GramReply, GramRequest, ResponseTask
 
-__all__ = ["LogisticStage", "RegressionResult", "ResponsePlan", "RidgeStage", "plan_response",
-           "solve_ridge", "symmetric_from_upper"]
+__all__ = ["LogisticStage", "RegressionResult", "ResponsePlan", "RidgeStage", "dp_ridge_penalty",
+           "floor_noisy_gram", "noise_ridge_penalty", "plan_response", "solve_ridge",
+           "symmetric_from_upper"]
 
 Task = Literal["ridge", "logistic"]
 
@@ -127,18 +129,42 @@ def _penalty(dim: int) -> np.ndarray:
 
 
 def dp_ridge_penalty(gram: np.ndarray, noise_sigma: float) -> float:
-    """Extra penalty so the noisy Gram matrix stays well conditioned (post-processing).
+    """Extra penalty so the noisy logistic Hessian bound stays well conditioned.
 
     ``max(0, sigma * sqrt(D) - lambda_min(gram))``: a symmetric Gaussian noise matrix has
-    spectral norm about ``2 sigma sqrt(D)``; lifting the smallest eigenvalue of the noisy
-    matrix to ``sigma sqrt(D)`` gave the best held-out R² on the shipped data (the AdaSSP
-    union bound ``sigma sqrt(D log(2 D**2 / 0.05))`` over-shrinks by about 0.01 R²).
-    Computed from the noisy matrix only, so it costs no privacy.
+    spectral norm about ``2 sigma sqrt(D)``; this lifts the smallest eigenvalue of the noisy
+    matrix to ``sigma sqrt(D)``. Computed from the noisy matrix only, so it costs no privacy.
+    Ridge uses :func:`floor_noisy_gram` and :func:`noise_ridge_penalty` instead.
     """
     if noise_sigma == 0.0:
         return 0.0
     bound = noise_sigma * math.sqrt(gram.shape[0])
     return max(0.0, bound - float(np.linalg.eigvalsh(gram)[0]))
+
+
+def floor_noisy_gram(gram: np.ndarray, noise_sigma: float) -> np.ndarray:
+    """The noisy Gram matrix with every eigenvalue below ``sigma sqrt(D)`` raised to it.
+
+    Directions whose eigenvalue the noise can swamp (a symmetric Gaussian noise matrix has
+    spectral norm about ``2 sigma sqrt(D)``) get that floor; the well-determined directions
+    are left as released, where a uniform lift of the whole spectrum would shrink them too.
+    Post-processing of the release (``sigma`` is the planned noise, public); the identity
+    when ``sigma`` is 0, so the solve stays exact at epsilon = inf.
+    """
+    if noise_sigma == 0.0:
+        return gram
+    values, vectors = np.linalg.eigh((gram + gram.T) / 2)
+    values = np.maximum(values, noise_sigma * math.sqrt(gram.shape[0]))
+    return (vectors * values) @ vectors.T
+
+
+RIDGE_NOISE_PENALTY = 0.5
+"""Ridge penalty added on top of ``alpha``, in units of ``sigma sqrt(D)`` (BENCHMARKS.md)."""
+
+
+def noise_ridge_penalty(noise_sigma: float, dim: int) -> float:
+    """``RIDGE_NOISE_PENALTY * sigma * sqrt(D)``: from the planned noise and dimension only."""
+    return RIDGE_NOISE_PENALTY * noise_sigma * math.sqrt(dim)
 
 
 def solve_ridge(gram: np.ndarray, xty: np.ndarray, *, alpha: float, extra: float = 0.0
@@ -188,9 +214,9 @@ class RidgeStage:
         gram = symmetric_from_upper(np.sum([r.gram_upper for r in replies], axis=0), self.dim)
         xty = np.sum([r.xty for r in replies], axis=0)
         sigma = self.plan.gram_z * self.plan.norm_bound**2 * math.sqrt(len(replies))
-        extra = dp_ridge_penalty(gram + self.alpha * _penalty(self.dim), sigma)
-        self.result = RegressionResult(coef=solve_ridge(gram, xty, alpha=self.alpha,
-                                                        extra=extra),
+        extra = noise_ridge_penalty(sigma, self.dim)
+        self.result = RegressionResult(coef=solve_ridge(floor_noisy_gram(gram, sigma), xty,
+                                                        alpha=self.alpha, extra=extra),
                                        penalty=self.alpha + extra,
                                        gram_diagonal=np.diag(gram).copy(), gram_noise_sd=sigma)
 

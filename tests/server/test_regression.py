@@ -33,6 +33,8 @@ from fedprofile.server.regression import (
     LogisticStage,
     RidgeStage,
     dp_ridge_penalty,
+    floor_noisy_gram,
+    noise_ridge_penalty,
     plan_response,
     solve_ridge,
     symmetric_from_upper,
@@ -363,6 +365,69 @@ def test_dp_ridge_penalty_lifts_the_noisy_spectrum_to_sigma_sqrt_d(sigma, seed) 
     assert penalty > 0.0
     assert lifted >= sigma * math.sqrt(dim) - 1e-9 * max(1.0, penalty)
     assert lifted == pytest.approx(sigma * math.sqrt(dim), rel=1e-9)
+
+
+# --- ridge post-processing: eigenvalue floor and noise penalty --------------------------------
+
+
+def test_floor_noisy_gram_is_the_identity_without_noise() -> None:
+    # Prepare: an exact (rank-deficient) Gram matrix, as at epsilon = inf
+    z = np.random.default_rng(0).normal(size=(3, 5))
+    gram = z.T @ z
+
+    # Execute / Assert: the very same array, not a reconstruction of it
+    assert floor_noisy_gram(gram, 0.0) is gram
+
+
+@pytest.mark.parametrize(("sigma", "seed"), [(0.5, 0), (3.0, 1), (50.0, 2)],
+                         ids=["small-noise", "medium-noise", "large-noise"])
+def test_floor_noisy_gram_raises_only_the_eigenvalues_below_sigma_sqrt_d(sigma, seed) -> None:
+    # Prepare: a rank-deficient Gram matrix plus symmetric Gaussian noise
+    rng = np.random.default_rng(seed)
+    dim = 8
+    z = rng.normal(size=(40, dim)) * np.r_[np.full(4, 10.0), np.full(4, 0.01)]
+    upper = gram_statistics(z, None)[0] + rng.normal(0.0, sigma, size=dim * (dim + 1) // 2)
+    noisy = symmetric_from_upper(upper, dim)
+    floor = sigma * math.sqrt(dim)
+
+    # Execute
+    floored = floor_noisy_gram(noisy, sigma)
+
+    # Assert: symmetric, spectrum max(lambda, floor), eigenvectors kept
+    before, vectors = np.linalg.eigh(noisy)
+    np.testing.assert_allclose(floored, floored.T, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.eigvalsh(floored), np.sort(np.maximum(before, floor)),
+                               rtol=1e-9, atol=1e-9 * floor)
+    np.testing.assert_allclose(floored @ vectors, vectors * np.maximum(before, floor),
+                               atol=1e-7 * max(1.0, float(np.abs(noisy).max())))
+
+
+def test_noise_ridge_penalty_depends_only_on_the_public_noise_and_dimension() -> None:
+    # Execute / Assert: no data argument at all; zero without noise
+    assert noise_ridge_penalty(0.0, 41) == 0.0
+    assert noise_ridge_penalty(2.0, 16) == pytest.approx(0.5 * 2.0 * 4.0)
+    assert noise_ridge_penalty(4.0, 16) == pytest.approx(2 * noise_ridge_penalty(2.0, 16))
+
+
+def test_ridge_stage_solves_the_floored_gram_with_the_noise_penalty() -> None:
+    # Prepare: one noisy reply; the plan's sigma is gram_z * B**2 for a single (secure) sum
+    plan = plan_response(task="ridge", epsilon=1.0, delta=DELTA, norm_bound=2.0,
+                         target_bound=0.5)
+    spec = parse_spec({"features": {"x": {"kind": "numeric", "bounds": [0, 1]}}})
+    stage = RidgeStage(plan=plan, task=_task(spec, "ridge", "t"), dim=2, alpha=1.0)
+    upper, xty = np.array([30.0, -4.0, 50.0]), np.array([3.0, 5.0])
+    sigma = plan.gram_z * 4.0
+
+    # Execute
+    stage.aggregate(0, [GramReply(gram_upper=upper, xty=xty, events=())])
+    result = stage.finalize()
+
+    # Assert
+    gram = floor_noisy_gram(symmetric_from_upper(upper, 2), sigma)
+    expected = solve_ridge(gram, xty, alpha=1.0, extra=noise_ridge_penalty(sigma, 2))
+    np.testing.assert_allclose(result.coef, expected, rtol=1e-12)
+    assert result.penalty == pytest.approx(1.0 + noise_ridge_penalty(sigma, 2))
+    assert result.gram_noise_sd == pytest.approx(sigma)
 
 
 def test_symmetric_from_upper_inverts_the_row_major_upper_triangle() -> None:
