@@ -64,7 +64,7 @@ class RunConfig:
         Target delta, in ``(0, 0.1]``.
     rounds : int, default=0
         Lloyd rounds after the start, in ``[1, 50]``; 0 means :func:`default_rounds` of
-        ``epsilon``.
+        ``epsilon``, ``noise``, the partners and ``secagg_dropouts``.
     init : {"overcluster", "random"}, default="overcluster"
         Private start (DP over-clustering) or data-independent random centres.
     candidates : int, default=0
@@ -167,8 +167,15 @@ class RunConfig:
 
     @property
     def lloyd_rounds(self) -> int:
-        """The Lloyd rounds the run plans: ``rounds``, or :func:`default_rounds` if 0."""
-        return self.rounds or default_rounds(self.epsilon)
+        """The Lloyd rounds the run plans: ``rounds``, or :func:`default_rounds` if 0.
+
+        The default is planned from public values only: the budget, the noise placement,
+        the partners the run waits for (the fewest it may have) and the declared dropouts.
+        """
+        return self.rounds or default_rounds(
+            self.epsilon, delta=self.delta, noise=self.noise,
+            partners=max(self.expected_partners, self.min_partners),
+            dropouts=self.secagg_dropouts)
 
     def n_candidates(self, dim: int) -> int:
         """Candidates of the over-clustering start for a contract of dimension ``dim``."""

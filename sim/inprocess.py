@@ -76,13 +76,14 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
     """Federated DP k-means over ``matrices`` (one scaled matrix per partner), in process.
 
     ``noise`` places the noise (see :func:`released`); ``rounds`` 0 plans
-    :func:`fedprofile.run_defaults.default_rounds` of ``epsilon``; ``noise_seed`` seeds the
-    partners' noise (None: OS entropy); ``k_range`` chooses k as ``--k auto`` does (``k``
-    is then its upper bound); ``plan_options`` go to
-    :func:`fedprofile.server.kmeans.plan_kmeans`.
+    :func:`fedprofile.run_defaults.default_rounds` of ``epsilon``, ``noise`` and the partner
+    count (no dropouts); ``noise_seed`` seeds the partners' noise (None: OS entropy);
+    ``k_range`` chooses k as ``--k auto`` does (``k`` is then its upper bound);
+    ``plan_options`` go to :func:`fedprofile.server.kmeans.plan_kmeans`.
     """
     plan = plan_kmeans(epsilon=epsilon, delta=delta,
-                       lloyd_rounds=rounds or default_rounds(epsilon),
+                       lloyd_rounds=rounds or default_rounds(
+                           epsilon, delta=delta, noise=noise, partners=len(matrices)),
                        norm_bound=spec.norm_bound, init=init, **plan_options)
     stage = KMeansStage(spec=spec, plan=plan, k=k, n_partners=len(matrices),
                         run_id=uuid.uuid4().hex[:16], fingerprint=spec.fingerprint(),

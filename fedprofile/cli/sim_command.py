@@ -165,7 +165,9 @@ def sim(
                        "lookalike-threshold": lookalike_threshold}
         starts = init == "overcluster" and not start_from
         seg_eps = stage_epsilon(eps, delta) if task == "pipeline" else eps
-        seg_rounds = (rounds or default_rounds(seg_eps)) + (1 if starts else 0)
+        seg_rounds = (rounds or default_rounds(seg_eps, delta=delta, noise=noise,
+                                               partners=len(parts), dropouts=secagg_dropouts)
+                      ) + (1 if starts else 0)
         total = {"segments": seg_rounds, "ridge": 1, "logistic": 1 + gd_rounds,
                  "pipeline": seg_rounds + 1 + gd_rounds,
                  "overlap": len(parts) * (len(parts) - 1) // 2,

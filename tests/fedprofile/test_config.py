@@ -35,8 +35,15 @@ def test_empty_mapping_gives_the_documented_defaults() -> None:
     ({"epsilon": 2.9}, 3, 72),
     ({"epsilon": 3}, 5, 72),
     ({"epsilon": 8}, 8, 72),
+    # secagg: one noise draw per sum, so the same epsilon affords more rounds
+    ({"noise": "secagg"}, 5, 72),
+    ({"noise": "secagg", "epsilon": 0.5}, 3, 72),
+    ({"noise": "secagg", "epsilon": 3}, 8, 72),
+    ({"noise": "secagg", "secagg_dropouts": 1}, 3, 72),
+    ({"noise": "secagg", "secagg_dropouts": 1, "expected_partners": 6}, 5, 72),
 ], ids=["private-auto", "non-private-auto", "non-private-explicit", "private-explicit",
-        "below-3", "from-3", "from-8"])
+        "below-3", "from-3", "from-8", "secagg-1", "secagg-0.5", "secagg-3",
+        "secagg-dropout-fewest-partners", "secagg-dropout-6-partners"])
 def test_zero_rounds_and_candidates_resolve_from_the_budget(
     mapping: dict[str, Any], lloyd_rounds: int, candidates: int
 ) -> None:
