@@ -66,7 +66,7 @@ def shorten_idle_poll(cap: float) -> bool:
         warnings.warn(f"flwr {installed} is not {PATCHED_VERSION}: the SuperNode keeps "
                       "Flower's own 3 s idle poll.", RuntimeWarning, stacklevel=2)
         return False
-    loop.time = _CappedSleep(cap)
+    loop.time = _CappedSleep(cap)  # type: ignore[attr-defined]
     return True
 
 
