@@ -296,11 +296,13 @@ class LoopbackFederation:
         """Give every partner the others' secure-aggregation signing keys.
 
         In a real deployment each partner's administrator does this out of band (``fedprofile
-        secagg-keys``), so the coordinator cannot swap a partner's key.
+        secagg-keys``), so the coordinator cannot swap a partner's key. Partners configured
+        without a ``state-dir`` keep their default folder and are left out of the exchange.
         """
         from fedprofile.client.secure import trust_each_other
 
-        trust_each_other({p["partner-name"]: Path(p["state-dir"]) for p in self.partners})
+        trust_each_other({p["partner-name"]: Path(p["state-dir"]) for p in self.partners
+                          if p.get("state-dir")})
 
     @contextlib.contextmanager
     def running(self) -> Iterator[LoopbackFederation]:

@@ -66,13 +66,21 @@ def _run_config(root: Path, bank, out: str, **extra) -> dict:
             "expected-partners": PARTNERS, "dataset": "", "timeout": 120.0, **extra}
 
 
+def _segment_model(path: Path, output: str) -> SegmentModel:
+    """The run's segment model; the run's output if it wrote none (``flwr run`` exits 0 even
+    when the ServerApp failed)."""
+    assert path.is_file(), output[-4000:]
+    return SegmentModel.load(path)
+
+
 def test_pipeline_runs_over_tls_with_authenticated_partners(federation, bank) -> None:
     # Execute: segments, a segment-aware logistic model and local scoring, over real processes
     done = federation.run(_run_config(federation.root, bank, "out", task="pipeline", target="y",
                                       k=6), timeout=900)
     assert done.returncode == 0, (federation.logs / "flwr-run.log").read_text()[-2000:]
     # Assert: the segments meet the simulation's bar on the pooled data
-    model = SegmentModel.load(federation.root / "out" / "segments" / "model.json")
+    model = _segment_model(federation.root / "out" / "segments" / "model.json",
+                           (federation.logs / "flwr-run.log").read_text())
     spec = load_spec(bank.spec_path)
     pooled = np.vstack([transform_frame(p.frame, spec).matrix
                         for p in bank.partitions(PARTNERS)])
@@ -133,7 +141,7 @@ def test_secure_aggregation_pipeline_survives_a_partner_killed_mid_run(federatio
     (federation.logs / "flwr-run-secagg.log").write_text(output, encoding="utf-8")
     # Assert: both stages finished with the three others, each under secure aggregation
     assert runner.returncode == 0, output[-3000:]
-    model = SegmentModel.load(federation.root / "out-secagg" / "segments" / "model.json")
+    model = _segment_model(federation.root / "out-secagg" / "segments" / "model.json", output)
     assert sorted(model.partners) == sorted(p["partner-name"]
                                             for p in federation.partners[:PARTNERS])
     assert victim["partner-name"] in model.params["dropped_partners"]
@@ -162,7 +170,7 @@ def test_partner_killed_mid_run_is_reported_and_the_run_completes(federation, ba
     (federation.logs / "flwr-run-fault.log").write_text(output, encoding="utf-8")
     # Assert: the run finished with the two others, naming who left
     assert runner.returncode == 0, output[-2000:]
-    model = SegmentModel.load(federation.root / "out-fault" / "model.json")
+    model = _segment_model(federation.root / "out-fault" / "model.json", output)
     assert victim["partner-name"] not in model.partners
     assert len(model.partners) == 2
     assert victim["partner-name"] in model.params["dropped_partners"]
