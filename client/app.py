@@ -30,6 +30,7 @@ from fedprofile.client.releases import gradient, gram, kmeans
 from fedprofile.client.secure import (
     Masked,
     Reply,
+    check_secure_aggregation,
     secagg_keys,
     secagg_shares,
     secagg_unmask,
@@ -41,6 +42,7 @@ from fedprofile.errors import (
     DataError,
     PolicyRefusedError,
     ProtocolError,
+    SecureAggregationRefusedError,
 )
 from fedprofile.io.tables import write_table
 from fedprofile.models.response_model import ResponseModel
@@ -68,6 +70,7 @@ __all__ = ["app", "build_client_app", "checked_step", "error_for", "gradient", "
 log = logging.getLogger("fedprofile.client")
 
 _ERROR_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (SecureAggregationRefusedError, ErrorCode.SECAGG_REFUSED),
     (PolicyRefusedError, ErrorCode.POLICY_REFUSED),
     (BudgetExceededError, ErrorCode.POLICY_REFUSED),
     (ContractError, ErrorCode.CONTRACT_MISMATCH),
@@ -88,6 +91,9 @@ def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
                 min_segment_size=max(request.min_segment_size, site.policy.min_segment_size))
     if request.seed is not None:
         check_seed(site, request.seed)
+    if request.noise == "secagg":
+        check_secure_aggregation(site, partners=request.partners,
+                                 dropouts=request.secagg_dropouts)
     site.guard.accept_plan(run_id=request.run_id, stages=request.stages,
                            events=request.planned_events, delta=request.delta,
                            min_segment_size=request.min_segment_size)

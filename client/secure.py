@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.serialization import (
 from flwr.app import RecordDict
 
 from fedprofile.client.site import PartnerSite
-from fedprofile.errors import ContractError, PolicyRefusedError, ProtocolError
+from fedprofile.errors import ContractError, ProtocolError, SecureAggregationRefusedError
 from fedprofile.privacy.events import GaussianEvent, PrivacyEvent, SkellamEvent
 from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
@@ -61,8 +61,9 @@ from fedprofile.protocol.secagg import (
     mask_request,
 )
 
-__all__ = ["STALE_AFTER", "Masked", "Reply", "masked_release", "prune_state", "secagg_keys",
-           "secagg_shares", "secagg_unmask", "trust_each_other", "trusted_keys_path"]
+__all__ = ["STALE_AFTER", "Masked", "Reply", "check_secure_aggregation", "masked_release",
+           "prune_state", "secagg_keys", "secagg_shares", "secagg_unmask", "trust_each_other",
+           "trusted_keys_path"]
 
 
 STALE_AFTER = 24 * 3600.0
@@ -200,32 +201,48 @@ def prune_state(site: PartnerSite, *, now: float | None = None) -> list[Path]:
     return stale
 
 
-def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
-    """Check a secure-aggregation run against the policy, then advertise signed keys."""
-    policy, m, t = site.policy, setup.partners, setup.dropouts
-    site.guard.check_announced(run_id=setup.run_id, stage=setup.stage)
+def check_secure_aggregation(site: PartnerSite, *, partners: int, dropouts: int) -> None:
+    """Refuse a secure aggregation of ``partners`` (``t = dropouts``) the policy does not allow.
+
+    Checked when the run is announced and again at each stage's key setup. Raises
+    :class:`SecureAggregationRefusedError` naming the partner and the limit.
+    """
+    policy, m, t = site.policy, partners, dropouts
     floor = policy.min_secure_aggregation_partners
     if floor == 0:
-        raise PolicyRefusedError(f"Partner {site.name!r} does not take part in secure "
-                                 "aggregation: its policy sets 'min_secure_aggregation_partners'"
-                                 " = 0.")
+        raise SecureAggregationRefusedError(
+            f"Partner {site.name!r} does not take part in secure aggregation: its policy sets "
+            "'min_secure_aggregation_partners' = 0 (it adds all the noise itself).")
     if t < policy.min_secure_aggregation_dropouts:
-        raise PolicyRefusedError(
+        raise SecureAggregationRefusedError(
             f"Partner {site.name!r} refuses secure aggregation declaring t = {t} dropouts: "
             f"its policy 'min_secure_aggregation_dropouts' = "
             f"{policy.min_secure_aggregation_dropouts} needs t >= "
             f"{policy.min_secure_aggregation_dropouts} (run config 'secagg-dropouts').")
     if m < max(floor, t + 2):
-        raise PolicyRefusedError(
+        raise SecureAggregationRefusedError(
             f"Partner {site.name!r} refuses secure aggregation with {m} partners: it needs at "
             f"least {max(floor, t + 2)} (policy 'min_secure_aggregation_partners' = {floor}, "
             f"and t + 2 for t = {t} dropouts).")
+    others = set(_trusted(site)) - {site.name}
+    if len(others) < m - 1:
+        raise SecureAggregationRefusedError(
+            f"Partner {site.name!r} cannot check the keys of a secure aggregation of {m} "
+            f"partners: it trusts the signing keys of {len(others)} other partner(s) "
+            "(<state-dir>/secagg/partners.json, written by `fedprofile secagg-keys`).")
+
+
+def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
+    """Check a secure-aggregation run against the policy, then advertise signed keys."""
+    m, t = setup.partners, setup.dropouts
+    site.guard.check_announced(run_id=setup.run_id, stage=setup.stage)
+    check_secure_aggregation(site, partners=m, dropouts=t)
     request = setup.request
     if len(request.roster) != m or request.min_survivors < m - t:
         raise ProtocolError(f"Secure aggregation refused: the roster of {len(request.roster)} "
                             f"and minimum of {request.min_survivors} survivors do not match "
                             f"the plan of m = {m}, t = {t}.")
-    most = policy.max_candidate_centres * (site.spec.dim + 1) + 1
+    most = site.policy.max_candidate_centres * (site.spec.dim + 1) + 1
     if request.dim > most:
         raise ProtocolError(f"Secure aggregation refused: vectors of {request.dim} values; "
                             f"this partner accepts at most {most}.")

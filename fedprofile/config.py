@@ -17,7 +17,12 @@ from fedprofile.config_values import config_int as _int
 from fedprofile.config_values import config_str as _str
 from fedprofile.errors import ContractError
 from fedprofile.node_config import NodeConfig
-from fedprofile.run_defaults import default_candidates, default_rounds
+from fedprofile.run_defaults import (
+    SECAGG_TASKS,
+    default_candidates,
+    default_noise,
+    default_rounds,
+)
 
 __all__ = ["TASKS", "InitMethod", "NodeConfig", "RunConfig"]
 
@@ -25,6 +30,7 @@ InitMethod = Literal["overcluster", "random"]
 _INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
 TASKS = ("segments", "ridge", "logistic", "pipeline", "overlap", "lookalike")
 NOISE_PLACEMENTS = ("partner", "secagg")
+NOISE_CHOICES = ("auto", *NOISE_PLACEMENTS)
 
 
 def _run_id(cfg: Mapping[str, Any]) -> str:
@@ -117,8 +123,14 @@ class RunConfig:
     lookalike_size : int, default=1000; lookalike_threshold : float, default=0
         Lookalike only: each partner selects at most this many customers (0: no limit)
         scoring at least the threshold (0: none).
-    noise : {"partner", "secagg"}, default="partner"
-        Each partner adds all the noise, or a share of it to securely summed sums.
+    noise : {"partner", "secagg"}
+        Each partner adds all the noise, or a share of it to securely summed sums. The run
+        config's default, ``"auto"``, is resolved when parsed (:func:`default_noise`):
+        ``secagg`` for a private segments, ridge, logistic or pipeline run planned for at
+        least 3 partners, else ``partner``.
+    noise_auto : bool
+        Whether ``noise`` was chosen by ``"auto"``: then a partner whose policy demands
+        partner noise makes the coordinator plan the run again with ``partner`` noise.
     secagg_dropouts : int, default=0
         Under ``secagg``: partners that may drop out or collude with the coordinator while
         every released sum keeps its planned noise.
@@ -158,6 +170,7 @@ class RunConfig:
     lookalike_size: int = 1000
     lookalike_threshold: float = 0.0
     noise: str = "partner"
+    noise_auto: bool = False
     secagg_dropouts: int = 0
 
     @property
@@ -214,22 +227,28 @@ class RunConfig:
         if 0 < candidates < k:
             raise ContractError(f"The 'candidates' parameter must be 0 or >= k ({k}). "
                                 f"Got {candidates!r} instead.")
-        noise = _str(cfg, "noise", cls.noise)
-        if noise not in NOISE_PLACEMENTS:
-            raise ContractError(f"The 'noise' parameter must be one of {list(NOISE_PLACEMENTS)}."
+        noise = _str(cfg, "noise", "auto")
+        if noise not in NOISE_CHOICES:
+            raise ContractError(f"The 'noise' parameter must be one of {list(NOISE_CHOICES)}."
                                 f" Got {noise!r} instead.")
-        if noise == "secagg" and task in ("overlap", "lookalike"):
+        if noise == "secagg" and task not in SECAGG_TASKS:
             raise ContractError(f"noise = 'secagg' covers the segments, ridge, logistic and "
                                 f"pipeline tasks; task {task!r} uses partner noise.")
+        epsilon = _float(cfg, "epsilon", cls.epsilon, open_low=0.0, allow_inf=True)
+        min_partners = _int(cfg, "min_partners", cls.min_partners, low=1)
+        expected = _int(cfg, "expected_partners", 0, low=0)
+        noise_auto = noise == "auto"
+        if noise_auto:
+            noise = default_noise(task, epsilon, max(expected, min_partners))
         return cls(spec=_str(cfg, "spec", cls.spec), k=k, k_auto=k_auto, k_min=k_min,
                    k_max=k_max, start_from=start_from,
-                   epsilon=_float(cfg, "epsilon", cls.epsilon, open_low=0.0, allow_inf=True),
+                   epsilon=epsilon,
                    delta=_float(cfg, "delta", cls.delta, open_low=0.0, high=0.1),
                    rounds=_int(cfg, "rounds", cls.rounds, low=0, high=50),
                    init=cast(InitMethod, init),
                    candidates=candidates,
                    min_segment_size=_int(cfg, "min_segment_size", cls.min_segment_size, low=0),
-                   min_partners=_int(cfg, "min_partners", cls.min_partners, low=1),
+                   min_partners=min_partners,
                    seed=_int(cfg, "seed", cls.seed, low=0),
                    out_dir=_str(cfg, "out_dir", cls.out_dir),
                    timeout=_float(cfg, "timeout", cls.timeout, open_low=0.0),
@@ -239,8 +258,9 @@ class RunConfig:
                    clip=_float(cfg, "clip", cls.clip, open_low=-1e-300),
                    holdout=_float(cfg, "holdout", cls.holdout, open_low=-1e-300, high=0.99),
                    segments=_str(cfg, "segments", ""),
-                   expected_partners=_int(cfg, "expected_partners", 0, low=0),
+                   expected_partners=expected,
                    run_id=_run_id(cfg), pairs=_str(cfg, "pairs", ""), noise=noise,
+                   noise_auto=noise_auto,
                    secagg_dropouts=_int(cfg, "secagg_dropouts", 0, low=0, high=1000),
                    **_lookalike(cfg, task))
 

@@ -15,6 +15,7 @@ __all__ = [
     "PolicyRefusedError",
     "PrivacyWarning",
     "ProtocolError",
+    "SecureAggregationRefusedError",
     "UnsupportedEventError",
 ]
 
@@ -45,6 +46,13 @@ class ProtocolError(FedprofileError, ValueError):
 
 class PolicyRefusedError(FedprofileError):
     """A partner refused an instruction because it would break the partner's privacy policy."""
+
+
+class SecureAggregationRefusedError(PolicyRefusedError):
+    """A partner's policy does not let it take part in this run's secure aggregation.
+
+    The partner demands that it add all the noise itself (``noise = "partner"``).
+    """
 
 
 class BudgetExceededError(FedprofileError, ValueError):

@@ -10,14 +10,34 @@ import math
 
 from fedprofile.privacy.accounting import gdp_mu
 
-__all__ = ["NON_PRIVATE_ROUNDS", "SECAGG_ROUND_STEPS", "default_candidates", "default_rounds",
-           "sum_mu"]
+__all__ = ["NON_PRIVATE_ROUNDS", "SECAGG_MIN_PARTNERS", "SECAGG_ROUND_STEPS", "SECAGG_TASKS",
+           "default_candidates", "default_noise", "default_rounds", "sum_mu"]
 
 NON_PRIVATE_ROUNDS = 20
 """Lloyd rounds of a run without noise (epsilon = inf), where a round costs no budget."""
 
 SECAGG_ROUND_STEPS = ((0.2, 5), (0.6, 8))
 """Under secure aggregation: (least :func:`sum_mu`, Lloyd rounds), 3 below the first step."""
+
+
+SECAGG_MIN_PARTNERS = 3
+"""Fewest partners a run plans for before ``noise = "auto"`` chooses secure aggregation."""
+
+SECAGG_TASKS = ("segments", "ridge", "logistic", "pipeline")
+"""Tasks whose releases are sums, which secure aggregation can add up."""
+
+
+def default_noise(task: str, epsilon: float, partners: int) -> str:
+    """Where ``noise = "auto"`` adds the noise, from public values only.
+
+    ``secagg`` (each partner adds a share; the coordinator sees only secure sums) for a
+    private run of a task that releases sums and plans for at least
+    :data:`SECAGG_MIN_PARTNERS` partners (``expected_partners`` or ``min_partners``);
+    otherwise ``partner``. A run without noise has none to share and stays exact.
+    """
+    secure = (task in SECAGG_TASKS and math.isfinite(epsilon)
+              and partners >= SECAGG_MIN_PARTNERS)
+    return "secagg" if secure else "partner"
 
 
 def sum_mu(epsilon: float, delta: float, *, partners: int = 0, dropouts: int = 0) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedprofile.config import RunConfig
-from fedprofile.server.federation import RunAborted
+from fedprofile.server.federation import RunAborted, SecureAggregationDeclined
 from fedprofile.server.lookalike import run_lookalike
 from fedprofile.server.overlap import run_overlap
 from fedprofile.server.pipeline import run_pipeline
@@ -45,37 +46,47 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        cfg = secagg_budget(RunConfig.from_mapping({**dict(context.run_config),
-                                                    **dict(overrides or {})}))
-        expected = cfg.expected_partners
+        cfg = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
         start = time.perf_counter()
         try:
-            if cfg.task == "overlap":
-                doc = run_overlap(grid, cfg, expected_partners=expected)
-                write_overlap_outputs(doc, {"wall_time_s": time.perf_counter() - start,
-                                            "evaluation": "deployment"}, Path(cfg.out_dir))
-                log.info("Overlap written to %s", Path(cfg.out_dir) / "model.json")
-                return
-            if cfg.task == "lookalike":
-                lookalike = run_lookalike(grid, cfg, expected_partners=expected)
-                write_lookalike_outputs(lookalike, {"wall_time_s": time.perf_counter() - start,
-                                                "evaluation": "deployment"}, Path(cfg.out_dir))
-                log.info("Lookalike model written to %s", Path(cfg.out_dir) / "model.json")
-                return
-            if cfg.task == "pipeline":
-                outputs = run_pipeline(grid, cfg, expected_partners=expected)
-            else:
-                run = run_segmentation if cfg.task == "segments" else run_response
-                outputs = {Path(cfg.out_dir): run(grid, cfg, expected_partners=expected)}
+            try:
+                _run(grid, secagg_budget(cfg), start)
+            except SecureAggregationDeclined as exc:
+                if not cfg.noise_auto:
+                    raise
+                log.warning("%s The run is planned again with noise = 'partner'.", exc)
+                _run(grid, replace(cfg, noise="partner", noise_auto=False,
+                                   run_id=f"{cfg.run_id}-partner" if cfg.run_id else ""), start)
         except RunAborted as exc:
             log.error("%s", exc)
             raise
-        for folder, model in outputs.items():
-            write_outputs(model, coordinator_metrics(model, time.perf_counter() - start),
-                          folder)
-            log.info("Model written to %s", folder / "model.json")
 
     return server
+
+
+def _run(grid: Grid, cfg: RunConfig, start: float) -> None:
+    """Run ``cfg.task`` and write its outputs."""
+    expected = cfg.expected_partners
+    if cfg.task == "overlap":
+        doc = run_overlap(grid, cfg, expected_partners=expected)
+        write_overlap_outputs(doc, {"wall_time_s": time.perf_counter() - start,
+                                    "evaluation": "deployment"}, Path(cfg.out_dir))
+        log.info("Overlap written to %s", Path(cfg.out_dir) / "model.json")
+        return
+    if cfg.task == "lookalike":
+        lookalike = run_lookalike(grid, cfg, expected_partners=expected)
+        write_lookalike_outputs(lookalike, {"wall_time_s": time.perf_counter() - start,
+                                            "evaluation": "deployment"}, Path(cfg.out_dir))
+        log.info("Lookalike model written to %s", Path(cfg.out_dir) / "model.json")
+        return
+    if cfg.task == "pipeline":
+        outputs = run_pipeline(grid, cfg, expected_partners=expected)
+    else:
+        run = run_segmentation if cfg.task == "segments" else run_response
+        outputs = {Path(cfg.out_dir): run(grid, cfg, expected_partners=expected)}
+    for folder, model in outputs.items():
+        write_outputs(model, coordinator_metrics(model, time.perf_counter() - start), folder)
+        log.info("Model written to %s", folder / "model.json")
 
 
 app = build_server_app()

@@ -19,7 +19,8 @@ from flwr.serverapp import Grid
 from fedprofile.errors import FedprofileError, ProtocolError
 from fedprofile.protocol import ErrorCode
 
-__all__ = ["Federation", "RunAborted", "group_reasons", "wait_for_nodes"]
+__all__ = ["Federation", "RunAborted", "SecureAggregationDeclined", "group_reasons",
+           "wait_for_nodes"]
 
 log = logging.getLogger("fedprofile.server")
 _FIRST_POLL_SECONDS = 0.02
@@ -30,6 +31,7 @@ requests per second to the SuperLink."""
 T = TypeVar("T")
 
 _REASONS = {ErrorCode.POLICY_REFUSED: "refused by its privacy policy",
+            ErrorCode.SECAGG_REFUSED: "its privacy policy demands partner noise",
             ErrorCode.CONTRACT_MISMATCH: "contract or configuration problem",
             ErrorCode.DATA_ERROR: "problem with its data",
             ErrorCode.PROTOCOL_ERROR: "malformed instruction",
@@ -66,6 +68,14 @@ class RunAborted(FedprofileError):
     """The run cannot go on (too few partners left); the message says who and why."""
 
 
+class SecureAggregationDeclined(RunAborted):
+    """Partners whose policy demands partner noise refused the announced secure aggregation.
+
+    Raised when the run was announced, before any release: a run whose placement was chosen
+    by ``noise = "auto"`` is planned again with partner noise.
+    """
+
+
 def wait_for_nodes(grid: Grid, *, expected: int, timeout: float) -> list[int]:
     """Node ids once ``expected`` nodes are connected, or all connected at ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -98,6 +108,8 @@ class Federation:
     timeout: float
     names: dict[int, str] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
+    error_codes: dict[str, int] = field(default_factory=dict)
+    """The error code of each partner that left with an error reply."""
 
     def name(self, node_id: int) -> str:
         """Partner name of a node (its node id until it has introduced itself)."""
@@ -141,6 +153,7 @@ class Federation:
             answered.add(node)
             if reply.has_error():
                 code = reply.error.code
+                self.error_codes[self.name(node)] = code
                 self._drop(node, f"{_REASONS.get(code, 'error')} - {reply.error.reason}", left)
                 continue
             try:

@@ -29,6 +29,7 @@ from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp, rdp_epsilon
 from fedprofile.protocol import (
+    ErrorCode,
     GradientReply,
     GradientRequest,
     GramReply,
@@ -40,7 +41,13 @@ from fedprofile.protocol import (
     ProfileRequest,
 )
 from fedprofile.protocol.secagg import secure_sum_for
-from fedprofile.server.federation import Federation, RunAborted, wait_for_nodes
+from fedprofile.server.federation import (
+    Federation,
+    RunAborted,
+    SecureAggregationDeclined,
+    group_reasons,
+    wait_for_nodes,
+)
 from fedprofile.server.secure import SecureAggregation
 
 __all__ = ["RunSession", "Stage", "drive", "open_run", "privacy_record"]
@@ -119,8 +126,17 @@ class RunSession:
         return new
 
 
-def _introduce(fed: Federation, request: ProfileRequest) -> None:
-    replies = fed.broadcast(MessageKind.PROFILE, request.to_record(), ProfileReply.from_record)
+def _introduce(fed: Federation, request: ProfileRequest, *, noise_auto: bool = False) -> None:
+    try:
+        replies = fed.broadcast(MessageKind.PROFILE, request.to_record(),
+                                ProfileReply.from_record)
+    finally:
+        declined = {name: fed.dropped[name] for name, code in fed.error_codes.items()
+                    if code == ErrorCode.SECAGG_REFUSED}
+        if noise_auto and declined:
+            raise SecureAggregationDeclined(
+                "Secure aggregation was declined before any release: "
+                f"{group_reasons(declined)}.")
     for node, reply in replies.items():
         fed.names[node] = reply.partner
     key_ids = {reply.key_id for reply in replies.values()}
@@ -150,7 +166,10 @@ def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
         delta=cfg.delta, stages=stages, planned_events=plan.events(),
         min_segment_size=cfg.min_segment_size,
         k=cfg.fewest_segments if "kmeans" in stages else 0,
-        target=cfg.target if {"ridge", "logistic"} & set(stages) else "", seed=seed))
+        target=cfg.target if {"ridge", "logistic"} & set(stages) else "", seed=seed,
+        noise=cfg.noise, partners=len(fed.node_ids),
+        secagg_dropouts=cfg.secagg_dropouts if cfg.noise == "secagg" else 0),
+        noise_auto=cfg.noise_auto)
     profiled = {"message": MessageKind.PROFILE, "round": 0,
                 "seconds": round(time.perf_counter() - start, 3)}
     ledger = Ledger(Path(cfg.out_dir) / "federation_ledger.sqlite")

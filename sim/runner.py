@@ -166,7 +166,8 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
                             "tables, or evaluate=False for partners given as files.")
     from flwr.simulation import run_simulation
 
-    cfg = RunConfig.from_mapping({**dict(run_config), "spec": str(spec_path)})  # fail fast
+    cfg = RunConfig.from_mapping({**dict(run_config), "spec": str(spec_path),  # fail fast
+                                  "expected-partners": len(partitions)})
     if len(partitions) < cfg.min_partners:
         raise ContractError(f"A federation needs at least min-partners={cfg.min_partners} "
                             f"partners; this simulation has {len(partitions)}. Give more "

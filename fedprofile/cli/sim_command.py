@@ -124,16 +124,18 @@ def sim(
         min=0.0, max=1.0, help="--task lookalike: select only customers scoring at least "
                                "this (0: none).")] = 0.0,
     noise: Annotated[str, typer.Option(
-        help="Noise placement: 'partner' (each partner adds all the noise) or 'secagg' "
-             "(each adds a share; the coordinator sees only secure sums; k-means).")
-    ] = "partner",
+        help="Noise placement: 'partner' (each partner adds all the noise), 'secagg' (each "
+             "adds a share; the coordinator sees only secure sums) or 'auto' (secagg for a "
+             "private segments/ridge/logistic/pipeline run of 3 or more partners, unless a "
+             "partner's policy demands partner noise).")
+    ] = "auto",
     secagg_dropouts: Annotated[int, typer.Option(
         min=0, help="With --noise secagg: partners that may drop out or collude while every "
                     "sum keeps its planned noise.")] = 0,
 ) -> None:
     """Simulate a federation on one machine and learn private audience segments."""
     from fedprofile.privacy.policy import load_policy
-    from fedprofile.run_defaults import default_rounds
+    from fedprofile.run_defaults import default_noise, default_rounds
     from fedprofile.server.pipeline import stage_epsilon
     from fedprofile.sim.jobs import ensure_folder, prepare_partitions
     from fedprofile.sim.runner import simulate
@@ -165,7 +167,8 @@ def sim(
                        "lookalike-threshold": lookalike_threshold}
         starts = init == "overcluster" and not start_from
         seg_eps = stage_epsilon(eps, delta) if task == "pipeline" else eps
-        seg_rounds = (rounds or default_rounds(seg_eps, delta=delta, noise=noise,
+        placement = default_noise(task, eps, len(parts)) if noise == "auto" else noise
+        seg_rounds = (rounds or default_rounds(seg_eps, delta=delta, noise=placement,
                                                partners=len(parts), dropouts=secagg_dropouts)
                       ) + (1 if starts else 0)
         total = {"segments": seg_rounds, "ridge": 1, "logistic": 1 + gd_rounds,

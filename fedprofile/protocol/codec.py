@@ -52,6 +52,7 @@ class ErrorCode:
     CONTRACT_MISMATCH: ClassVar[int] = 101
     DATA_ERROR: ClassVar[int] = 102
     PROTOCOL_ERROR: ClassVar[int] = 103
+    SECAGG_REFUSED: ClassVar[int] = 104
     INTERNAL: ClassVar[int] = 199
 
     def __new__(cls) -> ErrorCode:  # noqa: D102

@@ -39,7 +39,10 @@ class ProfileRequest:
     and checks its data against the run (``k``, the fewest segments it may publish; the
     response ``target``) so that a run that cannot finish spends nothing. ``k`` is 0 and
     ``target`` "" when unused; ``seed`` names a lookalike run's seed audience, which its
-    owner checks (it exists and is large enough) before accepting.
+    owner checks (it exists and is large enough) before accepting. ``noise`` is where the
+    noise is added (``partner`` or ``secagg``); under ``secagg`` the run introduces
+    ``partners`` partners of which up to ``secagg_dropouts`` may drop out, so a partner whose
+    policy refuses that secure aggregation says so before anything is spent.
     """
 
     run_id: str
@@ -52,6 +55,9 @@ class ProfileRequest:
     k: int = 0
     target: str = ""
     seed: SeedAudience | None = None
+    noise: str = "partner"
+    partners: int = 0
+    secagg_dropouts: int = 0
 
     message_type: ClassVar[str] = MessageKind.PROFILE
 
@@ -63,7 +69,8 @@ class ProfileRequest:
             "delta": self.delta, "stages": list(self.stages),
             "planned-events": _events_json(self.planned_events),
             "min-segment-size": self.min_segment_size, "num-segments": self.k,
-            "target": self.target, **seed_config(self.seed)})})
+            "target": self.target, "noise": self.noise, "run-partners": self.partners,
+            "secagg-dropouts": self.secagg_dropouts, **seed_config(self.seed)})})
 
     @classmethod
     def from_record(cls, content: RecordDict) -> ProfileRequest:
@@ -71,6 +78,13 @@ class ProfileRequest:
         m = "query.profile request"
         c = _config(content, m)
         stages = _get(c, "stages", list, m)
+        noise = _get(c, "noise", str, m)
+        if noise not in ("partner", "secagg"):
+            raise ProtocolError(f"{m}: 'noise' must be 'partner' or 'secagg'; got {noise!r}.")
+        partners, dropouts = _get(c, "run-partners", int, m), _get(c, "secagg-dropouts", int, m)
+        if partners < 0 or dropouts < 0:
+            raise ProtocolError(f"{m}: 'run-partners' and 'secagg-dropouts' must be >= 0; got "
+                                f"{partners} and {dropouts}.")
         return cls(run_id=_run_id(c, m),
                    spec_fingerprint=_get(c, "spec-fingerprint", str, m),
                    epsilon_target=_float(c, "epsilon-target", m, allow_inf=True),
@@ -78,7 +92,8 @@ class ProfileRequest:
                    planned_events=_events_from_json(_get(c, "planned-events", str, m), m),
                    min_segment_size=int(_get(c, "min-segment-size", int, m)),
                    k=int(_get(c, "num-segments", int, m)), target=_get(c, "target", str, m),
-                   seed=seed_from(c, m))
+                   seed=seed_from(c, m), noise=noise, partners=int(partners),
+                   secagg_dropouts=int(dropouts))
 
 
 @dataclass(frozen=True)

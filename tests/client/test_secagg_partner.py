@@ -9,6 +9,7 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,17 @@ from fedprofile.client.app import kmeans, profile
 from fedprofile.client.secure import (
     STALE_AFTER,
     prune_state,
+    public_key_hex,
     secagg_keys,
     secagg_shares,
     secagg_unmask,
     trust_each_other,
+    trust_keys,
 )
 from fedprofile.client.site import PartnerSite
 from fedprofile.client.statistics import cluster_partials
 from fedprofile.config import NodeConfig
-from fedprofile.errors import PolicyRefusedError, ProtocolError
+from fedprofile.errors import PolicyRefusedError, ProtocolError, SecureAggregationRefusedError
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
 from fedprofile.privacy.secagg.messages import (
@@ -308,9 +311,24 @@ def test_a_partner_accepts_a_declared_t_equal_to_its_policy(tmp_path: Path) -> N
     assert (sites[0].state_dir / "secagg" / f"{setup.request.run_id.hex()}.json").is_file()
 
 
-def test_a_partner_without_the_others_keys_refuses_to_share_its_key(tmp_path: Path) -> None:
+def test_a_partner_without_the_others_keys_refuses_at_key_setup(tmp_path: Path) -> None:
     # Prepare: no trusted key file
     sites = _sites(tmp_path, 3, trusted=False)
+    _open(sites)
+    _, setup = _setup(sites, 0, 10)
+
+    # Execute / Assert: it says so before advertising any key
+    with pytest.raises(SecureAggregationRefusedError, match="trusts the signing keys of 0"):
+        secagg_keys(setup, sites[0])
+
+
+def test_a_partner_trusting_other_names_refuses_to_share_its_key(tmp_path: Path) -> None:
+    # Prepare: p0 trusts two keys, but not those of the run's other partners
+    sites = _sites(tmp_path, 3)
+    (tmp_path / "strangers").mkdir()
+    strangers = _sites(tmp_path / "strangers", 2)
+    trust_keys(sites[0].state_dir, {f"x{i}": public_key_hex(s.state_dir)
+                                    for i, s in enumerate(strangers)})
     _open(sites)
     coord, setup = _setup(sites, 0, 10)
     adverts = [secagg_keys(setup, s) for s in sites]
@@ -318,6 +336,32 @@ def test_a_partner_without_the_others_keys_refuses_to_share_its_key(tmp_path: Pa
     # Execute / Assert
     with pytest.raises(ProtocolError, match="no trusted signing key"):
         secagg_shares(coord.broadcast(adverts), sites[0])
+
+
+@pytest.mark.parametrize(("floor", "extra", "partners", "limit"), [
+    (0, "", 3, "'min_secure_aggregation_partners' = 0"),
+    (5, "", 4, "needs at least 5"),
+    (3, "min_secure_aggregation_dropouts = 1\n", 4, "'min_secure_aggregation_dropouts' = 1"),
+], ids=["never", "too-few-partners", "t-too-small"])
+def test_a_policy_demanding_partner_noise_refuses_the_announcement(
+        tmp_path: Path, floor: int, extra: str, partners: int, limit: str) -> None:
+    # Prepare: the run is announced under secure aggregation, declaring t = 0
+    sites = _sites(tmp_path, partners, floor=floor, extra=extra)
+    plan = plan_kmeans(epsilon=1.0, delta=1e-6, lloyd_rounds=1,
+                       norm_bound=sites[0].spec.norm_bound)
+    request = ProfileRequest(run_id="run1", spec_fingerprint=sites[0].spec.fingerprint(),
+                             epsilon_target=1.0, delta=1e-6, stages=("kmeans",),
+                             planned_events=plan.events(), min_segment_size=50, k=2,
+                             noise="secagg", partners=partners, secagg_dropouts=0)
+
+    # Execute / Assert: refused with its own error (the coordinator may fall back to
+    # partner noise), nothing recorded; the same run with partner noise is accepted
+    with pytest.raises(SecureAggregationRefusedError, match="Partner 'p0'") as info:
+        profile(ProfileRequest.from_record(request.to_record()), sites[0])
+    assert limit in str(info.value)
+    with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
+        assert book.runs() == []
+    profile(replace(request, run_id="run2", noise="partner"), sites[0])
 
 
 def test_a_partner_refuses_swapped_keys(tmp_path: Path) -> None:

@@ -202,7 +202,30 @@ def test_a_policy_that_forbids_secagg_stops_the_run_before_any_release(tmp_path:
         simulate(bank.partitions(3), spec_path=bank.spec_path, out_dir=tmp_path / "out",
                  state_dir=tmp_path / "state", policy=policy, seed=0, evaluate=False,
                  run_config={"k": 2, "epsilon": 1.0, "noise": "secagg"})
-    assert "query.secagg_keys" in str(info.value)
+    assert "query.profile" in str(info.value)
     for db in (tmp_path / "state" / "partners").glob("*/ledger.sqlite"):
         with Ledger(db) as ledger:
             assert ledger.events() == []
+
+
+@pytest.mark.parametrize("forbid", [False, True], ids=["default-policy", "policy-forbids"])
+def test_auto_noise_is_secagg_from_three_partners_unless_a_policy_demands_partner_noise(
+        tmp_path: Path, forbid: bool) -> None:
+    # Prepare: 3 partners and no 'noise' key (auto); the policy allows or forbids secagg
+    policy = tmp_path / "policy.toml"
+    policy.write_text("max_epsilon_per_run = 2.0\n"
+                      + ("min_secure_aggregation_partners = 0\n" if forbid else ""))
+    bank = load_preset("bank")
+    # Execute
+    result = simulate(bank.partitions(3), spec_path=bank.spec_path, out_dir=tmp_path / "out",
+                      state_dir=tmp_path / "state", policy=policy, seed=0, evaluate=False,
+                      run_config={"k": 2, "epsilon": 1.0, "rounds": 1})
+    # Assert: the model, and every partner's ledger, say where the noise was added
+    placement = "partner" if forbid else "secagg"
+    assert result.model.privacy["noise_placement"] == placement
+    assert sorted(result.model.partners) == sorted(p.name for p in bank.partitions(3))
+    mechanisms = set()
+    for db in (tmp_path / "state" / "partners").glob("*/ledger.sqlite"):
+        with Ledger(db) as ledger:
+            mechanisms |= {e.mechanism for e in ledger.events()}
+    assert mechanisms == ({"gaussian"} if forbid else {"skellam"})

@@ -22,9 +22,31 @@ def test_empty_mapping_gives_the_documented_defaults() -> None:
     # Assert
     expected = {"spec": "bank", "k": 6, "epsilon": 1.0, "delta": 1e-6, "rounds": 0,
                 "init": "overcluster", "candidates": 0, "min_segment_size": 50,
-                "min_partners": 2, "seed": 0, "out_dir": "runs/latest", "timeout": 600.0}
+                "min_partners": 2, "seed": 0, "out_dir": "runs/latest", "timeout": 600.0,
+                "noise": "partner", "noise_auto": True}
     assert {name: getattr(cfg, name) for name in expected} == expected
-    assert cfg == RunConfig()
+    assert cfg == RunConfig(noise_auto=True)
+
+
+@pytest.mark.parametrize(("mapping", "noise"), [
+    ({}, "partner"),  # waits for 2 partners: too few to hide one partner's sums
+    ({"expected_partners": 3}, "secagg"),
+    ({"min_partners": 5}, "secagg"),
+    ({"expected_partners": 3, "epsilon": math.inf}, "partner"),  # no noise to share
+    ({"expected_partners": 3, "task": "ridge", "target": "y"}, "secagg"),
+    ({"expected_partners": 3, "task": "pipeline", "target": "y"}, "secagg"),
+    ({"expected_partners": 3, "task": "overlap"}, "partner"),
+    ({"expected_partners": 3, "noise": "partner"}, "partner"),
+    ({"noise": "secagg"}, "secagg"),
+], ids=["two-partners", "expected-3", "min-5", "non-private", "ridge", "pipeline", "overlap",
+        "explicit-partner", "explicit-secagg"])
+def test_auto_noise_chooses_secure_aggregation_from_three_planned_partners(
+        mapping: dict[str, Any], noise: str) -> None:
+    # Execute
+    cfg = RunConfig.from_mapping(mapping)
+    # Assert: resolved from public values; only "auto" may fall back to partner noise
+    assert cfg.noise == noise
+    assert cfg.noise_auto == ("noise" not in mapping)
 
 
 @pytest.mark.parametrize(("mapping", "lloyd_rounds", "candidates"), [

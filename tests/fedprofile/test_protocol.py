@@ -408,7 +408,7 @@ def test_error_codes_are_distinct() -> None:
     codes = [v for k, v in vars(ErrorCode).items() if k.isupper()]
 
     # Execute / Assert
-    assert len(codes) == len(set(codes)) == 5
+    assert len(codes) == len(set(codes)) == 6
     assert all(isinstance(c, int) for c in codes)
 
 
