@@ -87,6 +87,7 @@ def test_pipeline_runs_over_tls_with_authenticated_partners(federation, bank) ->
     assert evaluate_segments(model, pooled, seed=0)["cost_ratio"] <= 1.05
     assert sorted(model.partners) == sorted(p["partner-name"]
                                             for p in federation.partners[:PARTNERS])
+    assert model.privacy["noise_placement"] == "secagg"  # the default from 3 partners
     response = json.loads((federation.root / "out" / "response" / "model.json").read_text())
     assert response["task"] == "logistic"
     assert response["privacy"]["epsilon_spent"] <= 1.0
@@ -154,14 +155,15 @@ def test_secure_aggregation_pipeline_survives_a_partner_killed_mid_run(federatio
     # every survivor noted its secure sums: shares, t = 1, the guaranteed noise
     for partner in federation.partners[:PARTNERS]:
         with Ledger(Path(partner["state-dir"]) / "ledger.sqlite") as ledger:
-            notes = [json.loads(n["message"]) for n in ledger.notes() if n["kind"] == "secagg"]
+            notes = [json.loads(n["message"]) for n in ledger.notes(run_id=model.params["run_id"])
+                     if n["kind"] == "secagg"]
         assert notes and all(r["dropouts"] == 1 for n in notes for r in n["releases"])
 
 
 def test_partner_killed_mid_run_is_reported_and_the_run_completes(federation, bank) -> None:
     # Prepare: start a segmentation run in the background
-    config = _run_config(federation.root, bank, "out-fault", k=4, rounds=6, **{
-        "min-partners": 2})
+    config = _run_config(federation.root, bank, "out-fault", k=4, rounds=6, noise="partner",
+                         **{"min-partners": 2})
     runner = federation.run_in_background(config)
     victim = federation.partners[2]
     # Execute: once the victim has released something in this run, kill its SuperNode
