@@ -55,8 +55,8 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
                 if not cfg.noise_auto:
                     raise
                 log.warning("%s The run is planned again with noise = 'partner'.", exc)
-                _run(grid, replace(cfg, noise="partner", noise_auto=False,
-                                   run_id=f"{cfg.run_id}-partner" if cfg.run_id else ""), start)
+                again = f"{cfg.run_id[:56]}-partner" if cfg.run_id else ""  # ids <= 64 chars
+                _run(grid, replace(cfg, noise="partner", noise_auto=False, run_id=again), start)
         except RunAborted as exc:
             log.error("%s", exc)
             raise

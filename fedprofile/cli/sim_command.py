@@ -226,6 +226,10 @@ def _print_quality(metrics: dict[str, Any]) -> None:
         console.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
 
 
+_PLACEMENTS = {"partner": "by each partner, in full",
+               "secagg": "a share by each partner; the coordinator sees only secure sums"}
+
+
 def _print_summary(metrics: dict[str, Any], report: Path, *, segments: bool) -> None:
     title = "Segmentation" if segments else "Response model"
     table = Table(title=f"{title} run", show_header=False)
@@ -234,6 +238,9 @@ def _print_summary(metrics: dict[str, Any], report: Path, *, segments: bool) -> 
     table.add_row("privacy", "NOT PRIVATE (epsilon = inf)" if privacy["non_private"]
                   else f"epsilon = {eps:.4f}, delta = {privacy['delta']:g}")
     table.add_row("partners", str(metrics["n_partners"]))
+    if not privacy["non_private"]:
+        table.add_row("noise added", _PLACEMENTS.get(privacy.get("noise_placement", ""),
+                                                     str(privacy.get("noise_placement"))))
     resp = metrics.get("response")
     if resp:
         scaled = " (on the scaled target)" if "r2" in resp["federated"] else ""
