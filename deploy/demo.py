@@ -65,7 +65,12 @@ def main(root: Path = Path("runs/deploy-demo"), partners: int = 4, *, noise: str
             killer.join()
     wall = time.perf_counter() - start
     table = Table(title=f"Deployment demo ({wall:.0f} s)", show_header=False)
-    table.add_row("flwr run", "ok" if done.returncode == 0 else f"failed ({done.returncode})")
+    # `flwr run --stream` exits 0 even when the ServerApp failed: the models say it finished
+    written = all((fed.root / "out" / stage / "model.json").is_file()
+                  for stage in ("segments", "response"))
+    ok = done.returncode == 0 and written
+    table.add_row("flwr run", "ok" if ok else f"failed (exit {done.returncode}"
+                  f"{'' if written else ', no model written'}; see the flwr run log)")
     table.add_row("approved app (sha256)", fed.app_digest)
     for i in range(partners):
         table.add_row(f"allow-list: partner-{i + 1}", str(fed.allow_list(i)))
@@ -75,18 +80,19 @@ def main(root: Path = Path("runs/deploy-demo"), partners: int = 4, *, noise: str
     for stage in ("segments", "response"):
         model = fed.root / "out" / stage / "model.json"
         if model.is_file():
-            params = json.loads(model.read_text())["params"]
+            doc = json.loads(model.read_text())
+            params = doc["params"]
             rounds = ", ".join(f"{t['message']} {t['seconds']:.1f}s"
                                for t in params.get("round_seconds", []))
             table.add_row(f"{stage} report", str(model.parent / "report.html"))
-            table.add_row(f"{stage}: noise, dropped", f"{noise}, "
+            table.add_row(f"{stage}: noise, dropped", f"{doc['privacy']['noise_placement']}, "
                           f"{', '.join(params.get('dropped_partners', {})) or 'none'}")
             table.add_row(f"{stage} round times", rounds)
     for cfg in configs:
         table.add_row(f"scores: {cfg['partner-name']}", cfg["output-dir"])
     table.add_row("processes left", str(len(fed.alive())))
     console.print(table)
-    return 0 if done.returncode == 0 else 1
+    return 0 if ok else 1
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -66,27 +66,28 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
 
 def _run(grid: Grid, cfg: RunConfig, start: float) -> None:
     """Run ``cfg.task`` and write its outputs."""
-    expected = cfg.expected_partners
+    expected, out = cfg.expected_partners, Path(cfg.out_dir)
     if cfg.task == "overlap":
         doc = run_overlap(grid, cfg, expected_partners=expected)
-        write_overlap_outputs(doc, {"wall_time_s": time.perf_counter() - start,
-                                    "evaluation": "deployment"}, Path(cfg.out_dir))
-        log.info("Overlap written to %s", Path(cfg.out_dir) / "model.json")
-        return
-    if cfg.task == "lookalike":
+        write_overlap_outputs(doc, _timing(start), out)
+    elif cfg.task == "lookalike":
         lookalike = run_lookalike(grid, cfg, expected_partners=expected)
-        write_lookalike_outputs(lookalike, {"wall_time_s": time.perf_counter() - start,
-                                            "evaluation": "deployment"}, Path(cfg.out_dir))
-        log.info("Lookalike model written to %s", Path(cfg.out_dir) / "model.json")
+        write_lookalike_outputs(lookalike, _timing(start), out)
+    if cfg.task in ("overlap", "lookalike"):
+        log.info("%s written to %s", cfg.task.capitalize(), out / "model.json")
         return
     if cfg.task == "pipeline":
         outputs = run_pipeline(grid, cfg, expected_partners=expected)
     else:
         run = run_segmentation if cfg.task == "segments" else run_response
-        outputs = {Path(cfg.out_dir): run(grid, cfg, expected_partners=expected)}
+        outputs = {out: run(grid, cfg, expected_partners=expected)}
     for folder, model in outputs.items():
         write_outputs(model, coordinator_metrics(model, time.perf_counter() - start), folder)
         log.info("Model written to %s", folder / "model.json")
+
+
+def _timing(start: float) -> dict[str, Any]:
+    return {"wall_time_s": time.perf_counter() - start, "evaluation": "deployment"}
 
 
 app = build_server_app()
