@@ -31,6 +31,8 @@ _INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
 TASKS = ("segments", "ridge", "logistic", "pipeline", "overlap", "lookalike")
 NOISE_PLACEMENTS = ("partner", "secagg")
 NOISE_CHOICES = ("auto", *NOISE_PLACEMENTS)
+_DERIVED = {"k_auto", "noise_auto"}
+"""Fields parsed from other keys (``k = "auto"``, ``noise = "auto"``), never set directly."""
 
 
 def _run_id(cfg: Mapping[str, Any]) -> str:
@@ -199,7 +201,7 @@ class RunConfig:
     def from_mapping(cls, cfg: Mapping[str, Any]) -> RunConfig:
         """Parse Flower's flat run config (keys spelled with dashes)."""
         cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - _DERIVED
         unknown = set(cfg) - known - NodeConfig.known_keys()
         if unknown:
             raise ContractError(f"Unknown run config key(s) {sorted(unknown)}; known: "

@@ -49,6 +49,13 @@ def test_auto_noise_chooses_secure_aggregation_from_three_planned_partners(
     assert cfg.noise_auto == ("noise" not in mapping)
 
 
+@pytest.mark.parametrize("key", ["noise-auto", "k-auto"])
+def test_a_derived_field_given_as_a_key_is_refused_by_name(key: str) -> None:
+    # Execute / Assert: set through 'noise' / 'k' only, never silently ignored
+    with pytest.raises(ContractError, match=key.replace("-", "_")):
+        RunConfig.from_mapping({key: True})
+
+
 @pytest.mark.parametrize(("mapping", "lloyd_rounds", "candidates"), [
     ({}, 3, 72),
     ({"epsilon": math.inf}, 20, 1000),
