@@ -8,9 +8,12 @@ which pulls the task's FAB from the partner's own SuperNode, hashes the bytes it
 and compares the digest with the allow-list *before* the FAB is unpacked or any of its code
 imported. An unlisted FAB gets an error reply naming its digest, and nothing of it runs.
 
-This module runs in the process that later loads the approved app. It therefore imports
-only the standard library and Flower, never a package the app itself ships (``fedprofile``,
-``client``...), so the app's modules come from the approved FAB alone.
+This module runs in the process that later loads the approved app. That process has
+imported the partner's *installed* ``fedprofile`` package (this module is part of it), so
+fedprofile's own ClientApp always runs the partner's installed code: an approved FAB lets a run
+start, it cannot replace that code. Modules a FAB ships under other names load from the FAB,
+and only once its digest is approved. :mod:`fedprofile.deploy.warm_start` explains the warm
+processes the launcher forks for each task.
 
 Allow-list file format: one lowercase hex SHA-256 per line; text after the digest and lines
 starting with ``#`` are comments.
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["TOKEN_ENV", "AppNotApprovedError", "add_to_allow_list", "fab_sha256",
-           "guard_pull", "main", "read_allow_list"]
+           "guard_pull", "main", "read_allow_list", "run_task"]
 
 TOKEN_ENV = "FEDPROFILE_TASK_TOKEN"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -165,6 +168,23 @@ def _install_guard(allow_list: Path) -> None:
     runner.install_from_fab = checked_install
 
 
+def run_task(runtime_api_address: str, allow_list: Path, token: str, *,
+             insecure: bool = False, root_certificates: Path | None = None,
+             parent_pid: int | None = None) -> None:
+    """Run the ClientApp task behind ``token`` if its FAB is approved (Flower exits after it)."""
+    _install_guard(allow_list)
+    from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+    from fedprofile.flower_waits import shorten_pull_backoff
+
+    shorten_pull_backoff()
+
+    certificates = None if root_certificates is None else root_certificates.read_bytes()
+    run_clientapp(runtime_api_address=runtime_api_address, token=token, insecure=insecure,
+                  certificates=certificates, parent_pid=parent_pid,
+                  runtime_dependency_install=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run one ClientApp task (token in ``$FEDPROFILE_TASK_TOKEN``) if its FAB is approved."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -177,13 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     token = os.environ.pop(TOKEN_ENV, "")
     if not token:
         raise SystemExit(f"No task token in ${TOKEN_ENV}.")
-    _install_guard(args.allow_list)
-    from flwr.supernode.runtime.run_clientapp import run_clientapp
-
-    certificates = None if args.root_certificates is None else args.root_certificates.read_bytes()
-    run_clientapp(runtime_api_address=args.runtime_api_address, token=token,
-                  insecure=args.insecure, certificates=certificates,
-                  parent_pid=args.parent_pid, runtime_dependency_install=False)
+    run_task(args.runtime_api_address, args.allow_list, token, insecure=args.insecure,
+             root_certificates=args.root_certificates, parent_pid=args.parent_pid)
 
 
 if __name__ == "__main__":

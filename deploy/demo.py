@@ -51,6 +51,7 @@ def main(root: Path = Path("runs/deploy-demo"), partners: int = 4, *, noise: str
                       "by every partner", highlight=False)
         for i in range(partners):
             fed.start_partner(i)
+        fed.wait_for_launchers()
         killer = threading.Thread(target=fed.kill_partner_after_release, args=(partners - 1,))
         if kill:
             console.print(f"partner-{partners} will be killed after its first release",

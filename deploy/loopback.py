@@ -31,6 +31,7 @@ from typing import Any
 from fedprofile.deploy.app_guard import add_to_allow_list
 from fedprofile.deploy.approval import app_digest
 from fedprofile.deploy.credentials import Credentials, create_credentials, create_superexec_secret
+from fedprofile.deploy.partner_exec import READY_LINE
 from fedprofile.errors import FedprofileError
 from fedprofile.processes import descendants
 
@@ -222,11 +223,28 @@ class LoopbackFederation:
             "--port", runtime.rsplit(":", 1)[1], "--max-retries", "3", "--max-wait-time", "20",
             "--node-config", node_config_text(self.partners[index])], home)
         self._spawn(f"{name}-exec", [
-            sys.executable, "-m", "fedprofile.deploy.partner_exec",
+            sys.executable, "-P", "-m", "fedprofile.deploy.partner_exec",
             "--runtime-api-address", runtime,
             "--insecure", "--allow-list", str(self.allow_list(index)),
             "--superexec-auth-secret-file", str(secret)], home)
         return node
+
+    def wait_for_launchers(self, timeout: float = 180.0) -> None:
+        """Wait until every started partner's launcher has its warm ClientApp processes ready.
+
+        A deployed launcher starts long before a run; here every partner starts at once on
+        the same cores, so without this the first round would time the launchers' start-up.
+        """
+        deadline = time.monotonic() + timeout
+        for role in [r for r in self.processes if r.endswith("-exec")]:
+            log = self.logs / f"{role}.log"
+            while READY_LINE not in log.read_text(encoding="utf-8", errors="replace"):
+                if self.processes[role].poll() is not None:
+                    raise DeploymentError(f"The {role} launcher exited; see {log}.")
+                if time.monotonic() > deadline:
+                    raise DeploymentError(f"The {role} launcher was not ready within "
+                                          f"{timeout:g} s; see {log}.")
+                time.sleep(0.2)
 
     def run(self, run_config: Mapping[str, Any], *, timeout: float = 900.0
             ) -> subprocess.CompletedProcess[str]:

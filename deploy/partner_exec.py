@@ -24,14 +24,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedprofile.deploy.app_guard import TOKEN_ENV, run_task
+from fedprofile.deploy.warm_start import WarmStarter
 from fedprofile.errors import ContractError
 
 if TYPE_CHECKING:
     from flwr.supercore.runtime import RuntimeHttpClient
 
-__all__ = ["check_allow_list", "main", "serve"]
+__all__ = ["READY_LINE", "check_allow_list", "main", "serve"]
 
 _CLIENT_APP = "flwr-clientapp"
+READY_LINE = "Warm ClientApp processes ready"
+"""Logged once the launcher can start tasks warm (deployments may wait for it)."""
 
 
 def check_allow_list(path: Path) -> int:
@@ -77,17 +81,27 @@ def _client(address: str, insecure: bool, root_certificates: Path | None,
 
 def serve(address: str, allow_list: Path, *, insecure: bool = False,
           root_certificates: Path | None = None, secret_file: Path | None = None,
-          poll_seconds: float = 0.1) -> None:
+          poll_seconds: float = 0.1, cold_start: bool = False) -> None:
     """Take ClientApp tasks from the SuperNode at ``address`` forever; launch each guarded.
 
-    The SuperNode is asked again at once after a task and every ``poll_seconds`` while it
-    has none (a local call: the round's wait is paid here, not on the network).
+    Each task runs in a fork of the launcher's warm fork server
+    (:mod:`fedprofile.deploy.warm_start`), or, with ``cold_start``, in a new interpreter
+    (``python -P -m fedprofile.deploy.app_guard``). The SuperNode is asked again at once
+    after a task and every ``poll_seconds`` while it has none (a local call: the round's
+    wait is paid here, not on the network).
     """
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore import log
 
     count = check_allow_list(allow_list)
     log(20, "[fedprofile launcher] %d approved app(s) in %s", count, allow_list)
+    warm = None
+    if not cold_start:
+        warm = WarmStarter()
+        started = time.perf_counter()
+        warm.start_server()
+        log(20, "[fedprofile launcher] %s (%s imported in %.1f s).", READY_LINE,
+            ", ".join(warm.preload), time.perf_counter() - started)
     client = _client(address, insecure, root_certificates, secret_file)
     security = ["--insecure"] if insecure else (
         ["--root-certificates", str(root_certificates)] if root_certificates else [])
@@ -98,8 +112,11 @@ def serve(address: str, allow_list: Path, *, insecure: bool = False,
             if res.task.type != _CLIENT_APP:
                 log(40, "[fedprofile launcher] Task %d of type %r refused: only ClientApps run "
                     "here.", res.task.task_id, res.task.type)
+            elif warm is not None:
+                warm.start(run_task, address, allow_list, res.token, insecure=insecure,
+                           root_certificates=root_certificates, parent_pid=os.getpid())
             else:
-                env = {**os.environ, "FEDPROFILE_TASK_TOKEN": res.token}
+                env = {**os.environ, TOKEN_ENV: res.token}
                 children.append(subprocess.Popen(  # the token travels in the environment
                     [sys.executable, "-P", "-m", "fedprofile.deploy.app_guard",
                      "--runtime-api-address", address, "--allow-list", str(allow_list),
@@ -107,6 +124,7 @@ def serve(address: str, allow_list: Path, *, insecure: bool = False,
                      *security], env=env))
             continue
         children = [c for c in children if c.poll() is None]
+        WarmStarter.reap()
         time.sleep(poll_seconds)
 
 
@@ -122,13 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--superexec-auth-secret-file", type=Path,
                         help="The secret given to the SuperNode's same flag.")
     parser.add_argument("--poll-seconds", type=float, default=0.1)
+    parser.add_argument("--cold-start", action="store_true",
+                        help="Start every ClientApp in a new interpreter instead of a warm fork.")
     args = parser.parse_args(argv)
     if args.insecure and args.root_certificates:
         parser.error("--insecure and --root-certificates exclude each other.")
     try:
         serve(args.runtime_api_address, args.allow_list, insecure=args.insecure,
               root_certificates=args.root_certificates,
-              secret_file=args.superexec_auth_secret_file, poll_seconds=args.poll_seconds)
+              secret_file=args.superexec_auth_secret_file, poll_seconds=args.poll_seconds,
+              cold_start=args.cold_start)
     except ContractError as exc:
         print(f"Error: {exc}", file=sys.stderr)  # noqa: T201 - command-line message
         return 2

@@ -7,7 +7,10 @@ up to 3 s before a partner even sees its instruction. This entry point runs the 
 ``flower-supernode`` with that module's sleeps capped at ``--fleet-poll-seconds`` (default
 0.2 s): a partner then asks the SuperLink a few times a second while idle.
 
-The cap is applied only to the Flower version it was read from (:data:`PATCHED_VERSION`,
+It also starts Flower's back-off for message parts not yet stored at 20 ms instead of 1 s
+(:mod:`fedprofile.flower_waits`), for the SuperNode's pulls from the SuperLink.
+
+Both changes are applied only to the Flower version they were read from (:data:`PATCHED_VERSION`,
 the version ``pyproject.toml`` pins); with any other version the SuperNode runs unchanged,
 with a warning, so an upgrade can make it slower but never breaks it.
 
@@ -26,10 +29,10 @@ from importlib.metadata import version
 from types import ModuleType
 from typing import Any
 
+from fedprofile.flower_waits import PATCHED_VERSION, shorten_pull_backoff
+
 __all__ = ["DEFAULT_POLL_SECONDS", "PATCHED_VERSION", "main", "shorten_idle_poll"]
 
-PATCHED_VERSION = "1.41.0"
-"""The Flower version whose SuperNode loop sleeps were read and are capped here."""
 DEFAULT_POLL_SECONDS = 0.2
 _POLL_RANGE = (0.05, 3.0)
 
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"Error: --fleet-poll-seconds must be between {low} and {high} "
                        f"seconds, not {args.fleet_poll_seconds}.\n")
     shorten_idle_poll(args.fleet_poll_seconds)
+    shorten_pull_backoff()
     from flwr.supernode.cli import flower_supernode
 
     sys.argv = ["flower-supernode", *rest]

@@ -21,6 +21,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedprofile.config import RunConfig
+from fedprofile.flower_waits import shorten_pull_backoff
 from fedprofile.server.federation import RunAborted, SecureAggregationDeclined
 from fedprofile.server.lookalike import run_lookalike
 from fedprofile.server.overlap import run_overlap
@@ -46,6 +47,7 @@ def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
+        shorten_pull_backoff()  # replies' parts are asked for again after 20 ms, not 1 s
         cfg = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
         start = time.perf_counter()
         try:

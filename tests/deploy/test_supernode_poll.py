@@ -1,4 +1,5 @@
-"""The SuperNode entry point with a short idle poll (``fedprofile.deploy.supernode``)."""
+"""Flower's fixed waits, shortened: the SuperNode's idle poll (``fedprofile.deploy.supernode``)
+and the back-off for message parts not stored yet (``fedprofile.flower_waits``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import warnings
 
 import pytest
 
+from fedprofile import flower_waits
 from fedprofile.deploy import supernode
+from fedprofile.flower_waits import PULL_BACKOFF_SECONDS, shorten_pull_backoff
 
 
 @pytest.fixture
@@ -62,3 +65,46 @@ def test_a_poll_interval_out_of_range_is_refused_by_name(value, capsys) -> None:
         supernode.main(["--fleet-poll-seconds", value, "--insecure"])
     assert exited.value.code == 2
     assert "--fleet-poll-seconds must be between 0.05 and 3.0" in capsys.readouterr().err
+
+
+@pytest.fixture
+def pull_defaults(monkeypatch):
+    """The keyword defaults of Flower's object-pull functions, restored after the test."""
+    from flwr.supercore.inflatable import inflatable_utils as objects
+
+    for function in (objects.pull_objects, objects.pull_and_inflate_object_from_tree):
+        monkeypatch.setattr(function, "__kwdefaults__", dict(function.__kwdefaults__))
+    return objects
+
+
+def _pull_after_one_miss(objects) -> float:
+    """Seconds Flower's pull_objects takes for a part that is missing on the first ask."""
+    asked: list[str] = []
+
+    def pull(object_id: str) -> bytes:
+        asked.append(object_id)
+        if len(asked) == 1:
+            raise objects.ObjectUnavailableError(object_id)
+        return b"part"
+
+    start = time.monotonic()
+    assert objects.pull_objects(["a"], pull) == {"a": b"part"}
+    return time.monotonic() - start
+
+
+def test_a_missing_message_part_is_asked_for_again_after_20_ms(pull_defaults) -> None:
+    # Flower's own back-off: about 1 s (+-20 %) before the second ask
+    assert _pull_after_one_miss(pull_defaults) >= 0.75
+
+    assert shorten_pull_backoff()
+    assert pull_defaults.pull_and_inflate_object_from_tree.__kwdefaults__[
+        "initial_backoff"] == PULL_BACKOFF_SECONDS
+    assert _pull_after_one_miss(pull_defaults) < 0.5
+
+
+def test_another_flower_version_keeps_its_pull_back_off(pull_defaults, monkeypatch) -> None:
+    monkeypatch.setattr(flower_waits, "version", lambda _: "9.9.9")
+
+    with pytest.warns(RuntimeWarning, match="keep Flower's own 1 s back-off"):
+        assert not shorten_pull_backoff()
+    assert pull_defaults.pull_objects.__kwdefaults__["initial_backoff"] == 1

@@ -57,6 +57,7 @@ def federation(bank, tmp_path_factory):
     with fed.running():
         for i in range(PARTNERS):
             fed.start_partner(i)
+        fed.wait_for_launchers()
         yield fed
     assert fed.alive() == []
 
