@@ -151,6 +151,8 @@ class LoopbackFederation:
                                               partners=len(self.partners))
         c = self.credentials
         home = self.root / "superlink"
+        for stale in home.glob("state.db*"):  # no node or run of an earlier federation here:
+            stale.unlink()  # its nodes would look online for another minute
         self._spawn("superlink", [
             _bin("flower-superlink"), "--ssl-ca-certfile", str(c.ca_cert),
             "--ssl-certfile", str(c.server_cert), "--ssl-keyfile", str(c.server_key),

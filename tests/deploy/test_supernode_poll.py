@@ -64,7 +64,42 @@ def test_a_poll_interval_out_of_range_is_refused_by_name(value, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         supernode.main(["--fleet-poll-seconds", value, "--insecure"])
     assert exited.value.code == 2
-    assert "--fleet-poll-seconds must be between 0.05 and 3.0" in capsys.readouterr().err
+    assert "--fleet-poll-seconds must be between 0.05 and 3 seconds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["5", "9.9", "3600"])
+def test_a_heartbeat_out_of_flowers_range_is_refused_by_name(value, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        supernode.main(["--heartbeat-seconds", value, "--insecure"])
+    assert exited.value.code == 2
+    assert "--heartbeat-seconds must be between 10 and 1800 seconds" in capsys.readouterr().err
+
+
+@pytest.fixture
+def heartbeat_modules(monkeypatch):
+    """Flower's modules that read the node heartbeat interval, restored after the test."""
+    from flwr.supercore import heartbeat
+    from flwr.supernode import fleet_http_connection
+
+    for module in (heartbeat, fleet_http_connection):
+        monkeypatch.setattr(module, "HEARTBEAT_DEFAULT_INTERVAL", module.HEARTBEAT_DEFAULT_INTERVAL)
+    return heartbeat, fleet_http_connection
+
+
+def test_the_node_declares_and_paces_a_10_s_heartbeat(heartbeat_modules) -> None:
+    assert all(m.HEARTBEAT_DEFAULT_INTERVAL == 30 for m in heartbeat_modules)  # Flower's own
+
+    assert supernode.shorten_heartbeat(supernode.DEFAULT_HEARTBEAT_SECONDS)
+    # the interval sent in ActivateNode / SendNodeHeartbeat, and the sender's pacing
+    assert all(m.HEARTBEAT_DEFAULT_INTERVAL == 10 for m in heartbeat_modules)
+
+
+def test_another_flower_version_keeps_its_heartbeat(heartbeat_modules, monkeypatch) -> None:
+    monkeypatch.setattr(supernode, "version", lambda _: "9.9.9")
+
+    with pytest.warns(RuntimeWarning, match="Flower's own 30 s heartbeat"):
+        assert not supernode.shorten_heartbeat(10)
+    assert all(m.HEARTBEAT_DEFAULT_INTERVAL == 30 for m in heartbeat_modules)
 
 
 @pytest.fixture
