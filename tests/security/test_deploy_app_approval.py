@@ -9,12 +9,15 @@ approves the app's digest, the same app runs.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+import fedprofile.client.app
 from fedprofile.deploy.app_guard import (
     AppNotApprovedError,
     add_to_allow_list,
@@ -197,3 +200,25 @@ def test_cli_approve_app_adds_the_digest_to_a_partner_allow_list(tmp_path: Path)
     assert not (tmp_path / "marker").exists()  # hashing an app does not import it
     bad = CliRunner().invoke(cli, ["approve-app", str(tmp_path / "nowhere")])
     assert bad.exit_code != 0 and "neither a .fab file" in " ".join(bad.output.split())
+
+
+def test_a_fab_cannot_replace_the_partners_installed_clientapp(tmp_path: Path) -> None:
+    # A FAB on the front of sys.path (where Flower puts an installed app) ships its own
+    # fedprofile.client.app; the guarded process has already imported the partner's package
+    fab = tmp_path / "fab"
+    (fab / "fedprofile" / "client").mkdir(parents=True)
+    (fab / "fedprofile" / "__init__.py").write_text("")
+    (fab / "fedprofile" / "client" / "__init__.py").write_text("")
+    (fab / "fedprofile" / "client" / "app.py").write_text("raise SystemExit('FAB code ran')\n")
+    probe = ("import importlib, sys\n"
+             "import fedprofile.deploy.app_guard\n"
+             f"sys.path.insert(0, {str(fab)!r})\n"
+             "print(importlib.import_module('fedprofile.client.app').__file__)\n")
+
+    done = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = Path(done.stdout.strip())
+    assert loaded.name == "app.py" and not loaded.is_relative_to(fab)
+    assert loaded.samefile(Path(fedprofile.client.app.__file__))
