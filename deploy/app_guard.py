@@ -22,18 +22,22 @@ starting with ``#`` are comments.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TOKEN_ENV", "AppNotApprovedError", "add_to_allow_list", "fab_sha256",
-           "guard_pull", "main", "read_allow_list", "run_task"]
+__all__ = ["INSTALLED_MARKER", "TOKEN_ENV", "AppNotApprovedError", "add_to_allow_list",
+           "fab_sha256", "guard_pull", "install_once", "main", "read_allow_list", "run_task"]
 
 TOKEN_ENV = "FEDPROFILE_TASK_TOKEN"
+INSTALLED_MARKER = ".fedprofile-fab-sha256"
+"""File in an unpacked app folder naming the full digest of the FAB it came from."""
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -141,6 +145,27 @@ def _send_refusal(client: Any, message: Any, context: Any, reason: str) -> None:
                                         reply_to=message), context)
 
 
+def install_once(install: Callable[[], Path], digest: str, target: Path) -> Path:
+    """The app folder of the FAB ``digest``, unpacked by ``install`` only if not there yet.
+
+    Flower unpacks and re-verifies the whole FAB for every task, then keeps whatever folder
+    already has the app's name, version and first 8 hex digits of its digest. Here a folder
+    is reused only if its marker names this FAB's full digest; a folder under the same name
+    from another FAB is removed and this one unpacked in its place.
+    """
+    marker = target / INSTALLED_MARKER
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f"{target.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two tasks of one partner never unpack at once
+        if marker.is_file() and marker.read_text(encoding="ascii").strip() == digest:
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        installed = install()
+        (installed / INSTALLED_MARKER).write_text(digest, encoding="ascii")
+        return installed
+
+
 def _install_guard(allow_list: Path) -> None:
     """Route Flower's ClientApp process through :func:`guard_pull`; fail closed."""
     from flwr.supernode.runtime import run_clientapp as runner
@@ -154,15 +179,22 @@ def _install_guard(allow_list: Path) -> None:
     pull = guard_pull(original, allow_list, _send_refusal)
 
     def checked_pull(client: Any) -> tuple[Any, Any, Any, Any]:
+        from flwr.common.config import get_project_dir
+
         message, context, run, fab = pull(client)
         approved["digest"] = fab_sha256(fab.content)
+        approved["dir"] = str(get_project_dir(run.fab_id, run.fab_version, approved["digest"]))
         return message, context, run, fab
 
     def checked_install(fab_file: Path | bytes, install_dir: Path | None = None,
                         skip_prompt: bool = False) -> Path:
-        if not isinstance(fab_file, bytes) or fab_sha256(fab_file) != approved.get("digest"):
+        digest = approved.get("digest")
+        if not isinstance(fab_file, bytes) or fab_sha256(fab_file) != digest:
             raise AppNotApprovedError("Only the FAB approved for this task may be installed.")
-        return installer(fab_file, install_dir=install_dir, skip_prompt=skip_prompt)
+        if install_dir is not None or digest is None:
+            return installer(fab_file, install_dir=install_dir, skip_prompt=skip_prompt)
+        return install_once(lambda: installer(fab_file, skip_prompt=skip_prompt), digest,
+                            Path(approved["dir"]))
 
     runner.pull_task_input = checked_pull
     runner.install_from_fab = checked_install

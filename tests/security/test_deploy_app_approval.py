@@ -19,10 +19,12 @@ import pytest
 
 import fedprofile.client.app
 from fedprofile.deploy.app_guard import (
+    INSTALLED_MARKER,
     AppNotApprovedError,
     add_to_allow_list,
     fab_sha256,
     guard_pull,
+    install_once,
     read_allow_list,
 )
 from fedprofile.deploy.approval import app_digest, approve_app
@@ -222,3 +224,32 @@ def test_a_fab_cannot_replace_the_partners_installed_clientapp(tmp_path: Path) -
     loaded = Path(done.stdout.strip())
     assert loaded.name == "app.py" and not loaded.is_relative_to(fab)
     assert loaded.samefile(Path(fedprofile.client.app.__file__))
+
+
+def test_an_app_folder_is_unpacked_once_per_fab_and_never_shared(tmp_path: Path) -> None:
+    target = tmp_path / "apps" / "fedprofile.fedprofile.0.2.0.abcdef01"
+    unpacked: list[str] = []
+
+    def install(tag: str):
+        def run() -> Path:
+            unpacked.append(tag)
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "app.py").write_text(tag)
+            return target
+        return run
+
+    assert install_once(install("first"), DIGEST, target) == target
+    assert install_once(install("again"), DIGEST, target) == target
+    assert unpacked == ["first"]  # the second task reuses the verified folder
+
+    # another FAB whose digest shares the 8 hex digits Flower names the folder by
+    other = DIGEST[:8] + "cd" * 28
+    install_once(install("other"), other, target)
+    assert unpacked == ["first", "other"]
+    assert (target / "app.py").read_text() == "other"
+    assert (target / INSTALLED_MARKER).read_text() == other
+
+    # a folder without the marker (unpacked by Flower itself) is not trusted either
+    (target / INSTALLED_MARKER).unlink()
+    install_once(install("fresh"), other, target)
+    assert unpacked == ["first", "other", "fresh"]
