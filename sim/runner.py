@@ -246,15 +246,20 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
     or a budget the run would break fails in seconds, before any release or ledger entry.
     Identical reasons are reported once with the partners they concern.
 
+    A partner that is only *not ready* (``k`` segments of ``min_segment_size`` customers
+    it cannot fill, a target it cannot model) leaves the run at ``query.profile``, as in a
+    deployment: the run goes on, with a warning naming it, while ``min_partners`` remain.
+
     Raises
     ------
     DataError
-        If any partner cannot serve the run (its data, policy, budget, or ``k`` segments of
-        ``min_segment_size`` customers it cannot fill).
+        If a partner cannot serve the run for another reason (its data, policy, budget), or
+        fewer than ``min_partners`` partners could.
     """
     kmeans = cfg.task in ("segments", "pipeline")
     target = cfg.target if cfg.task in ("ridge", "logistic", "pipeline") else None
     problems: dict[str, str] = {}
+    not_ready: dict[str, int] = {}  # partners that would only leave the run, with customers
     hints: list[str] = []
     customers = 0
     for pid, node in nodes.items():
@@ -274,13 +279,22 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
                 problems[name] = budget
         except NotReadyError as exc:
             problems[name] = str(exc)
+            not_ready[name] = len(site.matrix())
             hints.append(f"{name}: {exc.hint}.")
         except FedprofileError as exc:
             problems[name] = str(exc).replace(str(node["data-path"]), "<data-path>")
+    details = f" Local details: {' '.join(hints)}" if hints else ""
+    reasons = group_reasons(problems, total=len(nodes)).rstrip(".")
+    staying = len(nodes) - len(problems)
+    if problems and set(problems) == set(not_ready) and staying >= cfg.min_partners:
+        # as in a deployment: a partner that cannot serve refuses at query.profile, and
+        # the run goes on with the others (nothing of the refusing partner is released)
+        log.warning("Leaving the run at query.profile: %s. The run goes on with %d "
+                    "partners.%s", reasons, staying, details)
+        return customers - sum(not_ready.values())
     if problems:  # (every partner filling k segments, the pooled customers do too)
-        details = f" Local details: {' '.join(hints)}" if hints else ""
         raise DataError("The partners cannot serve this run; nothing was released: "
-                        f"{group_reasons(problems, total=len(nodes)).rstrip('.')}.{details}")
+                        f"{reasons}.{details}")
     return customers
 
 

@@ -51,3 +51,36 @@ def test_a_run_beyond_the_budget_left_is_refused_once_for_all_partners(tmp_path:
     assert seconds < 10
     small = RunConfig.from_mapping({"spec": str(spec), "k": 2, "epsilon": 0.2})
     assert preflight(nodes, small) == 900  # what is left still runs
+
+
+def _partners(tmp_path: Path, sizes: list[int]) -> dict:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC)
+    parts = [Partition(name=f"p{i}", frame=pd.DataFrame({"age": np.arange(n) % 70 + 20}))
+             for i, n in enumerate(sizes)]
+    return _prepare_partners(parts, spec_path=spec, state_dir=tmp_path / "state", policy=None,
+                             seed=0, capture=None)
+
+
+def test_a_partner_too_small_for_k_leaves_and_the_run_goes_on(tmp_path: Path, caplog) -> None:
+    # as in a deployment, where such a partner refuses query.profile and is dropped
+    nodes = _partners(tmp_path, [300, 300, 80])
+    cfg = RunConfig.from_mapping({"spec": str(tmp_path / "spec.toml"), "k": 2,
+                                  "epsilon": 1.0, "min-partners": 2})
+
+    with caplog.at_level("WARNING", logger="fedprofile.sim"):
+        pooled = preflight(nodes, cfg)
+
+    assert pooled == 600  # the customers of the partners that stay
+    assert "Leaving the run at query.profile: p2: k=2 segments" in caplog.text
+    assert "The run goes on with 2 partners" in caplog.text
+
+
+def test_too_few_partners_left_for_k_stops_the_run_before_flower(tmp_path: Path) -> None:
+    nodes = _partners(tmp_path, [300, 80, 80])
+    cfg = RunConfig.from_mapping({"spec": str(tmp_path / "spec.toml"), "k": 2,
+                                  "epsilon": 1.0, "min-partners": 2})
+
+    with pytest.raises(DataError, match="cannot serve this run; nothing was released: 2 "
+                                        r"partners \(p1, p2\): k=2 segments"):
+        preflight(nodes, cfg)
