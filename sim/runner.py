@@ -268,10 +268,15 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
             site = PartnerSite.from_node_config(
                 {"partition-id": pid, "num-partitions": len(nodes)}, nodes)
             _ = site.policy  # a policy file that cannot be read
-            customers += len(site.matrix())
-            check_ready(site, k=cfg.fewest_segments if kmeans else None, target=target,
-                        min_segment_size=max(cfg.min_segment_size,
-                                             site.policy.min_segment_size))
+            held = len(site.matrix())
+            customers += held
+            try:
+                check_ready(site, k=cfg.fewest_segments if kmeans else None, target=target,
+                            min_segment_size=max(cfg.min_segment_size,
+                                                 site.policy.min_segment_size))
+            except NotReadyError:
+                not_ready[name] = held  # (a seed audience that is not ready stops the run)
+                raise
             if cfg.task == "lookalike":
                 check_seed(site, seed_audience(cfg))
             budget = budget_problem(site, epsilon=cfg.epsilon, delta=cfg.delta)
@@ -279,7 +284,6 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
                 problems[name] = budget
         except NotReadyError as exc:
             problems[name] = str(exc)
-            not_ready[name] = len(site.matrix())
             hints.append(f"{name}: {exc.hint}.")
         except FedprofileError as exc:
             problems[name] = str(exc).replace(str(node["data-path"]), "<data-path>")
