@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["INSTALLED_MARKER", "TOKEN_ENV", "AppNotApprovedError", "add_to_allow_list",
-           "fab_sha256", "guard_pull", "install_once", "main", "read_allow_list", "run_task"]
+           "app_folder", "fab_sha256", "guard_pull", "install_once", "main", "read_allow_list",
+           "run_task"]
 
 TOKEN_ENV = "FEDPROFILE_TASK_TOKEN"
 INSTALLED_MARKER = ".fedprofile-fab-sha256"
@@ -102,6 +103,25 @@ def _refusal(allow_list: Path, digest: str, fab_hash: str, run_fab_hash: str) ->
     return None
 
 
+def app_folder(fab_id: str, fab_version: str, digest: str) -> Path | None:
+    """The folder Flower unpacks and loads the task's app in, or None if it is outside.
+
+    None unless it is one folder directly in the partner's app store (``$FLWR_HOME/apps``):
+    Flower builds it from the run's app id and version, which come from the coordinator, not
+    from the approved FAB: a version such as ``1/../../..`` would name any folder.
+    """
+    from flwr.common.config import get_project_dir
+    from flwr.common.constant import APP_DIR
+    from flwr.supercore.utils import get_flwr_home
+
+    try:
+        folder = Path(get_project_dir(fab_id, fab_version, digest))
+    except ValueError:  # an id without exactly one "/"
+        return None
+    store = (get_flwr_home() / APP_DIR).resolve()
+    return folder if folder.resolve().parent == store else None
+
+
 def guard_pull(original: Callable[[Any], tuple[Any, Any, Any, Any]], allow_list: Path,
                refuse: Callable[[Any, Any, Any, str], None]
                ) -> Callable[[Any], tuple[Any, Any, Any, Any]]:
@@ -115,6 +135,9 @@ def guard_pull(original: Callable[[Any], tuple[Any, Any, Any, Any]], allow_list:
         message, context, run, fab = original(client)
         digest = fab_sha256(fab.content)
         reason = _refusal(allow_list, digest, fab.hash_str, run.fab_hash)
+        if reason is None and app_folder(run.fab_id, run.fab_version, digest) is None:
+            reason = (f"the run's app id {run.fab_id!r} and version {run.fab_version!r} do not "
+                      "name a folder of the partner's app store")
         if reason is None:
             _log("INFO", f"Run {run.run_id}: app sha256 {digest} is approved; loading it.")
             return message, context, run, fab
@@ -179,11 +202,9 @@ def _install_guard(allow_list: Path) -> None:
     pull = guard_pull(original, allow_list, _send_refusal)
 
     def checked_pull(client: Any) -> tuple[Any, Any, Any, Any]:
-        from flwr.common.config import get_project_dir
-
         message, context, run, fab = pull(client)
         approved["digest"] = fab_sha256(fab.content)
-        approved["dir"] = str(get_project_dir(run.fab_id, run.fab_version, approved["digest"]))
+        approved["dir"] = str(app_folder(run.fab_id, run.fab_version, approved["digest"]))
         return message, context, run, fab
 
     def checked_install(fab_file: Path | bytes, install_dir: Path | None = None,

@@ -22,6 +22,7 @@ from fedprofile.deploy.app_guard import (
     INSTALLED_MARKER,
     AppNotApprovedError,
     add_to_allow_list,
+    app_folder,
     fab_sha256,
     guard_pull,
     install_once,
@@ -53,25 +54,44 @@ def test_launcher_refuses_to_start_without_an_approved_app(tmp_path: Path) -> No
         check_allow_list(tmp_path / "empty.txt")
 
 
-def _pulled(content: bytes, fab_hash: str | None = None, run_hash: str | None = None):
+def _pulled(content: bytes, fab_hash: str | None = None, run_hash: str | None = None,
+            version: str = "0.2.0"):
     digest = fab_sha256(content)
     fab = SimpleNamespace(content=content, hash_str=fab_hash or digest)
-    run = SimpleNamespace(run_id=7, fab_hash=run_hash or digest)
+    run = SimpleNamespace(run_id=7, fab_hash=run_hash or digest, fab_id="fedprofile/fedprofile",
+                          fab_version=version)
     return lambda client: ("message", "context", run, fab)
 
 
-@pytest.mark.parametrize("case", ["unlisted", "declared-hash-differs", "allow-list-missing"])
-def test_guard_refuses_and_replies_with_an_error(tmp_path: Path, case: str) -> None:
+@pytest.mark.parametrize("case", ["unlisted", "declared-hash-differs", "allow-list-missing",
+                                  "version-escapes-the-app-store"])
+def test_guard_refuses_and_replies_with_an_error(tmp_path: Path, case: str, monkeypatch) -> None:
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
     content = b"fab bytes"
     allow = tmp_path / "approved.txt"
     if case != "allow-list-missing":
         add_to_allow_list(allow, fab_sha256(content) if case != "unlisted" else DIGEST)
-    original = _pulled(content, fab_hash=DIGEST if case == "declared-hash-differs" else None)
+    version = "1/../../../victim" if case == "version-escapes-the-app-store" else "0.2.0"
+    original = _pulled(content, fab_hash=DIGEST if case == "declared-hash-differs" else None,
+                       version=version)
     replies: list[str] = []
     pull = guard_pull(original, allow, lambda c, m, ctx, reason: replies.append(reason))
     with pytest.raises(AppNotApprovedError, match="Partner refused run 7"):
         pull(object())
     assert len(replies) == 1 and "No code of the app was loaded" in replies[0]
+
+
+@pytest.mark.parametrize(("fab_id", "version", "inside"), [
+    ("fedprofile/fedprofile", "0.2.0", True), ("fedprofile/fedprofile", "1/../../x", False),
+    ("fedprofile/../../x", "0.2.0", False), ("no-publisher", "0.2.0", False),
+])
+def test_the_app_folder_stays_in_the_partners_app_store(tmp_path, monkeypatch, fab_id, version,
+                                                         inside) -> None:
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path))
+    folder = app_folder(fab_id, version, DIGEST)
+    assert (folder is not None) == inside
+    if inside:
+        assert folder.parent == tmp_path / "apps"
 
 
 def test_guard_passes_an_approved_fab_through(tmp_path: Path) -> None:
