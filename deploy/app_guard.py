@@ -27,14 +27,17 @@ import hashlib
 import os
 import re
 import shutil
+import tomllib
+import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 __all__ = ["INSTALLED_MARKER", "TOKEN_ENV", "AppNotApprovedError", "add_to_allow_list",
-           "app_folder", "fab_sha256", "guard_pull", "install_once", "main", "read_allow_list",
-           "run_task"]
+           "app_folder", "fab_metadata", "fab_sha256", "guard_pull", "install_once", "main",
+           "read_allow_list", "run_task"]
 
 TOKEN_ENV = "FEDPROFILE_TASK_TOKEN"
 INSTALLED_MARKER = ".fedprofile-fab-sha256"
@@ -103,6 +106,45 @@ def _refusal(allow_list: Path, digest: str, fab_hash: str, run_fab_hash: str) ->
     return None
 
 
+def fab_metadata(content: bytes) -> tuple[str, str]:
+    """The app id (``publisher/name``) and version a FAB's own ``pyproject.toml`` declares.
+
+    Flower unpacks a FAB into a folder named from these, and loads the task's app from a
+    folder named from the run's id and version; the two must agree.
+
+    Raises
+    ------
+    ValueError
+        The bytes are not a zip archive with a readable ``pyproject.toml`` naming both.
+    """
+    from flwr.common.config import get_metadata_from_config
+
+    try:
+        with zipfile.ZipFile(BytesIO(content)) as archive:
+            config = tomllib.loads(archive.read("pyproject.toml").decode("utf-8"))
+        fab_id, version = get_metadata_from_config(config)
+    except (zipfile.BadZipFile, KeyError, TypeError, UnicodeDecodeError,
+            tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"the FAB has no readable pyproject.toml with an app id and version "
+                         f"({type(exc).__name__}: {exc})") from exc
+    return str(fab_id), str(version)
+
+
+def _folder_refusal(run: Any, content: bytes, digest: str) -> str | None:
+    """Why the run's app folder may not be used for this FAB, or None."""
+    try:
+        fab_id, version = fab_metadata(content)
+    except ValueError as exc:
+        return str(exc)
+    if (fab_id, version) != (run.fab_id, run.fab_version):
+        return (f"the run names app {run.fab_id!r} version {run.fab_version!r} but the FAB "
+                f"declares app {fab_id!r} version {version!r}")
+    if app_folder(run.fab_id, run.fab_version, digest) is None:
+        return (f"the run's app id {run.fab_id!r} and version {run.fab_version!r} do not name "
+                "a folder of the partner's app store")
+    return None
+
+
 def app_folder(fab_id: str, fab_version: str, digest: str) -> Path | None:
     """The folder Flower unpacks and loads the task's app in, or None if it is outside.
 
@@ -127,6 +169,8 @@ def guard_pull(original: Callable[[Any], tuple[Any, Any, Any, Any]], allow_list:
                ) -> Callable[[Any], tuple[Any, Any, Any, Any]]:
     """Wrap Flower's ``pull_task_input`` so only an approved FAB comes out of it.
 
+    The FAB must also declare the app id and version the run names, so the folder Flower
+    unpacks it into is the folder it loads the app from, inside the partner's app store.
     ``refuse(client, message, context, reason)`` sends the error reply before
     :class:`AppNotApprovedError` is raised; the allow-list is re-read on every task.
     """
@@ -134,10 +178,8 @@ def guard_pull(original: Callable[[Any], tuple[Any, Any, Any, Any]], allow_list:
     def pull(client: Any) -> tuple[Any, Any, Any, Any]:
         message, context, run, fab = original(client)
         digest = fab_sha256(fab.content)
-        reason = _refusal(allow_list, digest, fab.hash_str, run.fab_hash)
-        if reason is None and app_folder(run.fab_id, run.fab_version, digest) is None:
-            reason = (f"the run's app id {run.fab_id!r} and version {run.fab_version!r} do not "
-                      "name a folder of the partner's app store")
+        reason = (_refusal(allow_list, digest, fab.hash_str, run.fab_hash)
+                  or _folder_refusal(run, fab.content, digest))
         if reason is None:
             _log("INFO", f"Run {run.run_id}: app sha256 {digest} is approved; loading it.")
             return message, context, run, fab
@@ -185,6 +227,9 @@ def install_once(install: Callable[[], Path], digest: str, target: Path) -> Path
         if target.exists():
             shutil.rmtree(target)
         installed = install()
+        if installed.resolve() != target.resolve():
+            raise AppNotApprovedError(f"The FAB was unpacked into {installed}, not into the "
+                                      f"folder its run names ({target}).")
         (installed / INSTALLED_MARKER).write_text(digest, encoding="ascii")
         return installed
 

@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 import textwrap
+import zipfile
+from io import BytesIO
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +25,7 @@ from fedprofile.deploy.app_guard import (
     AppNotApprovedError,
     add_to_allow_list,
     app_folder,
+    fab_metadata,
     fab_sha256,
     guard_pull,
     install_once,
@@ -54,31 +57,60 @@ def test_launcher_refuses_to_start_without_an_approved_app(tmp_path: Path) -> No
         check_allow_list(tmp_path / "empty.txt")
 
 
+def _fab(app_id: str = "fedprofile/fedprofile", version: str = "0.2.0") -> bytes:
+    """A minimal FAB (zip) whose pyproject declares ``app_id`` and ``version``."""
+    publisher, name = app_id.split("/", 1)
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("pyproject.toml", f'[project]\nname = "{name}"\nversion = "{version}"'
+                                           f'\n[tool.flwr.app]\npublisher = "{publisher}"\n')
+    return buffer.getvalue()
+
+
 def _pulled(content: bytes, fab_hash: str | None = None, run_hash: str | None = None,
-            version: str = "0.2.0"):
+            version: str = "0.2.0", fab_id: str = "fedprofile/fedprofile"):
     digest = fab_sha256(content)
     fab = SimpleNamespace(content=content, hash_str=fab_hash or digest)
-    run = SimpleNamespace(run_id=7, fab_hash=run_hash or digest, fab_id="fedprofile/fedprofile",
+    run = SimpleNamespace(run_id=7, fab_hash=run_hash or digest, fab_id=fab_id,
                           fab_version=version)
     return lambda client: ("message", "context", run, fab)
 
 
-@pytest.mark.parametrize("case", ["unlisted", "declared-hash-differs", "allow-list-missing",
-                                  "version-escapes-the-app-store"])
+_ESCAPE = "1/../../../victim"
+_REFUSALS = {  # case: (FAB bytes, run's app id, run's version, words of the refusal)
+    "unlisted": (_fab(), "fedprofile/fedprofile", "0.2.0", "not in the partner's approved"),
+    "declared-hash-differs": (_fab(), "fedprofile/fedprofile", "0.2.0", "delivered FAB"),
+    "allow-list-missing": (_fab(), "fedprofile/fedprofile", "0.2.0", "cannot be read"),
+    "version-escapes-the-app-store": (_fab(version=_ESCAPE), "fedprofile/fedprofile", _ESCAPE,
+                                      "do not name a folder"),
+    "run-names-another-version": (_fab(), "fedprofile/fedprofile", "0.1.0",
+                                  "declares app 'fedprofile/fedprofile' version '0.2.0'"),
+    "run-names-another-app": (_fab(), "acme/other", "0.2.0", "the run names app 'acme/other'"),
+    "not-a-fab": (b"fab bytes", "fedprofile/fedprofile", "0.2.0", "no readable pyproject"),
+}
+
+
+@pytest.mark.parametrize("case", list(_REFUSALS))
 def test_guard_refuses_and_replies_with_an_error(tmp_path: Path, case: str, monkeypatch) -> None:
     monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
-    content = b"fab bytes"
+    content, fab_id, version, words = _REFUSALS[case]
     allow = tmp_path / "approved.txt"
     if case != "allow-list-missing":
         add_to_allow_list(allow, fab_sha256(content) if case != "unlisted" else DIGEST)
-    version = "1/../../../victim" if case == "version-escapes-the-app-store" else "0.2.0"
     original = _pulled(content, fab_hash=DIGEST if case == "declared-hash-differs" else None,
-                       version=version)
+                       version=version, fab_id=fab_id)
     replies: list[str] = []
     pull = guard_pull(original, allow, lambda c, m, ctx, reason: replies.append(reason))
     with pytest.raises(AppNotApprovedError, match="Partner refused run 7"):
         pull(object())
     assert len(replies) == 1 and "No code of the app was loaded" in replies[0]
+    assert words in replies[0]
+
+
+def test_fab_metadata_reads_the_fabs_own_pyproject() -> None:
+    assert fab_metadata(_fab("acme/segments", "3.1")) == ("acme/segments", "3.1")
+    with pytest.raises(ValueError, match="no readable pyproject"):
+        fab_metadata(_fab()[:-30])
 
 
 @pytest.mark.parametrize(("fab_id", "version", "inside"), [
@@ -96,9 +128,9 @@ def test_the_app_folder_stays_in_the_partners_app_store(tmp_path, monkeypatch, f
 
 def test_guard_passes_an_approved_fab_through(tmp_path: Path) -> None:
     allow = tmp_path / "approved.txt"
-    add_to_allow_list(allow, fab_sha256(b"fab bytes"))
-    pull = guard_pull(_pulled(b"fab bytes"), allow, lambda *a: pytest.fail("refused"))
-    assert pull(object())[3].content == b"fab bytes"
+    add_to_allow_list(allow, fab_sha256(_fab()))
+    pull = guard_pull(_pulled(_fab()), allow, lambda *a: pytest.fail("refused"))
+    assert pull(object())[3].content == _fab()
 
 
 def _marker_app(root: Path, marker: Path) -> Path:
@@ -273,3 +305,14 @@ def test_an_app_folder_is_unpacked_once_per_fab_and_never_shared(tmp_path: Path)
     (target / INSTALLED_MARKER).unlink()
     install_once(install("fresh"), other, target)
     assert unpacked == ["first", "other", "fresh"]
+
+    # a FAB that lands in another folder than the run names is refused, and is not marked
+    elsewhere = tmp_path / "apps" / "acme.other.9.abcdef01"
+
+    def install_elsewhere() -> Path:
+        elsewhere.mkdir(parents=True)
+        return elsewhere
+
+    with pytest.raises(AppNotApprovedError, match="not into the folder its run names"):
+        install_once(install_elsewhere, DIGEST, target)
+    assert not (elsewhere / INSTALLED_MARKER).exists()
