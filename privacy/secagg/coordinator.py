@@ -15,7 +15,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedprofile.errors import ProtocolError
-from fedprofile.privacy.secagg import crypto
+from fedprofile.privacy.secagg import crypto, shamir
 from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
     KeyBroadcast,
@@ -125,8 +125,8 @@ class SecaggCoordinator:
             total += masked.masked
         for owner, masked in self._masked.items():
             shares = {index[r.partner_id]: r.seed_shares[owner] for r in replies
-                      if len(r.seed_shares.get(owner, b"")) == 16}
-            seed = crypto.combine_secret(shares, setup.threshold)
+                      if owner in r.seed_shares}
+            seed = shamir.combine(shares, setup.threshold, crypto.SEED_BYTES)
             if crypto.seed_commitment(seed, run_id=setup.run_id, partner_id=owner,
                                       round=self.round) != masked.seed_commitment:
                 raise ProtocolError(f"Secure aggregation aborted: the self-mask of partner "
@@ -135,8 +135,8 @@ class SecaggCoordinator:
                                         round=self.round, dim=setup.dim, bits=setup.bits)
         for gone in dropped:
             shares = {index[r.partner_id]: r.key_shares[gone] for r in replies
-                      if len(r.key_shares.get(gone, b"")) == 32}
-            key = crypto.combine_secret(shares, setup.threshold)
+                      if gone in r.key_shares}
+            key = shamir.combine(shares, setup.threshold, crypto.KEY_BYTES)
             private = X25519PrivateKey.from_private_bytes(key)
             if crypto.public_bytes(private) != self.adverts[gone].mask_key:
                 raise ProtocolError(f"Secure aggregation aborted: the mask key of dropped "

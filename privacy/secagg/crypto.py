@@ -1,10 +1,9 @@
-"""Cryptographic building blocks of secure aggregation, all from well-kept libraries.
+"""Cryptographic building blocks of secure aggregation.
 
 - X25519 key agreement, HKDF-SHA256, AES-256-GCM and Ed25519 from ``cryptography``;
 - masks: a ChaCha20 keystream keyed by HKDF(full 32-byte agreed secret or seed, run id,
   label and round), read as little-endian ``uint64`` and reduced mod ``2**bits``;
-- Shamir t-of-n sharing from pycryptodome (``Crypto.Protocol.SecretSharing``, GF(2**128) on
-  16-byte blocks; a 32-byte secret is shared as two halves with the same indices).
+- Shamir t-of-n sharing: :mod:`.shamir`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import hashlib
 import os
 
 import numpy as np
-from Crypto.Protocol.SecretSharing import Shamir
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -26,20 +24,24 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fedprofile.errors import ProtocolError
 
 __all__ = [
+    "KEY_BYTES",
+    "SEED_BYTES",
     "advert_payload",
     "agree",
-    "combine_secret",
     "decrypt",
     "derive_key",
     "encrypt",
     "mask_vector",
     "public_bytes",
     "seed_commitment",
-    "split_secret",
     "verify_advert",
 ]
 
 _DOMAIN = b"fedprofile-secagg-v1"
+SEED_BYTES = 32
+"""Length of a round's self-mask seed."""
+KEY_BYTES = 32
+"""Length of a raw X25519 private key (the mask key shared once per run)."""
 
 
 def public_bytes(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
@@ -111,25 +113,3 @@ def seed_commitment(seed: bytes, *, run_id: bytes, partner_id: str, round: int) 
     """SHA-256 commitment to a self-mask seed, so a wrong reconstruction is detected."""
     data = b"|".join([_DOMAIN, b"seed", run_id, partner_id.encode(), str(round).encode(), seed])
     return hashlib.sha256(data).digest()
-
-
-def split_secret(secret: bytes, k: int, n: int) -> list[bytes]:
-    """Shamir-share a 16- or 32-byte secret; share ``i`` (0-based) has Shamir index ``i + 1``."""
-    halves = [secret[i:i + 16] for i in range(0, len(secret), 16)]
-    if len(secret) not in (16, 32):
-        raise ValueError("Shamir sharing takes 16- or 32-byte secrets.")
-    # ssss=False is the library default, spelled out because pycryptodome's stub omits the default
-    parts = [Shamir.split(k, n, half, ssss=False) for half in halves]
-    return [b"".join(part[i][1] for part in parts) for i in range(n)]
-
-
-def combine_secret(shares: dict[int, bytes], k: int) -> bytes:
-    """Rebuild a secret from ``k`` shares keyed by Shamir index (1-based)."""
-    if len(shares) < k:
-        raise ProtocolError(f"Secure aggregation failed: {len(shares)} shares received, "
-                            f"{k} needed to reconstruct a secret.")
-    chosen = sorted(shares.items())[:k]
-    length = len(chosen[0][1])
-    return b"".join(
-        Shamir.combine([(idx, share[off:off + 16]) for idx, share in chosen], ssss=False)
-        for off in range(0, length, 16))

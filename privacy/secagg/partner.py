@@ -2,7 +2,7 @@
 
 Per run a partner makes two X25519 key pairs (masks, share encryption) and signs their public
 keys with its long-term Ed25519 key. Per round it adds to its vector a fresh self-mask (from a
-16-byte seed it Shamir-shares with the other participants) and one pairwise mask per other
+32-byte seed it Shamir-shares with the other participants) and one pairwise mask per other
 participant (from the full 32-byte X25519 secret, HKDF with the run id and the round, ChaCha20).
 
 What it refuses, each with :class:`ProtocolError`: unsigned or swapped keys, a roster without
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from fedprofile.errors import ProtocolError
-from fedprofile.privacy.secagg import crypto
+from fedprofile.privacy.secagg import crypto, shamir
 from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
     KeyBroadcast,
@@ -132,7 +132,7 @@ class SecaggPartner:
             raise _refuse("this partner's own advert is missing from the broadcast.")
         self._roster = ids
         raw = self._mask_sk.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        shares = crypto.split_secret(raw, setup.threshold, len(ids))
+        shares = shamir.split(raw, setup.threshold, len(ids))
         out = {}
         for pid, share in zip(ids, shares, strict=True):
             if pid == self.partner_id:
@@ -167,7 +167,7 @@ class SecaggPartner:
                 self._held_keys[sender] = crypto.decrypt(
                     self._enc_key[sender], blob, aad("key", setup.run_id, 0, sender,
                                                      self.partner_id))
-        seed = os.urandom(16)
+        seed = os.urandom(crypto.SEED_BYTES)
         total = vec + crypto.mask_vector(seed, run_id=setup.run_id, label=b"self",
                                          round=request.round, dim=setup.dim, bits=setup.bits)
         for pid in parts:
@@ -177,7 +177,7 @@ class SecaggPartner:
                                       label=b"pair", round=request.round, dim=setup.dim,
                                       bits=setup.bits)
             total = total + pair if self.partner_id < pid else total - pair
-        shares = crypto.split_secret(seed, setup.threshold, len(self._roster))
+        shares = shamir.split(seed, setup.threshold, len(self._roster))
         out = {}
         for pid, share in zip(self._roster, shares, strict=True):
             if pid == self.partner_id:
