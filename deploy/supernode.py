@@ -108,12 +108,22 @@ def _in_range(parser: argparse.ArgumentParser, flag: str, value: float,
                        f"not {value:g}.\n")
 
 
+_HELP = f"""fedprofile options (before flower-supernode's own, below):
+  --fleet-poll-seconds S  idle poll of the Fleet API, {_POLL_RANGE[0]}-{_POLL_RANGE[1]} s \
+(default {DEFAULT_POLL_SECONDS})
+  --heartbeat-seconds S   heartbeat declared to the SuperLink, {_HEARTBEAT_RANGE[0]:g}-\
+{_HEARTBEAT_RANGE[1]:g} s (default {DEFAULT_HEARTBEAT_SECONDS:g})
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run ``flower-supernode`` with the short idle poll; arguments as ``flower-supernode``."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--fleet-poll-seconds", type=float, default=DEFAULT_POLL_SECONDS)
     parser.add_argument("--heartbeat-seconds", type=float, default=DEFAULT_HEARTBEAT_SECONDS)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(rest):
+        sys.stdout.write(_HELP + "\n")
     _in_range(parser, "--fleet-poll-seconds", args.fleet_poll_seconds, _POLL_RANGE)
     _in_range(parser, "--heartbeat-seconds", args.heartbeat_seconds, _HEARTBEAT_RANGE)
     shorten_idle_poll(args.fleet_poll_seconds)

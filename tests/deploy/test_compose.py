@@ -28,8 +28,7 @@ from fedprofile.deploy.loopback import snapshot_app
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 SERVICES = COMPOSE["services"]
-BINARY = {"flwr/superlink": "flower-superlink", "flwr/supernode": "flower-supernode",
-          "fedprofile-app": "flower-superexec"}
+BINARY = {"flwr/superlink": "flower-superlink", "fedprofile-app": "flower-superexec"}
 MODULE_SERVICES = [n for n, s in SERVICES.items() if s.get("entrypoint", [""])[0] == "python"]
 PARTNERS = (1, 2, 3)
 
@@ -70,7 +69,8 @@ def test_service_commands_use_only_flags_the_installed_clis_accept(name: str) ->
 def test_fedprofile_module_services_use_only_flags_their_module_accepts(name: str) -> None:
     service = SERVICES[name]
     module = service["entrypoint"][-1]
-    assert module in {"fedprofile.deploy.partner_exec", "fedprofile.deploy.fleet_gateway"}
+    assert module in {"fedprofile.deploy.partner_exec", "fedprofile.deploy.fleet_gateway",
+                      "fedprofile.deploy.supernode"}
     done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                           text=True, timeout=120, check=False)
     accepted = set(re.findall(r"--[a-z][a-z0-9-]*", done.stdout))
