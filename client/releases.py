@@ -52,6 +52,10 @@ def kmeans(request: KMeansRequest, site: PartnerSite, mask: MaskRequest | None =
            ) -> KMeansReply | SecaggMasked:
     """Noised per-centre sums and counts of the partner's customers.
 
+    The sums are of the customers' vectors, or with the request's ``radius`` of their
+    displacements from their centres shortened to it
+    (:func:`fedprofile.client.statistics.cluster_partials`).
+
     With ``mask`` (``noise = 'secagg'``) the partner adds only its noise share and replies
     with the masked vector (:func:`fedprofile.client.secure.masked_release`).
     """
@@ -60,13 +64,13 @@ def kmeans(request: KMeansRequest, site: PartnerSite, mask: MaskRequest | None =
         raise ProtocolError(f"train.kmeans request: centres have {request.centers.shape[1]} "
                             f"coordinates; the contract has {site.spec.dim}.")
     _check_centre_count(site, request.centers.shape[0], "train.kmeans request")
-    sum_mech = GaussianMechanism(sensitivity=site.spec.norm_bound,
+    sum_mech = GaussianMechanism(sensitivity=request.radius or site.spec.norm_bound,
                                  noise_multiplier=request.sum_noise_multiplier)
     count_mech = GaussianMechanism(sensitivity=1.0,
                                    noise_multiplier=request.count_noise_multiplier)
     events = (sum_mech.event(component="sums", stage=request.stage, round=request.round),
               count_mech.event(component="counts", stage=request.stage, round=request.round))
-    sums, counts = cluster_partials(site.matrix(), request.centers)
+    sums, counts = cluster_partials(site.matrix(), request.centers, request.radius)
     rng = site.rng(run_id=request.run_id, stage=request.stage, round=request.round,
                    request=request.centers)
     if mask is not None:

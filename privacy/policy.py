@@ -44,17 +44,26 @@ def _family(e: PrivacyEvent) -> str:
     return "gaussian" if e.mechanism == "skellam" else e.mechanism
 
 
-def _same_release(a: PrivacyEvent, b: PrivacyEvent) -> bool:
+def _same_release(a: PrivacyEvent, b: PrivacyEvent, *, tighter: bool = False) -> bool:
+    """Whether ``b`` is the release ``a`` describes.
+
+    With ``tighter`` ``b`` may also have a smaller sensitivity than ``a``: its noise scales
+    with its sensitivity at the same multiplier, so its privacy loss is the same.
+    """
+    same_sensitivity = math.isclose(a.sensitivity, b.sensitivity, rel_tol=1e-9, abs_tol=1e-12)
     return (_family(a), a.stage, a.round, a.component) == \
         (_family(b), b.stage, b.round, b.component) and \
         math.isclose(a.noise_multiplier, b.noise_multiplier, rel_tol=1e-9, abs_tol=0.0) and \
-        math.isclose(a.sensitivity, b.sensitivity, rel_tol=1e-9, abs_tol=1e-12)
+        (same_sensitivity or (tighter and 0.0 < b.sensitivity < a.sensitivity))
 
 
 def _take(pending: list[PrivacyEvent], release: PrivacyEvent) -> bool:
-    """Remove the planned release matching ``release`` from ``pending``; False if none."""
+    """Remove the planned release matching ``release`` from ``pending``; False if none.
+
+    A release may clip tighter than planned (a smaller sensitivity, the same multiplier).
+    """
     for i, planned in enumerate(pending):
-        if _same_release(planned, release):
+        if _same_release(planned, release, tighter=True):
             del pending[i]
             return True
     return False

@@ -4,8 +4,13 @@ Pure functions (plan, candidates, centre update, weighted re-clustering) sit apa
 :class:`KMeansStage`, a small stateful object with a fixed life cycle
 ``configure(round) -> aggregate(round, replies) -> finalize()``.
 
-Privacy: every round each partner releases its per-centre sums (sensitivity ``B``, the
-contract's norm bound) and counts (sensitivity 1), each with Gaussian noise at the partner.
+Privacy: every round each partner releases its per-centre sums and counts (sensitivity 1),
+each with noise at the partner. The start's sums are of customer vectors (sensitivity ``B``,
+the contract's norm bound). A private Lloyd round's are of each customer's displacement from
+its centre, shortened to a radius ``r <= B`` (sensitivity ``r``, at the planned noise
+multiplier: the same privacy loss, proportionally less noise in each centre's step). The
+radius is post-processing of the start's released summary: the spread of its candidate
+means around the chosen centres, times :data:`RADIUS_SCALE`.
 The initialisation is a DP over-clustering round: partners release noised sums and counts for
 many *data-independent* candidate centres drawn in the contract's public box; the
 coordinator keeps candidates whose noisy count clears twice the noise standard deviation
@@ -40,20 +45,28 @@ __all__ = [
 
 INIT_STAGE, LLOYD_STAGE = "kmeans-init", "kmeans"
 PRECISION = 0.05  # largest noise of a candidate mean --k auto uses, as a share of the box
+RADIUS_SCALE = 1.5
+"""Lloyd rounds' radius over the start's spread (RMS distance of candidate means to centres)."""
 
 
 @dataclass(frozen=True)
 class RoundPlan:
-    """Noise of one round: multipliers for the sums (sensitivity ``B``) and counts (1)."""
+    """Noise of one round: multipliers for the sums and the counts.
+
+    The sums' sensitivity is at most ``norm_bound``, the counts' 1. A ``relative`` round's
+    sums may be of displacements from the centres shortened to a radius below
+    ``norm_bound`` (:class:`KMeansStage` chooses it), at the same multiplier.
+    """
 
     stage: str
     round: int
     sum_noise_multiplier: float
     count_noise_multiplier: float
     norm_bound: float
+    relative: bool = False
 
     def events(self) -> tuple[PrivacyEvent, PrivacyEvent]:
-        """The two ledger events one partner records for this round."""
+        """The two ledger events one partner records for this round (sums at most ``B``)."""
         out: list[PrivacyEvent] = []
         for comp, z, sens in (("sums", self.sum_noise_multiplier, self.norm_bound),
                               ("counts", self.count_noise_multiplier, 1.0)):
@@ -93,6 +106,8 @@ def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: 
     The GDP budget ``mu`` of the target is split so that ``mu_r**2`` is ``init_share`` of
     ``mu**2`` for the init round, the rest over the Lloyd rounds with the last one weighted
     ``last_round_weight``; inside a round ``sum_share`` of ``mu_r**2`` goes to the sums.
+    Every private Lloyd round is ``relative`` (:class:`RoundPlan`); a round without noise
+    releases exact sums.
 
     Examples
     --------
@@ -119,7 +134,8 @@ def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: 
             z_sum = 1.0 / (mu_r * math.sqrt(sum_share))
             z_count = 1.0 / (mu_r * math.sqrt(1.0 - sum_share))
         rounds.append(RoundPlan(stage=stage, round=rnd, sum_noise_multiplier=z_sum,
-                                count_noise_multiplier=z_count, norm_bound=norm_bound))
+                                count_noise_multiplier=z_count, norm_bound=norm_bound,
+                                relative=stage == LLOYD_STAGE and z_sum > 0.0))
     return KMeansPlan(epsilon=epsilon, delta=delta, mu=mu, rounds=tuple(rounds))
 
 
@@ -142,9 +158,12 @@ def candidate_centers(spec: FeatureSpec, n: int, rng: np.random.Generator) -> np
 
 def update_centers(previous: np.ndarray, sums: np.ndarray, counts: np.ndarray, *,
                    min_count: float, box: tuple[np.ndarray, np.ndarray],
-                   rng: np.random.Generator | None = None, split_step: float = 0.05
-                   ) -> np.ndarray:
+                   rng: np.random.Generator | None = None, split_step: float = 0.05,
+                   displacement: bool = False) -> np.ndarray:
     """Lloyd's update ``sums / counts`` by post-processing of noised aggregates.
+
+    With ``displacement`` the sums are of displacements from ``previous`` and the update
+    is ``previous + sums / counts``.
 
     A centre whose noisy count is at most ``min_count`` is empty or noise-dominated. With
     ``rng`` it is moved to split the largest remaining segment (both centres step
@@ -154,7 +173,7 @@ def update_centers(previous: np.ndarray, sums: np.ndarray, counts: np.ndarray, *
     """
     new = previous.copy()
     ok = counts > max(min_count, 0.0)
-    new[ok] = sums[ok] / counts[ok, None]
+    new[ok] = sums[ok] / counts[ok, None] + (previous[ok] if displacement else 0.0)
     if rng is not None and ok.any():
         sizes = np.where(ok, counts, -np.inf)
         step = split_step * float(np.linalg.norm(box[1] - box[0]))
@@ -172,6 +191,20 @@ def _weighted_recluster(points: np.ndarray, weights: np.ndarray, k: int, seed: i
     # post-processing of a released summary: restarts cost no budget, only a little time
     km = KMeans(n_clusters=k, init="k-means++", n_init=50, random_state=seed)
     return km.fit(points, sample_weight=weights).cluster_centers_
+
+
+def _spread_radius(means: np.ndarray, weights: np.ndarray, centers: np.ndarray,
+                   norm_bound: float) -> float:
+    """The Lloyd rounds' radius, at most ``norm_bound``, from the start's summary.
+
+    :data:`RADIUS_SCALE` times the weighted RMS distance of the start's candidate means to
+    their nearest centre: post-processing of the start's release. That spread is below the
+    customers' own (each mean averages a candidate's customers; on the shipped data sets
+    0.75-1.0 of it), so the radius sits near the customers' RMS distance to their centre.
+    """
+    distances = np.min(((means[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2), axis=1)
+    spread = math.sqrt(float(np.sum(weights * distances)) / max(float(weights.sum()), 1e-12))
+    return min(norm_bound, RADIUS_SCALE * spread)
 
 
 @dataclass
@@ -236,6 +269,7 @@ class KMeansStage:
         else:
             self.centers = candidate_centers(spec, k, rng)
         self.sizes = np.zeros(len(self.centers))
+        self.radius = 0.0  # relative rounds release exact-form sums until a start sets it
         self.history: list[dict[str, object]] = []
 
     def rounds(self) -> tuple[RoundPlan, ...]:
@@ -247,7 +281,8 @@ class KMeansStage:
         return KMeansRequest(run_id=self.run_id, spec_fingerprint=self.fingerprint,
                              stage=rnd.stage, round=rnd.round, centers=self.centers,
                              sum_noise_multiplier=rnd.sum_noise_multiplier,
-                             count_noise_multiplier=rnd.count_noise_multiplier)
+                             count_noise_multiplier=rnd.count_noise_multiplier,
+                             radius=self.radius if rnd.relative else 0.0)
 
     def aggregate(self, rnd: RoundPlan, replies: list[KMeansReply]) -> None:
         """Sum the partners' noised aggregates and update the centres."""
@@ -261,9 +296,11 @@ class KMeansStage:
         else:
             self.centers = update_centers(self.centers, sums, counts,
                                           min_count=2.0 * count_sigma, box=self._box,
-                                          rng=self._split_rng)
+                                          rng=self._split_rng,
+                                          displacement=rnd.relative and self.radius > 0)
             self.sizes = counts
         self.history.append({"stage": rnd.stage, "round": rnd.round,
+                             "clip_radius": self.radius if rnd.relative else 0.0,
                              "centers_scaled": self.centers.tolist(),
                              "sizes_noisy": counts.tolist() if rnd.stage != INIT_STAGE else []})
 
@@ -286,9 +323,10 @@ class KMeansStage:
                               k_max=self.k_range[1], min_mass=2.0 * self.min_segment_size,
                               seed=self.seed)
             self.k, self.k_curve = choice.k, choice.curve
-        if len(means) == self.k:
-            return means
-        return _weighted_recluster(means, weights, self.k, self.seed)
+        centers = means if len(means) == self.k else \
+            _weighted_recluster(means, weights, self.k, self.seed)
+        self.radius = _spread_radius(means, weights, centers, self.spec.norm_bound)
+        return centers
 
     def finalize(self) -> KMeansResult:
         """The final centres and the last round's noisy segment sizes."""

@@ -94,8 +94,10 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
     rng = np.random.default_rng(noise_seed)
     for rnd in stage.rounds():
         request = stage.configure(rnd)
-        partials = [cluster_partials(matrix, request.centers) for matrix in matrices]
-        received = released(partials, [(spec.norm_bound, request.sum_noise_multiplier),
+        partials = [cluster_partials(matrix, request.centers, request.radius)
+                    for matrix in matrices]
+        received = released(partials, [(request.radius or spec.norm_bound,
+                                         request.sum_noise_multiplier),
                                        (1.0, request.count_noise_multiplier)],
                             noise=noise, rng=rng)
         stage.aggregate(rnd, [KMeansReply(sums=sums, counts=counts, events=())

@@ -17,7 +17,7 @@ from fedprofile.privacy.events import PrivacyEvent, event_from_dict
 __all__ = ["MAX_ARRAY_ELEMENTS", "PROTOCOL_VERSION", "RUN_ID_PATTERN", "ErrorCode",
            "MessageKind"]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Record names and keys: the only place they are spelled.
 _ARRAYS = "arrays"

@@ -123,12 +123,14 @@ def secure_sum_for(request: object, *, norm_bound: float, target_bound: float = 
                    dim: int = 0) -> SecureSum:
     """The statistics a stage request releases under secagg (both sides derive it).
 
-    ``norm_bound`` is the contract's norm bound (k-means) or the design's (Gram);
-    ``target_bound`` the target's bound and ``dim`` the design's columns (response models).
+    ``norm_bound`` is the contract's norm bound (k-means sums of vectors; displacement sums
+    take the request's ``radius``) or the design's (Gram); ``target_bound`` the target's
+    bound and ``dim`` the design's columns (response models).
     """
     if isinstance(request, KMeansRequest):
         k, d = request.centers.shape
-        return SecureSum((("sums", k * d, norm_bound, request.sum_noise_multiplier),
+        sums_bound = request.radius or norm_bound
+        return SecureSum((("sums", k * d, sums_bound, request.sum_noise_multiplier),
                           ("counts", k, 1.0, request.count_noise_multiplier)))
     if isinstance(request, GramRequest):
         target = request.with_target

@@ -133,8 +133,11 @@ class ProfileReply:
 class KMeansRequest:
     """``train.kmeans``: assign customers to ``centers`` and release noised sums and counts.
 
-    ``sum_noise_multiplier`` and ``count_noise_multiplier`` are ``sigma / sensitivity``; the
-    partner computes the sensitivities itself from the contract (``norm_bound`` and 1).
+    ``sum_noise_multiplier`` and ``count_noise_multiplier`` are ``sigma / sensitivity``. With
+    ``radius`` 0 the sums are of the customers' vectors (sensitivity: the contract's
+    ``norm_bound``, which the partner takes from its own contract); with ``radius`` > 0 they
+    are of each customer's displacement from its centre, shortened to at most ``radius``
+    (sensitivity ``radius``). Counts have sensitivity 1.
     """
 
     run_id: str
@@ -144,6 +147,7 @@ class KMeansRequest:
     centers: np.ndarray
     sum_noise_multiplier: float
     count_noise_multiplier: float
+    radius: float = 0.0
 
     message_type: ClassVar[str] = MessageKind.KMEANS
 
@@ -155,7 +159,8 @@ class KMeansRequest:
                 _VERSION: PROTOCOL_VERSION, "run-id": self.run_id,
                 "spec-fingerprint": self.spec_fingerprint, "stage": self.stage,
                 "round": self.round, "sum-noise-multiplier": self.sum_noise_multiplier,
-                "count-noise-multiplier": self.count_noise_multiplier})})
+                "count-noise-multiplier": self.count_noise_multiplier,
+                "radius": float(self.radius)})})
 
     @classmethod
     def from_record(cls, content: RecordDict) -> KMeansRequest:
@@ -170,7 +175,8 @@ class KMeansRequest:
                    stage=_get(c, "stage", str, m), round=int(_get(c, "round", int, m)),
                    centers=centers,
                    sum_noise_multiplier=_float(c, "sum-noise-multiplier", m),
-                   count_noise_multiplier=_float(c, "count-noise-multiplier", m))
+                   count_noise_multiplier=_float(c, "count-noise-multiplier", m),
+                   radius=_float(c, "radius", m))
 
 
 @dataclass(frozen=True)

@@ -315,7 +315,9 @@ def test_centers_must_be_a_non_empty_matrix(centers: np.ndarray) -> None:
         KMeansRequest.from_record(record)
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None], ids=["two", "zero", "string", "absent"])
+@pytest.mark.parametrize("version", [PROTOCOL_VERSION + 1, PROTOCOL_VERSION - 1,
+                                     str(PROTOCOL_VERSION), None],
+                         ids=["next", "previous", "string", "absent"])
 @pytest.mark.parametrize("name", ["profile-request", "profile-reply", "kmeans-request",
                                   "kmeans-reply"])
 def test_wrong_protocol_version_is_refused(name: str, version: Any) -> None:

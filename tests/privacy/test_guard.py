@@ -217,6 +217,35 @@ def test_a_release_with_other_noise_than_planned_is_refused(ledger: Ledger) -> N
         guard.authorize(run_id="r1", stage="kmeans", events=[weaker])
 
 
+@pytest.mark.parametrize(("scale", "accepted"), [(0.25, True), (1.0, True), (1.5, False)])
+def test_a_release_may_clip_tighter_than_planned_but_never_looser(ledger: Ledger, scale: float,
+                                                                  accepted: bool) -> None:
+    """Same multiplier, smaller sensitivity: the noise shrinks with it, the loss does not."""
+    # Prepare
+    guard = PartnerGuard(SIMULATION_POLICY, ledger, "acme")
+    events = _plan_events(1.0)
+    guard.accept_plan(
+        run_id="r1", stages=("kmeans",), events=events, delta=DELTA, min_segment_size=50
+    )
+    lloyd_sums = events[2]
+    assert (lloyd_sums.stage, lloyd_sums.component) == ("kmeans", "sums")
+    release = GaussianEvent(
+        noise_multiplier=lloyd_sums.noise_multiplier,
+        sensitivity=lloyd_sums.sensitivity * scale,
+        stage=lloyd_sums.stage,
+        round=lloyd_sums.round,
+        component=lloyd_sums.component,
+    )
+
+    # Execute / Assert
+    if accepted:
+        guard.authorize(run_id="r1", stage="kmeans", events=[release])
+        assert ledger.events(run_id="r1", party="acme") == [release]
+    else:
+        with pytest.raises(PolicyRefusedError, match="not in the run's announced plan"):
+            guard.authorize(run_id="r1", stage="kmeans", events=[release])
+
+
 def test_a_ridge_release_labelled_kmeans_is_charged_to_ridge_and_refused(ledger: Ledger) -> None:
     # Prepare: the policy allows only k-means; the coordinator labels a Gram release 'kmeans'
     guard = PartnerGuard(_design_policy(), ledger, "acme")
