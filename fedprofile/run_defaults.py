@@ -10,14 +10,14 @@ import math
 
 from fedprofile.privacy.accounting import gdp_mu
 
-__all__ = ["NON_PRIVATE_ROUNDS", "SECAGG_MIN_PARTNERS", "SECAGG_ROUND_STEPS", "SECAGG_TASKS",
+__all__ = ["NON_PRIVATE_ROUNDS", "ROUND_STEPS", "SECAGG_MIN_PARTNERS", "SECAGG_TASKS",
            "default_candidates", "default_noise", "default_rounds", "sum_mu"]
 
 NON_PRIVATE_ROUNDS = 20
 """Lloyd rounds of a run without noise (epsilon = inf), where a round costs no budget."""
 
-SECAGG_ROUND_STEPS = ((0.2, 5), (0.6, 8))
-"""Under secure aggregation: (least :func:`sum_mu`, Lloyd rounds), 3 below the first step."""
+ROUND_STEPS = ((0.07, 8), (0.11, 12))
+"""(least GDP budget of one summed release, :func:`sum_mu`; Lloyd rounds), 5 below the first."""
 
 
 SECAGG_MIN_PARTNERS = 3
@@ -40,38 +40,40 @@ def default_noise(task: str, epsilon: float, partners: int) -> str:
     return "secagg" if secure else "partner"
 
 
-def sum_mu(epsilon: float, delta: float, *, partners: int = 0, dropouts: int = 0) -> float:
-    """The GDP budget of the noise one securely summed release carries, from public values.
+def sum_mu(epsilon: float, delta: float, *, partners: int = 0, dropouts: int = 0,
+           noise: str = "secagg") -> float:
+    """The GDP budget of the noise one summed release carries, from public values.
 
-    Each of ``m`` partners adds a share of variance ``sigma**2 / (m - t)`` so that ``m - t``
-    shares reach the planned noise; with all ``m`` present the sum carries
-    ``m / (m - t)`` times it, as if the run had ``mu * sqrt((m - t) / m)``. ``partners``
-    at 0 (not known yet) takes the fewest a run with ``t`` dropouts accepts, ``t + 2``.
+    ``secagg``: each of ``m`` partners adds a share of variance ``sigma**2 / (m - t)`` so
+    that ``m - t`` shares reach the planned noise; with all ``m`` present the sum carries
+    ``m / (m - t)`` times it, as if the run had ``mu * sqrt((m - t) / m)``. ``partner``:
+    each partner adds the whole noise, so the sum carries ``m`` draws, ``mu / sqrt(m)``.
+    ``partners`` at 0 (not known yet) takes the fewest a run accepts, ``t + 2``.
     """
     m = max(partners, dropouts + 2)
-    return gdp_mu(epsilon, delta) * math.sqrt((m - dropouts) / m)
+    if noise == "secagg":
+        return gdp_mu(epsilon, delta) * math.sqrt((m - dropouts) / m)
+    return gdp_mu(epsilon, delta) / math.sqrt(m)
 
 
 def default_rounds(epsilon: float, *, delta: float = 1e-6, noise: str = "partner",
                    partners: int = 0, dropouts: int = 0) -> int:
     """Lloyd rounds when the run config leaves them at 0, from public values only.
 
-    ``partner`` noise: from ε alone, 3 below ε = 3, 5 from ε = 3, 8 from ε = 8. Every round
-    shares the budget, so more rounds mean more noise in each; these steps measured best
-    (``fedprofile bench utility --rounds``) on retail (6 partners), the smallest shipped
-    federation, where noise weighs most. ``secagg``: every sum carries one noise draw
-    instead of one per partner, so the same ε affords more rounds; they are planned from
-    :func:`sum_mu` (ε, δ, the partners and the declared dropouts): 3 below 0.2, 5 from 0.2
-    (ε ≈ 0.85 without dropouts), 8 from 0.6 (:data:`SECAGG_ROUND_STEPS`; measured on retail
-    k = 4–8, bank and synthetic mixtures, BENCHMARKS.md). Without noise rounds are free and
-    20 reach the centralized cost. The plan is fixed before any release.
+    Planned from the budget of one summed release (:func:`sum_mu` of ε, δ, the placement,
+    the partners and the declared dropouts): 5 rounds below 0.07, 8 from 0.07, 12 from
+    0.11 (:data:`ROUND_STEPS`). A private round releases each centre's displacement, clipped
+    to a radius near the segments' spread (:mod:`fedprofile.server.kmeans`), so more rounds
+    pay while a sum's noise is small against that spread; with the least budget the noise
+    of each round weighs most and fewer rounds win (measured on retail, the smallest
+    shipped federation, on bank and hillstrom, and on synthetic mixtures; BENCHMARKS.md).
+    Without noise rounds are free and 20 reach the centralized cost. The plan is fixed
+    before any release.
     """
     if math.isinf(epsilon):
         return NON_PRIVATE_ROUNDS
-    if noise == "secagg":
-        mu = sum_mu(epsilon, delta, partners=partners, dropouts=dropouts)
-        return max([3] + [rounds for least, rounds in SECAGG_ROUND_STEPS if mu >= least])
-    return 3 if epsilon < 3 else 5 if epsilon < 8 else 8
+    mu = sum_mu(epsilon, delta, partners=partners, dropouts=dropouts, noise=noise)
+    return max([5] + [rounds for least, rounds in ROUND_STEPS if mu >= least])
 
 
 def default_candidates(k: int, dim: int, *, private: bool = True) -> int:

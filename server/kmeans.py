@@ -47,6 +47,9 @@ INIT_STAGE, LLOYD_STAGE = "kmeans-init", "kmeans"
 PRECISION = 0.05  # largest noise of a candidate mean --k auto uses, as a share of the box
 RADIUS_SCALE = 1.5
 """Lloyd rounds' radius over the start's spread (RMS distance of candidate means to centres)."""
+RADIUS_FLOOR = 0.1
+"""Least Lloyd radius, as a share of the norm bound: when the start keeps no more than k
+candidates it shows no spread, and a radius near 0 would pin the centres where they start."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def _spread_radius(means: np.ndarray, weights: np.ndarray, centers: np.ndarray,
     """
     distances = np.min(((means[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2), axis=1)
     spread = math.sqrt(float(np.sum(weights * distances)) / max(float(weights.sum()), 1e-12))
-    return min(norm_bound, RADIUS_SCALE * spread)
+    return min(norm_bound, max(RADIUS_SCALE * spread, RADIUS_FLOOR * norm_bound))
 
 
 @dataclass

@@ -57,22 +57,23 @@ def test_a_derived_field_given_as_a_key_is_refused_by_name(key: str) -> None:
 
 
 @pytest.mark.parametrize(("mapping", "lloyd_rounds", "candidates"), [
-    ({}, 3, 72),
+    ({}, 12, 72),  # epsilon 1 over the fewest partners, 2: a sum's budget 0.167
     ({"epsilon": math.inf}, 20, 1000),
     ({"epsilon": math.inf, "rounds": 4, "candidates": 80}, 4, 80),
     ({"rounds": 7}, 7, 72),
-    ({"epsilon": 2.9}, 3, 72),
-    ({"epsilon": 3}, 5, 72),
-    ({"epsilon": 8}, 8, 72),
+    # partner noise: every partner's draw is in the sum, so more partners plan fewer rounds
+    ({"noise": "partner", "epsilon": 0.5, "expected_partners": 6}, 5, 72),
+    ({"noise": "partner", "epsilon": 1, "expected_partners": 6}, 8, 72),
+    ({"noise": "partner", "epsilon": 2, "expected_partners": 6}, 12, 72),
     # secagg: one noise draw per sum, so the same epsilon affords more rounds
-    ({"noise": "secagg"}, 5, 72),
-    ({"noise": "secagg", "epsilon": 0.5}, 3, 72),
-    ({"noise": "secagg", "epsilon": 3}, 8, 72),
-    ({"noise": "secagg", "secagg_dropouts": 1}, 3, 72),
-    ({"noise": "secagg", "secagg_dropouts": 1, "expected_partners": 6}, 5, 72),
+    ({"noise": "secagg", "expected_partners": 6}, 12, 72),
+    ({"noise": "secagg", "epsilon": 0.25}, 5, 72),
+    ({"noise": "secagg", "epsilon": 0.5, "secagg_dropouts": 1}, 8, 72),
+    ({"noise": "secagg", "epsilon": 0.5, "secagg_dropouts": 1, "expected_partners": 10},
+     12, 72),
 ], ids=["private-auto", "non-private-auto", "non-private-explicit", "private-explicit",
-        "below-3", "from-3", "from-8", "secagg-1", "secagg-0.5", "secagg-3",
-        "secagg-dropout-fewest-partners", "secagg-dropout-6-partners"])
+        "partner-0.5-of-6", "partner-1-of-6", "partner-2-of-6", "secagg-1", "secagg-0.25",
+        "secagg-0.5-dropout-fewest-partners", "secagg-0.5-dropout-10-partners"])
 def test_zero_rounds_and_candidates_resolve_from_the_budget(
     mapping: dict[str, Any], lloyd_rounds: int, candidates: int
 ) -> None:
