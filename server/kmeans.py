@@ -90,6 +90,8 @@ class KMeansPlan:
     delta: float
     mu: float
     rounds: tuple[RoundPlan, ...]
+    radius_scale: float = RADIUS_SCALE
+    radius_floor: float = RADIUS_FLOOR
 
     @property
     def non_private(self) -> bool:
@@ -103,13 +105,17 @@ class KMeansPlan:
 
 def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: float,
                 init: InitMethod = "overcluster", init_share: float = 0.2,
-                last_round_weight: float = 4.0, sum_share: float = 0.75) -> KMeansPlan:
+                last_round_weight: float = 4.0, sum_share: float = 0.75,
+                relative: bool = True, radius_scale: float = RADIUS_SCALE,
+                radius_floor: float = RADIUS_FLOOR) -> KMeansPlan:
     """Split a run's (epsilon, delta) over the init round and the Lloyd rounds, up front.
 
     The GDP budget ``mu`` of the target is split so that ``mu_r**2`` is ``init_share`` of
     ``mu**2`` for the init round, the rest over the Lloyd rounds with the last one weighted
     ``last_round_weight``; inside a round ``sum_share`` of ``mu_r**2`` goes to the sums.
-    Every private Lloyd round is ``relative`` (:class:`RoundPlan`); a round without noise
+    With ``relative`` every private Lloyd round releases displacement sums
+    (:class:`RoundPlan`), clipped to ``radius_scale`` times the start's spread and at least
+    ``radius_floor`` times the norm bound (:class:`KMeansStage`); a round without noise
     releases exact sums.
 
     Examples
@@ -123,6 +129,9 @@ def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: 
     for name, share in (("init_share", init_share), ("sum_share", sum_share)):
         if not 0.0 < share < 1.0:
             raise ContractError(f"The {name!r} parameter must be in (0, 1). Got {share!r}.")
+    for name, value in (("radius_scale", radius_scale), ("radius_floor", radius_floor)):
+        if not value > 0.0:
+            raise ContractError(f"The {name!r} parameter must be > 0. Got {value!r}.")
     mu = gdp_mu(epsilon, delta)
     lloyd_w = [1.0] * (lloyd_rounds - 1) + [last_round_weight]
     weights = ([init_share * sum(lloyd_w) / (1 - init_share)] if init == "overcluster" else [])
@@ -138,8 +147,9 @@ def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: 
             z_count = 1.0 / (mu_r * math.sqrt(1.0 - sum_share))
         rounds.append(RoundPlan(stage=stage, round=rnd, sum_noise_multiplier=z_sum,
                                 count_noise_multiplier=z_count, norm_bound=norm_bound,
-                                relative=stage == LLOYD_STAGE and z_sum > 0.0))
-    return KMeansPlan(epsilon=epsilon, delta=delta, mu=mu, rounds=tuple(rounds))
+                                relative=relative and stage == LLOYD_STAGE and z_sum > 0.0))
+    return KMeansPlan(epsilon=epsilon, delta=delta, mu=mu, rounds=tuple(rounds),
+                      radius_scale=radius_scale, radius_floor=radius_floor)
 
 
 def candidate_centers(spec: FeatureSpec, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -197,17 +207,17 @@ def _weighted_recluster(points: np.ndarray, weights: np.ndarray, k: int, seed: i
 
 
 def _spread_radius(means: np.ndarray, weights: np.ndarray, centers: np.ndarray,
-                   norm_bound: float) -> float:
+                   norm_bound: float, scale: float, floor: float) -> float:
     """The Lloyd rounds' radius, at most ``norm_bound``, from the start's summary.
 
-    :data:`RADIUS_SCALE` times the weighted RMS distance of the start's candidate means to
+    ``scale`` times the weighted RMS distance of the start's candidate means to
     their nearest centre: post-processing of the start's release. That spread is below the
     customers' own (each mean averages a candidate's customers; on the shipped data sets
     0.75-1.0 of it), so the radius sits near the customers' RMS distance to their centre.
     """
     distances = np.min(((means[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2), axis=1)
     spread = math.sqrt(float(np.sum(weights * distances)) / max(float(weights.sum()), 1e-12))
-    return min(norm_bound, max(RADIUS_SCALE * spread, RADIUS_FLOOR * norm_bound))
+    return min(norm_bound, max(scale * spread, floor * norm_bound))
 
 
 @dataclass
@@ -240,6 +250,9 @@ class KMeansStage:
         Seeds the data-independent candidates and the server-side re-clustering.
     initial_centers : ndarray, optional
         A public start (e.g. a published model's centres); skips the private start.
+    initial_radius : float
+        The Lloyd radius without a private start (e.g. the one a published model was
+        trained with); 0 releases sums of vectors.
     k_range : (int, int), optional
         Choose k in this range from the private start's summary (``k`` is then the upper
         bound); see :func:`fedprofile.server.choose_k.choose_k`.
@@ -250,7 +263,7 @@ class KMeansStage:
 
     def __init__(self, *, spec: FeatureSpec, plan: KMeansPlan, k: int, n_partners: int,
                  run_id: str, fingerprint: str, candidates: int, seed: int,
-                 initial_centers: np.ndarray | None = None,
+                 initial_centers: np.ndarray | None = None, initial_radius: float = 0.0,
                  k_range: tuple[int, int] | None = None, min_segment_size: int = 0) -> None:
         if k < 1:
             raise ContractError(f"The 'k' parameter must be an int >= 1. Got {k!r} instead.")
@@ -272,7 +285,7 @@ class KMeansStage:
         else:
             self.centers = candidate_centers(spec, k, rng)
         self.sizes = np.zeros(len(self.centers))
-        self.radius = 0.0  # relative rounds release exact-form sums until a start sets it
+        self.radius = min(max(float(initial_radius), 0.0), spec.norm_bound)
         self.history: list[dict[str, object]] = []
 
     def rounds(self) -> tuple[RoundPlan, ...]:
@@ -328,7 +341,8 @@ class KMeansStage:
             self.k, self.k_curve = choice.k, choice.curve
         centers = means if len(means) == self.k else \
             _weighted_recluster(means, weights, self.k, self.seed)
-        self.radius = _spread_radius(means, weights, centers, self.spec.norm_bound)
+        self.radius = _spread_radius(means, weights, centers, self.spec.norm_bound,
+                                     self.plan.radius_scale, self.plan.radius_floor)
         return centers
 
     def finalize(self) -> KMeansResult:

@@ -70,6 +70,13 @@ def published_start(cfg: RunConfig, spec: FeatureSpec) -> tuple[RunConfig, Segme
     return replace(cfg, k=previous.k), previous
 
 
+def _published_radius(previous: SegmentModel | None) -> float:
+    """The Lloyd radius a published model was trained with (public; 0 if none)."""
+    value = (previous.params if previous is not None else {}).get("clip_radius", 0.0)
+    radius = float(value) if isinstance(value, int | float) else 0.0
+    return radius if math.isfinite(radius) and radius > 0.0 else 0.0
+
+
 def _refresh_record(previous: SegmentModel, centers: np.ndarray, sizes: np.ndarray
                     ) -> dict[str, Any]:
     """What moved since the published model: sizes and centre shifts, segment by segment."""
@@ -99,6 +106,7 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
                         run_id=session.run_id, fingerprint=spec.fingerprint(),
                         candidates=cfg.n_candidates(spec.dim), seed=cfg.seed,
                         initial_centers=None if previous is None else previous.cluster_centers_,
+                        initial_radius=_published_radius(previous),
                         k_range=(cfg.k_min, cfg.k_max) if cfg.k_auto else None,
                         min_segment_size=cfg.min_segment_size)
     result = drive(session, stage, secure_dim=len(stage.centers) * (spec.dim + 1),
@@ -107,6 +115,7 @@ def run_segmentation(grid: Grid, cfg: RunConfig, *, expected_partners: int = 0,
         session.ledger.close()
     params: dict[str, Any] = {
         "task": "segments", "k": stage.k, "rounds": cfg.lloyd_rounds,
+        "clip_radius": stage.radius,
         "init": "published" if previous is not None else cfg.init,
         "candidates": 0 if previous is not None else cfg.n_candidates(spec.dim),
         "seed": cfg.seed, "run_id": session.run_id, "min_partners": cfg.min_partners,

@@ -13,6 +13,7 @@ from fedprofile.contract.spec import FeatureSpec, NumericFeature
 from fedprofile.protocol import KMeansReply
 from fedprofile.server.kmeans import (
     INIT_STAGE,
+    RADIUS_FLOOR,
     RADIUS_SCALE,
     KMeansStage,
     plan_kmeans,
@@ -97,22 +98,27 @@ def test_the_radius_comes_from_the_start_and_private_rounds_use_it() -> None:
         stage.aggregate(rnd, replies)
     assert radii[0] == 0.0  # the start releases sums of vectors
     assert len(set(radii[1:])) == 1 and 0.0 < radii[1] < spec.norm_bound
-    # the radius is RADIUS_SCALE times the spread of the start's candidate means around the
-    # centres; the blobs' own RMS radius is 0.03 * sqrt(2) of the box's width, which that
-    # spread underestimates (each candidate mean averages its customers)
+    # RADIUS_SCALE times the spread of the start's candidate means (which underestimates the
+    # blobs' own RMS radius, 0.03 * sqrt(2) of the box's width), at least RADIUS_FLOOR * B
     width = float(spec.box()[1][0] - spec.box()[0][0])
-    assert 0.2 * 0.042 * width < radii[1] / RADIUS_SCALE < 0.042 * width
+    assert RADIUS_FLOOR * spec.norm_bound <= radii[1] <= RADIUS_SCALE * 0.042 * width * 1.5
     assert [h["clip_radius"] for h in stage.history] == radii
     found = stage.finalize().centers
     assert np.all(np.bincount(assign(np.vstack(matrices), found), minlength=3) > 2500)
 
 
-def test_without_a_private_start_the_rounds_release_sums_of_vectors() -> None:
+def test_without_a_private_start_the_rounds_release_sums_of_vectors_or_a_given_radius() -> None:
     spec, matrices = _spec(), _blobs(1)
-    for init, start in (("random", None), ("overcluster", np.array([[0.0, 0.0]] * 3))):
-        result = run_kmeans_inprocess(matrices, spec, k=3, epsilon=1.0, rounds=3, init=init,
-                                      seed=0, noise_seed=0, initial_centers=start)
-        assert all(h["clip_radius"] == 0.0 for h in result.history)
+    start = np.vstack([m[:1] for m in matrices])
+    result = run_kmeans_inprocess(matrices, spec, k=3, epsilon=1.0, rounds=3, init="random",
+                                  seed=0, noise_seed=0, initial_centers=start)
+    assert [h["clip_radius"] for h in result.history] == [0.0, 0.0, 0.0]
+    # a refresh takes the radius its published model was trained with
+    plan = plan_kmeans(epsilon=1.0, delta=1e-6, lloyd_rounds=2, norm_bound=spec.norm_bound,
+                       init="random")
+    stage = KMeansStage(spec=spec, plan=plan, k=3, n_partners=3, run_id="r", fingerprint="f",
+                        candidates=3, seed=0, initial_centers=start, initial_radius=0.05)
+    assert [stage.configure(r).radius for r in stage.rounds()] == [0.05, 0.05]
 
 
 def test_at_epsilon_infinity_the_rounds_are_exact() -> None:
