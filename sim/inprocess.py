@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
                          initial_centers: np.ndarray | None = None,
                          noise_seed: int | None = None, k_range: tuple[int, int] | None = None,
                          min_segment_size: int = 0, noise: NoisePlacement = "partner",
-                         **plan_options: float) -> KMeansResult:
+                         **plan_options: Any) -> KMeansResult:
     """Federated DP k-means over ``matrices`` (one scaled matrix per partner), in process.
 
     ``noise`` places the noise (see :func:`released`); ``rounds`` 0 plans
