@@ -30,7 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-__all__ = ["FLEET_ROUTES", "create_app", "main"]
+__all__ = ["FLEET_ROUTES", "KEEPALIVE_SECONDS", "LISTEN_KEEPALIVE_SECONDS", "create_app",
+           "main", "upstream_client"]
 
 # Every route of flwr 1.41's Fleet router (superlink/routers/fleet/router.py)
 FLEET_ROUTES = frozenset({
@@ -41,11 +42,25 @@ _DROP = frozenset({"host", "content-length", "connection", "keep-alive", "transf
                    "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection",
                    "content-encoding"})
 _DENIED = {"detail": "Only the Fleet API (SuperNode traffic) is served at this address."}
+KEEPALIVE_SECONDS = 1.0
+"""How long an idle connection to the SuperLink is reused: well below the 5 s after which
+the SuperLink's server closes it, so a forwarded call never races that close (it did: the
+SuperLink dropped a reused connection, the SuperNode got an error and stopped)."""
+LISTEN_KEEPALIVE_SECONDS = 30
+"""How long the gateway keeps a SuperNode's idle connection: longer than the SuperNode's own
+client keeps it (5 s), so the SuperNode, not the gateway, closes it."""
 
 
 def _headers(items: httpx.Headers | list[tuple[str, str]]) -> dict[str, str]:
     pairs = items.multi_items() if isinstance(items, httpx.Headers) else items
     return {k: v for k, v in pairs if k.lower() not in _DROP}
+
+
+def upstream_client(upstream: str, verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
+    """The gateway's HTTPS client to the SuperLink at ``HOST:PORT``."""
+    return httpx.AsyncClient(base_url=f"https://{upstream}", verify=verify,
+                             timeout=httpx.Timeout(120.0),
+                             limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS))
 
 
 def create_app(upstream: httpx.AsyncClient) -> Starlette:
@@ -55,8 +70,12 @@ def create_app(upstream: httpx.AsyncClient) -> Starlette:
         name = request.path_params["name"]
         if name not in FLEET_ROUTES:
             return JSONResponse(_DENIED, status_code=403)
-        reply = await upstream.post(f"/v1/fleet/{name}", content=await request.body(),
-                                    headers=_headers(request.headers.items()))
+        try:
+            reply = await upstream.post(f"/v1/fleet/{name}", content=await request.body(),
+                                        headers=_headers(request.headers.items()))
+        except httpx.TransportError as exc:
+            detail = f"The SuperLink did not answer {name} ({type(exc).__name__}: {exc})."
+            return JSONResponse({"detail": detail}, status_code=502)
         return Response(reply.content, status_code=reply.status_code,
                         headers=_headers(reply.headers))
 
@@ -89,11 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     if not host or not port.isdigit():
         parser.error(f"--listen must be HOST:PORT. Got {args.listen!r}.")
     verify = ssl.create_default_context(cafile=str(args.ca))
-    upstream = httpx.AsyncClient(base_url=f"https://{args.upstream}", verify=verify,
-                                 timeout=httpx.Timeout(120.0))
-    uvicorn.run(create_app(upstream), host=host.strip("[]"), port=int(port),
-                ssl_certfile=str(args.certfile), ssl_keyfile=str(args.keyfile),
-                log_level="warning", access_log=False)
+    uvicorn.run(create_app(upstream_client(args.upstream, verify)), host=host.strip("[]"),
+                port=int(port), ssl_certfile=str(args.certfile), ssl_keyfile=str(args.keyfile),
+                log_level="warning", access_log=False,
+                timeout_keep_alive=LISTEN_KEEPALIVE_SECONDS)
     return 0
 
 
