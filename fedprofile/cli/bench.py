@@ -31,7 +31,7 @@ def bench_utility(
     seeds: Annotated[int, typer.Option(min=1, max=100, help="Seeds per epsilon.")] = 3,
     rounds: Annotated[int, typer.Option(
         min=0, max=50,
-        help="Lloyd rounds; 0: as a run (3, 5 from epsilon 3, 8 from 8, 20 at inf).")] = 0,
+        help="Lloyd rounds; 0: as a run (5, 8 or 12 from the budget; 20 at inf).")] = 0,
     task: Annotated[str, typer.Option(help="segments, ridge or logistic.")] = "segments",
     target: Annotated[str, typer.Option(help="Target of ridge/logistic.")] = "",
     gd_rounds: Annotated[int, typer.Option(min=1, max=100, help="Logistic rounds.")] = 3,

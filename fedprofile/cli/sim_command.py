@@ -67,7 +67,7 @@ def sim(
     )] = "1.0",
     delta: Annotated[float, typer.Option(min=1e-12, max=0.1, help="Target delta.")] = 1e-6,
     rounds: Annotated[int, typer.Option(
-        min=0, max=50, help="Lloyd rounds; 0: 3, 5 from epsilon 3, 8 from 8, 20 at inf.")] = 0,
+        min=0, max=50, help="Lloyd rounds; 0: from the budget (5, 8 or 12; 20 at inf).")] = 0,
     init: Annotated[str, typer.Option(help="Start: 'overcluster' (DP) or 'random'.")
                     ] = "overcluster",
     candidates: Annotated[int, typer.Option(
