@@ -1,8 +1,8 @@
 """Federated DP k-means on the coordinator: budget plan, private start and Lloyd rounds.
 
-Pure functions (plan, candidates, centre update, weighted re-clustering) sit apart from the
-:class:`KMeansStage`, a small stateful object with a fixed life cycle
-``configure(round) -> aggregate(round, replies) -> finalize()``.
+Pure functions (the plan, the candidates; the Lloyd step, the re-clustering and the radius in
+:mod:`fedprofile.server.lloyd`) sit apart from the :class:`KMeansStage`, a small stateful
+object with a fixed life cycle ``configure(round) -> aggregate(round, replies) -> finalize()``.
 
 Privacy: every round each partner releases its per-centre sums and counts (sensitivity 1),
 each with noise at the partner. The start's sums are of customer vectors (sensitivity ``B``,
@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 from fedprofile.config import InitMethod
 from fedprofile.contract.spec import CategoricalFeature, FeatureSpec
@@ -32,6 +31,7 @@ from fedprofile.privacy.accounting import gdp_mu, split_mu
 from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEvent
 from fedprofile.protocol import KMeansReply, KMeansRequest
 from fedprofile.server.choose_k import choose_k
+from fedprofile.server.lloyd import spread_radius, update_centers, weighted_recluster
 
 __all__ = [
     "KMeansPlan",
@@ -40,7 +40,6 @@ __all__ = [
     "RoundPlan",
     "candidate_centers",
     "plan_kmeans",
-    "update_centers",
 ]
 
 INIT_STAGE, LLOYD_STAGE = "kmeans-init", "kmeans"
@@ -169,57 +168,6 @@ def candidate_centers(spec: FeatureSpec, n: int, rng: np.random.Generator) -> np
     return np.hstack(blocks)
 
 
-def update_centers(previous: np.ndarray, sums: np.ndarray, counts: np.ndarray, *,
-                   min_count: float, box: tuple[np.ndarray, np.ndarray],
-                   rng: np.random.Generator | None = None, split_step: float = 0.05,
-                   displacement: bool = False) -> np.ndarray:
-    """Lloyd's update ``sums / counts`` by post-processing of noised aggregates.
-
-    With ``displacement`` the sums are of displacements from ``previous`` and the update
-    is ``previous + sums / counts``.
-
-    A centre whose noisy count is at most ``min_count`` is empty or noise-dominated. With
-    ``rng`` it is moved to split the largest remaining segment (both centres step
-    ``split_step`` of the box diagonal apart along a random direction), so no centre stays
-    wasted in an empty region; without ``rng`` it keeps its previous position. New centres
-    are projected onto the public box of the scaled space.
-    """
-    new = previous.copy()
-    ok = counts > max(min_count, 0.0)
-    new[ok] = sums[ok] / counts[ok, None] + (previous[ok] if displacement else 0.0)
-    if rng is not None and ok.any():
-        sizes = np.where(ok, counts, -np.inf)
-        step = split_step * float(np.linalg.norm(box[1] - box[0]))
-        for j in np.flatnonzero(~ok):
-            big = int(np.argmax(sizes))
-            direction = rng.normal(size=new.shape[1])
-            direction *= step / 2 / max(float(np.linalg.norm(direction)), 1e-12)
-            new[j], new[big] = new[big] + direction, new[big] - direction
-            sizes[big] /= 2
-            sizes[j] = sizes[big]
-    return np.clip(new, box[0], box[1])
-
-
-def _weighted_recluster(points: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
-    # post-processing of a released summary: restarts cost no budget, only a little time
-    km = KMeans(n_clusters=k, init="k-means++", n_init=50, random_state=seed)
-    return km.fit(points, sample_weight=weights).cluster_centers_
-
-
-def _spread_radius(means: np.ndarray, weights: np.ndarray, centers: np.ndarray,
-                   norm_bound: float, scale: float, floor: float) -> float:
-    """The Lloyd rounds' radius, at most ``norm_bound``, from the start's summary.
-
-    ``scale`` times the weighted RMS distance of the start's candidate means to
-    their nearest centre: post-processing of the start's release. That spread is below the
-    customers' own (each mean averages a candidate's customers; on the shipped data sets
-    0.75-1.0 of it), so the radius sits near the customers' RMS distance to their centre.
-    """
-    distances = np.min(((means[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2), axis=1)
-    spread = math.sqrt(float(np.sum(weights * distances)) / max(float(weights.sum()), 1e-12))
-    return min(norm_bound, max(scale * spread, floor * norm_bound))
-
-
 @dataclass
 class KMeansResult:
     """Output of a federated k-means run (everything here is a DP release or derived from one)."""
@@ -340,8 +288,8 @@ class KMeansStage:
                               seed=self.seed)
             self.k, self.k_curve = choice.k, choice.curve
         centers = means if len(means) == self.k else \
-            _weighted_recluster(means, weights, self.k, self.seed)
-        self.radius = _spread_radius(means, weights, centers, self.spec.norm_bound,
+            weighted_recluster(means, weights, self.k, self.seed)
+        self.radius = spread_radius(means, weights, centers, self.spec.norm_bound,
                                      self.plan.radius_scale, self.plan.radius_floor)
         return centers
 

@@ -9,7 +9,8 @@ import fedprofile.client.statistics as statistics
 from fedprofile.client.statistics import cluster_partials
 from fedprofile.contract.assignment import assign
 from fedprofile.contract.spec import CategoricalFeature, FeatureSpec, NumericFeature
-from fedprofile.server.kmeans import candidate_centers, update_centers
+from fedprofile.server.kmeans import candidate_centers
+from fedprofile.server.lloyd import update_centers
 
 BOX = (np.array([-2.0, -2.0]), np.array([2.0, 2.0]))
 WIDE_BOX = (np.array([-10.0, -10.0]), np.array([10.0, 10.0]))

@@ -17,8 +17,8 @@ from fedprofile.server.kmeans import (
     RADIUS_SCALE,
     KMeansStage,
     plan_kmeans,
-    update_centers,
 )
+from fedprofile.server.lloyd import update_centers
 from fedprofile.sim.inprocess import run_kmeans_inprocess
 
 BOX = (np.full(2, -10.0), np.full(2, 10.0))
