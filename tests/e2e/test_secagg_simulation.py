@@ -16,6 +16,7 @@ from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.accounting import composed_epsilon
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.secagg.messages import KeyAdvert, UnmaskReply
+from fedprofile.privacy.secagg.shamir import SHARE_BYTES
 from fedprofile.protocol.secagg import RING_BITS, SecaggMasked, SecureSum, decode
 from fedprofile.sim.runner import SimulationResult, simulate
 
@@ -109,9 +110,9 @@ def test_the_coordinator_receives_only_masked_vectors(exact_secagg) -> None:
     assert small <= 3  # a uniform residue falls there with probability 2**-21
     assert abs(fraction.mean() - 0.5) < 5 / np.sqrt(12 * len(values))
     assert chi2 < 45.0  # 15 degrees of freedom: p < 1e-4
-    for reply in unmask:  # no dropouts: only 16-byte seed shares, never a mask key
+    for reply in unmask:  # no dropouts: only seed shares, never a mask key
         assert reply.key_shares == {}
-        assert all(len(share) == 16 for share in reply.seed_shares.values())
+        assert all(len(share) == SHARE_BYTES for share in reply.seed_shares.values())
     # the masked vectors alone do not add up to the sum: the self-masks stay on them
     by_round: dict[int, np.ndarray] = {}
     for _, m in masked:

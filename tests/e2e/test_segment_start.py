@@ -49,11 +49,11 @@ def test_k_auto_chooses_in_range_publishes_every_segment_and_costs_no_extra_epsi
     best = max((r for r in choice["curve"] if r["feasible"]), key=lambda r: r["silhouette"])
     assert best["k"] == model.k
     assert not model.suppressed_.any()
-    # the same releases as a fixed-k run: start + the planned rounds (5 under secure
-    # aggregation, the default for 5 partners), sums and counts, epsilon = 1
+    # the same releases as a fixed-k run: start + the planned rounds (12 under secure
+    # aggregation at epsilon = 1, the default for 5 partners), sums and counts
     assert model.privacy["epsilon_spent"] == pytest.approx(1.0, rel=1e-6)
-    assert model.privacy["noise_placement"] == "secagg" and model.params["rounds"] == 5
-    assert _partner_releases(root) == [2 * (1 + 5)] * 5
+    assert model.privacy["noise_placement"] == "secagg" and model.params["rounds"] == 12
+    assert _partner_releases(root) == [2 * (1 + 12)] * 5
     html = (result.out_dir / "report.html").read_text()
     assert "How many segments" in html and f"k = {model.k} was chosen" in html
 
