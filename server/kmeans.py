@@ -11,6 +11,7 @@ its centre, shortened to a radius ``r <= B`` (sensitivity ``r``, at the planned 
 multiplier: the same privacy loss, proportionally less noise in each centre's step). The
 radius is post-processing of the start's released summary: the spread of its candidate
 means around the chosen centres, times :data:`RADIUS_SCALE`.
+
 The initialisation is a DP over-clustering round: partners release noised sums and counts for
 many *data-independent* candidate centres drawn in the contract's public box; the
 coordinator keeps candidates whose noisy count clears twice the noise standard deviation
