@@ -64,7 +64,7 @@ def kmeans(request: KMeansRequest, site: PartnerSite, mask: MaskRequest | None =
         raise ProtocolError(f"train.kmeans request: centres have {request.centers.shape[1]} "
                             f"coordinates; the contract has {site.spec.dim}.")
     _check_centre_count(site, request.centers.shape[0], "train.kmeans request")
-    sum_mech = GaussianMechanism(sensitivity=request.radius or site.spec.norm_bound,
+    sum_mech = GaussianMechanism(sensitivity=request.sums_sensitivity(site.spec.norm_bound),
                                  noise_multiplier=request.sum_noise_multiplier)
     count_mech = GaussianMechanism(sensitivity=1.0,
                                    noise_multiplier=request.count_noise_multiplier)

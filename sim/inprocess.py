@@ -96,7 +96,7 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
         request = stage.configure(rnd)
         partials = [cluster_partials(matrix, request.centers, request.radius)
                     for matrix in matrices]
-        received = released(partials, [(request.radius or spec.norm_bound,
+        received = released(partials, [(request.sums_sensitivity(spec.norm_bound),
                                          request.sum_noise_multiplier),
                                        (1.0, request.count_noise_multiplier)],
                             noise=noise, rng=rng)

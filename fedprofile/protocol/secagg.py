@@ -129,8 +129,8 @@ def secure_sum_for(request: object, *, norm_bound: float, target_bound: float = 
     """
     if isinstance(request, KMeansRequest):
         k, d = request.centers.shape
-        sums_bound = request.radius or norm_bound
-        return SecureSum((("sums", k * d, sums_bound, request.sum_noise_multiplier),
+        return SecureSum((("sums", k * d, request.sums_sensitivity(norm_bound),
+                           request.sum_noise_multiplier),
                           ("counts", k, 1.0, request.count_noise_multiplier)))
     if isinstance(request, GramRequest):
         target = request.with_target

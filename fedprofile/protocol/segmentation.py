@@ -151,6 +151,10 @@ class KMeansRequest:
 
     message_type: ClassVar[str] = MessageKind.KMEANS
 
+    def sums_sensitivity(self, norm_bound: float) -> float:
+        """L2 sensitivity of the requested sums: ``radius``, or ``norm_bound`` when it is 0."""
+        return self.radius or norm_bound
+
     def to_record(self) -> RecordDict:
         """Encode as a RecordDict."""
         return RecordDict({

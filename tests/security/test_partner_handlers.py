@@ -185,6 +185,24 @@ def test_a_release_weaker_than_planned_is_refused(
     assert _releases(site) == []
 
 
+@pytest.mark.parametrize("share", [0.25, 1.5])
+def test_a_round_clips_to_its_radius_and_never_above_the_announced_bound(
+        tmp_path: Path, bank_slice: tuple[Path, Path], share: float) -> None:
+    site = _site(tmp_path, bank_slice, POLICY_KMEANS_ONLY)
+    request = replace(_kmeans_request(site, _announce(site)),
+                      radius=share * site.spec.norm_bound)
+    if share > 1:  # a looser clip than the announced B: refused, nothing recorded
+        with pytest.raises(PolicyRefusedError, match="not in the run's announced plan"):
+            kmeans(request, site)
+        assert _releases(site) == []
+        return
+    reply = kmeans(request, site)
+    sums = next(e for e in _releases(site) if e.component == "sums")
+    assert sums.sensitivity == pytest.approx(request.radius)
+    assert sums.noise_multiplier == pytest.approx(request.sum_noise_multiplier)
+    assert reply.events[0] == sums
+
+
 # --- validate and bound before charging --------------------------------------------------------
 
 
