@@ -23,11 +23,13 @@ __all__ = ["Federation", "RunAborted", "SecureAggregationDeclined", "group_reaso
            "wait_for_nodes"]
 
 log = logging.getLogger("fedprofile.server")
-_FIRST_POLL_SECONDS = 0.02
+_MIN_POLL_SECONDS = 0.01
 _MAX_POLL_SECONDS = 0.25
-"""Replies are pulled soon after sending, then every 1.5x longer up to this: a fast round
-(simulation, a warm partner) costs tens of milliseconds of waiting, a slow one a few
-requests per second to the SuperLink."""
+_POLL_FRACTION = 0.25
+"""Replies are pulled again after a quarter of the time already waited (10 ms at least,
+0.25 s at most): a reply is seen at most about 25 % later than it arrived, so a fast round
+(simulation, a warm partner) waits milliseconds, a slow one asks the SuperLink a few times
+per second."""
 T = TypeVar("T")
 
 _REASONS = {ErrorCode.POLICY_REFUSED: "refused by its privacy policy",
@@ -130,12 +132,14 @@ class Federation:
         return self.send(message_type, {node: content for node in self.node_ids}, decode)
 
     def send(self, message_type: str, contents: Mapping[int, RecordDict],
-             decode: Callable[[RecordDict], T]) -> dict[int, T]:
+             decode: Callable[[RecordDict], T], *, others_stay: bool = False
+             ) -> dict[int, T]:
         """Send each partner in ``contents`` its own instruction; as :meth:`broadcast`.
 
-        A partner of the run left out of ``contents`` leaves the run.
+        A partner of the run left out of ``contents`` leaves the run, unless ``others_stay``
+        (a step that needs only some partners' answers).
         """
-        for node in [n for n in self.node_ids if n not in contents]:
+        for node in [n for n in self.node_ids if n not in contents and not others_stay]:
             self._drop(node, f"was left out of {message_type}")
         targets = [n for n in self.node_ids if n in contents]
         messages = [Message(content=contents[node].copy(),
@@ -160,7 +164,7 @@ class Federation:
                 by_node[node] = decode(reply.content)
             except ProtocolError as exc:
                 self._drop(node, f"sent a malformed reply ({exc})", left)
-        for node in [n for n in self.node_ids if n not in answered]:
+        for node in [n for n in targets if n not in answered and n in self.node_ids]:
             self._drop(node, f"did not answer {message_type} within {self.timeout:g} s", left)
         if left:
             log.warning("Leaving the run at %s: %s", message_type,
@@ -174,17 +178,18 @@ class Federation:
         Each message is pulled on its own, so one partner's broken upload (a node killed
         while sending) cannot hold back the others' replies.
         """
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
+        deadline = start + self.timeout
         replies: list[Message] = []
-        wait = _FIRST_POLL_SECONDS
-        while pending and time.monotonic() < deadline:
+        while pending and (now := time.monotonic()) < deadline:
             for message_id in sorted(pending):
                 batch = list(self.grid.pull_messages([message_id]))
                 replies.extend(batch)
                 pending.difference_update(r.metadata.reply_to_message_id for r in batch)
             if pending:
+                wait = min(max((now - start) * _POLL_FRACTION, _MIN_POLL_SECONDS),
+                           _MAX_POLL_SECONDS)
                 time.sleep(min(wait, max(deadline - time.monotonic(), 0.0)))
-                wait = min(wait * 1.5, _MAX_POLL_SECONDS)
         return replies
 
     def check_quorum(self, message_type: str) -> None:

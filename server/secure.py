@@ -23,7 +23,12 @@ from fedprofile.errors import ProtocolError
 from fedprofile.privacy.accounting import gdp_epsilon
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
-from fedprofile.privacy.secagg.messages import KeyAdvert, KeyShares, UnmaskReply
+from fedprofile.privacy.secagg.messages import (
+    KeyAdvert,
+    KeyShares,
+    UnmaskReply,
+    UnmaskRequest,
+)
 from fedprofile.privacy.secagg.noise import rdp_mu
 from fedprofile.protocol.secagg import (
     RING_BITS,
@@ -39,7 +44,7 @@ from fedprofile.protocol.secagg import (
 )
 from fedprofile.server.federation import Federation, RunAborted, group_reasons
 
-__all__ = ["SecureAggregation", "default_threshold", "secagg_budget"]
+__all__ = ["SecureAggregation", "default_threshold", "secagg_budget", "unmask_askees"]
 
 log = logging.getLogger("fedprofile.server")
 
@@ -117,12 +122,15 @@ class SecureAggregation:
         log.info("Secure aggregation set up for %s: %d partners, threshold %d, up to %d "
                  "dropouts", self.stage, m, k, t)
 
-    def release(self, content: RecordDict, message_type: str, secure_sum: SecureSum
+    def release(self, content: RecordDict, message_type: str, secure_sum: SecureSum, *,
+                everyone: bool = False
                 ) -> tuple[list[np.ndarray], dict[int, tuple[PrivacyEvent, ...]]]:
         """One masked round: the stage request with a mask request, then the unmask step.
 
         Returns the decoded sums (flat, one per statistic of ``secure_sum``) and each
-        partner's ledger events (of partners whose masked vector is in the sum).
+        partner's ledger events (of partners whose masked vector is in the sum). The
+        unmask step asks ``threshold`` survivors, or ``everyone`` (the stage's last round,
+        after which each partner deletes its secrets of the stage).
         """
         if self.coordinator is None:
             self.setup()
@@ -137,15 +145,47 @@ class SecureAggregation:
         masked = {n: m for n, m in masked.items() if m.masked.partner_id == fed.name(n)}
         with _aborting(self.fed):
             unmask = coord.unmask_requests([m.masked for m in masked.values()])
-        replies = fed.send(SECAGG_UNMASK, {node_of[p]: encode(r) for p, r in unmask.items()
-                                           if p in node_of}, _decoder(UnmaskReply))
+        replies = self._unmask_replies(unmask, node_of, everyone=everyone)
         plans = secure_sum.plans(self.partners, self.dropouts)
         with _aborting(self.fed):
-            total = coord.unmask([r for n, r in replies.items()
-                                  if r.partner_id == fed.name(n)])
+            total = coord.unmask(replies)
             plans[0].check_survivors(len(masked))
         self.survivors = sorted(masked)
         return secure_sum.decode(plans, total), {n: m.events for n, m in masked.items()}
+
+    def _unmask_replies(self, requests: dict[str, UnmaskRequest], node_of: dict[str, int],
+                        *, everyone: bool) -> list[UnmaskReply]:
+        """Ask ``threshold`` survivors for their shares; the others only if one fails.
+
+        Any ``threshold`` survivors' shares unmask the sum, so the others are spared the
+        step (a partner reveals less, and a round costs fewer messages). Who is asked
+        rotates with the round; a survivor not asked stays in the run.
+        """
+        coord, fed = self.coordinator, self.fed
+        assert coord is not None
+        asked = (sorted(requests) if everyone else
+                 unmask_askees(sorted(requests), coord.setup.threshold, coord.round))
+        replies: list[UnmaskReply] = []
+        for group in (asked, [p for p in sorted(requests) if p not in asked]):
+            if not group:
+                break
+            got = fed.send(SECAGG_UNMASK, {node_of[p]: encode(requests[p]) for p in group
+                                           if p in node_of}, _decoder(UnmaskReply),
+                           others_stay=True)
+            replies += [r for n, r in got.items() if r.partner_id == fed.name(n)]
+            if len(replies) >= coord.setup.threshold:
+                break
+            log.warning("%d of the survivors asked to unmask answered; %d are needed. Asking "
+                        "the other survivors.", len(replies), coord.setup.threshold)
+        return replies
+
+
+def unmask_askees(survivors: list[str], threshold: int, round: int) -> list[str]:
+    """The ``threshold`` survivors asked first in ``round``, rotating round by round."""
+    if len(survivors) <= threshold:
+        return list(survivors)
+    start = (round * threshold) % len(survivors)
+    return [survivors[(start + i) % len(survivors)] for i in range(threshold)]
 
 
 class _aborting:

@@ -192,11 +192,16 @@ def _decoder(request: Any, dim: int) -> Callable[[RecordDict], Any]:
 
 
 def _secure_round(session: RunSession, secure: SecureAggregation, request: Any,
-                  bounds: tuple[float, float], dim: int
+                  bounds: tuple[float, float], dim: int, *, last: bool
                   ) -> tuple[Any, dict[int, tuple[PrivacyEvent, ...]]]:
-    """One round under secure aggregation: a single reply holding the federation's sums."""
+    """One round under secure aggregation: a single reply holding the federation's sums.
+
+    The stage's ``last`` round asks every survivor to unmask, so that each deletes its
+    secrets of the stage at once.
+    """
     secure_sum = secure_sum_for(request, norm_bound=bounds[0], target_bound=bounds[1], dim=dim)
-    sums, events = secure.release(request.to_record(), request.message_type, secure_sum)
+    sums, events = secure.release(request.to_record(), request.message_type, secure_sum,
+                                  everyone=last)
     received = [p.ledger_fields(len(events)) for p in
                 secure_sum.plans(secure.partners, secure.dropouts)]
     session.ledger.note(run_id=session.run_id, party="coordinator", kind="secagg",
@@ -222,7 +227,8 @@ def drive(session: RunSession, stage: Stage, *, dim: int = 0, secure_dim: int = 
     """
     secure = (SecureAggregation(session.fed, session.run_id, stage_name, secure_dim,
                                 session.dropouts) if session.noise == "secagg" else None)
-    for rnd in stage.rounds():
+    rounds = stage.rounds()
+    for index, rnd in enumerate(rounds):
         start = time.perf_counter()
         request = stage.configure(rnd)
         if secure is None:
@@ -234,7 +240,8 @@ def drive(session: RunSession, stage: Stage, *, dim: int = 0, secure_dim: int = 
             plan: Any = getattr(stage, "plan", None)
             bounds = ((session.norm_bound, 0.0) if isinstance(request, KMeansRequest)
                       else (plan.norm_bound, plan.target_bound))
-            reply, events = _secure_round(session, secure, request, bounds, dim)
+            reply, events = _secure_round(session, secure, request, bounds, dim,
+                                          last=index == len(rounds) - 1)
             summed = [reply]
         for node, released in events.items():
             session.ledger.record(run_id=session.run_id, party=session.fed.name(node),

@@ -142,6 +142,12 @@ class SpeedRow:
         """Wall time on Flower over the in-process reference."""
         return self.flower_s / self.inprocess_s
 
+    @property
+    def median_later_round_s(self) -> float:
+        """Median k-means round after the first (which has the start or the key setup)."""
+        later = self.rounds_s[1:] or self.rounds_s
+        return float(np.median(later)) if later else 0.0
+
 
 def _inprocess_seconds(files: list[PartnerFile], spec_path: Path, state_dir: Path, k: int,
                        seed: int, threads: int, noise: NoisePlacement) -> tuple[float, float]:
@@ -168,8 +174,9 @@ def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k
     """Time one private segmentation on Flower and in process, with bytes and peak memory.
 
     ``noise = "secagg"`` runs every release through secure aggregation (no dropouts
-    planned); its bytes per round count the masked k-means reply and the round's unmasking
-    reply, and its first round includes the stage's key and share exchange.
+    planned); its bytes per round count the masked k-means reply and the unmasking replies
+    (spread over the partners), and its first round includes the stage's key and share
+    exchange.
 
     Both read the same partner files (written first, not timed) and keep their partners'
     state in separate folders, so each builds its own matrix caches. ``workers`` is how many
@@ -210,26 +217,31 @@ def speed_run(*, dataset: str = "bank", partners: int = 5, customers: int = 0, k
 
 
 def _bytes_per_round(capture: Path) -> float:
-    """Mean bytes one partner sent per k-means round (with secagg: its unmasking reply too)."""
+    """Mean bytes one partner sent per k-means round (with secagg: its unmasking replies too).
+
+    A partner answers the unmask step only in the rounds it is asked, so the unmasking
+    bytes are spread over all partner-rounds.
+    """
     kmeans = [f.stat().st_size for f in capture.rglob("*kmeans*.bin")]
     unmask = [f.stat().st_size for f in capture.rglob("*secagg_unmask*.bin")]
     if not kmeans:
         return 0.0
-    return float(np.mean(kmeans) + (np.mean(unmask) if unmask else 0.0))
+    return float((sum(kmeans) + sum(unmask)) / len(kmeans))
 
 
 def speed_table(rows: Sequence[SpeedRow]) -> str:
     """The speed measurements as a Markdown table (the one BENCHMARKS.md quotes)."""
     lines = ["| partners | customers | noise | Flower workers | Flower wall (s) | in-process (s) | "
-             "ratio | cache build, Flower / in-process (s) | k-means rounds, Flower (s) | k-means "
-             "rounds, in-process (s) | bytes / partner / round | peak RSS (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "ratio | cache build, Flower / in-process (s) | k-means rounds, Flower (s) | median "
+             "later round, Flower (s) | k-means rounds, in-process (s) | bytes / partner / round "
+             "| peak RSS (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        rounds = " ".join(f"{s:.1f}" for s in r.rounds_s)
+        rounds = " ".join(f"{s:.2f}" for s in r.rounds_s)
         lines.append(f"| {r.partners} | {r.customers:,} | {r.noise} | {r.workers} | "
                      f"{r.flower_s:.1f} | {r.inprocess_s:.1f} | {r.overhead:.2f} | "
                      f"{r.flower_build_s:.1f} / {r.inprocess_build_s:.1f} | {rounds} | "
-                     f"{r.inprocess_rounds_s:.1f} | "
+                     f"{r.median_later_round_s:.2f} | {r.inprocess_rounds_s:.1f} | "
                      f"{r.bytes_per_partner_round:,.0f} | {r.peak_rss_mb:,.0f} |")
     return "\n".join(lines)
 

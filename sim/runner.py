@@ -31,6 +31,7 @@ from fedprofile.contract.design import DesignData, design_data
 from fedprofile.contract.features import transform_frame
 from fedprofile.contract.parser import load_spec
 from fedprofile.errors import ContractError, DataError, FedprofileError
+from fedprofile.flower_waits import shorten_simulation_dispatch
 from fedprofile.io.matrix_store import stored_values
 from fedprofile.io.tables import write_table
 from fedprofile.models.response_model import FORMAT as RESPONSE_FORMAT
@@ -175,6 +176,7 @@ def simulate(partitions: Sequence[Partition | PartnerFile], *, spec_path: Path, 
     ensure_folder(out_dir, "output folder")
     ensure_folder(state_dir, "state folder")
     _quiet_flower()
+    shorten_simulation_dispatch()  # instructions reach the virtual partners within 20 ms
     nodes = _prepare_partners(partitions, spec_path=spec_path, state_dir=state_dir,
                               policy=policy, seed=seed, capture=capture)
     if cfg.task == "lookalike":

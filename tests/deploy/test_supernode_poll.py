@@ -1,5 +1,6 @@
-"""Flower's fixed waits, shortened: the SuperNode's idle poll (``fedprofile.deploy.supernode``)
-and the back-off for message parts not stored yet (``fedprofile.flower_waits``)."""
+"""Flower's fixed waits, shortened: the SuperNode's idle poll (``fedprofile.deploy.supernode``),
+the back-off for message parts not stored yet and the simulation engine's dispatch wait
+(``fedprofile.flower_waits``)."""
 
 from __future__ import annotations
 
@@ -100,11 +101,15 @@ def test_another_flower_version_keeps_its_heartbeat(heartbeat_modules, monkeypat
 
 @pytest.fixture
 def pull_defaults(monkeypatch):
-    """The keyword defaults of Flower's object-pull functions, restored after the test."""
+    """Flower's own keyword defaults of its object-pull functions (even if a simulation in
+    this process shortened them), restored after the test."""
     from flwr.supercore.inflatable import inflatable_utils as objects
 
     for function in (objects.pull_objects, objects.pull_and_inflate_object_from_tree):
-        monkeypatch.setattr(function, "__kwdefaults__", dict(function.__kwdefaults__))
+        own = dict(function.__kwdefaults__)
+        own["initial_backoff"] = flower_waits.FLOWER_PULL_BACKOFF.get(
+            function.__name__, own["initial_backoff"])
+        monkeypatch.setattr(function, "__kwdefaults__", own)
     return objects
 
 
@@ -139,3 +144,68 @@ def test_another_flower_version_keeps_its_pull_back_off(pull_defaults, monkeypat
     with pytest.warns(RuntimeWarning, match="keep Flower's own 1 s back-off"):
         assert not shorten_pull_backoff()
     assert pull_defaults.pull_objects.__kwdefaults__["initial_backoff"] == 1
+
+
+class _StopAfter:
+    """A stand-in for the engine's stop event: records each wait, stops after ``passes``."""
+
+    def __init__(self, passes: int) -> None:
+        self.waits: list[float] = []
+        self.passes = passes
+
+    def is_set(self) -> bool:
+        return len(self.waits) >= self.passes
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return self.is_set()
+
+
+class _LinkState:
+    """Undelivered instructions per node, handed out oldest first."""
+
+    def __init__(self, pending: dict[int, list[str]]) -> None:
+        self.pending = pending
+
+    def get_message_ins(self, *, node_id: int, limit: int) -> list[str]:
+        out, self.pending[node_id] = (self.pending[node_id][:limit],
+                                      self.pending[node_id][limit:])
+        return out
+
+
+@pytest.fixture
+def vce(monkeypatch):
+    """Flower's simulation engine module, its dispatch loop restored after the test."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    monkeypatch.setattr(vce_api, "add_messages_to_queue", vce_api.add_messages_to_queue)
+    return vce_api
+
+
+def test_the_pinned_simulation_engine_dispatches_every_tenth_of_a_second(vce) -> None:
+    # The patch replaces this loop, which run_api looks up by name: if either moves, this fails
+    flower_loop = getattr(vce.add_messages_to_queue, "__wrapped__", vce.add_messages_to_queue)
+    assert "f_stop.wait(0.1)" in inspect.getsource(flower_loop)
+    assert "add_messages_to_queue," in inspect.getsource(vce.run_api)
+
+
+def test_the_simulation_hands_out_instructions_every_20_ms_one_per_node_per_pass(vce) -> None:
+    import queue
+
+    assert flower_waits.shorten_simulation_dispatch()
+    state, out, stop = _LinkState({1: ["a1", "a2"], 2: ["b1"]}), queue.Queue(), _StopAfter(2)
+
+    vce.add_messages_to_queue(state, out, {1: 0, 2: 1}, stop)
+
+    assert stop.waits == [flower_waits.DISPATCH_SECONDS] * 2
+    assert [out.get_nowait() for _ in range(3)] == ["a1", "b1", "a2"]
+    assert out.empty()
+
+
+def test_another_flower_version_keeps_its_simulation_dispatch(vce, monkeypatch) -> None:
+    original = vce.add_messages_to_queue
+    monkeypatch.setattr(flower_waits, "version", lambda _: "9.9.9")
+
+    with pytest.warns(RuntimeWarning, match="keeps Flower's own 0.1 s dispatch wait"):
+        assert not flower_waits.shorten_simulation_dispatch()
+    assert vce.add_messages_to_queue is original

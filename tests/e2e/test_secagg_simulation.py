@@ -18,6 +18,7 @@ from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.secagg.messages import KeyAdvert, UnmaskReply
 from fedprofile.privacy.secagg.shamir import SHARE_BYTES
 from fedprofile.protocol.secagg import RING_BITS, SecaggMasked, SecureSum, decode
+from fedprofile.server.secure import default_threshold
 from fedprofile.sim.runner import SimulationResult, simulate
 
 pytestmark = pytest.mark.slow
@@ -102,8 +103,10 @@ def test_the_coordinator_receives_only_masked_vectors(exact_secagg) -> None:
     expected = len(values) / 16
     chi2 = float(np.sum((bins - expected) ** 2 / expected))
 
-    # Assert: 4 partners x 3 rounds of masked vectors, nothing else carries their values
-    assert len(masked) == PARTNERS * 3 and len(unmask) == PARTNERS * 3
+    # Assert: 4 partners x 3 rounds of masked vectors, nothing else carries their values;
+    # a threshold of partners gives unmasking shares, all of them in the last round
+    assert len(masked) == PARTNERS * 3
+    assert len(unmask) == default_threshold(PARTNERS) * 2 + PARTNERS
     assert len(adverts) == PARTNERS
     for _, content in _captured(root, "train-kmeans"):
         assert "arrays" not in content  # no float array: only the masked residues
@@ -119,6 +122,15 @@ def test_the_coordinator_receives_only_masked_vectors(exact_secagg) -> None:
         by_round[m.masked.round] = by_round.get(m.masked.round, 0) + m.masked.masked
     first = by_round[0] & np.uint64((1 << RING_BITS) - 1)
     assert np.sum(first < np.uint64(1 << 40)) <= 3
+
+
+def test_no_partner_keeps_its_secure_aggregation_secrets_after_the_run(exact_secagg) -> None:
+    _, root = exact_secagg
+    folders = sorted((root / "state" / "partners").glob("*/secagg"))
+
+    assert len(folders) == PARTNERS
+    for folder in folders:  # only the signing key and the trusted keys stay
+        assert sorted(p.name for p in folder.iterdir()) == ["partners.json", "signing.key"]
 
 
 def test_ledgers_record_the_shares_and_the_guaranteed_noise(exact_secagg) -> None:

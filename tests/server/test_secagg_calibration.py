@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 from flwr.app import Context, Message, RecordDict
 from flwr.common.serde import message_from_proto, message_to_proto
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedprofile.client.app import build_client_app
 from fedprofile.client.secure import trust_each_other
@@ -46,11 +45,7 @@ ROWS = (300, 350, 400, 450)
 CENTRES = 800  # 800 x (dim + 1) = 4,000 noised values per secure sum
 
 
-@pytest.fixture(autouse=True)
-def _server_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The identity Flower gives the ServerApp's process, which new instructions carry."""
-    for key, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
-        monkeypatch.setattr(TaskIdentity, key, value)
+pytestmark = pytest.mark.usefixtures("server_task")
 
 
 def _over_the_wire(message: Message) -> Message:
@@ -71,9 +66,12 @@ class WireFederation(Federation):
         self.contexts = {i: Context(run_id=1, node_id=i, node_config={"partition-id": i},
                                     state=RecordDict(), run_config={}) for i in defaults}
 
-    def send(self, message_type: str, contents: Any, decode: Any) -> dict[int, Any]:
+    def send(self, message_type: str, contents: Any, decode: Any, *,
+             others_stay: bool = False) -> dict[int, Any]:
         out = {}
         for node in list(self.node_ids):
+            if node not in contents and others_stay:
+                continue
             if node not in contents or (node in self.vanish and message_type == "train.kmeans"):
                 self._drop(node, f"did not answer {message_type}")
                 continue

@@ -32,6 +32,7 @@ from fedprofile.protocol import KMeansRequest, ProfileRequest
 from fedprofile.protocol.secagg import SecaggSetup, decode, encode
 from fedprofile.server.federation import Federation, RunAborted
 from fedprofile.server.kmeans import KMeansStage, plan_kmeans
+from fedprofile.server.secure import unmask_askees
 from fedprofile.server.session import RunSession, drive
 
 SPEC = """
@@ -68,11 +69,17 @@ class LocalFederation(Federation):
         super().__init__(grid=None, node_ids=list(range(len(sites))),  # type: ignore[arg-type]
                          min_partners=2, timeout=1.0)
         self.sites, self.vanish, self.seen = sites, vanish, {}
+        self.unmask_calls: list[list[int]] = []
         self.names = {i: s.name for i, s in enumerate(sites)}
 
-    def send(self, message_type: str, contents: Any, decode: Any) -> dict[int, Any]:
+    def send(self, message_type: str, contents: Any, decode: Any, *,
+             others_stay: bool = False) -> dict[int, Any]:
         out = {}
+        if message_type == "query.secagg_unmask":
+            self.unmask_calls.append(sorted(contents))
         for node in list(self.node_ids):
+            if node not in contents and others_stay:
+                continue
             count = self.seen[node, message_type] = self.seen.get((node, message_type), 0) + 1
             if node not in contents or self.vanish.get(node, ("", 0)) == (message_type, count):
                 self._drop(node, f"did not answer {message_type}")
@@ -112,17 +119,46 @@ def _run(tmp_path: Path, vanish: dict[int, tuple[str, int]]) -> tuple[Any, RunSe
     return result, session
 
 
-def test_a_partner_that_vanishes_after_masking_does_not_stop_the_run(tmp_path: Path) -> None:
-    # Execute: p3 sends its masked vector of the first round, then never answers again
-    result, session = _run(tmp_path, {3: ("query.secagg_unmask", 1)})
+def test_rounds_ask_threshold_survivors_to_unmask_in_turn_and_the_last_asks_all(
+        tmp_path: Path) -> None:
+    # Execute: nobody vanishes; 4 partners, threshold 3, three rounds
+    result, session = _run(tmp_path, {})
 
-    # Assert: every round is released; the first sums all four, the later ones three
+    # Assert: 3 partners asked in turn, then all 4 in the stage's last round, after which
+    # no partner keeps its secrets of the stage
+    fed = session.fed
+    assert isinstance(fed, LocalFederation)
+    assert fed.unmask_calls == [[0, 1, 2], [0, 1, 3], [0, 1, 2, 3]]
+    for site in fed.sites:
+        assert not [p.name for p in (site.state_dir / "secagg").glob("*.json")
+                    if p.name != "partners.json"]
+    notes = [json.loads(n["message"]) for n in session.ledger.notes() if n["kind"] == "secagg"]
+    assert [len(n["summed"]) for n in notes] == [4, 4, 4]
+    assert result.sizes.sum() == pytest.approx(sum(ROWS), abs=1e-3)
+
+
+def test_unmask_askees_rotate_and_cover_small_rounds() -> None:
+    names = [f"p{i}" for i in range(5)]
+    assert unmask_askees(names, 3, 0) == ["p0", "p1", "p2"]
+    assert unmask_askees(names, 3, 1) == ["p3", "p4", "p0"]
+    assert unmask_askees(names[:3], 3, 7) == names[:3]
+
+
+def test_a_partner_that_vanishes_after_masking_does_not_stop_the_run(tmp_path: Path) -> None:
+    # Execute: p0 sends its masked vector of the first round, then never answers again
+    result, session = _run(tmp_path, {0: ("query.secagg_unmask", 1)})
+
+    # Assert: p0 was asked to unmask first, and p3, not asked at first, was asked in its
+    # place; every round is released; the first sums all four, the later ones three
+    fed = session.fed
+    assert isinstance(fed, LocalFederation)
+    assert fed.unmask_calls[:2] == [[0, 1, 2], [3]]
     notes = [json.loads(n["message"]) for n in session.ledger.notes() if n["kind"] == "secagg"]
     assert [len(n["summed"]) for n in notes] == [4, 3, 3]
     assert [n["releases"][1]["shares_present"] for n in notes] == [4, 3, 3]
-    assert session.fed.summary()["dropped"] == {"p3": "did not answer query.secagg_unmask"}
+    assert session.fed.summary()["dropped"] == {"p0": "did not answer query.secagg_unmask"}
     assert len(result.history) == 3
-    assert result.sizes.sum() == pytest.approx(sum(ROWS[:3]), abs=1e-3)
+    assert result.sizes.sum() == pytest.approx(sum(ROWS[1:]), abs=1e-3)
 
 
 def test_a_second_dropout_beyond_the_plan_stops_the_run_unreleased(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -75,9 +77,12 @@ def _row(partners: int, customers: int, flower: float) -> SpeedRow:
 def test_speed_table_and_plot(tmp_path) -> None:
     rows = [_row(10, 45_211, 15.0), _row(10, 1_000_000, 30.0), _row(5, 45_211, 14.0)]
 
+    rows[2] = replace(rows[2], rounds_s=[0.9, 0.2, 0.4, 0.3])
+
     table = speed_table(rows)
     assert table.splitlines()[2].startswith(
-        "| 10 | 45,211 | partner | 2 | 15.0 | 2.0 | 7.50 | 1.0 / 1.5 |")
+        "| 10 | 45,211 | partner | 2 | 15.0 | 2.0 | 7.50 | 1.0 / 1.5 | 0.50 0.50 | 0.50 |")
+    assert "| 0.90 0.20 0.40 0.30 | 0.30 |" in table.splitlines()[4]
     assert len(table.splitlines()) == 5
 
     path = plot_speed(rows, tmp_path / "speed.png")
