@@ -202,6 +202,22 @@ def test_the_simulation_hands_out_instructions_every_20_ms_one_per_node_per_pass
     assert out.empty()
 
 
+def test_a_slow_pass_over_the_link_state_waits_twice_as_long_before_the_next(vce) -> None:
+    import queue
+
+    class SlowState(_LinkState):
+        def get_message_ins(self, *, node_id: int, limit: int) -> list[str]:
+            time.sleep(0.02)
+            return super().get_message_ins(node_id=node_id, limit=limit)
+
+    assert flower_waits.shorten_simulation_dispatch()
+    stop = _StopAfter(1)
+
+    vce.add_messages_to_queue(SlowState({1: [], 2: []}), queue.Queue(), {1: 0, 2: 1}, stop)
+
+    assert stop.waits[0] >= 2 * 0.04
+
+
 def test_another_flower_version_keeps_its_simulation_dispatch(vce, monkeypatch) -> None:
     original = vce.add_messages_to_queue
     monkeypatch.setattr(flower_waits, "version", lambda _: "9.9.9")
