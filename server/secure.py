@@ -9,7 +9,6 @@ protocol stops the run before anything is released.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -20,7 +19,6 @@ from flwr.app import RecordDict
 
 from fedprofile.config import RunConfig
 from fedprofile.errors import ProtocolError
-from fedprofile.privacy.accounting import gdp_epsilon
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
 from fedprofile.privacy.secagg.messages import (
@@ -29,7 +27,7 @@ from fedprofile.privacy.secagg.messages import (
     UnmaskReply,
     UnmaskRequest,
 )
-from fedprofile.privacy.secagg.noise import rdp_mu
+from fedprofile.privacy.secagg.noise import planning_epsilon
 from fedprofile.protocol.secagg import (
     RING_BITS,
     SECAGG_KEYS,
@@ -57,9 +55,9 @@ def secagg_budget(cfg: RunConfig) -> RunConfig:
     the run therefore plans with ``mu = rdp_mu(epsilon, delta)`` (expressed as the GDP
     epsilon of that ``mu``) so that the RDP-exact epsilon of all its releases is the target.
     """
-    if cfg.noise != "secagg" or math.isinf(cfg.epsilon):
+    if cfg.noise != "secagg":
         return cfg
-    return replace(cfg, epsilon=gdp_epsilon(rdp_mu(cfg.epsilon, cfg.delta), cfg.delta))
+    return replace(cfg, epsilon=planning_epsilon(cfg.epsilon, cfg.delta))
 
 
 def default_threshold(partners: int) -> int:

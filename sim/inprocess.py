@@ -20,6 +20,7 @@ from fedprofile.config import InitMethod
 from fedprofile.contract.design import DesignData
 from fedprofile.contract.spec import FeatureSpec
 from fedprofile.privacy.mechanisms import GaussianMechanism
+from fedprofile.privacy.secagg.noise import planning_epsilon
 from fedprofile.privacy.secagg.plan import plan_secagg
 from fedprofile.privacy.secagg.simulate import simulate_release
 from fedprofile.protocol import GradientReply, GramReply, GramRequest, KMeansReply, ResponseTask
@@ -81,6 +82,7 @@ def run_kmeans_inprocess(matrices: Sequence[np.ndarray], spec: FeatureSpec, *, k
     ``k_range`` chooses k as ``--k auto`` does (``k`` is then its upper bound);
     ``plan_options`` go to :func:`fedprofile.server.kmeans.plan_kmeans`.
     """
+    epsilon = planning_epsilon(epsilon, delta) if noise == "secagg" else epsilon
     plan = plan_kmeans(epsilon=epsilon, delta=delta,
                        lloyd_rounds=rounds or default_rounds(
                            epsilon, delta=delta, noise=noise, partners=len(matrices)),
@@ -115,6 +117,7 @@ def run_response_inprocess(designs: Sequence[DesignData], *, task: str, epsilon:
 
     ``noise`` places the noise as in :func:`run_kmeans_inprocess`.
     """
+    epsilon = planning_epsilon(epsilon, delta) if noise == "secagg" else epsilon
     plan = plan_response(task=task, epsilon=epsilon, delta=delta,
                          norm_bound=norm_bound, target_bound=target_bound, rounds=rounds)
     dim = designs[0].z_train.shape[1]

@@ -42,3 +42,26 @@ def test_partner_noise_keeps_the_gdp_plan() -> None:
     assert secagg_budget(cfg) is cfg
     plan = plan_kmeans(epsilon=1.0, delta=1e-6, lloyd_rounds=3, norm_bound=2.0)
     assert privacy_record(plan)["accountant"] == "gdp-exact"
+
+
+@pytest.mark.parametrize("noise", ["partner", "secagg"])
+def test_the_inprocess_reference_plans_like_the_flower_app(noise: str, monkeypatch) -> None:
+    from fedprofile.contract.spec import FeatureSpec, NumericFeature
+    from fedprofile.sim import inprocess
+
+    # Prepare: record the epsilon each plan is made with
+    planned: list[float] = []
+    real = inprocess.plan_kmeans
+    monkeypatch.setattr(inprocess, "plan_kmeans",
+                        lambda **kw: planned.append(kw["epsilon"]) or real(**kw))
+    spec = FeatureSpec(name="m", features=(NumericFeature(name="x", bounds=(0.0, 1.0)),))
+    rows = np.random.default_rng(0).uniform(-0.5, 0.5, size=(400, 1))
+
+    # Execute
+    inprocess.run_kmeans_inprocess([rows[:200], rows[200:]], spec, k=2, epsilon=1.0,
+                                   rounds=2, noise=noise, noise_seed=0)
+
+    # Assert: the budget the Flower app plans with (secagg: the RDP-exact one)
+    expected = secagg_budget(RunConfig.from_mapping({"epsilon": 1.0, "noise": noise}))
+    assert planned == [pytest.approx(expected.epsilon, rel=1e-12)]
+    assert (planned[0] < 1.0) == (noise == "secagg")
