@@ -29,6 +29,7 @@ __all__ = [
     "gdp_delta",
     "gdp_epsilon",
     "gdp_mu",
+    "planning_epsilon",
     "split_mu",
 ]
 
@@ -232,3 +233,18 @@ def composed_epsilon(events: Iterable[PrivacyEvent], delta: float) -> float:
     from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp, rdp_epsilon
 
     return rdp_epsilon(gaussian_rdp(ORDERS, mu), delta)
+
+
+def planning_epsilon(epsilon: float, delta: float) -> float:
+    """The GDP epsilon a secure-aggregation run plans with so that its RDP epsilon is ``epsilon``.
+
+    Skellam releases are accounted in RDP, whose conversion gives a larger epsilon than GDP
+    composition of the same releases; planning with the GDP epsilon of
+    ``rdp_mu(epsilon, delta)`` makes the RDP-exact epsilon of all the run's releases the
+    target (``epsilon = 1``, ``delta = 1e-6``: 0.927).
+    """
+    from fedprofile.privacy.secagg.noise import rdp_mu
+
+    if math.isinf(epsilon):
+        return epsilon
+    return gdp_epsilon(rdp_mu(epsilon, delta), delta)

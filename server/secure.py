@@ -19,6 +19,7 @@ from flwr.app import RecordDict
 
 from fedprofile.config import RunConfig
 from fedprofile.errors import ProtocolError
+from fedprofile.privacy.accounting import planning_epsilon
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
 from fedprofile.privacy.secagg.messages import (
@@ -27,7 +28,6 @@ from fedprofile.privacy.secagg.messages import (
     UnmaskReply,
     UnmaskRequest,
 )
-from fedprofile.privacy.secagg.noise import planning_epsilon
 from fedprofile.protocol.secagg import (
     RING_BITS,
     SECAGG_KEYS,

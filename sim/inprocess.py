@@ -19,8 +19,8 @@ from fedprofile.client.statistics import cluster_partials
 from fedprofile.config import InitMethod
 from fedprofile.contract.design import DesignData
 from fedprofile.contract.spec import FeatureSpec
+from fedprofile.privacy.accounting import planning_epsilon
 from fedprofile.privacy.mechanisms import GaussianMechanism
-from fedprofile.privacy.secagg.noise import planning_epsilon
 from fedprofile.privacy.secagg.plan import plan_secagg
 from fedprofile.privacy.secagg.simulate import simulate_release
 from fedprofile.protocol import GradientReply, GramReply, GramRequest, KMeansReply, ResponseTask

@@ -37,7 +37,6 @@ __all__ = [
     "ORDERS",
     "gaussian_rdp",
     "min_skellam_variance",
-    "planning_epsilon",
     "rdp_epsilon",
     "rdp_mu",
     "skellam_rdp",
@@ -133,21 +132,6 @@ def rdp_mu(epsilon: float, delta: float) -> float:
         if hi - lo <= 1e-13 * hi:
             break
     return lo
-
-
-def planning_epsilon(epsilon: float, delta: float) -> float:
-    """The GDP epsilon a secure-aggregation run plans with so that its RDP epsilon is ``epsilon``.
-
-    Skellam releases are accounted in RDP, whose conversion gives a larger epsilon than GDP
-    composition of the same releases; planning with the GDP epsilon of
-    ``rdp_mu(epsilon, delta)`` makes the RDP-exact epsilon of all the run's releases the
-    target (``epsilon = 1``, ``delta = 1e-6``: 0.927).
-    """
-    from fedprofile.privacy.accounting import gdp_epsilon
-
-    if math.isinf(epsilon):
-        return epsilon
-    return gdp_epsilon(rdp_mu(epsilon, delta), delta)
 
 
 def min_skellam_variance(*, l2: float, l1: float, mu: float) -> float:
