@@ -15,7 +15,11 @@ means around the chosen centres, times :data:`RADIUS_SCALE`.
 The initialisation is a DP over-clustering round: partners release noised sums and counts for
 many *data-independent* candidate centres drawn in the contract's public box; the
 coordinator keeps candidates whose noisy count clears twice the noise standard deviation
-and runs weighted k-means++ on their noisy means. No data row is ever sent.
+and runs weighted k-means++ on their noisy means. The first Lloyd round then *refines* that
+summary: it runs with ``REFINE_FACTOR * k`` centres placed by the start (cells that follow
+the data, where the start's candidates were blind), and the coordinator re-clusters the
+cells' noisy means to k. It is an ordinary Lloyd release (each customer in one cell), so it
+costs nothing beyond the round's planned budget. No data row is ever sent.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from fedprofile.server.choose_k import choose_k
 from fedprofile.server.lloyd import spread_radius, update_centers, weighted_recluster
 
 __all__ = [
+    "REFINE_FACTOR",
     "KMeansPlan",
     "KMeansResult",
     "KMeansStage",
@@ -47,6 +52,8 @@ INIT_STAGE, LLOYD_STAGE = "kmeans-init", "kmeans"
 PRECISION = 0.05  # largest noise of a candidate mean --k auto uses, as a share of the box
 RADIUS_SCALE = 1.5
 """Lloyd rounds' radius over the start's spread (RMS distance of candidate means to centres)."""
+REFINE_FACTOR = 3.0
+"""Cells of the refining round per segment (at most the start's kept candidates)."""
 RADIUS_FLOOR = 0.1
 """Least Lloyd radius, as a share of the norm bound: when the start keeps no more than k
 candidates it shows no spread, and a radius near 0 would pin the centres where they start."""
@@ -58,7 +65,9 @@ class RoundPlan:
 
     The sums' sensitivity is at most ``norm_bound``, the counts' 1. A ``relative`` round's
     sums may be of displacements from the centres shortened to a radius below
-    ``norm_bound`` (:class:`KMeansStage` chooses it), at the same multiplier.
+    ``norm_bound`` (:class:`KMeansStage` chooses it), at the same multiplier. A ``refine``
+    round runs with up to ``refine_factor * k`` cells instead of the k centres (the same
+    release: each customer in one cell).
     """
 
     stage: str
@@ -67,6 +76,12 @@ class RoundPlan:
     count_noise_multiplier: float
     norm_bound: float
     relative: bool = False
+    refine_factor: float = 1.0
+
+    @property
+    def refine(self) -> bool:
+        """Whether this round refines the start with more cells than segments."""
+        return self.refine_factor > 1.0
 
     def events(self) -> tuple[PrivacyEvent, PrivacyEvent]:
         """The two ledger events one partner records for this round (sums at most ``B``)."""
@@ -107,7 +122,8 @@ def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: 
                 init: InitMethod = "overcluster", init_share: float = 0.2,
                 last_round_weight: float = 4.0, sum_share: float = 0.75,
                 relative: bool = True, radius_scale: float = RADIUS_SCALE,
-                radius_floor: float = RADIUS_FLOOR) -> KMeansPlan:
+                radius_floor: float = RADIUS_FLOOR,
+                refine_factor: float = REFINE_FACTOR) -> KMeansPlan:
     """Split a run's (epsilon, delta) over the init round and the Lloyd rounds, up front.
 
     The GDP budget ``mu`` of the target is split so that ``mu_r**2`` is ``init_share`` of
@@ -116,7 +132,8 @@ def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: 
     With ``relative`` every private Lloyd round releases displacement sums
     (:class:`RoundPlan`), clipped to ``radius_scale`` times the start's spread and at least
     ``radius_floor`` times the norm bound (:class:`KMeansStage`); a round without noise
-    releases exact sums.
+    releases exact sums. After an over-clustering start with at least two Lloyd rounds the
+    first one refines the start with ``refine_factor * k`` cells (1 turns it off).
 
     Examples
     --------
@@ -129,7 +146,8 @@ def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: 
     for name, share in (("init_share", init_share), ("sum_share", sum_share)):
         if not 0.0 < share < 1.0:
             raise ContractError(f"The {name!r} parameter must be in (0, 1). Got {share!r}.")
-    for name, value in (("radius_scale", radius_scale), ("radius_floor", radius_floor)):
+    for name, value in (("radius_scale", radius_scale), ("radius_floor", radius_floor),
+                        ("refine_factor", refine_factor)):
         if not value > 0.0:
             raise ContractError(f"The {name!r} parameter must be > 0. Got {value!r}.")
     mu = gdp_mu(epsilon, delta)
@@ -138,6 +156,7 @@ def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: 
     mus = split_mu(mu, weights + lloyd_w)
     stages = ([(INIT_STAGE, 0)] if init == "overcluster" else []) + \
         [(LLOYD_STAGE, r) for r in range(1, lloyd_rounds + 1)]
+    refining = init == "overcluster" and lloyd_rounds >= 2
     rounds = []
     for (stage, rnd), mu_r in zip(stages, mus, strict=True):
         if math.isinf(mu_r):
@@ -147,7 +166,8 @@ def plan_kmeans(*, epsilon: float, delta: float, lloyd_rounds: int, norm_bound: 
             z_count = 1.0 / (mu_r * math.sqrt(1.0 - sum_share))
         rounds.append(RoundPlan(stage=stage, round=rnd, sum_noise_multiplier=z_sum,
                                 count_noise_multiplier=z_count, norm_bound=norm_bound,
-                                relative=relative and stage == LLOYD_STAGE and z_sum > 0.0))
+                                relative=relative and stage == LLOYD_STAGE and z_sum > 0.0,
+                                refine_factor=refine_factor if refining and rnd == 1 else 1.0))
     return KMeansPlan(epsilon=epsilon, delta=delta, mu=mu, rounds=tuple(rounds),
                       radius_scale=radius_scale, radius_floor=radius_floor)
 
@@ -236,6 +256,8 @@ class KMeansStage:
         self.sizes = np.zeros(len(self.centers))
         self.radius = min(max(float(initial_radius), 0.0), spec.norm_bound)
         self.history: list[dict[str, object]] = []
+        self._summary: tuple[np.ndarray, np.ndarray] | None = None  # the start's means, weights
+        self._cells: np.ndarray | None = None  # the refining round's centres
 
     def rounds(self) -> tuple[RoundPlan, ...]:
         """The rounds to run, in order."""
@@ -243,8 +265,10 @@ class KMeansStage:
 
     def configure(self, rnd: RoundPlan) -> KMeansRequest:
         """The instruction every partner receives for round ``rnd``."""
+        self._cells = self._refining_cells(rnd.refine_factor) if rnd.refine else None
         return KMeansRequest(run_id=self.run_id, spec_fingerprint=self.fingerprint,
-                             stage=rnd.stage, round=rnd.round, centers=self.centers,
+                             stage=rnd.stage, round=rnd.round,
+                             centers=self.centers if self._cells is None else self._cells,
                              sum_noise_multiplier=rnd.sum_noise_multiplier,
                              count_noise_multiplier=rnd.count_noise_multiplier,
                              radius=self.radius if rnd.relative else 0.0)
@@ -258,6 +282,9 @@ class KMeansStage:
         if rnd.stage == INIT_STAGE:
             sum_sigma = rnd.sum_noise_multiplier * rnd.norm_bound * math.sqrt(max(n_answered, 1))
             self.centers = self._initial_from_candidates(sums, counts, count_sigma, sum_sigma)
+        elif self._cells is not None:
+            self.centers = self._from_refined_cells(self._cells, sums, counts, count_sigma,
+                                                    displacement=rnd.relative and self.radius > 0)
         else:
             self.centers = update_centers(self.centers, sums, counts,
                                           min_count=2.0 * count_sigma, box=self._box,
@@ -267,7 +294,39 @@ class KMeansStage:
         self.history.append({"stage": rnd.stage, "round": rnd.round,
                              "clip_radius": self.radius if rnd.relative else 0.0,
                              "centers_scaled": self.centers.tolist(),
-                             "sizes_noisy": counts.tolist() if rnd.stage != INIT_STAGE else []})
+                             "sizes_noisy": counts.tolist()
+                             if rnd.stage != INIT_STAGE and self._cells is None else [],
+                             **({"refined_cells": len(self._cells)}
+                                if self._cells is not None else {})})
+        self._cells = None
+
+    def _refining_cells(self, factor: float) -> np.ndarray | None:
+        """``factor * k`` cells from the start's summary, or None if that is not above k."""
+        if self._summary is None:
+            return None
+        means, weights = self._summary
+        cells = min(len(means), round(factor * self.k))
+        if cells <= self.k:
+            return None
+        return means if cells == len(means) else \
+            weighted_recluster(means, weights, cells, self.seed)
+
+    def _from_refined_cells(self, cells: np.ndarray, sums: np.ndarray, counts: np.ndarray,
+                            count_sigma: float, *, displacement: bool) -> np.ndarray:
+        """K centres of the refined cells' noisy means (weighted by their noisy counts).
+
+        Cells whose noisy count clears twice its noise standard deviation are kept (at least
+        the k largest).
+        """
+        means = np.clip(cells + sums / np.maximum(counts, 1e-12)[:, None] if displacement
+                        else sums / np.maximum(counts, 1e-12)[:, None], *self._box)
+        keep: np.ndarray = counts > max(2.0 * count_sigma, 0.0)
+        if keep.sum() < self.k:
+            keep = np.argsort(-counts)[: self.k]
+        if len(means[keep]) == self.k:
+            return means[keep]
+        return weighted_recluster(means[keep], np.maximum(counts[keep], 1e-12), self.k,
+                                  self.seed)
 
     def _initial_from_candidates(self, sums: np.ndarray, counts: np.ndarray,
                                  count_sigma: float, sum_sigma: float) -> np.ndarray:
@@ -292,6 +351,7 @@ class KMeansStage:
             weighted_recluster(means, weights, self.k, self.seed)
         self.radius = spread_radius(means, weights, centers, self.spec.norm_bound,
                                      self.plan.radius_scale, self.plan.radius_floor)
+        self._summary = (means, weights)
         return centers
 
     def finalize(self) -> KMeansResult:
