@@ -316,7 +316,8 @@ class KMeansStage:
         """K centres of the refined cells' noisy means (weighted by their noisy counts).
 
         Cells whose noisy count clears twice its noise standard deviation are kept (at least
-        the k largest).
+        the k largest). A run from the start's centres competes with the k-means++
+        restarts, so the start's basin is kept unless the cells show a better one.
         """
         means = np.clip(cells + sums / np.maximum(counts, 1e-12)[:, None] if displacement
                         else sums / np.maximum(counts, 1e-12)[:, None], *self._box)
@@ -326,7 +327,7 @@ class KMeansStage:
         if len(means[keep]) == self.k:
             return means[keep]
         return weighted_recluster(means[keep], np.maximum(counts[keep], 1e-12), self.k,
-                                  self.seed)
+                                  self.seed, start=self.centers)
 
     def _initial_from_candidates(self, sums: np.ndarray, counts: np.ndarray,
                                  count_sigma: float, sum_sigma: float) -> np.ndarray:

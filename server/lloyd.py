@@ -46,10 +46,17 @@ def update_centers(previous: np.ndarray, sums: np.ndarray, counts: np.ndarray, *
     return np.clip(new, box[0], box[1])
 
 
-def weighted_recluster(points: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """K centres of weighted points: 50 k-means++ restarts (post-processing costs no budget)."""
-    km = KMeans(n_clusters=k, init="k-means++", n_init=50, random_state=seed)
-    return km.fit(points, sample_weight=weights).cluster_centers_
+def weighted_recluster(points: np.ndarray, weights: np.ndarray, k: int, seed: int,
+                       start: np.ndarray | None = None) -> np.ndarray:
+    """K centres of weighted points: 50 k-means++ restarts (post-processing costs no budget).
+
+    With ``start`` (k centres) a run from it competes too; the lowest weighted inertia wins.
+    """
+    fits = [KMeans(n_clusters=k, init="k-means++", n_init=50, random_state=seed)
+            .fit(points, sample_weight=weights)]
+    if start is not None:
+        fits.append(KMeans(n_clusters=k, init=start, n_init=1).fit(points, sample_weight=weights))
+    return min(fits, key=lambda fit: fit.inertia_).cluster_centers_
 
 
 def spread_radius(means: np.ndarray, weights: np.ndarray, centers: np.ndarray,

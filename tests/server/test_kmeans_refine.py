@@ -6,11 +6,13 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.cluster import KMeans
 
 from fedprofile.client.statistics import cluster_partials
 from fedprofile.contract.spec import FeatureSpec, NumericFeature
 from fedprofile.protocol import KMeansReply
 from fedprofile.server.kmeans import REFINE_FACTOR, KMeansStage, plan_kmeans
+from fedprofile.server.lloyd import weighted_recluster
 from fedprofile.sim.evaluate import kmeans_cost
 
 
@@ -121,3 +123,22 @@ def test_a_start_with_no_more_candidates_than_segments_does_not_refine() -> None
     stage.aggregate(init, [KMeansReply(*cluster_partials(points, request.centers, 0.0),
                                        events=())])
     assert len(stage.configure(stage.rounds()[1]).centers) == 4
+
+
+def _inertia(points: np.ndarray, weights: np.ndarray, centers: np.ndarray) -> float:
+    return float(np.sum(weights * ((points[:, None] - centers[None]) ** 2).sum(2).min(1)))
+
+
+def test_a_start_competes_with_the_restarts_of_the_reclustering() -> None:
+    # Prepare: weighted cells where 50 seeded k-means++ restarts miss the best optimum
+    rng = np.random.default_rng(30)
+    middles = rng.uniform(-1, 1, size=(6, 3))
+    points = np.vstack([m + rng.normal(scale=0.3, size=(3, 3)) for m in middles])
+    weights = rng.lognormal(0, 1.0, size=18) * 1000
+    best = KMeans(n_clusters=6, n_init=1000, random_state=1).fit(points, sample_weight=weights)
+    # Execute
+    restarts = weighted_recluster(points, weights, 6, seed=0)
+    with_start = weighted_recluster(points, weights, 6, seed=0, start=best.cluster_centers_)
+    # Assert: the start's optimum wins where the restarts alone fall short
+    assert _inertia(points, weights, restarts) > 1.01 * best.inertia_
+    assert _inertia(points, weights, with_start) == pytest.approx(best.inertia_, rel=1e-9)
