@@ -38,7 +38,7 @@ def _stage(epsilon: float, *, k: int = 4, rounds: int = 3, **plan_options: float
 
 
 def _run(stage: KMeansStage, matrices: list[np.ndarray]) -> list[int]:
-    """Run every round without noise; return the centres each request carried."""
+    """Run every round on exact partner sums (no noise drawn); return the centres sent."""
     sent = []
     for rnd in stage.rounds():
         request = stage.configure(rnd)
