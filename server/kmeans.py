@@ -316,11 +316,12 @@ class KMeansStage:
         """K centres of the refined cells' noisy means (weighted by their noisy counts).
 
         Cells whose noisy count clears twice its noise standard deviation are kept (at least
-        the k largest). A run from the start's centres competes with the k-means++
-        restarts, so the start's basin is kept unless the cells show a better one.
+        the k largest; a cell with no positive count stays where it was). A run from the
+        start's centres competes with the k-means++ restarts, so the start's basin is kept
+        unless the cells show a better one.
         """
-        means = np.clip(cells + sums / np.maximum(counts, 1e-12)[:, None] if displacement
-                        else sums / np.maximum(counts, 1e-12)[:, None], *self._box)
+        means = update_centers(cells, sums, counts, min_count=0.0, box=self._box,
+                               displacement=displacement)
         keep: np.ndarray = counts > max(2.0 * count_sigma, 0.0)
         if keep.sum() < self.k:
             keep = np.argsort(-counts)[: self.k]
