@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -41,6 +42,8 @@ __all__ = ["DeploymentError", "LoopbackFederation", "free_port", "node_config_te
 APP_DIR = Path(__file__).resolve().parent.parent
 FEDERATION = "loopback"  # the coordinator's connection: the SuperLink's own port
 PUBLIC = "public"  # what anyone else can reach: the Fleet-only gateway
+_TRANSFER = re.compile(r"Sending:|Sent successfully|Receiving:|Received successfully")
+"""A SuperNode's log lines for the start and end of each message it sends or receives."""
 
 
 class DeploymentError(FedprofileError):
@@ -265,15 +268,15 @@ class LoopbackFederation:
             stderr=subprocess.STDOUT, text=True, cwd=APP_DIR, env=self._env(self.root / "cli"))
 
     def kill_partner_after_release(self, index: int, *, timeout: float = 300.0) -> None:
-        """Kill partner ``index``'s SuperNode between two rounds of the running run.
+        """Kill partner ``index``'s SuperNode right after it has sent a release.
 
-        Waits until the partner's ledger holds one more release than when called, then 1.5 s
-        for that reply to finish uploading (under a second on loopback), then kills the
-        SuperNode's process group: the partner vanishes after sending a reply and before the
-        next instruction reaches it (a round takes 2.5 s or more), as a crashed machine would.
-        Killed later, it could die while uploading its next reply, which Flower 1.41 does
-        not always survive: once, a surviving partner's reply in that round was then reported
-        with a part "not found" and that partner was dropped too.
+        Waits until the partner's ledger holds one more release than when called and its
+        SuperNode's log shows that reply sent and nothing received since, then kills the
+        SuperNode's process group: the partner vanishes after sending its (masked) reply and
+        before the next message reaches it, as a crashed machine would. Killed while
+        uploading, it can take another partner's reply with it: Flower 1.41 then reports a
+        surviving partner's reply part "not found" (seen twice on loopback, once at a fixed
+        1.5 s after the release), and that partner is dropped too.
         """
         from fedprofile.privacy.ledger import Ledger
 
@@ -284,11 +287,17 @@ class LoopbackFederation:
             with Ledger(path) as ledger:
                 return len(ledger.events())
 
+        def sent_and_idle() -> bool:
+            log = self.logs / f"partner-{index + 1}.log"
+            steps = _TRANSFER.findall(log.read_text(encoding="utf-8", errors="replace"))
+            return bool(steps) and steps[-1] == "Sent successfully"
+
         start = time.monotonic()
         baseline = releases()
         while releases() <= baseline and time.monotonic() - start < timeout:
             time.sleep(0.1)
-        time.sleep(1.5)
+        while not sent_and_idle() and time.monotonic() - start < timeout:
+            time.sleep(0.02)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.processes[f"partner-{index + 1}"].pid, signal.SIGKILL)
 
