@@ -296,7 +296,7 @@ def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: 
         {"round": mask.round, "releases": [{"component": part[0], **plan.ledger_fields(
             len(mask.participants))} for plan, part in zip(plans, secure_sum.parts,
                                                             strict=True)]}))
-    vector = secure_sum.encode(plans, values, partner.export_state()["setup"][4], rng)
+    vector = secure_sum.encode(plans, values, mask.dim, rng)
     masked = partner.mask(mask, vector)
     _save(site, partner, info)
     return SecaggMasked(masked, events)

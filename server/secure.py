@@ -136,7 +136,7 @@ class SecureAggregation:
         assert coord is not None
         node_of = {fed.name(n): n for n in fed.node_ids}
         with _aborting(self.fed):
-            requests = coord.mask_requests()
+            requests = coord.mask_requests(secure_sum.dim)
         masked = fed.send(message_type, {node_of[p]: with_mask_request(content, r)
                                          for p, r in requests.items() if p in node_of},
                           _decoder(SecaggMasked))

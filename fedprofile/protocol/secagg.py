@@ -105,7 +105,7 @@ class SecureSum:
                for plan, v in zip(plans, values, strict=True)]
         flat = np.concatenate(out)
         if flat.size > dim:
-            raise ProtocolError(f"A secure sum of {flat.size} values does not fit the run's "
+            raise ProtocolError(f"A secure sum of {flat.size} values does not fit the round's "
                                 f"masked vectors of {dim}.")
         return np.concatenate([flat, np.zeros(dim - flat.size, dtype=np.uint64)])
 
@@ -289,7 +289,7 @@ def with_mask_request(content: RecordDict, request: MaskRequest) -> RecordDict:
     """A stage request's record with the round's :class:`MaskRequest` added."""
     out = content.copy()
     out[_MASK] = ConfigRecord({
-        "secagg-id": request.run_id, "round": request.round,
+        "secagg-id": request.run_id, "round": request.round, "dim": request.dim,
         "participants": list(request.participants), **_flat(request.key_shares, "shares")})
     return out
 
@@ -303,4 +303,5 @@ def mask_request(content: RecordDict) -> MaskRequest | None:
     if not isinstance(record, ConfigRecord):
         raise ProtocolError(f"{m}: record {_MASK!r} must be a ConfigRecord.")
     return MaskRequest(_bytes(record, "secagg-id", m, 16), int(_get(record, "round", int, m)),
-                       _str_list(record, "participants", m), _mapping(record, "shares", m))
+                       _str_list(record, "participants", m), int(_get(record, "dim", int, m)),
+                       _mapping(record, "shares", m))

@@ -56,6 +56,7 @@ class SecaggCoordinator:
         self._delivered: set[str] = set()
         self._masked: dict[str, MaskedInput] = {}
         self._participants: tuple[str, ...] = ()
+        self._dim = dim
 
     def _need(self, count: int, what: str) -> None:
         if count < self.setup.min_survivors:
@@ -78,9 +79,14 @@ class SecaggCoordinator:
         self._need(len(self.key_shares), "shared their keys")
         self.active = sorted(self.key_shares)
 
-    def mask_requests(self) -> dict[str, MaskRequest]:
-        """Start the next round: one request per active partner."""
+    def mask_requests(self, dim: int | None = None) -> dict[str, MaskRequest]:
+        """Start the next round, of vectors of ``dim`` values (the run's length by default)."""
+        dim = self.setup.dim if dim is None else dim
+        if not 1 <= dim <= self.setup.dim:
+            raise ProtocolError(f"Secure aggregation aborted: a round of {dim} values does not "
+                                f"fit the run's vectors of {self.setup.dim}.")
         self._need(len(self.active), "remain in the run")
+        self._dim = dim
         self.round += 1
         self._participants = tuple(self.active)
         self._masked = {}
@@ -90,7 +96,8 @@ class SecaggCoordinator:
                 sender: shares[pid] for sender, shares in self.key_shares.items()
                 if pid in shares}
             self._delivered.add(pid)
-            out[pid] = MaskRequest(self.setup.run_id, self.round, self._participants, relayed)
+            out[pid] = MaskRequest(self.setup.run_id, self.round, self._participants, dim,
+                                   relayed)
         return out
 
     def unmask_requests(self, messages: Iterable[MaskedInput]) -> dict[str, UnmaskRequest]:
@@ -100,9 +107,9 @@ class SecaggCoordinator:
         for pid, m in self._masked.items():
             vec = m.masked
             if not isinstance(vec, np.ndarray) or vec.dtype != np.uint64 \
-                    or vec.shape != (self.setup.dim,) or np.any(vec >> np.uint64(self.setup.bits)):
+                    or vec.shape != (self._dim,) or np.any(vec >> np.uint64(self.setup.bits)):
                 raise ProtocolError(f"Secure aggregation aborted: partner {pid!r} sent a masked "
-                                    f"vector that is not {self.setup.dim} uint64 residues mod "
+                                    f"vector that is not {self._dim} uint64 residues mod "
                                     f"2**{self.setup.bits}.")
         survivors = tuple(sorted(self._masked))
         dropped = tuple(p for p in self._participants if p not in self._masked)
@@ -120,7 +127,7 @@ class SecaggCoordinator:
                 f"Secure aggregation aborted: {len(replies)} partners answered the unmask "
                 f"step; the threshold is {setup.threshold}; nothing is released.")
         dropped = [p for p in self._participants if p not in self._masked]
-        total = np.zeros(setup.dim, dtype=np.uint64)
+        total = np.zeros(self._dim, dtype=np.uint64)
         for masked in self._masked.values():
             total += masked.masked
         for owner, masked in self._masked.items():
@@ -132,7 +139,7 @@ class SecaggCoordinator:
                 raise ProtocolError(f"Secure aggregation aborted: the self-mask of partner "
                                     f"{owner!r} did not reconstruct (a wrong share was sent).")
             total -= crypto.mask_vector(seed, run_id=setup.run_id, label=b"self",
-                                        round=self.round, dim=setup.dim, bits=setup.bits)
+                                        round=self.round, dim=self._dim, bits=setup.bits)
         for gone in dropped:
             shares = {index[r.partner_id]: r.key_shares[gone] for r in replies
                       if gone in r.key_shares}
@@ -144,7 +151,7 @@ class SecaggCoordinator:
             for owner in self._masked:
                 pair = crypto.mask_vector(crypto.agree(private, self.adverts[owner].mask_key),
                                           run_id=setup.run_id, label=b"pair",
-                                          round=self.round, dim=setup.dim, bits=setup.bits)
+                                          round=self.round, dim=self._dim, bits=setup.bits)
                 total = total - pair if owner < gone else total + pair
             self.excluded.add(gone)
         self.active = [p for p in self.active if p not in self.excluded]

@@ -9,7 +9,7 @@ Setup, once per run (two round trips)::
 
 Each round (two round trips; the first carries the partner's real work)::
 
-    coordinator -> partner         MaskRequest      (round, participants, relayed key shares)
+    coordinator -> partner         MaskRequest      (round, participants, length, key shares)
     partner     -> coordinator     MaskedInput      (masked vector, encrypted self-seed shares)
     coordinator -> partner         UnmaskRequest    (survivors, dropped, relayed seed shares)
     partner     -> coordinator     UnmaskReply      (plain shares the coordinator needs)
@@ -82,13 +82,16 @@ class KeyShares:
 class MaskRequest:
     """Coordinator -> partner: mask round ``round`` with ``participants``.
 
-    ``key_shares`` carries, on a partner's first round, the :class:`KeyShares` ciphertexts that
-    other partners addressed to it (sender id -> ciphertext); it is empty afterwards.
+    ``dim`` is the round's vector length, at most the run's :attr:`SetupRequest.dim` (a Lloyd
+    round sends ``k`` centres where the start sent many candidates). ``key_shares`` carries,
+    on a partner's first round, the :class:`KeyShares` ciphertexts that other partners
+    addressed to it (sender id -> ciphertext); it is empty afterwards.
     """
 
     run_id: bytes
     round: int
     participants: tuple[str, ...]
+    dim: int
     key_shares: dict[str, bytes] = field(default_factory=dict)
 
 

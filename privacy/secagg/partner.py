@@ -158,10 +158,13 @@ class SecaggPartner:
             raise _refuse(f"{len(parts)} participants; the plan needs {setup.min_survivors}.")
         if self._revealed_keys & set(parts):
             raise _refuse("a participant's mask key was revealed in an earlier round.")
+        dim = request.dim
+        if not 1 <= dim <= setup.dim:
+            raise _refuse(f"a round of {dim} values does not fit the run's vectors of "
+                          f"{setup.dim}.")
         vec = np.asarray(vector)
-        if vec.dtype != np.uint64 or vec.shape != (setup.dim,) \
-                or np.any(vec >> np.uint64(setup.bits)):
-            raise _refuse(f"the vector must be {setup.dim} uint64 residues mod 2**{setup.bits}.")
+        if vec.dtype != np.uint64 or vec.shape != (dim,) or np.any(vec >> np.uint64(setup.bits)):
+            raise _refuse(f"the vector must be {dim} uint64 residues mod 2**{setup.bits}.")
         for sender, blob in request.key_shares.items():
             if sender in self._enc_key and sender not in self._held_keys:
                 self._held_keys[sender] = crypto.decrypt(
@@ -169,12 +172,12 @@ class SecaggPartner:
                                                      self.partner_id))
         seed = os.urandom(crypto.SEED_BYTES)
         total = vec + crypto.mask_vector(seed, run_id=setup.run_id, label=b"self",
-                                         round=request.round, dim=setup.dim, bits=setup.bits)
+                                         round=request.round, dim=dim, bits=setup.bits)
         for pid in parts:
             if pid == self.partner_id:
                 continue
             pair = crypto.mask_vector(self._pair_secret[pid], run_id=setup.run_id,
-                                      label=b"pair", round=request.round, dim=setup.dim,
+                                      label=b"pair", round=request.round, dim=dim,
                                       bits=setup.bits)
             total = total + pair if self.partner_id < pid else total - pair
         shares = shamir.split(seed, setup.threshold, len(self._roster))

@@ -192,7 +192,7 @@ def test_partner_refuses_replayed_round_small_groups_and_tampering() -> None:
     wrong = UnmaskRequest(req.run_id, req.round, ("p0", "p1", "p2"), (), {})
     with pytest.raises(ProtocolError, match="split this round's participants"):
         partners["p1"].unmask(wrong)
-    small = MaskRequest(req.run_id, 5, ("p0", "p1"))
+    small = MaskRequest(req.run_id, 5, ("p0", "p1"), 8)
     with pytest.raises(ProtocolError, match="2 participants; the plan needs 3"):
         partners["p1"].mask(small, np.zeros(8, dtype=np.uint64))
 
@@ -202,7 +202,7 @@ def test_partner_never_reveals_both_secrets_and_excludes_revealed_keys() -> None
     unmask = coord.unmask_requests([m for m in masked if m.partner_id != "p4"])
     reply = partners["p0"].unmask(unmask["p0"])
     assert set(reply.key_shares) == {"p4"} and "p4" not in reply.seed_shares
-    nxt = MaskRequest(coord.setup.run_id, 1, ("p0", "p1", "p2", "p4"))
+    nxt = MaskRequest(coord.setup.run_id, 1, ("p0", "p1", "p2", "p4"), 8)
     with pytest.raises(ProtocolError, match="mask key was revealed"):
         partners["p0"].mask(nxt, np.zeros(8, dtype=np.uint64))
 
@@ -214,6 +214,31 @@ def test_vector_outside_the_ring_is_refused() -> None:
     req = coord.mask_requests()["p0"]
     with pytest.raises(ProtocolError, match="uint64 residues"):
         partners["p0"].mask(req, np.full(8, 2**BITS, dtype=np.uint64))
+
+
+def test_a_round_shorter_than_the_run_sums_exactly_and_its_length_is_checked() -> None:
+    # Prepare: a run of 8-value vectors, then a round of 3 values
+    coord, partners, adverts = _setup()
+    broadcast = coord.broadcast(adverts)
+    coord.collect_key_shares([partners[p].share_keys(broadcast) for p in partners])
+    vectors = {p: np.arange(3, dtype=np.uint64) + i for i, p in enumerate(partners)}
+
+    # Execute
+    requests = coord.mask_requests(3)
+    masked = [partners[p].mask(r, vectors[p]) for p, r in requests.items()]
+    unmask = coord.unmask_requests(masked)
+    total = coord.unmask([partners[p].unmask(r) for p, r in unmask.items()])
+
+    # Assert: 3 values on the wire, the exact sum; a longer round and a wrong length refused
+    assert all(m.masked.shape == (3,) for m in masked)
+    np.testing.assert_array_equal(total, _sum(list(vectors.values())))
+    with pytest.raises(ProtocolError, match="a round of 9 values does not fit"):
+        coord.mask_requests(9)
+    nxt = coord.mask_requests(3)["p0"]
+    with pytest.raises(ProtocolError, match="the vector must be 3 uint64 residues"):
+        partners["p0"].mask(nxt, np.zeros(8, dtype=np.uint64))
+    with pytest.raises(ProtocolError, match="a round of 9 values does not fit"):
+        partners["p0"].mask(dataclasses.replace(nxt, dim=9), np.zeros(9, dtype=np.uint64))
 
 
 class _Restarting(dict):
