@@ -30,6 +30,7 @@ from fedprofile.client.releases import gradient, gram, kmeans
 from fedprofile.client.secure import (
     Masked,
     Reply,
+    as_skellam,
     check_secure_aggregation,
     secagg_keys,
     secagg_shares,
@@ -94,15 +95,18 @@ def profile(request: ProfileRequest, site: PartnerSite) -> ProfileReply:
     if request.noise == "secagg":
         check_secure_aggregation(site, partners=request.partners,
                                  dropouts=request.secagg_dropouts)
-    site.guard.accept_plan(run_id=request.run_id, stages=request.stages,
-                           events=request.planned_events, delta=request.delta,
-                           min_segment_size=request.min_segment_size)
+    secure = request.noise == "secagg"
+    # a secure run's releases are Skellam ones, accounted in RDP: judge the plan as such
+    events = tuple(map(as_skellam, request.planned_events)) if secure else \
+        request.planned_events
+    site.guard.accept_plan(run_id=request.run_id, stages=request.stages, events=events,
+                           delta=request.delta, min_segment_size=request.min_segment_size)
     site.ledger.start_run(run_id=request.run_id, party=site.name,
                           epsilon_target=request.epsilon_target, delta=request.delta)
     return ProfileReply(partner=site.name, spec_fingerprint=site.spec.fingerprint(),
                         key_id=site.key_id,
                         max_epsilon_per_run=site.policy.max_epsilon_per_run,
-                        epsilon_remaining=site.guard.remaining())
+                        epsilon_remaining=site.guard.remaining(secure=secure))
 
 
 def score(request: ScoreRequest, site: PartnerSite) -> ScoreReply:

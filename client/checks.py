@@ -17,7 +17,7 @@ import pandas as pd
 from fedprofile.client.site import PartnerSite
 from fedprofile.contract.targets import binary_labels, target_column, target_vector
 from fedprofile.errors import ContractError, DataError
-from fedprofile.privacy.accounting import EPSILON_RTOL, gdp_epsilon, gdp_mu
+from fedprofile.privacy.accounting import EPSILON_RTOL, budget_mu, mu_epsilon
 from fedprofile.privacy.policy import epsilon_left
 
 __all__ = ["NotReadyError", "budget_problem", "check_ready", "pooled_k_problem"]
@@ -136,7 +136,8 @@ def pooled_k_problem(k: int, min_segment_size: int, customers: int, partners: in
 
 
 
-def budget_problem(site: PartnerSite, *, epsilon: float, delta: float) -> str | None:
+def budget_problem(site: PartnerSite, *, epsilon: float, delta: float,
+                   noise: str = "partner") -> str | None:
     """Why this partner's policy would refuse a run of ``(epsilon, delta)``, or None.
 
     The check its guard makes when the run is announced, made ahead (nothing is recorded):
@@ -149,8 +150,10 @@ def budget_problem(site: PartnerSite, *, epsilon: float, delta: float) -> str | 
         if policy.allow_non_private:
             return None
         return "its policy does not allow non-private (epsilon = inf) runs."
-    left = epsilon_left(policy, site.ledger.events(party=site.name))
-    if gdp_epsilon(gdp_mu(epsilon, delta), policy.delta) <= left * (1 + EPSILON_RTOL):
+    secure = noise == "secagg"
+    left = epsilon_left(policy, site.ledger.events(party=site.name), secure=secure)
+    run_mu = budget_mu(epsilon, delta, rdp=secure)
+    if mu_epsilon(run_mu, policy.delta, rdp=secure) <= left * (1 + EPSILON_RTOL):
         return None
     if left >= policy.max_epsilon_per_run:
         return (f"its policy allows at most epsilon = {left:g} per run; this run requests "

@@ -61,9 +61,9 @@ from fedprofile.protocol.secagg import (
     mask_request,
 )
 
-__all__ = ["STALE_AFTER", "Masked", "Reply", "check_secure_aggregation", "masked_release",
-           "prune_state", "secagg_keys", "secagg_shares", "secagg_unmask", "trust_each_other",
-           "trusted_keys_path"]
+__all__ = ["STALE_AFTER", "Masked", "Reply", "as_skellam", "check_secure_aggregation",
+           "masked_release", "prune_state", "secagg_keys", "secagg_shares", "secagg_unmask",
+           "trust_each_other", "trusted_keys_path"]
 
 
 STALE_AFTER = 24 * 3600.0
@@ -263,7 +263,7 @@ def secagg_shares(broadcast: KeyBroadcast, site: PartnerSite) -> KeyShares:
     return shares
 
 
-def _as_skellam(event: PrivacyEvent) -> PrivacyEvent:
+def as_skellam(event: PrivacyEvent) -> PrivacyEvent:
     """The planned Gaussian release as the Skellam release it is made as (RDP-accounted)."""
     if not isinstance(event, GaussianEvent):
         return event
@@ -290,7 +290,7 @@ def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: 
         if z > 0 and np.any(plan.rdp() > gaussian_rdp(ORDERS, 1.0 / z) * (1 + 1e-9)):
             raise ProtocolError(f"Secure aggregation refused: the guaranteed noise of {name!r}"
                                 " is below the planned release.")  # pragma: no cover
-    events = tuple(_as_skellam(e) for e in events)
+    events = tuple(map(as_skellam, events))
     site.guard.authorize(run_id=run_id, stage=stage, events=events)
     site.ledger.note(run_id=run_id, party=site.name, kind="secagg", message=json.dumps(
         {"round": mask.round, "releases": [{"component": part[0], **plan.ledger_fields(

@@ -24,11 +24,13 @@ from fedprofile.privacy.events import GaussianEvent, NonPrivateEvent, PrivacyEve
 __all__ = [
     "EPSILON_RTOL",
     "GdpAccountant",
+    "budget_mu",
     "compose_mu",
     "composed_epsilon",
     "gdp_delta",
     "gdp_epsilon",
     "gdp_mu",
+    "mu_epsilon",
     "planning_epsilon",
     "split_mu",
 ]
@@ -227,12 +229,30 @@ def composed_epsilon(events: Iterable[PrivacyEvent], delta: float) -> float:
     composes by adding curves) and converted from RDP, which gives a larger epsilon.
     """
     events = list(events)
-    mu = compose_mu(e.mu for e in events)
-    if not any(e.mechanism == "skellam" for e in events) or math.isinf(mu) or mu == 0:
+    return mu_epsilon(compose_mu(e.mu for e in events), delta,
+                      rdp=any(e.mechanism == "skellam" for e in events))
+
+
+def mu_epsilon(mu: float, delta: float, *, rdp: bool = False) -> float:
+    """Epsilon at ``delta`` of releases composing to ``mu``.
+
+    GDP-exact; with ``rdp``, through the Gaussian RDP curve of ``mu`` (how Skellam releases
+    are accounted).
+    """
+    if not rdp or math.isinf(mu) or mu == 0:
         return gdp_epsilon(mu, delta)
     from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp, rdp_epsilon
 
     return rdp_epsilon(gaussian_rdp(ORDERS, mu), delta)
+
+
+def budget_mu(epsilon: float, delta: float, *, rdp: bool = False) -> float:
+    """The largest ``mu`` whose releases fit (epsilon, delta) as :func:`mu_epsilon` converts."""
+    if not rdp or math.isinf(epsilon):
+        return gdp_mu(epsilon, delta)
+    from fedprofile.privacy.secagg.noise import rdp_mu
+
+    return rdp_mu(epsilon, delta)
 
 
 def planning_epsilon(epsilon: float, delta: float) -> float:

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from fedprofile.errors import PolicyRefusedError
 from fedprofile.privacy.accounting import (
     EPSILON_RTOL,
+    budget_mu,
     compose_mu,
     composed_epsilon,
-    gdp_epsilon,
-    gdp_mu,
+    mu_epsilon,
 )
 from fedprofile.privacy.events import NonPrivateEvent, PrivacyEvent
 from fedprofile.privacy.ledger import AcceptedPlan, Ledger, LedgerTransaction
@@ -74,21 +74,26 @@ def _describe(e: PrivacyEvent) -> str:
             f"{e.noise_multiplier:.6g}, sensitivity {e.sensitivity:.6g})")
 
 
-def epsilon_left(policy: PartnerPolicy, spent: Sequence[PrivacyEvent]) -> float:
+def epsilon_left(policy: PartnerPolicy, spent: Sequence[PrivacyEvent], *,
+                 secure: bool = False) -> float:
     """The largest epsilon a next run may spend at the policy's delta.
 
-    Budgets compose in GDP ``mu`` (not by subtracting epsilons): with ``mu_T`` the budget of
+    Budgets compose in ``mu`` (not by subtracting epsilons): with ``mu_T`` the budget of
     ``total_epsilon`` and ``mu_s`` the composition of what was spent, a next run may spend
-    ``mu = sqrt(mu_T**2 - mu_s**2)``, capped by the per-run limit.
+    ``mu = sqrt(mu_T**2 - mu_s**2)``, capped by the per-run limit. Once a Skellam release
+    (secure aggregation) is spent, or the next run is ``secure``, the lifetime is accounted
+    in RDP (:func:`fedprofile.privacy.accounting.composed_epsilon`), so ``mu_T`` is the RDP
+    budget; the epsilon returned is the target a next run of that placement may request.
     """
     per_run = policy.max_epsilon_per_run
     if math.isinf(policy.total_epsilon):
         return per_run
+    rdp = secure or any(e.mechanism == "skellam" for e in spent)
     mu_spent = compose_mu(e.mu for e in spent)
-    mu_total = gdp_mu(policy.total_epsilon, policy.delta)
+    mu_total = budget_mu(policy.total_epsilon, policy.delta, rdp=rdp)
     if mu_spent >= mu_total:
         return 0.0
-    left = gdp_epsilon(math.sqrt(mu_total**2 - mu_spent**2), policy.delta)
+    left = mu_epsilon(math.sqrt(mu_total**2 - mu_spent**2), policy.delta, rdp=secure)
     return min(max(left, 0.0), per_run)
 
 
@@ -123,9 +128,9 @@ class PartnerGuard:
                       ) -> float:
         return composed_epsilon([*past, *events], self.policy.delta)
 
-    def remaining(self) -> float:
+    def remaining(self, *, secure: bool = False) -> float:
         """The largest epsilon a next run may spend (see :func:`epsilon_left`)."""
-        return epsilon_left(self.policy, self.ledger.events(party=self.party))
+        return epsilon_left(self.policy, self.ledger.events(party=self.party), secure=secure)
 
     def _check_budget(self, tx: LedgerTransaction, run_id: str,
                       events: Sequence[PrivacyEvent]) -> None:
@@ -138,7 +143,8 @@ class PartnerGuard:
         lifetime = tx.events(run_id=None, party=self.party)
         total = self._epsilon_with(lifetime, events)
         if total > p.total_epsilon * (1 + EPSILON_RTOL):
-            left = epsilon_left(p, lifetime)
+            left = epsilon_left(p, lifetime,
+                                secure=any(e.mechanism == "skellam" for e in events))
             raise PolicyRefusal(f"the run would bring its lifetime spend to epsilon = "
                                 f"{total:.4g}, above its total budget of {p.total_epsilon:g} "
                                 f"(a next run may spend at most epsilon = {left:.4g}).")

@@ -24,10 +24,9 @@ from flwr.serverapp import Grid
 from fedprofile.config import RunConfig
 from fedprofile.contract.lookalike import SeedAudience
 from fedprofile.contract.spec import FeatureSpec
-from fedprofile.privacy.accounting import compose_mu, gdp_epsilon
+from fedprofile.privacy.accounting import compose_mu, gdp_epsilon, mu_epsilon
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.ledger import Ledger
-from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp, rdp_epsilon
 from fedprofile.protocol import (
     ErrorCode,
     GradientReply,
@@ -89,17 +88,19 @@ class Plan(Protocol):
 
 def privacy_record(plan: Plan, noise: str = "partner") -> dict[str, Any]:
     """The model's privacy section: target, spend, accountant, placement and every release."""
+    # Skellam releases (secure aggregation): RDP-exact composition of the curves the
+    # partners checked
+    rdp = noise == "secagg" and not plan.non_private
     releases, mus = [], []
     for event in plan.events():
         mus.append(event.mu)
-        eps = gdp_epsilon(compose_mu(mus), plan.delta)
+        eps = mu_epsilon(compose_mu(mus), plan.delta, rdp=rdp)
         releases.append({**event.to_dict(), "epsilon_cumulative": eps})
-    spent = gdp_epsilon(compose_mu(mus), plan.delta)
+    spent = mu_epsilon(compose_mu(mus), plan.delta, rdp=rdp)
     extra: dict[str, Any] = {}
-    if noise == "secagg" and not plan.non_private:
-        # Skellam releases: RDP-exact composition of the curves the partners checked
-        extra = {"accountant": SECAGG_ACCOUNTANT, "epsilon_gdp_equivalent": spent}
-        spent = rdp_epsilon(gaussian_rdp(ORDERS, compose_mu(mus)), plan.delta)
+    if rdp:
+        extra = {"accountant": SECAGG_ACCOUNTANT,
+                 "epsilon_gdp_equivalent": gdp_epsilon(compose_mu(mus), plan.delta)}
     return {"epsilon_target": max(plan.epsilon, spent), "delta": plan.delta,
             "epsilon_spent": spent, "mu": plan.mu, "accountant": ACCOUNTANT,
             "non_private": plan.non_private, "noise_placement": noise, **extra,
@@ -155,6 +156,9 @@ def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
     ``seed`` is a lookalike run's seed audience, which its owner checks before accepting.
     """
     run_id = cfg.run_id or uuid.uuid4().hex[:16]
+    # the target as accounted: a secure run plans with a lower GDP epsilon (secagg_budget)
+    # whose RDP-accounted epsilon is what the user asked for
+    target = privacy_record(plan, cfg.noise)["epsilon_target"]
     nodes = wait_for_nodes(grid, expected=max(expected_partners, cfg.min_partners),
                            timeout=min(cfg.timeout, 120.0))
     fed = Federation(grid=grid, node_ids=nodes, min_partners=cfg.min_partners,
@@ -162,7 +166,7 @@ def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
     fed.check_quorum("start")
     start = time.perf_counter()
     _introduce(fed, ProfileRequest(
-        run_id=run_id, spec_fingerprint=spec.fingerprint(), epsilon_target=cfg.epsilon,
+        run_id=run_id, spec_fingerprint=spec.fingerprint(), epsilon_target=target,
         delta=cfg.delta, stages=stages, planned_events=plan.events(),
         min_segment_size=cfg.min_segment_size,
         k=cfg.fewest_segments if "kmeans" in stages else 0,
@@ -174,7 +178,7 @@ def open_run(grid: Grid, cfg: RunConfig, spec: FeatureSpec, plan: Plan, *,
                 "seconds": round(time.perf_counter() - start, 3)}
     ledger = Ledger(Path(cfg.out_dir) / "federation_ledger.sqlite")
     for node in fed.node_ids:
-        ledger.start_run(run_id=run_id, party=fed.name(node), epsilon_target=cfg.epsilon,
+        ledger.start_run(run_id=run_id, party=fed.name(node), epsilon_target=target,
                          delta=cfg.delta, params={"planned_stages": list(stages)})
     return RunSession(run_id=run_id, fed=fed, ledger=ledger, delta=cfg.delta,
                       timings=[profiled], noise=cfg.noise, dropouts=cfg.secagg_dropouts,

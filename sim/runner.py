@@ -281,7 +281,8 @@ def preflight(nodes: Mapping[int, Mapping[str, Any]], cfg: RunConfig) -> int:
                 raise
             if cfg.task == "lookalike":
                 check_seed(site, seed_audience(cfg))
-            budget = budget_problem(site, epsilon=cfg.epsilon, delta=cfg.delta)
+            budget = budget_problem(site, epsilon=cfg.epsilon, delta=cfg.delta,
+                                    noise=cfg.noise)
             if budget:
                 problems[name] = budget
         except NotReadyError as exc:

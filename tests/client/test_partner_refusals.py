@@ -4,6 +4,7 @@ refusals that group across partners, budget checked ahead, no traceback in its l
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,13 @@ import pytest
 
 from fedprofile.client.app import error_for, profile
 from fedprofile.client.checks import NotReadyError, budget_problem
+from fedprofile.client.secure import as_skellam, trust_each_other
 from fedprofile.client.site import PartnerSite
 from fedprofile.config import NodeConfig
 from fedprofile.errors import PolicyRefusedError
+from fedprofile.privacy.accounting import composed_epsilon, planning_epsilon
 from fedprofile.privacy.ledger import Ledger
+from fedprofile.privacy.policy import epsilon_left
 from fedprofile.protocol import ErrorCode, ProfileRequest
 from fedprofile.server.federation import group_reasons
 from fedprofile.server.kmeans import plan_kmeans
@@ -138,3 +142,48 @@ def test_a_partner_logs_its_data_quality_warnings_as_counts(
     text = warnings[0].getMessage()
     assert "400 rows, 400 customers, 0 dropped" in text and "'color'" in text
     assert "(other)" in text and "Rde" not in caplog.text
+
+
+def test_a_secure_run_is_judged_at_its_rdp_epsilon_when_announced(tmp_path: Path) -> None:
+    # Prepare: three partners that trust each other's keys, each allowing 0.95 per run; a
+    # secure run of target 1 plans its releases at the lower GDP epsilon (0.927) whose
+    # Renyi-DP accounting -- how its Skellam releases are charged -- is 1
+    policy = "max_epsilon_per_run = 0.95\n"
+    sites = [_site(tmp_path, name, policy=policy) for name in ("acme", "globex", "initech")]
+    trust_each_other({s.name: s.state_dir for s in sites})
+    site = sites[0]
+    planned = planning_epsilon(1.0, DELTA)
+    assert planned < 0.95
+    secure = replace(_request(site, epsilon=planned), noise="secagg", partners=3)
+    # Execute / Assert: refused when announced, before any release is spent or recorded
+    assert "at most epsilon = 0.95 per run" in (
+        budget_problem(site, epsilon=1.0, delta=DELTA, noise="secagg") or "")
+    with pytest.raises(PolicyRefusedError, match="epsilon = 1 of its data"):
+        profile(secure, site)
+    assert _recorded(site) == (0, 1, 0)
+    # the same plan with partner noise is charged in GDP (0.927) and accepted
+    assert budget_problem(site, epsilon=planned, delta=DELTA) is None
+    profile(_request(site, epsilon=planned), site)
+    assert _recorded(site)[2] == 1
+
+
+def test_the_budget_left_after_a_secure_run_is_rdp_accounted(tmp_path: Path) -> None:
+    # Prepare: a partner with a lifetime budget of 2 that spent a secure run of epsilon 1
+    site = _site(tmp_path, "acme", policy="max_epsilon_per_run = 2.0\ntotal_epsilon = 2.0\n")
+    spent = [as_skellam(e) for e in plan_kmeans(
+        epsilon=planning_epsilon(1.0, DELTA), delta=DELTA, lloyd_rounds=3,
+        norm_bound=site.spec.norm_bound).events()]
+    assert composed_epsilon(spent, DELTA) == pytest.approx(1.0, rel=1e-9)
+    for secure in (False, True):
+        # Execute: what a next run of each placement may request
+        left = epsilon_left(site.policy, spent, secure=secure)
+        planned = planning_epsilon(left, DELTA) if secure else left
+        nxt = plan_kmeans(epsilon=planned, delta=DELTA, lloyd_rounds=3,
+                          norm_bound=site.spec.norm_bound).events()
+        nxt = [as_skellam(e) for e in nxt] if secure else nxt
+        # Assert: a run of exactly that epsilon brings the lifetime spend to the budget
+        assert composed_epsilon([*spent, *nxt], DELTA) == pytest.approx(2.0, rel=1e-6)
+    # GDP accounting of the same releases would promise more than the budget holds
+    gaussian = plan_kmeans(epsilon=planning_epsilon(1.0, DELTA), delta=DELTA, lloyd_rounds=3,
+                           norm_bound=site.spec.norm_bound).events()
+    assert epsilon_left(site.policy, gaussian) > epsilon_left(site.policy, spent)
