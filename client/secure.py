@@ -69,6 +69,8 @@ __all__ = ["STALE_AFTER", "Masked", "Reply", "as_skellam", "check_secure_aggrega
 STALE_AFTER = 24 * 3600.0
 """Seconds after its last message when another run's secagg state file is deleted."""
 _STATE_FILE = re.compile(r"(tmp-)?[0-9a-f]{32}\.json")
+_SETUP_NOTE = "secagg-setup"
+"""Ledger note naming each key setup this partner opened (an id is never accepted twice)."""
 
 
 def _folder(site: PartnerSite) -> Path:
@@ -242,21 +244,32 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
         raise ProtocolError(f"Secure aggregation refused: the roster of {len(request.roster)} "
                             f"and minimum of {request.min_survivors} survivors do not match "
                             f"the plan of m = {m}, t = {t}.")
+    if not t < request.threshold <= m - t:
+        raise ProtocolError(f"Secure aggregation refused: the threshold {request.threshold} "
+                            f"must exceed the t = {t} partners that may collude with the "
+                            f"coordinator and be at most the m - t = {m - t} that remain.")
     most = site.policy.max_candidate_centres * (site.spec.dim + 1) + 1
     if request.dim > most:
         raise ProtocolError(f"Secure aggregation refused: vectors of {request.dim} values; "
                             f"this partner accepts at most {most}.")
+    secagg_id = request.run_id.hex()
+    if any(n["kind"] == _SETUP_NOTE and n["message"] == secagg_id
+           for n in site.ledger.notes()):
+        raise ProtocolError(f"Secure aggregation refused: the key setup {secagg_id} was "
+                            "opened before; every setup must be new (a repeated one could "
+                            "replay old keys).")
     prune_state(site)
     partner = SecaggPartner(site.name, signing_key(site.state_dir), _trusted(site),
                             min_survivors=max(m - t, 2))
     advert = partner.advertise(request)
     _save(site, partner, {"run_id": setup.run_id, "stage": setup.stage, "partners": m,
                           "dropouts": t})
+    site.ledger.note(run_id=setup.run_id, party=site.name, kind=_SETUP_NOTE, message=secagg_id)
     return advert
 
 
 def secagg_shares(broadcast: KeyBroadcast, site: PartnerSite) -> KeyShares:
-    """Check every relayed advert's signature; share the mask key."""
+    """Check every relayed advert's signature and agree the pairwise keys."""
     partner, info = _load(site, broadcast.run_id)
     shares = partner.share_keys(broadcast)
     _save(site, partner, info)
@@ -290,6 +303,7 @@ def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: 
         if z > 0 and np.any(plan.rdp() > gaussian_rdp(ORDERS, 1.0 / z) * (1 + 1e-9)):
             raise ProtocolError(f"Secure aggregation refused: the guaranteed noise of {name!r}"
                                 " is below the planned release.")  # pragma: no cover
+    partner.check_round(mask)  # before the release is recorded
     events = tuple(map(as_skellam, events))
     site.guard.authorize(run_id=run_id, stage=stage, events=events)
     site.ledger.note(run_id=run_id, party=site.name, kind="secagg", message=json.dumps(

@@ -157,11 +157,14 @@ class SecureAggregation:
 
         Any ``threshold`` survivors' shares unmask the sum, so the others are spared the
         step (a partner reveals less, and a round costs fewer messages). Who is asked
-        rotates with the round; a survivor not asked stays in the run.
+        rotates with the round; a survivor not asked stays in the run. After a dropout every
+        survivor is asked (each holds its own pairwise key with the dropped partner).
         """
         coord, fed = self.coordinator, self.fed
         assert coord is not None
-        asked = (sorted(requests) if everyone else
+        # a dropped partner's pairwise masks come off with every survivor's round key
+        dropped = any(r.dropped for r in requests.values())
+        asked = (sorted(requests) if everyone or dropped else
                  unmask_askees(sorted(requests), coord.setup.threshold, coord.round))
         replies: list[UnmaskReply] = []
         for group in (asked, [p for p in sorted(requests) if p not in asked]):

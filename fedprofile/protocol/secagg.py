@@ -216,14 +216,14 @@ def encode(obj: object) -> RecordDict:
                  "mask-keys": [x.mask_key for x in a], "enc-keys": [x.enc_key for x in a],
                  "signatures": [x.signature for x in a]}
     elif isinstance(obj, KeyShares):
-        head |= {"partner": obj.partner_id, **_flat(obj.shares, "shares")}
+        head |= {"partner": obj.partner_id}
     elif isinstance(obj, UnmaskRequest):
         head |= {"secagg-id": obj.run_id, "round": obj.round,
                  "survivors": list(obj.survivors), "dropped-partners": list(obj.dropped),
                  **_flat(obj.seed_shares, "seed")}
     elif isinstance(obj, UnmaskReply):
         head |= {"partner": obj.partner_id, "round": obj.round,
-                 **_flat(obj.seed_shares, "seed"), **_flat(obj.key_shares, "key")}
+                 **_flat(obj.seed_shares, "seed"), **_flat(obj.pair_keys, "pair-key")}
     elif isinstance(obj, SecaggMasked):
         m = obj.masked
         head |= {"partner": m.partner_id, "round": m.round,
@@ -257,14 +257,14 @@ def decode(kind: type, content: RecordDict) -> object:
         return KeyBroadcast(_bytes(c, "secagg-id", m, 16),
                             tuple(KeyAdvert(i, *x) for i, *x in zip(ids, *cols, strict=True)))
     if kind is KeyShares:
-        return KeyShares(_get(c, "partner", str, m), _mapping(c, "shares", m))
+        return KeyShares(_get(c, "partner", str, m))
     if kind is UnmaskRequest:
         return UnmaskRequest(_bytes(c, "secagg-id", m, 16), int(_get(c, "round", int, m)),
                              _str_list(c, "survivors", m), _str_list(c, "dropped-partners", m),
                              _mapping(c, "seed", m))
     if kind is UnmaskReply:
         return UnmaskReply(_get(c, "partner", str, m), int(_get(c, "round", int, m)),
-                           _mapping(c, "seed", m), _mapping(c, "key", m))
+                           _mapping(c, "seed", m), _mapping(c, "pair-key", m))
     if kind is SecaggMasked:
         masked = MaskedInput(_get(c, "partner", str, m), int(_get(c, "round", int, m)),
                              _uint_vector(_bytes(c, "masked", m), m), _mapping(c, "seed", m),
@@ -290,7 +290,7 @@ def with_mask_request(content: RecordDict, request: MaskRequest) -> RecordDict:
     out = content.copy()
     out[_MASK] = ConfigRecord({
         "secagg-id": request.run_id, "round": request.round, "dim": request.dim,
-        "participants": list(request.participants), **_flat(request.key_shares, "shares")})
+        "participants": list(request.participants)})
     return out
 
 
@@ -303,5 +303,4 @@ def mask_request(content: RecordDict) -> MaskRequest | None:
     if not isinstance(record, ConfigRecord):
         raise ProtocolError(f"{m}: record {_MASK!r} must be a ConfigRecord.")
     return MaskRequest(_bytes(record, "secagg-id", m, 16), int(_get(record, "round", int, m)),
-                       _str_list(record, "participants", m), int(_get(record, "dim", int, m)),
-                       _mapping(record, "shares", m))
+                       _str_list(record, "participants", m), int(_get(record, "dim", int, m)))

@@ -2,8 +2,9 @@
 
 The coordinator sees public keys, ciphertexts it cannot read, masked vectors (uniform on the
 ring one by one), and, per round, at least ``threshold`` shares of each survivor's fresh
-self-mask seed and of each dropped partner's mask key: exactly what is needed to remove the
-masks from the *sum* of the survivors' vectors.
+self-mask seed and, from every survivor, that round's pairwise key with each dropped
+partner: exactly what is needed to remove the masks from the *sum* of the survivors'
+vectors. A round with a dropped partner therefore needs every survivor's answer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedprofile.errors import ProtocolError
 from fedprofile.privacy.secagg import crypto, shamir
@@ -49,11 +49,9 @@ class SecaggCoordinator:
                                   tuple(sorted(set(roster))), threshold, bits, dim,
                                   min_survivors)
         self.adverts: dict[str, KeyAdvert] = {}
-        self.key_shares: dict[str, dict[str, bytes]] = {}
         self.active: list[str] = []
         self.excluded: set[str] = set()
         self.round = -1
-        self._delivered: set[str] = set()
         self._masked: dict[str, MaskedInput] = {}
         self._participants: tuple[str, ...] = ()
         self._dim = dim
@@ -73,11 +71,10 @@ class SecaggCoordinator:
         return KeyBroadcast(self.setup.run_id, tuple(self.adverts.values()))
 
     def collect_key_shares(self, messages: Iterable[KeyShares]) -> None:
-        """Keep the encrypted key shares; the senders are the run's participants."""
-        self.key_shares = {m.partner_id: m.shares for m in messages
-                           if m.partner_id in self.adverts}
-        self._need(len(self.key_shares), "shared their keys")
-        self.active = sorted(self.key_shares)
+        """The partners that agreed their keys are the run's participants."""
+        agreed = {m.partner_id for m in messages if m.partner_id in self.adverts}
+        self._need(len(agreed), "agreed their keys")
+        self.active = sorted(agreed)
 
     def mask_requests(self, dim: int | None = None) -> dict[str, MaskRequest]:
         """Start the next round, of vectors of ``dim`` values (the run's length by default)."""
@@ -90,15 +87,8 @@ class SecaggCoordinator:
         self.round += 1
         self._participants = tuple(self.active)
         self._masked = {}
-        out = {}
-        for pid in self._participants:
-            relayed = {} if pid in self._delivered else {
-                sender: shares[pid] for sender, shares in self.key_shares.items()
-                if pid in shares}
-            self._delivered.add(pid)
-            out[pid] = MaskRequest(self.setup.run_id, self.round, self._participants, dim,
-                                   relayed)
-        return out
+        return {pid: MaskRequest(self.setup.run_id, self.round, self._participants, dim)
+                for pid in self._participants}
 
     def unmask_requests(self, messages: Iterable[MaskedInput]) -> dict[str, UnmaskRequest]:
         """Collect masked vectors; ask every survivor for the shares that unmask their sum."""
@@ -127,6 +117,12 @@ class SecaggCoordinator:
                 f"Secure aggregation aborted: {len(replies)} partners answered the unmask "
                 f"step; the threshold is {setup.threshold}; nothing is released.")
         dropped = [p for p in self._participants if p not in self._masked]
+        if dropped and {r.partner_id for r in replies} != set(self._masked):
+            silent = sorted(set(self._masked) - {r.partner_id for r in replies})
+            raise ProtocolError(
+                f"Secure aggregation aborted: {', '.join(map(repr, dropped))} dropped, so every "
+                f"survivor must give its pairwise key with them; {', '.join(map(repr, silent))} "
+                "did not answer the unmask step; nothing is released.")
         total = np.zeros(self._dim, dtype=np.uint64)
         for masked in self._masked.values():
             total += masked.masked
@@ -141,18 +137,14 @@ class SecaggCoordinator:
             total -= crypto.mask_vector(seed, run_id=setup.run_id, label=b"self",
                                         round=self.round, dim=self._dim, bits=setup.bits)
         for gone in dropped:
-            shares = {index[r.partner_id]: r.key_shares[gone] for r in replies
-                      if gone in r.key_shares}
-            key = shamir.combine(shares, setup.threshold, crypto.KEY_BYTES)
-            private = X25519PrivateKey.from_private_bytes(key)
-            if crypto.public_bytes(private) != self.adverts[gone].mask_key:
-                raise ProtocolError(f"Secure aggregation aborted: the mask key of dropped "
-                                    f"partner {gone!r} did not reconstruct.")
-            for owner in self._masked:
-                pair = crypto.mask_vector(crypto.agree(private, self.adverts[owner].mask_key),
-                                          run_id=setup.run_id, label=b"pair",
-                                          round=self.round, dim=self._dim, bits=setup.bits)
-                total = total - pair if owner < gone else total + pair
+            for reply in replies:  # every survivor's, checked above
+                key = reply.pair_keys.get(gone)
+                if not isinstance(key, bytes) or len(key) != crypto.KEY_BYTES:
+                    raise ProtocolError(f"Secure aggregation aborted: partner "
+                                        f"{reply.partner_id!r} gave no round key with dropped "
+                                        f"partner {gone!r}; nothing is released.")
+                pair = crypto.expand_mask(key, dim=self._dim, bits=setup.bits)
+                total = total - pair if reply.partner_id < gone else total + pair
             self.excluded.add(gone)
         self.active = [p for p in self.active if p not in self.excluded]
         return total & np.uint64((1 << setup.bits) - 1)

@@ -2,7 +2,9 @@
 
 - X25519 key agreement, HKDF-SHA256, AES-256-GCM and Ed25519 from ``cryptography``;
 - masks: a ChaCha20 keystream keyed by HKDF(full 32-byte agreed secret or seed, run id,
-  label and round), read as little-endian ``uint64`` and reduced mod ``2**bits``;
+  label and round), read as little-endian ``uint64`` and reduced mod ``2**bits``; a
+  dropped partner's pairwise masks are removed with these per-round keys, never with its
+  long-term key, so no other round's mask is opened;
 - Shamir t-of-n sharing: :mod:`.shamir`.
 """
 
@@ -31,8 +33,10 @@ __all__ = [
     "decrypt",
     "derive_key",
     "encrypt",
+    "expand_mask",
     "mask_vector",
     "public_bytes",
+    "round_key",
     "seed_commitment",
     "verify_advert",
 ]
@@ -41,7 +45,7 @@ _DOMAIN = b"fedprofile-secagg-v1"
 SEED_BYTES = 32
 """Length of a round's self-mask seed."""
 KEY_BYTES = 32
-"""Length of a raw X25519 private key (the mask key shared once per run)."""
+"""Length of a round's pairwise mask key (revealed for a partner that dropped)."""
 
 
 def public_bytes(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
@@ -100,13 +104,26 @@ def decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
                             "(tampered, misaddressed or replayed).") from None
 
 
-def mask_vector(secret: bytes, *, run_id: bytes, label: bytes, round: int, dim: int,
-                bits: int) -> np.ndarray:
-    """Expand a secret into a uniform vector of ``dim`` residues mod ``2**bits`` (``uint64``)."""
-    key = derive_key(secret, run_id=run_id, info=label + b"|" + round.to_bytes(8, "big"))
+def round_key(secret: bytes, *, run_id: bytes, label: bytes, round: int) -> bytes:
+    """The 32-byte key of one round's mask: HKDF of the secret, the run id, label and round.
+
+    Revealing it opens that round's mask only: HKDF keys of other rounds stay pseudorandom.
+    """
+    return derive_key(secret, run_id=run_id, info=label + b"|" + round.to_bytes(8, "big"))
+
+
+def expand_mask(key: bytes, *, dim: int, bits: int) -> np.ndarray:
+    """A ChaCha20 keystream as ``dim`` uniform residues mod ``2**bits`` (``uint64``)."""
     stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
     words = np.frombuffer(stream.update(bytes(8 * dim)), dtype="<u8").astype(np.uint64)
     return words & np.uint64((1 << bits) - 1)
+
+
+def mask_vector(secret: bytes, *, run_id: bytes, label: bytes, round: int, dim: int,
+                bits: int) -> np.ndarray:
+    """Expand a secret into a uniform vector of ``dim`` residues mod ``2**bits`` (``uint64``)."""
+    return expand_mask(round_key(secret, run_id=run_id, label=label, round=round), dim=dim,
+                       bits=bits)
 
 
 def seed_commitment(seed: bytes, *, run_id: bytes, partner_id: str, round: int) -> bytes:

@@ -5,22 +5,22 @@ Setup, once per run (two round trips)::
     coordinator -> every partner   SetupRequest
     partner     -> coordinator     KeyAdvert        (signed public keys)
     coordinator -> every partner   KeyBroadcast     (all adverts received)
-    partner     -> coordinator     KeyShares        (encrypted Shamir shares of its mask key)
+    partner     -> coordinator     KeyShares        (adverts checked, pairwise keys agreed)
 
 Each round (two round trips; the first carries the partner's real work)::
 
-    coordinator -> partner         MaskRequest      (round, participants, length, key shares)
+    coordinator -> partner         MaskRequest      (round, participants, length)
     partner     -> coordinator     MaskedInput      (masked vector, encrypted self-seed shares)
     coordinator -> partner         UnmaskRequest    (survivors, dropped, relayed seed shares)
-    partner     -> coordinator     UnmaskReply      (plain shares the coordinator needs)
+    partner     -> coordinator     UnmaskReply      (seed shares, round keys with the dropped)
 
 Dict values that are ``bytes`` are ciphertexts (AES-GCM, readable only by the partner they are
-addressed to) except in :class:`UnmaskReply`, whose shares are meant for the coordinator.
+addressed to) except in :class:`UnmaskReply`, whose values are meant for the coordinator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -72,10 +72,13 @@ class KeyBroadcast:
 
 @dataclass(frozen=True, slots=True)
 class KeyShares:
-    """Partner -> coordinator: the mask private key's shares, encrypted per recipient."""
+    """Partner -> coordinator: it checked every relayed advert and agreed its pairwise keys.
+
+    The senders are the run's participants. No share of a long-term key is ever sent: a
+    dropped partner's masks are removed with per-round keys (:class:`UnmaskReply`).
+    """
 
     partner_id: str
-    shares: dict[str, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +86,13 @@ class MaskRequest:
     """Coordinator -> partner: mask round ``round`` with ``participants``.
 
     ``dim`` is the round's vector length, at most the run's :attr:`SetupRequest.dim` (a Lloyd
-    round sends ``k`` centres where the start sent many candidates). ``key_shares`` carries,
-    on a partner's first round, the :class:`KeyShares` ciphertexts that other partners
-    addressed to it (sender id -> ciphertext); it is empty afterwards.
+    round sends ``k`` centres where the start sent many candidates).
     """
 
     run_id: bytes
     round: int
     participants: tuple[str, ...]
     dim: int
-    key_shares: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +119,15 @@ class UnmaskRequest:
 
 @dataclass(frozen=True, slots=True)
 class UnmaskReply:
-    """Partner -> coordinator: its shares of survivors' seeds and of dropped partners' mask keys.
+    """Partner -> coordinator: its shares of survivors' seeds, its round keys with the dropped.
 
-    Keys are the owners' partner ids; the Shamir index is the sender's 1-based position in the
-    run's :class:`KeyBroadcast`.
+    ``seed_shares`` is keyed by the seed owners' ids (the Shamir index is the sender's 1-based
+    position in the run's :class:`KeyBroadcast`); ``pair_keys`` by the dropped partners' ids:
+    the key of this round's pairwise mask between the sender and that partner, which opens
+    no other round's mask.
     """
 
     partner_id: str
     round: int
     seed_shares: dict[str, bytes]
-    key_shares: dict[str, bytes]
+    pair_keys: dict[str, bytes]

@@ -5,11 +5,14 @@ keys with its long-term Ed25519 key. Per round it adds to its vector a fresh sel
 32-byte seed it Shamir-shares with the other participants) and one pairwise mask per other
 participant (from the full 32-byte X25519 secret, HKDF with the run id and the round, ChaCha20).
 
+For a participant that dropped it reveals only that round's pairwise key with it (HKDF of
+the agreed secret and the round), never a share of a long-term key: a partner that survived
+one round and is declared dropped in a later one keeps its earlier vectors masked.
+
 What it refuses, each with :class:`ProtocolError`: unsigned or swapped keys, a roster without
 it, fewer participants or survivors than the plan's minimum, a round number that does not
-increase, survivor/dropped lists that do not match the round's participants, a second unmask
-of a round, and any round that includes a partner whose mask key it has already revealed
-(such a partner is out of the run for good: its pairwise masks are no longer secret).
+increase, survivor/dropped lists that do not match the round's participants, and a second
+unmask of a round.
 """
 
 from __future__ import annotations
@@ -77,8 +80,6 @@ class SecaggPartner:
         self._roster: tuple[str, ...] = ()
         self._pair_secret: dict[str, bytes] = {}
         self._enc_key: dict[str, bytes] = {}
-        self._held_keys: dict[str, bytes] = {}
-        self._revealed_keys: set[str] = set()
         self._last_round = -1
         self._round_participants: tuple[str, ...] = ()
         self._own_seed_share = b""
@@ -106,7 +107,7 @@ class SecaggPartner:
         return KeyAdvert(self.partner_id, mask_key, enc_key, self._signing_key.sign(payload))
 
     def share_keys(self, broadcast: KeyBroadcast) -> KeyShares:
-        """Check every relayed advert's signature, agree keys, share the mask private key."""
+        """Check every relayed advert's signature and agree the pairwise keys."""
         setup = self._require_setup(broadcast.run_id)
         ids = tuple(a.partner_id for a in broadcast.adverts)
         if list(ids) != sorted(set(ids)) or not set(ids) <= set(setup.roster):
@@ -131,19 +132,14 @@ class SecaggPartner:
         if self.partner_id not in ids:
             raise _refuse("this partner's own advert is missing from the broadcast.")
         self._roster = ids
-        raw = self._mask_sk.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        shares = shamir.split(raw, setup.threshold, len(ids))
-        out = {}
-        for pid, share in zip(ids, shares, strict=True):
-            if pid == self.partner_id:
-                self._held_keys[pid] = share
-            else:
-                out[pid] = crypto.encrypt(self._enc_key[pid], share,
-                                          aad("key", setup.run_id, 0, self.partner_id, pid))
-        return KeyShares(self.partner_id, out)
+        return KeyShares(self.partner_id)
 
-    def mask(self, request: MaskRequest, vector: np.ndarray) -> MaskedInput:
-        """Mask this round's encoded vector (``uint64`` residues mod ``2**bits``)."""
+    def check_round(self, request: MaskRequest) -> SetupRequest:
+        """Refuse a mask request this partner would not mask for; change nothing.
+
+        Made before the release is authorised and recorded, so that a stale or malformed
+        request does not use up one of the run's planned releases.
+        """
         setup = self._require_setup(request.run_id)
         if not self._roster:
             raise _refuse("keys were not shared yet.")
@@ -156,20 +152,17 @@ class SecaggPartner:
                           "partner.")
         if len(parts) < setup.min_survivors:
             raise _refuse(f"{len(parts)} participants; the plan needs {setup.min_survivors}.")
-        if self._revealed_keys & set(parts):
-            raise _refuse("a participant's mask key was revealed in an earlier round.")
-        dim = request.dim
-        if not 1 <= dim <= setup.dim:
-            raise _refuse(f"a round of {dim} values does not fit the run's vectors of "
+        if not 1 <= request.dim <= setup.dim:
+            raise _refuse(f"a round of {request.dim} values does not fit the run's vectors of "
                           f"{setup.dim}.")
+        return setup
+
+    def mask(self, request: MaskRequest, vector: np.ndarray) -> MaskedInput:
+        """Mask this round's encoded vector (``uint64`` residues mod ``2**bits``)."""
+        setup, parts, dim = self.check_round(request), request.participants, request.dim
         vec = np.asarray(vector)
         if vec.dtype != np.uint64 or vec.shape != (dim,) or np.any(vec >> np.uint64(setup.bits)):
             raise _refuse(f"the vector must be {dim} uint64 residues mod 2**{setup.bits}.")
-        for sender, blob in request.key_shares.items():
-            if sender in self._enc_key and sender not in self._held_keys:
-                self._held_keys[sender] = crypto.decrypt(
-                    self._enc_key[sender], blob, aad("key", setup.run_id, 0, sender,
-                                                     self.partner_id))
         seed = os.urandom(crypto.SEED_BYTES)
         total = vec + crypto.mask_vector(seed, run_id=setup.run_id, label=b"self",
                                          round=request.round, dim=dim, bits=setup.bits)
@@ -196,7 +189,11 @@ class SecaggPartner:
                            out, commitment)
 
     def unmask(self, request: UnmaskRequest) -> UnmaskReply:
-        """Reveal survivors' seed shares and dropped partners' key shares, never both for one."""
+        """Reveal survivors' seed shares and this round's pairwise keys with the dropped.
+
+        Never both for one partner: a dropped partner's self-mask stays secret, and its
+        masks of other rounds stay secret too (only this round's pairwise keys are given).
+        """
         setup = self._require_setup(request.run_id)
         if request.round != self._last_round or self._unmasked:
             raise _refuse(f"no masked round {request.round} awaits unmasking.")
@@ -213,8 +210,8 @@ class SecaggPartner:
                 seeds[owner] = crypto.decrypt(self._enc_key[owner], request.seed_shares[owner],
                                               aad("seed", setup.run_id, request.round, owner,
                                                   self.partner_id))
-        keys = {v: self._held_keys[v] for v in request.dropped if v in self._held_keys}
-        self._revealed_keys |= dropped
+        keys = {v: crypto.round_key(self._pair_secret[v], run_id=setup.run_id, label=b"pair",
+                                    round=request.round) for v in request.dropped}
         self._unmasked = True
         return UnmaskReply(self.partner_id, request.round, seeds, keys)
 
@@ -233,8 +230,7 @@ class SecaggPartner:
             "mask_sk": self._mask_sk.private_bytes(*raw),
             "enc_sk": self._enc_sk.private_bytes(*raw),
             "roster": list(self._roster), "pair_secret": dict(self._pair_secret),
-            "enc_key": dict(self._enc_key), "held_keys": dict(self._held_keys),
-            "revealed_keys": sorted(self._revealed_keys), "last_round": self._last_round,
+            "enc_key": dict(self._enc_key), "last_round": self._last_round,
             "round_participants": list(self._round_participants),
             "own_seed_share": self._own_seed_share, "unmasked": self._unmasked,
             "min_survivors": self.min_survivors,
@@ -254,8 +250,6 @@ class SecaggPartner:
         self._roster = tuple(state["roster"])
         self._pair_secret = dict(state["pair_secret"])
         self._enc_key = dict(state["enc_key"])
-        self._held_keys = dict(state["held_keys"])
-        self._revealed_keys = set(state["revealed_keys"])
         self._last_round = int(state["last_round"])
         self._round_participants = tuple(state["round_participants"])
         self._own_seed_share = bytes(state["own_seed_share"])

@@ -376,3 +376,62 @@ def test_a_partner_refuses_swapped_keys(tmp_path: Path) -> None:
     # Execute / Assert
     with pytest.raises(ProtocolError, match="not signed by its trusted key"):
         secagg_shares(relay, sites[0])
+
+
+def test_a_partner_refuses_a_threshold_that_t_colluders_reach(tmp_path: Path) -> None:
+    # Prepare: 6 partners declaring t = 3 colluders/dropouts; a majority threshold of 4
+    # exceeds t but is more than the m - t = 3 that remain, and t = 4 would reach it
+    sites = _sites(tmp_path, 6)
+    _open(sites)
+    coord = SecaggCoordinator([s.name for s in sites], threshold=4, bits=RING_BITS, dim=10,
+                              min_survivors=4)
+    for t, detail in ((3, "at most the m - t = 3"), (4, "exceed the t = 4 partners")):
+        setup = SecaggSetup("run1", "kmeans", 6, t, coord.setup)
+        # Execute / Assert: refused at key setup, before any key is made or saved
+        with pytest.raises(ProtocolError, match=detail):
+            secagg_keys(_wire(SecaggSetup, setup), sites[0])
+    assert _state_files(sites[0]) == []
+
+
+def test_a_partner_refuses_a_key_setup_it_opened_before(tmp_path: Path) -> None:
+    # Prepare: a setup this partner answered (its keys made, its id noted in the ledger)
+    sites = _sites(tmp_path, 3)
+    _open(sites)
+    _, setup = _setup(sites, 0, 10)
+    secagg_keys(_wire(SecaggSetup, setup), sites[0])
+    # Execute / Assert: the same id again -- even once its state file is gone -- is refused
+    for path in (sites[0].state_dir / "secagg").glob("*.json"):
+        if path.name != "partners.json":
+            path.unlink()
+    with pytest.raises(ProtocolError, match="was opened before"):
+        secagg_keys(_wire(SecaggSetup, setup), sites[0])
+    _, fresh = _setup(sites, 0, 10)
+    secagg_keys(_wire(SecaggSetup, fresh), sites[0])
+
+
+def test_a_refused_mask_request_uses_up_no_planned_release(tmp_path: Path) -> None:
+    # Prepare: keys set up among 4 partners (t = 1: at least 3 per round); the start round
+    sites = _sites(tmp_path, 4)
+    plan = _open(sites)
+    rnd, centers = plan.rounds[0], np.array([[-0.4, 0.6, 0.0, 0.0], [0.3, 0.0, 0.6, 0.0]])
+    coord, setup = _setup(sites, 1, 2 * 5)
+    _keys(sites, coord, setup)
+    request = KMeansRequest(run_id="run1", spec_fingerprint=sites[0].spec.fingerprint(),
+                            stage=rnd.stage, round=rnd.round, centers=centers,
+                            sum_noise_multiplier=0.0, count_noise_multiplier=0.0)
+    good = coord.mask_requests()["p0"]
+    small = replace(good, participants=("p0", "p1"))
+
+    # Execute: a request with too few participants, then the real one
+    content = with_mask_request(request.to_record(), small)
+    with pytest.raises(ProtocolError, match="2 participants; the plan needs 3"):
+        kmeans(KMeansRequest.from_record(content), sites[0], mask_request(content))
+    with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
+        recorded = book.events(run_id="run1")
+    content = with_mask_request(request.to_record(), good)
+    kmeans(KMeansRequest.from_record(content), sites[0], mask_request(content))
+
+    # Assert: the refusal recorded nothing; the release was still there to make
+    assert recorded == []
+    with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
+        assert len(book.events(run_id="run1")) == 2

@@ -113,8 +113,8 @@ def test_the_coordinator_receives_only_masked_vectors(exact_secagg) -> None:
     assert small <= 3  # a uniform residue falls there with probability 2**-21
     assert abs(fraction.mean() - 0.5) < 5 / np.sqrt(12 * len(values))
     assert chi2 < 45.0  # 15 degrees of freedom: p < 1e-4
-    for reply in unmask:  # no dropouts: only seed shares, never a mask key
-        assert reply.key_shares == {}
+    for reply in unmask:  # no dropouts: only seed shares, never a pairwise key
+        assert reply.pair_keys == {}
         assert all(len(share) == SHARE_BYTES for share in reply.seed_shares.values())
     # the masked vectors alone do not add up to the sum: the self-masks stay on them
     by_round: dict[int, np.ndarray] = {}

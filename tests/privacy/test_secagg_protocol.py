@@ -12,7 +12,7 @@ from scipy.stats import chisquare, kstest
 
 from fedprofile.errors import ContractError, ProtocolError
 from fedprofile.privacy.mechanisms import secure_rng
-from fedprofile.privacy.secagg import crypto
+from fedprofile.privacy.secagg import crypto, shamir
 from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
 from fedprofile.privacy.secagg.messages import MaskedInput, MaskRequest, UnmaskRequest
 from fedprofile.privacy.secagg.partner import SecaggPartner
@@ -73,14 +73,27 @@ def test_real_sum_with_dropouts_within_quantisation_bound() -> None:
     plan = plan_secagg(partners=m, dropouts=2, dim=dim, bound=1e4, sensitivity=1.0, mu=math.inf)
     rng = secure_rng(4)
     values = {f"p{i}": rng.normal(0, 100, dim) for i in range(m)}
-    decoded, _ = simulate_release(plan, values, rng, {"p3": (0, "mask"), "p6": (0, "unmask")})
-    real = sum(v for p, v in values.items() if p != "p3")
-    assert np.max(np.abs(decoded - real)) < plan.quantization.rounding_error_bound(6)
-    assert np.max(np.abs(decoded - real) / np.abs(real)) <= 1e-6
+    for drops, gone in (({"p3": (0, "mask")}, {"p3"}),
+                        ({"p3": (0, "unmask"), "p6": (0, "unmask")}, set())):
+        decoded, _ = simulate_release(plan, values, rng, drops)
+        real = sum(v for p, v in values.items() if p not in gone)
+        bound = plan.quantization.rounding_error_bound(m - len(gone))
+        assert np.max(np.abs(decoded - real)) < bound
+        assert np.max(np.abs(decoded - real) / np.abs(real)) <= 1e-6
+
+
+def test_after_a_dropout_every_survivor_must_unmask() -> None:
+    # a dropped partner's pairwise masks come off with each survivor's own round key, so a
+    # second partner silent at the unmask step stops the round; nothing is released
+    plan = plan_secagg(partners=7, dropouts=2, dim=10, bound=1e4, sensitivity=1.0, mu=math.inf)
+    values = {f"p{i}": np.ones(10) for i in range(7)}
+    with pytest.raises(ProtocolError, match="'p3' dropped, so every survivor must give its "
+                                            "pairwise key with them; 'p6' did not answer"):
+        simulate_release(plan, values, secure_rng(0), {"p3": (0, "mask"), "p6": (0, "unmask")})
 
 
 @pytest.mark.parametrize(("step", "match"), [("mask", "sent masked vectors"),
-                                             ("share_keys", "shared their keys"),
+                                             ("share_keys", "agreed their keys"),
                                              ("unmask", "answered the unmask step")])
 def test_too_few_survivors_refuses_clearly(step: str, match: str) -> None:
     vecs = _vectors(5, 20)
@@ -197,14 +210,47 @@ def test_partner_refuses_replayed_round_small_groups_and_tampering() -> None:
         partners["p1"].mask(small, np.zeros(8, dtype=np.uint64))
 
 
-def test_partner_never_reveals_both_secrets_and_excludes_revealed_keys() -> None:
-    coord, partners, _, masked = _run_to_mask(5)
-    unmask = coord.unmask_requests([m for m in masked if m.partner_id != "p4"])
-    reply = partners["p0"].unmask(unmask["p0"])
-    assert set(reply.key_shares) == {"p4"} and "p4" not in reply.seed_shares
-    nxt = MaskRequest(coord.setup.run_id, 1, ("p0", "p1", "p2", "p4"), 8)
-    with pytest.raises(ProtocolError, match="mask key was revealed"):
-        partners["p0"].mask(nxt, np.zeros(8, dtype=np.uint64))
+def test_a_partner_dropped_after_surviving_a_round_keeps_that_round_secret() -> None:
+    """A coordinator that declares a partner dropped in round 1, after it survived round 0
+    (whose self-mask seed was therefore revealed), cannot open its round-0 vector."""
+    # Prepare: five partners; p4's round-0 input
+    coord, partners, adverts = _setup(5)
+    coord.collect_key_shares([partners[p].share_keys(coord.broadcast(adverts))
+                              for p in partners])
+    run_id, dim = coord.setup.run_id, 8
+    inputs = {p: np.arange(dim, dtype=np.uint64) * (i + 1) for i, p in enumerate(partners)}
+    masked0 = [partners[p].mask(r, inputs[p]) for p, r in coord.mask_requests().items()]
+    replies0 = [partners[p].unmask(r) for p, r in coord.unmask_requests(masked0).items()]
+    coord.unmask(replies0)
+    index = {p: i + 1 for i, p in enumerate(coord.adverts)}
+    seed = shamir.combine({index[r.partner_id]: r.seed_shares["p4"] for r in replies0},
+                          coord.setup.threshold, crypto.SEED_BYTES)
+    self_mask = crypto.mask_vector(seed, run_id=run_id, label=b"self", round=0, dim=dim,
+                                   bits=BITS)
+    own = next(m.masked for m in masked0 if m.partner_id == "p4")
+
+    def opened(keys: dict[str, bytes]) -> np.ndarray:
+        # p4 sorts after p0-p3, so it subtracted each pairwise mask: add them back
+        out = own - self_mask
+        for key in keys.values():
+            out = out + crypto.expand_mask(key, dim=dim, bits=BITS)
+        return out & np.uint64((1 << BITS) - 1)
+
+    # Execute: round 1 without p4's vector; every survivor reveals what p4's drop needs
+    masked1 = [partners[p].mask(r, inputs[p]) for p, r in coord.mask_requests().items()
+               if p != "p4"]
+    replies1 = [partners[p].unmask(r) for p, r in coord.unmask_requests(masked1).items()]
+    total = coord.unmask(replies1)
+
+    # Assert: the round-1 sum is exact; each reply gives only round 1's key with p4
+    assert np.array_equal(total, _sum([inputs[p] for p in ("p0", "p1", "p2", "p3")]))
+    assert all(set(r.pair_keys) == {"p4"} and "p4" not in r.seed_shares for r in replies1)
+    revealed = {r.partner_id: r.pair_keys["p4"] for r in replies1}
+    # those keys do not open p4's round-0 vector; its round-0 keys would have
+    assert not np.array_equal(opened(revealed), inputs["p4"])
+    round0 = {q: crypto.round_key(partners[q]._pair_secret["p4"], run_id=run_id, label=b"pair",
+                                  round=0) for q in revealed}
+    assert np.array_equal(opened(round0), inputs["p4"])
 
 
 def test_vector_outside_the_ring_is_refused() -> None:
