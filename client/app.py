@@ -32,8 +32,8 @@ from fedprofile.client.secure import (
     Reply,
     as_skellam,
     check_secure_aggregation,
+    secagg_agree,
     secagg_keys,
-    secagg_shares,
     secagg_unmask,
 )
 from fedprofile.client.site import PartnerSite
@@ -231,7 +231,7 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
                         lambda r, site: kmeans(r.request, site, r.mask))
 
     for kind, parse, step in (("secagg_keys", SecaggSetup, secagg_keys),
-                              ("secagg_shares", KeyBroadcast, secagg_shares),
+                              ("secagg_agree", KeyBroadcast, secagg_agree),
                               ("secagg_unmask", UnmaskRequest, secagg_unmask)):
         client.query(kind)(_secagg_handler(defaults, parse, step))
 

@@ -46,7 +46,7 @@ from fedprofile.privacy.events import GaussianEvent, PrivacyEvent, SkellamEvent
 from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
     KeyBroadcast,
-    KeyShares,
+    KeysAgreed,
     MaskRequest,
     UnmaskReply,
     UnmaskRequest,
@@ -62,7 +62,7 @@ from fedprofile.protocol.secagg import (
 )
 
 __all__ = ["STALE_AFTER", "Masked", "Reply", "as_skellam", "check_secure_aggregation",
-           "masked_release", "prune_state", "secagg_keys", "secagg_shares", "secagg_unmask",
+           "masked_release", "prune_state", "secagg_agree", "secagg_keys", "secagg_unmask",
            "trust_each_other", "trusted_keys_path"]
 
 
@@ -268,12 +268,12 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
     return advert
 
 
-def secagg_shares(broadcast: KeyBroadcast, site: PartnerSite) -> KeyShares:
+def secagg_agree(broadcast: KeyBroadcast, site: PartnerSite) -> KeysAgreed:
     """Check every relayed advert's signature and agree the pairwise keys."""
     partner, info = _load(site, broadcast.run_id)
-    shares = partner.share_keys(broadcast)
+    agreed = partner.agree_keys(broadcast)
     _save(site, partner, info)
-    return shares
+    return agreed
 
 
 def as_skellam(event: PrivacyEvent) -> PrivacyEvent:

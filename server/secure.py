@@ -24,14 +24,14 @@ from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
 from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
-    KeyShares,
+    KeysAgreed,
     UnmaskReply,
     UnmaskRequest,
 )
 from fedprofile.protocol.secagg import (
     RING_BITS,
+    SECAGG_AGREE,
     SECAGG_KEYS,
-    SECAGG_SHARES,
     SECAGG_UNMASK,
     SecaggMasked,
     SecaggSetup,
@@ -112,11 +112,11 @@ class SecureAggregation:
         with _aborting(self.fed):
             relay = coord.broadcast(own)
         named = {a.partner_id for a in relay.adverts}
-        shares = fed.send(SECAGG_SHARES, {n: encode(relay) for n in fed.node_ids
-                                          if fed.name(n) in named}, _decoder(KeyShares))
+        agreed = fed.send(SECAGG_AGREE, {n: encode(relay) for n in fed.node_ids
+                                         if fed.name(n) in named}, _decoder(KeysAgreed))
         with _aborting(self.fed):
-            coord.collect_key_shares([s for node, s in shares.items()
-                                      if s.partner_id == fed.name(node)])
+            coord.collect_agreements([a for node, a in agreed.items()
+                                      if a.partner_id == fed.name(node)])
         log.info("Secure aggregation set up for %s: %d partners, threshold %d, up to %d "
                  "dropouts", self.stage, m, k, t)
 

@@ -3,7 +3,7 @@
 The protocol (:mod:`fedprofile.privacy.secagg.messages`) runs over Flower messages:
 
 - ``query.secagg_keys`` (:class:`SecaggSetup`) -> :class:`~.messages.KeyAdvert`, once per stage;
-- ``query.secagg_shares`` (:class:`~.messages.KeyBroadcast`) -> :class:`~.messages.KeyShares`;
+- ``query.secagg_agree`` (:class:`~.messages.KeyBroadcast`) -> :class:`~.messages.KeysAgreed`;
 - the stage's own request (``train.kmeans``, ``train.gram``, ``train.gradient``) with one
   more record, :class:`~.messages.MaskRequest` -> :class:`SecaggMasked` (masked vector and the
   partner's ledger events);
@@ -28,7 +28,7 @@ from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
     KeyBroadcast,
-    KeyShares,
+    KeysAgreed,
     MaskedInput,
     MaskRequest,
     SetupRequest,
@@ -54,8 +54,8 @@ from fedprofile.protocol.segmentation import KMeansRequest
 __all__ = [
     "MAX_PARTNER_CUSTOMERS",
     "RING_BITS",
+    "SECAGG_AGREE",
     "SECAGG_KEYS",
-    "SECAGG_SHARES",
     "SECAGG_UNMASK",
     "SecaggMasked",
     "SecaggSetup",
@@ -67,7 +67,7 @@ __all__ = [
     "with_mask_request",
 ]
 
-SECAGG_KEYS, SECAGG_SHARES, SECAGG_UNMASK = ("query.secagg_keys", "query.secagg_shares",
+SECAGG_KEYS, SECAGG_AGREE, SECAGG_UNMASK = ("query.secagg_keys", "query.secagg_agree",
                                              "query.secagg_unmask")
 RING_BITS = MAX_BITS
 """Every secure sum of a run uses one ring, ``2**62``; each statistic's plan fits in it."""
@@ -215,7 +215,7 @@ def encode(obj: object) -> RecordDict:
         head |= {"secagg-id": obj.run_id, "ids": [x.partner_id for x in a],
                  "mask-keys": [x.mask_key for x in a], "enc-keys": [x.enc_key for x in a],
                  "signatures": [x.signature for x in a]}
-    elif isinstance(obj, KeyShares):
+    elif isinstance(obj, KeysAgreed):
         head |= {"partner": obj.partner_id}
     elif isinstance(obj, UnmaskRequest):
         head |= {"secagg-id": obj.run_id, "round": obj.round,
@@ -256,8 +256,8 @@ def decode(kind: type, content: RecordDict) -> object:
         cols = [_bytes_list(c, k, m, len(ids)) for k in ("mask-keys", "enc-keys", "signatures")]
         return KeyBroadcast(_bytes(c, "secagg-id", m, 16),
                             tuple(KeyAdvert(i, *x) for i, *x in zip(ids, *cols, strict=True)))
-    if kind is KeyShares:
-        return KeyShares(_get(c, "partner", str, m))
+    if kind is KeysAgreed:
+        return KeysAgreed(_get(c, "partner", str, m))
     if kind is UnmaskRequest:
         return UnmaskRequest(_bytes(c, "secagg-id", m, 16), int(_get(c, "round", int, m)),
                              _str_list(c, "survivors", m), _str_list(c, "dropped-partners", m),

@@ -19,7 +19,7 @@ from fedprofile.privacy.secagg import crypto, shamir
 from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
     KeyBroadcast,
-    KeyShares,
+    KeysAgreed,
     MaskedInput,
     MaskRequest,
     SetupRequest,
@@ -70,7 +70,7 @@ class SecaggCoordinator:
         self.adverts = dict(sorted(got.items()))
         return KeyBroadcast(self.setup.run_id, tuple(self.adverts.values()))
 
-    def collect_key_shares(self, messages: Iterable[KeyShares]) -> None:
+    def collect_agreements(self, messages: Iterable[KeysAgreed]) -> None:
         """The partners that agreed their keys are the run's participants."""
         agreed = {m.partner_id for m in messages if m.partner_id in self.adverts}
         self._need(len(agreed), "agreed their keys")

@@ -5,7 +5,7 @@ Setup, once per run (two round trips)::
     coordinator -> every partner   SetupRequest
     partner     -> coordinator     KeyAdvert        (signed public keys)
     coordinator -> every partner   KeyBroadcast     (all adverts received)
-    partner     -> coordinator     KeyShares        (adverts checked, pairwise keys agreed)
+    partner     -> coordinator     KeysAgreed       (adverts checked, pairwise keys agreed)
 
 Each round (two round trips; the first carries the partner's real work)::
 
@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "KeyAdvert",
     "KeyBroadcast",
-    "KeyShares",
+    "KeysAgreed",
     "MaskRequest",
     "MaskedInput",
     "SetupRequest",
@@ -71,7 +71,7 @@ class KeyBroadcast:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyShares:
+class KeysAgreed:
     """Partner -> coordinator: it checked every relayed advert and agreed its pairwise keys.
 
     The senders are the run's participants. No share of a long-term key is ever sent: a

@@ -31,7 +31,7 @@ from fedprofile.privacy.secagg import crypto, shamir
 from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
     KeyBroadcast,
-    KeyShares,
+    KeysAgreed,
     MaskedInput,
     MaskRequest,
     SetupRequest,
@@ -106,7 +106,7 @@ class SecaggPartner:
         payload = crypto.advert_payload(request.run_id, self.partner_id, mask_key, enc_key)
         return KeyAdvert(self.partner_id, mask_key, enc_key, self._signing_key.sign(payload))
 
-    def share_keys(self, broadcast: KeyBroadcast) -> KeyShares:
+    def agree_keys(self, broadcast: KeyBroadcast) -> KeysAgreed:
         """Check every relayed advert's signature and agree the pairwise keys."""
         setup = self._require_setup(broadcast.run_id)
         ids = tuple(a.partner_id for a in broadcast.adverts)
@@ -132,7 +132,7 @@ class SecaggPartner:
         if self.partner_id not in ids:
             raise _refuse("this partner's own advert is missing from the broadcast.")
         self._roster = ids
-        return KeyShares(self.partner_id)
+        return KeysAgreed(self.partner_id)
 
     def check_round(self, request: MaskRequest) -> SetupRequest:
         """Refuse a mask request this partner would not mask for; change nothing.

@@ -17,7 +17,7 @@ from fedprofile.privacy.secagg.plan import SecaggPlan
 
 __all__ = ["STEPS", "SimulationResult", "simulate_release", "simulate_run"]
 
-STEPS = ("advertise", "share_keys", "mask", "unmask")
+STEPS = ("advertise", "agree_keys", "mask", "unmask")
 """Steps at which a partner can vanish (it sends nothing from that step on)."""
 
 
@@ -74,10 +74,10 @@ def simulate_run(rounds: Sequence[Mapping[str, np.ndarray]], *, threshold: int, 
     adverts = [partners[p].advertise(coord.setup) for p in roster if alive(p, 0, "advertise")]
     result.received += adverts
     broadcast = coord.broadcast(adverts)
-    shares = [partners[a.partner_id].share_keys(broadcast) for a in broadcast.adverts
-              if alive(a.partner_id, 0, "share_keys")]
-    result.received += shares
-    coord.collect_key_shares(shares)
+    agreed = [partners[a.partner_id].agree_keys(broadcast) for a in broadcast.adverts
+              if alive(a.partner_id, 0, "agree_keys")]
+    result.received += agreed
+    coord.collect_agreements(agreed)
     for r, vectors in enumerate(rounds):
         requests = coord.mask_requests()
         masked = [partners[p].mask(req, vectors[p]) for p, req in requests.items()

@@ -21,8 +21,8 @@ from fedprofile.client.secure import (
     STALE_AFTER,
     prune_state,
     public_key_hex,
+    secagg_agree,
     secagg_keys,
-    secagg_shares,
     secagg_unmask,
     trust_each_other,
     trust_keys,
@@ -36,7 +36,7 @@ from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
 from fedprofile.privacy.secagg.messages import (
     KeyAdvert,
     KeyBroadcast,
-    KeyShares,
+    KeysAgreed,
     UnmaskReply,
     UnmaskRequest,
 )
@@ -114,7 +114,7 @@ def _setup(sites: list[PartnerSite], dropouts: int, dim: int
 def _keys(sites: list[PartnerSite], coord: SecaggCoordinator, setup: SecaggSetup) -> None:
     adverts = [_wire(KeyAdvert, secagg_keys(_wire(SecaggSetup, setup), s)) for s in sites]
     relay = coord.broadcast(adverts)
-    coord.collect_key_shares([_wire(KeyShares, secagg_shares(_wire(KeyBroadcast, relay), s))
+    coord.collect_agreements([_wire(KeysAgreed, secagg_agree(_wire(KeyBroadcast, relay), s))
                               for s in sites])
 
 
@@ -335,7 +335,7 @@ def test_a_partner_trusting_other_names_refuses_to_share_its_key(tmp_path: Path)
 
     # Execute / Assert
     with pytest.raises(ProtocolError, match="no trusted signing key"):
-        secagg_shares(coord.broadcast(adverts), sites[0])
+        secagg_agree(coord.broadcast(adverts), sites[0])
 
 
 @pytest.mark.parametrize(("floor", "extra", "partners", "limit"), [
@@ -375,7 +375,7 @@ def test_a_partner_refuses_swapped_keys(tmp_path: Path) -> None:
 
     # Execute / Assert
     with pytest.raises(ProtocolError, match="not signed by its trusted key"):
-        secagg_shares(relay, sites[0])
+        secagg_agree(relay, sites[0])
 
 
 def test_a_partner_refuses_a_threshold_that_t_colluders_reach(tmp_path: Path) -> None:

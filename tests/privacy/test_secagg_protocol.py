@@ -40,7 +40,7 @@ def test_exact_modular_sum_without_dropouts() -> None:
     np.testing.assert_array_equal(res.totals[0], _sum(list(vecs.values())))
 
 
-@pytest.mark.parametrize("step", ["advertise", "share_keys", "mask"])
+@pytest.mark.parametrize("step", ["advertise", "agree_keys", "mask"])
 def test_dropout_before_the_masked_vector_leaves_it_out(step: str) -> None:
     vecs = _vectors(6, 100, seed=1)
     res = simulate_run([vecs], threshold=4, bits=BITS, min_survivors=4,
@@ -93,7 +93,7 @@ def test_after_a_dropout_every_survivor_must_unmask() -> None:
 
 
 @pytest.mark.parametrize(("step", "match"), [("mask", "sent masked vectors"),
-                                             ("share_keys", "agreed their keys"),
+                                             ("agree_keys", "agreed their keys"),
                                              ("unmask", "answered the unmask step")])
 def test_too_few_survivors_refuses_clearly(step: str, match: str) -> None:
     vecs = _vectors(5, 20)
@@ -142,7 +142,7 @@ def test_swapped_public_key_is_refused() -> None:
     adverts[1] = dataclasses.replace(adverts[1], mask_key=crypto.public_bytes(rogue))
     broadcast = coord.broadcast(adverts)
     with pytest.raises(ProtocolError, match="'p1' are not signed"):
-        partners["p0"].share_keys(broadcast)
+        partners["p0"].agree_keys(broadcast)
 
 
 def test_key_signed_by_an_untrusted_key_is_refused() -> None:
@@ -152,7 +152,7 @@ def test_key_signed_by_an_untrusted_key_is_refused() -> None:
                                     adverts[2].enc_key)
     adverts[2] = dataclasses.replace(adverts[2], signature=other.sign(payload))
     with pytest.raises(ProtocolError, match="'p2' are not signed"):
-        partners["p0"].share_keys(coord.broadcast(adverts))
+        partners["p0"].agree_keys(coord.broadcast(adverts))
     stranger = SecaggPartner("p9", other, {})
     with pytest.raises(ProtocolError, match="not in the run's roster"):
         stranger.advertise(coord.setup)
@@ -162,7 +162,7 @@ def test_partner_without_trusted_key_is_refused() -> None:
     coord, partners, adverts = _setup()
     partners["p0"]._trusted.pop("p3")
     with pytest.raises(ProtocolError, match="'p3' has no trusted signing key"):
-        partners["p0"].share_keys(coord.broadcast(adverts))
+        partners["p0"].agree_keys(coord.broadcast(adverts))
 
 
 def test_own_keys_replaced_is_refused() -> None:
@@ -174,13 +174,13 @@ def test_own_keys_replaced_is_refused() -> None:
     adverts = [partners[p].advertise(coord.setup) for p in partners]
     twin = SecaggPartner("p0", keys["p0"], trusted).advertise(coord.setup)
     with pytest.raises(ProtocolError, match="other keys under this partner's id"):
-        partners["p0"].share_keys(coord.broadcast([twin, *adverts[1:]]))
+        partners["p0"].agree_keys(coord.broadcast([twin, *adverts[1:]]))
 
 
 def _run_to_mask(m: int = 4):
     coord, partners, adverts = _setup(m)
     broadcast = coord.broadcast(adverts)
-    coord.collect_key_shares([partners[p].share_keys(broadcast) for p in partners])
+    coord.collect_agreements([partners[p].agree_keys(broadcast) for p in partners])
     requests = coord.mask_requests()
     vec = np.zeros(8, dtype=np.uint64)
     masked = [partners[p].mask(r, vec) for p, r in requests.items()]
@@ -215,7 +215,7 @@ def test_a_partner_dropped_after_surviving_a_round_keeps_that_round_secret() -> 
     (whose self-mask seed was therefore revealed), cannot open its round-0 vector."""
     # Prepare: five partners; p4's round-0 input
     coord, partners, adverts = _setup(5)
-    coord.collect_key_shares([partners[p].share_keys(coord.broadcast(adverts))
+    coord.collect_agreements([partners[p].agree_keys(coord.broadcast(adverts))
                               for p in partners])
     run_id, dim = coord.setup.run_id, 8
     inputs = {p: np.arange(dim, dtype=np.uint64) * (i + 1) for i, p in enumerate(partners)}
@@ -256,7 +256,7 @@ def test_a_partner_dropped_after_surviving_a_round_keeps_that_round_secret() -> 
 def test_vector_outside_the_ring_is_refused() -> None:
     coord, partners, adverts = _setup()
     broadcast = coord.broadcast(adverts)
-    coord.collect_key_shares([partners[p].share_keys(broadcast) for p in partners])
+    coord.collect_agreements([partners[p].agree_keys(broadcast) for p in partners])
     req = coord.mask_requests()["p0"]
     with pytest.raises(ProtocolError, match="uint64 residues"):
         partners["p0"].mask(req, np.full(8, 2**BITS, dtype=np.uint64))
@@ -266,7 +266,7 @@ def test_a_round_shorter_than_the_run_sums_exactly_and_its_length_is_checked() -
     # Prepare: a run of 8-value vectors, then a round of 3 values
     coord, partners, adverts = _setup()
     broadcast = coord.broadcast(adverts)
-    coord.collect_key_shares([partners[p].share_keys(broadcast) for p in partners])
+    coord.collect_agreements([partners[p].agree_keys(broadcast) for p in partners])
     vectors = {p: np.arange(3, dtype=np.uint64) + i for i, p in enumerate(partners)}
 
     # Execute

@@ -19,8 +19,8 @@ from flwr.app import RecordDict
 from fedprofile.client.app import kmeans, profile
 from fedprofile.client.secure import (
     Masked,
+    secagg_agree,
     secagg_keys,
-    secagg_shares,
     secagg_unmask,
     trust_each_other,
 )
@@ -56,7 +56,7 @@ def _kmeans(content: RecordDict, site: PartnerSite) -> RecordDict:
 
 HANDLERS = {
     "query.secagg_keys": lambda c, s: encode(secagg_keys(decode(SecaggSetup, c), s)),
-    "query.secagg_shares": lambda c, s: encode(secagg_shares(decode(KeyBroadcast, c), s)),
+    "query.secagg_agree": lambda c, s: encode(secagg_agree(decode(KeyBroadcast, c), s)),
     "query.secagg_unmask": lambda c, s: encode(secagg_unmask(decode(UnmaskRequest, c), s)),
     "train.kmeans": _kmeans,
 }
