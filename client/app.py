@@ -33,6 +33,7 @@ from fedprofile.client.secure import (
     as_skellam,
     check_secure_aggregation,
     secagg_agree,
+    secagg_confirm,
     secagg_keys,
     secagg_unmask,
 )
@@ -49,7 +50,7 @@ from fedprofile.io.tables import write_table
 from fedprofile.models.response_model import ResponseModel
 from fedprofile.models.scoring import score_customers
 from fedprofile.models.segment_model import SegmentModel
-from fedprofile.privacy.secagg.messages import KeyBroadcast, UnmaskRequest
+from fedprofile.privacy.secagg.messages import ConfirmRequest, KeyBroadcast, UnmaskRequest
 from fedprofile.protocol import (
     ErrorCode,
     GradientRequest,
@@ -232,6 +233,7 @@ def build_client_app(node_defaults: Mapping[int, Mapping[str, Any]] | None = Non
 
     for kind, parse, step in (("secagg_keys", SecaggSetup, secagg_keys),
                               ("secagg_agree", KeyBroadcast, secagg_agree),
+                              ("secagg_confirm", ConfirmRequest, secagg_confirm),
                               ("secagg_unmask", UnmaskRequest, secagg_unmask)):
         client.query(kind)(_secagg_handler(defaults, parse, step))
 

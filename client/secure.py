@@ -44,6 +44,8 @@ from fedprofile.client.site import PartnerSite
 from fedprofile.errors import ContractError, ProtocolError, SecureAggregationRefusedError
 from fedprofile.privacy.events import GaussianEvent, PrivacyEvent, SkellamEvent
 from fedprofile.privacy.secagg.messages import (
+    Confirmation,
+    ConfirmRequest,
     KeyAdvert,
     KeyBroadcast,
     KeysAgreed,
@@ -53,6 +55,7 @@ from fedprofile.privacy.secagg.messages import (
 )
 from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp
 from fedprofile.privacy.secagg.partner import SecaggPartner
+from fedprofile.privacy.secagg.plan import fewest_secure_partners
 from fedprofile.protocol.secagg import (
     SecaggMasked,
     SecaggSetup,
@@ -62,7 +65,8 @@ from fedprofile.protocol.secagg import (
 )
 
 __all__ = ["STALE_AFTER", "Masked", "Reply", "as_skellam", "check_secure_aggregation",
-           "masked_release", "prune_state", "secagg_agree", "secagg_keys", "secagg_unmask",
+           "masked_release", "prune_state", "secagg_agree", "secagg_confirm", "secagg_keys",
+           "secagg_unmask",
            "trust_each_other", "trusted_keys_path"]
 
 
@@ -221,11 +225,12 @@ def check_secure_aggregation(site: PartnerSite, *, partners: int, dropouts: int)
             f"its policy 'min_secure_aggregation_dropouts' = "
             f"{policy.min_secure_aggregation_dropouts} needs t >= "
             f"{policy.min_secure_aggregation_dropouts} (run config 'secagg-dropouts').")
-    if m < max(floor, t + 2):
+    if m < max(floor, fewest_secure_partners(t)):
         raise SecureAggregationRefusedError(
             f"Partner {site.name!r} refuses secure aggregation with {m} partners: it needs at "
-            f"least {max(floor, t + 2)} (policy 'min_secure_aggregation_partners' = {floor}, "
-            f"and t + 2 for t = {t} dropouts).")
+            f"least {max(floor, fewest_secure_partners(t))} (policy "
+            f"'min_secure_aggregation_partners' = {floor}, and max(t + 2, 3t + 1) for t = {t} "
+            "dropouts).")
     others = set(_trusted(site)) - {site.name}
     if len(others) < m - 1:
         raise SecureAggregationRefusedError(
@@ -244,10 +249,10 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
         raise ProtocolError(f"Secure aggregation refused: the roster of {len(request.roster)} "
                             f"and minimum of {request.min_survivors} survivors do not match "
                             f"the plan of m = {m}, t = {t}.")
-    if not t < request.threshold <= m - t:
+    if not 2 * t + 1 <= request.threshold <= m - t:
         raise ProtocolError(f"Secure aggregation refused: the threshold {request.threshold} "
-                            f"must exceed the t = {t} partners that may collude with the "
-                            f"coordinator and be at most the m - t = {m - t} that remain.")
+                            f"must be at least 2t + 1 = {2 * t + 1} (t partners may collude with "
+                            f"the coordinator) and at most the m - t = {m - t} that remain.")
     most = site.policy.max_candidate_centres * (site.spec.dim + 1) + 1
     if request.dim > most:
         raise ProtocolError(f"Secure aggregation refused: vectors of {request.dim} values; "
@@ -314,6 +319,14 @@ def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: 
     masked = partner.mask(mask, vector)
     _save(site, partner, info)
     return SecaggMasked(masked, events)
+
+
+def secagg_confirm(request: ConfirmRequest, site: PartnerSite) -> Confirmation:
+    """Sign the round's list of survivors (after a dropout); the partner keeps to that list."""
+    partner, info = _load(site, request.run_id)
+    confirmation = partner.confirm(request)
+    _save(site, partner, info)
+    return confirmation
 
 
 def secagg_unmask(request: UnmaskRequest, site: PartnerSite) -> UnmaskReply:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from fedprofile.privacy.accounting import gdp_mu
+from fedprofile.privacy.secagg.plan import fewest_secure_partners
 
 __all__ = ["NON_PRIVATE_ROUNDS", "ROUND_STEPS", "SECAGG_MIN_PARTNERS", "SECAGG_TASKS",
            "default_candidates", "default_noise", "default_rounds", "sum_mu"]
@@ -48,9 +49,10 @@ def sum_mu(epsilon: float, delta: float, *, partners: int = 0, dropouts: int = 0
     that ``m - t`` shares reach the planned noise; with all ``m`` present the sum carries
     ``m / (m - t)`` times it, as if the run had ``mu * sqrt((m - t) / m)``. ``partner``:
     each partner adds the whole noise, so the sum carries ``m`` draws, ``mu / sqrt(m)``.
-    ``partners`` at 0 (not known yet) takes the fewest a run accepts, ``t + 2``.
+    ``partners`` at 0 (not known yet) takes the fewest a secure run accepts
+    (:func:`fedprofile.privacy.secagg.plan.fewest_secure_partners`).
     """
-    m = max(partners, dropouts + 2)
+    m = max(partners, fewest_secure_partners(dropouts))
     if noise == "secagg":
         return gdp_mu(epsilon, delta) * math.sqrt((m - dropouts) / m)
     return gdp_mu(epsilon, delta) / math.sqrt(m)

@@ -23,14 +23,17 @@ from fedprofile.privacy.accounting import planning_epsilon
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
 from fedprofile.privacy.secagg.messages import (
+    Confirmation,
     KeyAdvert,
     KeysAgreed,
     UnmaskReply,
     UnmaskRequest,
 )
+from fedprofile.privacy.secagg.plan import default_threshold, fewest_secure_partners
 from fedprofile.protocol.secagg import (
     RING_BITS,
     SECAGG_AGREE,
+    SECAGG_CONFIRM,
     SECAGG_KEYS,
     SECAGG_UNMASK,
     SecaggMasked,
@@ -42,7 +45,7 @@ from fedprofile.protocol.secagg import (
 )
 from fedprofile.server.federation import Federation, RunAborted, group_reasons
 
-__all__ = ["SecureAggregation", "default_threshold", "secagg_budget", "unmask_askees"]
+__all__ = ["SecureAggregation", "secagg_budget", "unmask_askees"]
 
 log = logging.getLogger("fedprofile.server")
 
@@ -58,11 +61,6 @@ def secagg_budget(cfg: RunConfig) -> RunConfig:
     if cfg.noise != "secagg":
         return cfg
     return replace(cfg, epsilon=planning_epsilon(cfg.epsilon, cfg.delta))
-
-
-def default_threshold(partners: int) -> int:
-    """Shamir threshold of a run of ``partners``: a strict majority, at least 2."""
-    return max(2, partners // 2 + 1)
 
 
 def _decoder(kind: type) -> Callable[[RecordDict], Any]:
@@ -97,9 +95,10 @@ class SecureAggregation:
     def setup(self) -> None:
         """Key advertisement and share relay (two round trips, once per stage)."""
         fed, m, t = self.fed, len(self.fed.node_ids), self.dropouts
-        k = default_threshold(m)
-        if m < t + 2 or k > m - t:
-            raise RunAborted(f"Secure aggregation needs at least {max(t + 2, 2 * t + 1)} partners "
+        k = default_threshold(m, t)
+        if m < fewest_secure_partners(t):
+            raise RunAborted(f"Secure aggregation needs at least {fewest_secure_partners(t)} "
+                             f"partners "
                              f"for 'secagg_dropouts' = {t}; this run has {m}. Lower "
                              "'secagg_dropouts' or use noise = 'partner'.")
         self.partners = m
@@ -140,9 +139,16 @@ class SecureAggregation:
         masked = fed.send(message_type, {node_of[p]: with_mask_request(content, r)
                                          for p, r in requests.items() if p in node_of},
                           _decoder(SecaggMasked))
-        masked = {n: m for n, m in masked.items() if m.masked.partner_id == fed.name(n)}
+        masked = {n: m for n, m in masked.items()  # the vectors the sum will hold
+                  if m.masked.partner_id == fed.name(n) and m.masked.round == coord.round}
         with _aborting(self.fed):
-            unmask = coord.unmask_requests([m.masked for m in masked.values()])
+            confirm = coord.collect_masked([m.masked for m in masked.values()])
+        confirmations = fed.send(SECAGG_CONFIRM, {node_of[p]: encode(r) for p, r in
+                                                  confirm.items() if p in node_of},
+                                 _decoder(Confirmation), others_stay=True) if confirm else {}
+        with _aborting(self.fed):
+            unmask = coord.unmask_requests([c for n, c in confirmations.items()
+                                            if c.partner_id == fed.name(n)])
         replies = self._unmask_replies(unmask, node_of, everyone=everyone)
         plans = secure_sum.plans(self.partners, self.dropouts)
         with _aborting(self.fed):

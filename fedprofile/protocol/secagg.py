@@ -7,6 +7,8 @@ The protocol (:mod:`fedprofile.privacy.secagg.messages`) runs over Flower messag
 - the stage's own request (``train.kmeans``, ``train.gram``, ``train.gradient``) with one
   more record, :class:`~.messages.MaskRequest` -> :class:`SecaggMasked` (masked vector and the
   partner's ledger events);
+- after a dropout only, ``query.secagg_confirm`` (:class:`~.messages.ConfirmRequest`) ->
+  :class:`~.messages.Confirmation`;
 - ``query.secagg_unmask`` (:class:`~.messages.UnmaskRequest`) -> :class:`~.messages.UnmaskReply`.
 
 :class:`SecureSum` names the statistics of one release and their sensitivities and noise
@@ -26,6 +28,8 @@ from flwr.app import ConfigRecord, RecordDict
 from fedprofile.errors import ProtocolError
 from fedprofile.privacy.events import PrivacyEvent
 from fedprofile.privacy.secagg.messages import (
+    Confirmation,
+    ConfirmRequest,
     KeyAdvert,
     KeyBroadcast,
     KeysAgreed,
@@ -55,6 +59,7 @@ __all__ = [
     "MAX_PARTNER_CUSTOMERS",
     "RING_BITS",
     "SECAGG_AGREE",
+    "SECAGG_CONFIRM",
     "SECAGG_KEYS",
     "SECAGG_UNMASK",
     "SecaggMasked",
@@ -67,8 +72,8 @@ __all__ = [
     "with_mask_request",
 ]
 
-SECAGG_KEYS, SECAGG_AGREE, SECAGG_UNMASK = ("query.secagg_keys", "query.secagg_agree",
-                                             "query.secagg_unmask")
+SECAGG_KEYS, SECAGG_AGREE, SECAGG_CONFIRM, SECAGG_UNMASK = (
+    "query.secagg_keys", "query.secagg_agree", "query.secagg_confirm", "query.secagg_unmask")
 RING_BITS = MAX_BITS
 """Every secure sum of a run uses one ring, ``2**62``; each statistic's plan fits in it."""
 MAX_PARTNER_CUSTOMERS = 10**8
@@ -217,10 +222,15 @@ def encode(obj: object) -> RecordDict:
                  "signatures": [x.signature for x in a]}
     elif isinstance(obj, KeysAgreed):
         head |= {"partner": obj.partner_id}
+    elif isinstance(obj, ConfirmRequest):
+        head |= {"secagg-id": obj.run_id, "round": obj.round,
+                 "survivors": list(obj.survivors), "dropped-partners": list(obj.dropped)}
+    elif isinstance(obj, Confirmation):
+        head |= {"partner": obj.partner_id, "round": obj.round, "signature": obj.signature}
     elif isinstance(obj, UnmaskRequest):
         head |= {"secagg-id": obj.run_id, "round": obj.round,
                  "survivors": list(obj.survivors), "dropped-partners": list(obj.dropped),
-                 **_flat(obj.seed_shares, "seed")}
+                 **_flat(obj.seed_shares, "seed"), **_flat(obj.signatures, "signature")}
     elif isinstance(obj, UnmaskReply):
         head |= {"partner": obj.partner_id, "round": obj.round,
                  **_flat(obj.seed_shares, "seed"), **_flat(obj.pair_keys, "pair-key")}
@@ -258,10 +268,16 @@ def decode(kind: type, content: RecordDict) -> object:
                             tuple(KeyAdvert(i, *x) for i, *x in zip(ids, *cols, strict=True)))
     if kind is KeysAgreed:
         return KeysAgreed(_get(c, "partner", str, m))
+    if kind is ConfirmRequest:
+        return ConfirmRequest(_bytes(c, "secagg-id", m, 16), int(_get(c, "round", int, m)),
+                              _str_list(c, "survivors", m), _str_list(c, "dropped-partners", m))
+    if kind is Confirmation:
+        return Confirmation(_get(c, "partner", str, m), int(_get(c, "round", int, m)),
+                            _bytes(c, "signature", m, 64))
     if kind is UnmaskRequest:
         return UnmaskRequest(_bytes(c, "secagg-id", m, 16), int(_get(c, "round", int, m)),
                              _str_list(c, "survivors", m), _str_list(c, "dropped-partners", m),
-                             _mapping(c, "seed", m))
+                             _mapping(c, "seed", m), _mapping(c, "signature", m))
     if kind is UnmaskReply:
         return UnmaskReply(_get(c, "partner", str, m), int(_get(c, "round", int, m)),
                            _mapping(c, "seed", m), _mapping(c, "pair-key", m))

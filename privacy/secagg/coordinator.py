@@ -17,6 +17,8 @@ import numpy as np
 from fedprofile.errors import ProtocolError
 from fedprofile.privacy.secagg import crypto, shamir
 from fedprofile.privacy.secagg.messages import (
+    Confirmation,
+    ConfirmRequest,
     KeyAdvert,
     KeyBroadcast,
     KeysAgreed,
@@ -90,8 +92,12 @@ class SecaggCoordinator:
         return {pid: MaskRequest(self.setup.run_id, self.round, self._participants, dim)
                 for pid in self._participants}
 
-    def unmask_requests(self, messages: Iterable[MaskedInput]) -> dict[str, UnmaskRequest]:
-        """Collect masked vectors; ask every survivor for the shares that unmask their sum."""
+    def collect_masked(self, messages: Iterable[MaskedInput]) -> dict[str, ConfirmRequest]:
+        """Keep the round's masked vectors; if a partner dropped, the list survivors must sign.
+
+        Returns a :class:`ConfirmRequest` per survivor when a participant dropped (each
+        survivor signs the same list before anyone reveals), else nothing.
+        """
         self._masked = {m.partner_id: m for m in messages
                         if m.partner_id in self._participants and m.round == self.round}
         for pid, m in self._masked.items():
@@ -102,11 +108,37 @@ class SecaggCoordinator:
                                     f"vector that is not {self._dim} uint64 residues mod "
                                     f"2**{self.setup.bits}.")
         survivors = tuple(sorted(self._masked))
-        dropped = tuple(p for p in self._participants if p not in self._masked)
+        dropped = self._dropped()
         self._need(len(survivors), "sent masked vectors")
+        if not dropped:
+            return {}
+        return {pid: ConfirmRequest(self.setup.run_id, self.round, survivors, dropped)
+                for pid in survivors}
+
+    def _dropped(self) -> tuple[str, ...]:
+        return tuple(p for p in self._participants if p not in self._masked)
+
+    def unmask_requests(self, confirmations: Iterable[Confirmation] = ()
+                        ) -> dict[str, UnmaskRequest]:
+        """Ask every survivor for the shares that unmask their sum.
+
+        After a dropout every survivor's :class:`Confirmation` must be given (the partners
+        check the signatures); a survivor that did not confirm stops the round.
+        """
+        survivors, dropped = tuple(sorted(self._masked)), self._dropped()
+        signatures: dict[str, bytes] = {}
+        if dropped:
+            signatures = {c.partner_id: c.signature for c in confirmations
+                          if c.partner_id in self._masked and c.round == self.round}
+            silent = sorted(set(survivors) - set(signatures))
+            if silent:
+                raise ProtocolError(
+                    f"Secure aggregation aborted: {', '.join(map(repr, dropped))} dropped and "
+                    f"{', '.join(map(repr, silent))} did not confirm the survivors; every "
+                    "survivor must, before any unmasks; nothing is released.")
         return {pid: UnmaskRequest(self.setup.run_id, self.round, survivors, dropped, {
             owner: m.seed_shares[pid] for owner, m in self._masked.items()
-            if pid in m.seed_shares}) for pid in survivors}
+            if pid in m.seed_shares}, signatures) for pid in survivors}
 
     def unmask(self, replies: Iterable[UnmaskReply]) -> np.ndarray:
         """Reconstruct the masks and return the survivors' sum mod ``2**bits`` (``uint64``)."""
@@ -116,7 +148,7 @@ class SecaggCoordinator:
             raise ProtocolError(
                 f"Secure aggregation aborted: {len(replies)} partners answered the unmask "
                 f"step; the threshold is {setup.threshold}; nothing is released.")
-        dropped = [p for p in self._participants if p not in self._masked]
+        dropped = self._dropped()
         if dropped and {r.partner_id for r in replies} != set(self._masked):
             silent = sorted(set(self._masked) - {r.partner_id for r in replies})
             raise ProtocolError(

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "public_bytes",
     "round_key",
     "seed_commitment",
+    "survivors_payload",
     "verify_advert",
 ]
 
@@ -58,6 +60,13 @@ def advert_payload(run_id: bytes, partner_id: str, mask_key: bytes, enc_key: byt
     pid = partner_id.encode()
     return b"|".join([_DOMAIN, run_id.hex().encode(), str(len(pid)).encode(), pid,
                       mask_key.hex().encode(), enc_key.hex().encode()])
+
+
+def survivors_payload(run_id: bytes, round: int, survivors: tuple[str, ...],
+                      dropped: tuple[str, ...]) -> bytes:
+    """The bytes a survivor signs to confirm a round's survivors and dropped partners."""
+    return b"|".join([_DOMAIN, b"survivors", run_id.hex().encode(), str(round).encode(),
+                      json.dumps([sorted(survivors), sorted(dropped)]).encode()])
 
 
 def verify_advert(trusted: Ed25519PublicKey | None, signature: bytes, payload: bytes,

@@ -7,10 +7,12 @@ Setup, once per run (two round trips)::
     coordinator -> every partner   KeyBroadcast     (all adverts received)
     partner     -> coordinator     KeysAgreed       (adverts checked, pairwise keys agreed)
 
-Each round (two round trips; the first carries the partner's real work)::
+Each round (two round trips, three after a dropout; the first carries the partner's work)::
 
     coordinator -> partner         MaskRequest      (round, participants, length)
     partner     -> coordinator     MaskedInput      (masked vector, encrypted self-seed shares)
+    coordinator -> survivor        ConfirmRequest   (only if a partner dropped: the list)
+    survivor    -> coordinator     Confirmation     (its signature of that list)
     coordinator -> partner         UnmaskRequest    (survivors, dropped, relayed seed shares)
     partner     -> coordinator     UnmaskReply      (seed shares, round keys with the dropped)
 
@@ -20,11 +22,13 @@ addressed to) except in :class:`UnmaskReply`, whose values are meant for the coo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 __all__ = [
+    "ConfirmRequest",
+    "Confirmation",
     "KeyAdvert",
     "KeyBroadcast",
     "KeysAgreed",
@@ -107,14 +111,42 @@ class MaskedInput:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmRequest:
+    """Coordinator -> survivor, only in a round where a partner dropped: the list to sign."""
+
+    run_id: bytes
+    round: int
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """Survivor -> coordinator: its signature of the round's survivors and dropped partners.
+
+    A partner signs one list per round and reveals only for that list, so two honest
+    partners never unmask a round under different views of who dropped.
+    """
+
+    partner_id: str
+    round: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class UnmaskRequest:
-    """Coordinator -> partner: who survived, who dropped, and the seed shares addressed to it."""
+    """Coordinator -> partner: who survived, who dropped, and the seed shares addressed to it.
+
+    ``signatures`` holds every survivor's :class:`Confirmation` of the same list when a
+    partner dropped (survivor id -> signature); it is empty otherwise.
+    """
 
     run_id: bytes
     round: int
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
     seed_shares: dict[str, bytes]
+    signatures: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,15 @@ participant (from the full 32-byte X25519 secret, HKDF with the run id and the r
 
 For a participant that dropped it reveals only that round's pairwise key with it (HKDF of
 the agreed secret and the round), never a share of a long-term key: a partner that survived
-one round and is declared dropped in a later one keeps its earlier vectors masked.
+one round and is declared dropped in a later one keeps its earlier vectors masked. After a
+dropout it signs the round's list of survivors and dropped partners (one list per round) and
+reveals only for a list every survivor on it signed, so partners shown different lists
+reveal nothing that combines.
 
 What it refuses, each with :class:`ProtocolError`: unsigned or swapped keys, a roster without
 it, fewer participants or survivors than the plan's minimum, a round number that does not
-increase, survivor/dropped lists that do not match the round's participants, and a second
+increase, survivor/dropped lists that do not match the round's participants, a second list
+for a round, a list with a dropped partner that a survivor did not sign, and a second
 unmask of a round.
 """
 
@@ -22,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -29,6 +34,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from fedprofile.errors import ProtocolError
 from fedprofile.privacy.secagg import crypto, shamir
 from fedprofile.privacy.secagg.messages import (
+    Confirmation,
+    ConfirmRequest,
     KeyAdvert,
     KeyBroadcast,
     KeysAgreed,
@@ -84,6 +91,7 @@ class SecaggPartner:
         self._round_participants: tuple[str, ...] = ()
         self._own_seed_share = b""
         self._unmasked = True
+        self._confirmed: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     def advertise(self, request: SetupRequest) -> KeyAdvert:
         """Answer :class:`SetupRequest` with this run's signed public keys."""
@@ -182,6 +190,7 @@ class SecaggPartner:
                 out[pid] = crypto.encrypt(self._enc_key[pid], share, aad(
                     "seed", setup.run_id, request.round, self.partner_id, pid))
         self._last_round, self._round_participants, self._unmasked = request.round, parts, False
+        self._confirmed = None
         commitment = crypto.seed_commitment(seed, run_id=setup.run_id,
                                             partner_id=self.partner_id, round=request.round)
         return MaskedInput(self.partner_id, request.round, total & np.uint64((1 << setup.bits)
@@ -194,16 +203,31 @@ class SecaggPartner:
         Never both for one partner: a dropped partner's self-mask stays secret, and its
         masks of other rounds stay secret too (only this round's pairwise keys are given).
         """
-        setup = self._require_setup(request.run_id)
-        if request.round != self._last_round or self._unmasked:
-            raise _refuse(f"no masked round {request.round} awaits unmasking.")
-        surv, dropped = set(request.survivors), set(request.dropped)
-        if surv & dropped or surv | dropped != set(self._round_participants) \
-                or len(surv) != len(request.survivors) or self.partner_id not in surv:
-            raise _refuse("survivors and dropped partners must split this round's "
-                          "participants.")
-        if len(surv) < setup.min_survivors:
-            raise _refuse(f"{len(surv)} survivors; the plan needs {setup.min_survivors}.")
+        setup = self._check_view(request.run_id, request.round, request.survivors,
+                                 request.dropped)
+        view = (tuple(sorted(request.survivors)), tuple(sorted(request.dropped)))
+        if self._confirmed is not None and self._confirmed != view:
+            raise _refuse(f"this partner confirmed another list of survivors for round "
+                          f"{request.round}.")
+        if request.dropped:
+            if self._confirmed is None:
+                raise _refuse("a round with a dropped partner is unmasked only after every "
+                              "survivor confirmed the same list.")
+            payload = crypto.survivors_payload(setup.run_id, request.round, *view)
+            for pid in view[0]:
+                if pid == self.partner_id:  # its own confirmation is the view it keeps
+                    continue
+                signature = request.signatures.get(pid, b"")
+                key = self._trusted.get(pid)
+                try:
+                    if key is None:
+                        raise InvalidSignature
+                    key.verify(signature, payload)
+                except InvalidSignature:
+                    raise _refuse(f"survivor {pid!r} did not sign this round's list of "
+                                  "survivors (the coordinator may show partners different "
+                                  "lists).") from None
+        self._confirmed = view
         seeds = {self.partner_id: self._own_seed_share}
         for owner in request.survivors:
             if owner != self.partner_id and owner in request.seed_shares:
@@ -214,6 +238,34 @@ class SecaggPartner:
                                     round=request.round) for v in request.dropped}
         self._unmasked = True
         return UnmaskReply(self.partner_id, request.round, seeds, keys)
+
+    def confirm(self, request: ConfirmRequest) -> Confirmation:
+        """Sign the round's survivors and dropped partners: one list per round, for good."""
+        setup = self._check_view(request.run_id, request.round, request.survivors,
+                                 request.dropped)
+        view = (tuple(sorted(request.survivors)), tuple(sorted(request.dropped)))
+        if self._confirmed is not None and self._confirmed != view:
+            raise _refuse(f"this partner confirmed another list of survivors for round "
+                          f"{request.round}.")
+        self._confirmed = view
+        payload = crypto.survivors_payload(setup.run_id, request.round, *view)
+        return Confirmation(self.partner_id, request.round, self._signing_key.sign(payload))
+
+    def _check_view(self, run_id: bytes, round: int, survivors: tuple[str, ...],
+                    dropped: tuple[str, ...]) -> SetupRequest:
+        """The setup, if ``survivors`` and ``dropped`` split the awaiting round's participants."""
+        setup = self._require_setup(run_id)
+        if round != self._last_round or self._unmasked:
+            raise _refuse(f"no masked round {round} awaits unmasking.")
+        surv = set(survivors)
+        if surv & set(dropped) or surv | set(dropped) != set(self._round_participants) \
+                or len(surv) != len(survivors) or len(set(dropped)) != len(dropped) \
+                or self.partner_id not in surv:
+            raise _refuse("survivors and dropped partners must split this round's "
+                          "participants.")
+        if len(surv) < setup.min_survivors:
+            raise _refuse(f"{len(surv)} survivors; the plan needs {setup.min_survivors}.")
+        return setup
 
     def export_state(self) -> dict[str, Any]:
         """Return the protocol state (private keys included) for the node's own storage.
@@ -233,6 +285,7 @@ class SecaggPartner:
             "enc_key": dict(self._enc_key), "last_round": self._last_round,
             "round_participants": list(self._round_participants),
             "own_seed_share": self._own_seed_share, "unmasked": self._unmasked,
+            "confirmed": None if self._confirmed is None else [list(x) for x in self._confirmed],
             "min_survivors": self.min_survivors,
         }
 
@@ -254,6 +307,9 @@ class SecaggPartner:
         self._round_participants = tuple(state["round_participants"])
         self._own_seed_share = bytes(state["own_seed_share"])
         self._unmasked = bool(state["unmasked"])
+        confirmed = state.get("confirmed")
+        self._confirmed = None if confirmed is None else (tuple(confirmed[0]),
+                                                          tuple(confirmed[1]))
         return self
 
     def _require_setup(self, run_id: bytes) -> SetupRequest:

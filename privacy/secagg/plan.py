@@ -30,7 +30,7 @@ from fedprofile.privacy.secagg.quantize import (
     rounded_sensitivity,
 )
 
-__all__ = ["SecaggPlan", "plan_secagg"]
+__all__ = ["SecaggPlan", "default_threshold", "fewest_secure_partners", "plan_secagg"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +138,25 @@ class SecaggPlan:
         }
 
 
+def default_threshold(partners: int, dropouts: int = 0) -> int:
+    """Shamir threshold of ``m`` partners with ``t`` dropouts: a majority, at least ``2t + 1``.
+
+    A coordinator may show a set ``T`` of honest partners that everyone survived (a list
+    that needs no signatures: each reveals its share of the others' seeds) and the other
+    honest partners a signed list that drops ``T`` (they reveal their pairwise keys with
+    ``T``). That list needs ``m - t`` survivors, so ``|T| <= t``, and with ``t`` colluders
+    the coordinator holds ``|T| + t <= 2t`` shares of each seed in ``T``: the threshold
+    must exceed ``2t`` for the sum over ``T`` to stay masked. It must also be at most
+    ``m - t``, so ``m >= 3t + 1``.
+    """
+    return max(partners // 2 + 1, 2 * dropouts + 1)
+
+
+def fewest_secure_partners(dropouts: int) -> int:
+    """The fewest partners a secure aggregation declaring ``t`` dropouts accepts."""
+    return max(dropouts + 2, 3 * dropouts + 1)
+
+
 def plan_secagg(*, partners: int, dropouts: int, dim: int, bound: float, sensitivity: float,
                 mu: float, threshold: int | None = None, failure_prob: float = 2.0**-40
                 ) -> SecaggPlan:
@@ -156,7 +175,7 @@ def plan_secagg(*, partners: int, dropouts: int, dim: int, bound: float, sensiti
     mu : float
         Per-release budget; ``inf`` plans an exact, noiseless sum.
     threshold : int, optional
-        Shamir threshold; default ``max(2, m // 2 + 1)``; must lie in ``(m/2, m - t]``.
+        Shamir threshold; default :func:`default_threshold`; a majority in ``[2t + 1, m - t]``.
     failure_prob : float, default=2**-40
         Probability that noise makes the modular sum wrap.
     """
@@ -166,13 +185,13 @@ def plan_secagg(*, partners: int, dropouts: int, dim: int, bound: float, sensiti
             or not 0 <= dropouts <= partners - 2:
         raise ContractError(f"The 'dropouts' parameter t must be an integer in [0, "
                             f"{partners - 2}] for {partners} partners. Got {dropouts!r}.")
-    k = max(2, partners // 2 + 1) if threshold is None else threshold
-    if isinstance(k, bool) or not isinstance(k, int) or not (2 * k > partners and
-                                                             2 <= k <= partners - dropouts):
+    k = default_threshold(partners, dropouts) if threshold is None else threshold
+    if isinstance(k, bool) or not isinstance(k, int) or not (
+            2 * k > partners and 2 * dropouts + 1 <= k <= partners - dropouts):
         raise ContractError(
-            f"The 'threshold' must be an integer k with k > m/2 and 2 <= k <= m - t = "
-            f"{partners - dropouts} (m={partners}, t={dropouts}). Got {k!r}; lower 'dropouts' "
-            f"or add partners.")
+            f"The 'threshold' must be an integer k with k > m/2 and 2t + 1 = {2 * dropouts + 1}"
+            f" <= k <= m - t = {partners - dropouts} (m={partners}, t={dropouts}). Got {k!r}; "
+            f"lower 'dropouts' or add partners (at least 3t + 1).")
     if not (isinstance(sensitivity, int | float) and math.isfinite(sensitivity)
             and sensitivity > 0):
         raise ContractError(f"The 'sensitivity' must be in (0, inf). Got {sensitivity!r}.")

@@ -17,7 +17,7 @@ from fedprofile.privacy.secagg.plan import SecaggPlan
 
 __all__ = ["STEPS", "SimulationResult", "simulate_release", "simulate_run"]
 
-STEPS = ("advertise", "agree_keys", "mask", "unmask")
+STEPS = ("advertise", "agree_keys", "mask", "confirm", "unmask")
 """Steps at which a partner can vanish (it sends nothing from that step on)."""
 
 
@@ -83,7 +83,11 @@ def simulate_run(rounds: Sequence[Mapping[str, np.ndarray]], *, threshold: int, 
         masked = [partners[p].mask(req, vectors[p]) for p, req in requests.items()
                   if alive(p, r, "mask")]
         result.received += masked
-        unmask = coord.unmask_requests(masked)
+        confirm = coord.collect_masked(masked)
+        confirmations = [partners[p].confirm(req) for p, req in confirm.items()
+                         if alive(p, r, "confirm")]
+        result.received += confirmations
+        unmask = coord.unmask_requests(confirmations)
         replies = [partners[p].unmask(req) for p, req in unmask.items() if alive(p, r, "unmask")]
         result.received += replies
         result.totals.append(coord.unmask(replies))

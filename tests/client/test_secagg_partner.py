@@ -22,6 +22,7 @@ from fedprofile.client.secure import (
     prune_state,
     public_key_hex,
     secagg_agree,
+    secagg_confirm,
     secagg_keys,
     secagg_unmask,
     trust_each_other,
@@ -34,6 +35,8 @@ from fedprofile.errors import PolicyRefusedError, ProtocolError, SecureAggregati
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
 from fedprofile.privacy.secagg.messages import (
+    Confirmation,
+    ConfirmRequest,
     KeyAdvert,
     KeyBroadcast,
     KeysAgreed,
@@ -143,7 +146,11 @@ def test_a_round_survives_a_partner_that_vanishes(tmp_path: Path, vanishes: str)
         content = with_mask_request(request.to_record(), masks[site.name])
         reply = kmeans(KMeansRequest.from_record(content), site, mask_request(content))
         masked.append(_wire(SecaggMasked, reply).masked)
-    unmask = coord.unmask_requests(masked)
+    confirm = coord.collect_masked(masked)
+    assert bool(confirm) == (vanishes == "before-masking")  # signed lists after a dropout
+    unmask = coord.unmask_requests([
+        _wire(Confirmation, secagg_confirm(_wire(ConfirmRequest, confirm[s.name]), s))
+        for s in sites if s.name in confirm])
     replies = [_wire(UnmaskReply, secagg_unmask(_wire(UnmaskRequest, unmask[s.name]), s))
                for s in sites if s is not gone]
     total = coord.unmask(replies)
@@ -190,7 +197,8 @@ def test_a_runs_secrets_are_deleted_after_its_last_planned_release(tmp_path: Pat
                                 sum_noise_multiplier=0.0, count_noise_multiplier=0.0)
         masks = coord.mask_requests()
         masked = [_wire(SecaggMasked, kmeans(request, s, masks[s.name])).masked for s in sites]
-        unmask = coord.unmask_requests(masked)
+        coord.collect_masked(masked)
+        unmask = coord.unmask_requests()
         coord.unmask([_wire(UnmaskReply, secagg_unmask(_wire(UnmaskRequest, unmask[s.name]),
                                                        s)) for s in sites])
         kept.append([own in _state_files(s) for s in sites])
@@ -234,7 +242,7 @@ def test_key_setup_prunes_only_other_runs_idle_state(tmp_path: Path) -> None:
 
 def test_the_guaranteed_noise_is_recorded_for_a_private_round(tmp_path: Path) -> None:
     # Prepare
-    sites = _sites(tmp_path, 3)
+    sites = _sites(tmp_path, 4)
     plan = _open(sites, epsilon=1.0)
     rnd = plan.rounds[0]
     centers = np.zeros((2, sites[0].spec.dim))
@@ -249,12 +257,12 @@ def test_the_guaranteed_noise_is_recorded_for_a_private_round(tmp_path: Path) ->
     # Execute
     kmeans(request, sites[0], masks[sites[0].name])
 
-    # Assert: the share covers the plan with m - t = 2 honest shares
+    # Assert: the share covers the plan with m - t = 3 honest shares
     with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
         (note,) = [n for n in book.notes() if n["kind"] == "secagg"]
         events = book.events(run_id="run1", party="p0")
     sums = json.loads(note["message"])["releases"][0]
-    assert sums["guaranteed_variance"] == pytest.approx(2 * sums["share_variance"])
+    assert sums["guaranteed_variance"] == pytest.approx(3 * sums["share_variance"])
     assert sums["share_variance"] > 0 and len(events) == 2
     sigma_real = math.sqrt(sums["guaranteed_variance"]) / sums["scale"]
     assert sigma_real <= rnd.sum_noise_multiplier * sites[0].spec.norm_bound * 1.01
@@ -262,7 +270,7 @@ def test_the_guaranteed_noise_is_recorded_for_a_private_round(tmp_path: Path) ->
 
 @pytest.mark.parametrize(("partners", "floor", "dropouts", "limit"), [
     (3, 4, 0, "needs at least 4 (policy 'min_secure_aggregation_partners' = 4"),
-    (3, 3, 2, "needs at least 4 (policy 'min_secure_aggregation_partners' = 3, and t + 2"),
+    (3, 3, 2, "needs at least 7 (policy 'min_secure_aggregation_partners' = 3, and max(t"),
     (3, 0, 0, "policy sets 'min_secure_aggregation_partners' = 0"),
 ])
 def test_a_partner_refuses_a_run_its_policy_forbids(tmp_path: Path, partners: int, floor: int,
@@ -379,18 +387,23 @@ def test_a_partner_refuses_swapped_keys(tmp_path: Path) -> None:
 
 
 def test_a_partner_refuses_a_threshold_that_t_colluders_reach(tmp_path: Path) -> None:
-    # Prepare: 6 partners declaring t = 3 colluders/dropouts; a majority threshold of 4
-    # exceeds t but is more than the m - t = 3 that remain, and t = 4 would reach it
-    sites = _sites(tmp_path, 6)
+    # Prepare: 7 partners declaring t = 2. A threshold of 4 falls to 2 colluders and two
+    # partners shown that everyone survived (each reveals a share of the other's seed) while
+    # the rest sign a list dropping them; 6 is more than the m - t = 5 that remain
+    sites = _sites(tmp_path, 7)
     _open(sites)
-    coord = SecaggCoordinator([s.name for s in sites], threshold=4, bits=RING_BITS, dim=10,
-                              min_survivors=4)
-    for t, detail in ((3, "at most the m - t = 3"), (4, "exceed the t = 4 partners")):
-        setup = SecaggSetup("run1", "kmeans", 6, t, coord.setup)
+
+    def setup(threshold: int) -> SecaggSetup:
+        coord = SecaggCoordinator([s.name for s in sites], threshold=threshold, bits=RING_BITS,
+                                  dim=10, min_survivors=max(5, threshold))
+        return SecaggSetup("run1", "kmeans", 7, 2, coord.setup)
+
+    for threshold in (4, 6):
         # Execute / Assert: refused at key setup, before any key is made or saved
-        with pytest.raises(ProtocolError, match=detail):
-            secagg_keys(_wire(SecaggSetup, setup), sites[0])
+        with pytest.raises(ProtocolError, match=r"at least 2t \+ 1 = 5 .* most the m - t = 5"):
+            secagg_keys(_wire(SecaggSetup, setup(threshold)), sites[0])
     assert _state_files(sites[0]) == []
+    secagg_keys(_wire(SecaggSetup, setup(5)), sites[0])
 
 
 def test_a_partner_refuses_a_key_setup_it_opened_before(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ from fedprofile.presets.datasets import load_preset
 from fedprofile.privacy.accounting import composed_epsilon
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.privacy.secagg.messages import KeyAdvert, UnmaskReply
+from fedprofile.privacy.secagg.plan import default_threshold
 from fedprofile.privacy.secagg.shamir import SHARE_BYTES
 from fedprofile.protocol.secagg import RING_BITS, SecaggMasked, SecureSum, decode
-from fedprofile.server.secure import default_threshold
 from fedprofile.sim.runner import SimulationResult, simulate
 
 pytestmark = pytest.mark.slow

@@ -138,7 +138,7 @@ def test_plan_refuses_bad_parameters(kwargs: dict, match: str) -> None:
 @pytest.mark.parametrize("dropped", [0, 2])
 def test_calibration_aggregate_noise_sd_matches_plan(dropped: int) -> None:
     """Many seeded secagg releases of zero vectors: the noise in the sum has the planned sd."""
-    m, t, dim = 5, 2, 400
+    m, t, dim = 7, 2, 400
     plan = plan_secagg(partners=m, dropouts=t, dim=dim, bound=50.0, sensitivity=1.0, mu=0.5)
     drops = {f"p{i}": (0, "mask") for i in range(dropped)}
     rng = secure_rng(11)

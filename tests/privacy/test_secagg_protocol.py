@@ -14,7 +14,12 @@ from fedprofile.errors import ContractError, ProtocolError
 from fedprofile.privacy.mechanisms import secure_rng
 from fedprofile.privacy.secagg import crypto, shamir
 from fedprofile.privacy.secagg.coordinator import SecaggCoordinator
-from fedprofile.privacy.secagg.messages import MaskedInput, MaskRequest, UnmaskRequest
+from fedprofile.privacy.secagg.messages import (
+    ConfirmRequest,
+    MaskedInput,
+    MaskRequest,
+    UnmaskRequest,
+)
 from fedprofile.privacy.secagg.partner import SecaggPartner
 from fedprofile.privacy.secagg.plan import plan_secagg
 from fedprofile.privacy.secagg.simulate import simulate_release, simulate_run
@@ -191,7 +196,8 @@ def test_partner_refuses_replayed_round_small_groups_and_tampering() -> None:
     coord, partners, requests, masked = _run_to_mask()
     with pytest.raises(ProtocolError, match="round 0 is not after round 0"):
         partners["p0"].mask(requests["p0"], np.zeros(8, dtype=np.uint64))
-    unmask = coord.unmask_requests(masked)
+    coord.collect_masked(masked)
+    unmask = coord.unmask_requests()
     req = unmask["p0"]
     owner = next(iter(req.seed_shares))
     blob = bytearray(req.seed_shares[owner])
@@ -220,7 +226,8 @@ def test_a_partner_dropped_after_surviving_a_round_keeps_that_round_secret() -> 
     run_id, dim = coord.setup.run_id, 8
     inputs = {p: np.arange(dim, dtype=np.uint64) * (i + 1) for i, p in enumerate(partners)}
     masked0 = [partners[p].mask(r, inputs[p]) for p, r in coord.mask_requests().items()]
-    replies0 = [partners[p].unmask(r) for p, r in coord.unmask_requests(masked0).items()]
+    coord.collect_masked(masked0)
+    replies0 = [partners[p].unmask(r) for p, r in coord.unmask_requests().items()]
     coord.unmask(replies0)
     index = {p: i + 1 for i, p in enumerate(coord.adverts)}
     seed = shamir.combine({index[r.partner_id]: r.seed_shares["p4"] for r in replies0},
@@ -239,7 +246,9 @@ def test_a_partner_dropped_after_surviving_a_round_keeps_that_round_secret() -> 
     # Execute: round 1 without p4's vector; every survivor reveals what p4's drop needs
     masked1 = [partners[p].mask(r, inputs[p]) for p, r in coord.mask_requests().items()
                if p != "p4"]
-    replies1 = [partners[p].unmask(r) for p, r in coord.unmask_requests(masked1).items()]
+    confirm = coord.collect_masked(masked1)
+    unmask = coord.unmask_requests([partners[p].confirm(r) for p, r in confirm.items()])
+    replies1 = [partners[p].unmask(r) for p, r in unmask.items()]
     total = coord.unmask(replies1)
 
     # Assert: the round-1 sum is exact; each reply gives only round 1's key with p4
@@ -251,6 +260,38 @@ def test_a_partner_dropped_after_surviving_a_round_keeps_that_round_secret() -> 
     round0 = {q: crypto.round_key(partners[q]._pair_secret["p4"], run_id=run_id, label=b"pair",
                                   round=0) for q in revealed}
     assert np.array_equal(opened(round0), inputs["p4"])
+
+
+def test_partners_shown_different_survivor_lists_reveal_nothing_for_them() -> None:
+    """A coordinator telling p0 that p1 dropped, and p2-p4 that p0 dropped, would get p0's
+    seed shares from p1 and every pairwise key of p0: each partner signs one list per round
+    and reveals only for a list every survivor on it signed."""
+    coord, partners, _, masked = _run_to_mask(5)
+    coord.collect_masked(masked)  # nobody dropped: the coordinator invents the lists
+    run_id = coord.setup.run_id
+    everyone = tuple(sorted(partners))
+    view_p0 = ConfirmRequest(run_id, 0, ("p0", "p2", "p3", "p4"), ("p1",))
+    view_rest = ConfirmRequest(run_id, 0, ("p1", "p2", "p3", "p4"), ("p0",))
+    signed = {p: partners[p].confirm(view_rest) for p in ("p2", "p3", "p4")}
+    own = partners["p0"].confirm(view_p0)
+    # a partner that confirmed one list neither signs nor unmasks another
+    with pytest.raises(ProtocolError, match="confirmed another list"):
+        partners["p2"].confirm(view_p0)
+    with pytest.raises(ProtocolError, match="confirmed another list"):
+        partners["p2"].unmask(UnmaskRequest(run_id, 0, everyone, (), {}))
+    # p0's list lacks p2-p4's signatures: p0 reveals nothing
+    with pytest.raises(ProtocolError, match="'p2' did not sign"):
+        partners["p0"].unmask(UnmaskRequest(run_id, 0, view_p0.survivors, ("p1",), {},
+                                            {"p0": own.signature}))
+    # p2's list lacks p1's signature: p2 reveals nothing, a forged one included
+    sigs = {p: c.signature for p, c in signed.items()}
+    for forged in ({}, {"p1": own.signature}):
+        with pytest.raises(ProtocolError, match="'p1' did not sign"):
+            partners["p2"].unmask(UnmaskRequest(run_id, 0, view_rest.survivors, ("p0",), {},
+                                                {**sigs, **forged}))
+    # a list with a dropped partner and no confirmation at all is refused too
+    with pytest.raises(ProtocolError, match="only after every survivor confirmed"):
+        partners["p1"].unmask(UnmaskRequest(run_id, 0, view_rest.survivors, ("p0",), {}))
 
 
 def test_vector_outside_the_ring_is_refused() -> None:
@@ -272,7 +313,8 @@ def test_a_round_shorter_than_the_run_sums_exactly_and_its_length_is_checked() -
     # Execute
     requests = coord.mask_requests(3)
     masked = [partners[p].mask(r, vectors[p]) for p, r in requests.items()]
-    unmask = coord.unmask_requests(masked)
+    coord.collect_masked(masked)
+    unmask = coord.unmask_requests()
     total = coord.unmask([partners[p].unmask(r) for p, r in unmask.items()])
 
     # Assert: 3 values on the wire, the exact sum; a longer round and a wrong length refused
@@ -317,7 +359,7 @@ def test_coordinator_refuses_a_malformed_masked_vector() -> None:
     coord, _, _, masked = _run_to_mask()
     bad = dataclasses.replace(masked[1], masked=np.full(8, 2**BITS, dtype=np.uint64))
     with pytest.raises(ProtocolError, match="partner 'p1' sent a masked vector"):
-        coord.unmask_requests([masked[0], bad, *masked[2:]])
+        coord.collect_masked([masked[0], bad, *masked[2:]])
 
 
 def test_plans_share_one_ring() -> None:

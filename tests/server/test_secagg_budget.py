@@ -21,12 +21,12 @@ def test_skellam_releases_compose_to_the_target_in_rdp(epsilon: float) -> None:
                                                 "rounds": 3}))
     plan = plan_kmeans(epsilon=cfg.epsilon, delta=cfg.delta, lloyd_rounds=3, norm_bound=2.0)
 
-    # Execute: the curves of every release as the partners plan them (6 partners, t = 2)
+    # Execute: the curves of every release as the partners plan them (7 partners, t = 2)
     curve = np.zeros_like(ORDERS)
     for rnd in plan.rounds:
         parts = SecureSum((("sums", 6 * 10, 2.0, rnd.sum_noise_multiplier),
                            ("counts", 6, 1.0, rnd.count_noise_multiplier)))
-        curve += sum(p.rdp() for p in parts.plans(6, 2))
+        curve += sum(p.rdp() for p in parts.plans(7, 2))
     record = privacy_record(plan, "secagg")
 
     # Assert: exactly the target in RDP, and the model says so

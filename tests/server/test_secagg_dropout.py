@@ -20,6 +20,7 @@ from fedprofile.client.app import kmeans, profile
 from fedprofile.client.secure import (
     Masked,
     secagg_agree,
+    secagg_confirm,
     secagg_keys,
     secagg_unmask,
     trust_each_other,
@@ -27,7 +28,7 @@ from fedprofile.client.secure import (
 from fedprofile.client.site import PartnerSite
 from fedprofile.config import NodeConfig
 from fedprofile.privacy.ledger import Ledger
-from fedprofile.privacy.secagg.messages import KeyBroadcast, UnmaskRequest
+from fedprofile.privacy.secagg.messages import ConfirmRequest, KeyBroadcast, UnmaskRequest
 from fedprofile.protocol import KMeansRequest, ProfileRequest
 from fedprofile.protocol.secagg import SecaggSetup, decode, encode
 from fedprofile.server.federation import Federation, RunAborted
@@ -57,6 +58,7 @@ def _kmeans(content: RecordDict, site: PartnerSite) -> RecordDict:
 HANDLERS = {
     "query.secagg_keys": lambda c, s: encode(secagg_keys(decode(SecaggSetup, c), s)),
     "query.secagg_agree": lambda c, s: encode(secagg_agree(decode(KeyBroadcast, c), s)),
+    "query.secagg_confirm": lambda c, s: encode(secagg_confirm(decode(ConfirmRequest, c), s)),
     "query.secagg_unmask": lambda c, s: encode(secagg_unmask(decode(UnmaskRequest, c), s)),
     "train.kmeans": _kmeans,
 }
