@@ -172,13 +172,26 @@ def _bytes(value: Any) -> Any:
 
 
 def _save(site: PartnerSite, partner: SecaggPartner, info: dict[str, Any]) -> None:
+    """Write the protocol state durably before any reply leaves.
+
+    A crash after a reply must not bring back a state that, say, has not confirmed the list
+    of survivors it signed.
+    """
     setup = partner.export_state()["setup"]
-    path = _folder(site) / f"{bytes(setup[0]).hex()}.json"
+    folder = _folder(site)
+    path = folder / f"{bytes(setup[0]).hex()}.json"
     tmp = path.with_name(f"tmp-{path.name}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         json.dump({"info": info, "state": _plain(partner.export_state())}, out)
+        out.flush()
+        os.fsync(out.fileno())
     tmp.replace(path)
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _load(site: PartnerSite, secagg_id: bytes) -> tuple[SecaggPartner, dict[str, Any]]:
@@ -229,7 +242,7 @@ def check_secure_aggregation(site: PartnerSite, *, partners: int, dropouts: int)
         raise SecureAggregationRefusedError(
             f"Partner {site.name!r} refuses secure aggregation with {m} partners: it needs at "
             f"least {max(floor, fewest_secure_partners(t))} (policy "
-            f"'min_secure_aggregation_partners' = {floor}, and max(t + 2, 3t + 1) for t = {t} "
+            f"'min_secure_aggregation_partners' = {floor}, and max(t + 2, 2t + 1) for t = {t} "
             "dropouts).")
     others = set(_trusted(site)) - {site.name}
     if len(others) < m - 1:
@@ -249,10 +262,10 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
         raise ProtocolError(f"Secure aggregation refused: the roster of {len(request.roster)} "
                             f"and minimum of {request.min_survivors} survivors do not match "
                             f"the plan of m = {m}, t = {t}.")
-    if not 2 * t + 1 <= request.threshold <= m - t:
+    if not 2 * t + 1 <= request.threshold <= m:
         raise ProtocolError(f"Secure aggregation refused: the threshold {request.threshold} "
                             f"must be at least 2t + 1 = {2 * t + 1} (t partners may collude with "
-                            f"the coordinator) and at most the m - t = {m - t} that remain.")
+                            f"the coordinator) and at most the m = {m} partners.")
     most = site.policy.max_candidate_centres * (site.spec.dim + 1) + 1
     if request.dim > most:
         raise ProtocolError(f"Secure aggregation refused: vectors of {request.dim} values; "

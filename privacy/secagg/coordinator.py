@@ -143,7 +143,8 @@ class SecaggCoordinator:
     def unmask(self, replies: Iterable[UnmaskReply]) -> np.ndarray:
         """Reconstruct the masks and return the survivors' sum mod ``2**bits`` (``uint64``)."""
         setup, index = self.setup, {pid: i + 1 for i, pid in enumerate(self.adverts)}
-        replies = [r for r in replies if r.partner_id in self._masked and r.round == self.round]
+        replies = list({r.partner_id: r for r in replies  # one reply per survivor
+                        if r.partner_id in self._masked and r.round == self.round}.values())
         if len(replies) < setup.threshold:
             raise ProtocolError(
                 f"Secure aggregation aborted: {len(replies)} partners answered the unmask "

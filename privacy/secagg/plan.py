@@ -146,15 +146,19 @@ def default_threshold(partners: int, dropouts: int = 0) -> int:
     honest partners a signed list that drops ``T`` (they reveal their pairwise keys with
     ``T``). That list needs ``m - t`` survivors, so ``|T| <= t``, and with ``t`` colluders
     the coordinator holds ``|T| + t <= 2t`` shares of each seed in ``T``: the threshold
-    must exceed ``2t`` for the sum over ``T`` to stay masked. It must also be at most
-    ``m - t``, so ``m >= 3t + 1``.
+    must exceed ``2t`` for the sum over ``T`` to stay masked. A round needs ``max(m - t, k)``
+    survivors, so ``t`` dropouts are tolerated from ``m >= 3t + 1`` partners; with fewer
+    (a later stage of a run that lost partners) every partner must stay.
     """
     return max(partners // 2 + 1, 2 * dropouts + 1)
 
 
 def fewest_secure_partners(dropouts: int) -> int:
-    """The fewest partners a secure aggregation declaring ``t`` dropouts accepts."""
-    return max(dropouts + 2, 3 * dropouts + 1)
+    """The fewest partners a secure aggregation declaring ``t`` dropouts accepts.
+
+    The threshold ``2t + 1`` of them, and two more than ``t``.
+    """
+    return max(dropouts + 2, 2 * dropouts + 1)
 
 
 def plan_secagg(*, partners: int, dropouts: int, dim: int, bound: float, sensitivity: float,
@@ -175,7 +179,7 @@ def plan_secagg(*, partners: int, dropouts: int, dim: int, bound: float, sensiti
     mu : float
         Per-release budget; ``inf`` plans an exact, noiseless sum.
     threshold : int, optional
-        Shamir threshold; default :func:`default_threshold`; a majority in ``[2t + 1, m - t]``.
+        Shamir threshold; default :func:`default_threshold`; a majority in ``[2t + 1, m]``.
     failure_prob : float, default=2**-40
         Probability that noise makes the modular sum wrap.
     """
@@ -187,11 +191,11 @@ def plan_secagg(*, partners: int, dropouts: int, dim: int, bound: float, sensiti
                             f"{partners - 2}] for {partners} partners. Got {dropouts!r}.")
     k = default_threshold(partners, dropouts) if threshold is None else threshold
     if isinstance(k, bool) or not isinstance(k, int) or not (
-            2 * k > partners and 2 * dropouts + 1 <= k <= partners - dropouts):
+            2 * k > partners and 2 * dropouts + 1 <= k <= partners):
         raise ContractError(
             f"The 'threshold' must be an integer k with k > m/2 and 2t + 1 = {2 * dropouts + 1}"
-            f" <= k <= m - t = {partners - dropouts} (m={partners}, t={dropouts}). Got {k!r}; "
-            f"lower 'dropouts' or add partners (at least 3t + 1).")
+            f" <= k <= m = {partners} (t={dropouts}). Got {k!r}; lower 'dropouts' or add "
+            f"partners (at least 2t + 1).")
     if not (isinstance(sensitivity, int | float) and math.isfinite(sensitivity)
             and sensitivity > 0):
         raise ContractError(f"The 'sensitivity' must be in (0, inf). Got {sensitivity!r}.")

@@ -270,7 +270,7 @@ def test_the_guaranteed_noise_is_recorded_for_a_private_round(tmp_path: Path) ->
 
 @pytest.mark.parametrize(("partners", "floor", "dropouts", "limit"), [
     (3, 4, 0, "needs at least 4 (policy 'min_secure_aggregation_partners' = 4"),
-    (3, 3, 2, "needs at least 7 (policy 'min_secure_aggregation_partners' = 3, and max(t"),
+    (3, 3, 2, "needs at least 5 (policy 'min_secure_aggregation_partners' = 3, and max(t"),
     (3, 0, 0, "policy sets 'min_secure_aggregation_partners' = 0"),
 ])
 def test_a_partner_refuses_a_run_its_policy_forbids(tmp_path: Path, partners: int, floor: int,
@@ -389,7 +389,7 @@ def test_a_partner_refuses_swapped_keys(tmp_path: Path) -> None:
 def test_a_partner_refuses_a_threshold_that_t_colluders_reach(tmp_path: Path) -> None:
     # Prepare: 7 partners declaring t = 2. A threshold of 4 falls to 2 colluders and two
     # partners shown that everyone survived (each reveals a share of the other's seed) while
-    # the rest sign a list dropping them; 6 is more than the m - t = 5 that remain
+    # the rest sign a list dropping them; 8 is more than the partners
     sites = _sites(tmp_path, 7)
     _open(sites)
 
@@ -398,12 +398,12 @@ def test_a_partner_refuses_a_threshold_that_t_colluders_reach(tmp_path: Path) ->
                                   dim=10, min_survivors=max(5, threshold))
         return SecaggSetup("run1", "kmeans", 7, 2, coord.setup)
 
-    for threshold in (4, 6):
+    for threshold in (4, 8):
         # Execute / Assert: refused at key setup, before any key is made or saved
-        with pytest.raises(ProtocolError, match=r"at least 2t \+ 1 = 5 .* most the m - t = 5"):
+        with pytest.raises(ProtocolError, match=r"at least 2t \+ 1 = 5 .* at most the m = 7"):
             secagg_keys(_wire(SecaggSetup, setup(threshold)), sites[0])
     assert _state_files(sites[0]) == []
-    secagg_keys(_wire(SecaggSetup, setup(5)), sites[0])
+    secagg_keys(_wire(SecaggSetup, setup(6)), sites[0])
 
 
 def test_a_partner_refuses_a_key_setup_it_opened_before(tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ def test_plan_accounting_uses_rounded_sensitivity_and_guaranteed_shares() -> Non
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"partners": 1}, "partners"), ({"dropouts": 9}, "dropouts"),
-    ({"threshold": 3}, "threshold"), ({"threshold": 9}, "threshold"),
+    ({"threshold": 5}, "threshold"), ({"threshold": 11}, "threshold"),
     ({"sensitivity": 0.0}, "sensitivity"), ({"mu": 0.0}, "mu"), ({"mu": math.nan}, "mu")])
 def test_plan_refuses_bad_parameters(kwargs: dict, match: str) -> None:
     args = {"partners": 10, "dropouts": 2, "dim": 5, "bound": 10.0, "sensitivity": 1.0,
