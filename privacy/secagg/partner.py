@@ -203,12 +203,8 @@ class SecaggPartner:
         Never both for one partner: a dropped partner's self-mask stays secret, and its
         masks of other rounds stay secret too (only this round's pairwise keys are given).
         """
-        setup = self._check_view(request.run_id, request.round, request.survivors,
-                                 request.dropped)
-        view = (tuple(sorted(request.survivors)), tuple(sorted(request.dropped)))
-        if self._confirmed is not None and self._confirmed != view:
-            raise _refuse(f"this partner confirmed another list of survivors for round "
-                          f"{request.round}.")
+        setup, view = self._check_view(request.run_id, request.round, request.survivors,
+                                       request.dropped)
         if request.dropped:
             if self._confirmed is None:
                 raise _refuse("a round with a dropped partner is unmasked only after every "
@@ -241,19 +237,20 @@ class SecaggPartner:
 
     def confirm(self, request: ConfirmRequest) -> Confirmation:
         """Sign the round's survivors and dropped partners: one list per round, for good."""
-        setup = self._check_view(request.run_id, request.round, request.survivors,
-                                 request.dropped)
-        view = (tuple(sorted(request.survivors)), tuple(sorted(request.dropped)))
-        if self._confirmed is not None and self._confirmed != view:
-            raise _refuse(f"this partner confirmed another list of survivors for round "
-                          f"{request.round}.")
+        setup, view = self._check_view(request.run_id, request.round, request.survivors,
+                                       request.dropped)
         self._confirmed = view
         payload = crypto.survivors_payload(setup.run_id, request.round, *view)
         return Confirmation(self.partner_id, request.round, self._signing_key.sign(payload))
 
     def _check_view(self, run_id: bytes, round: int, survivors: tuple[str, ...],
-                    dropped: tuple[str, ...]) -> SetupRequest:
-        """The setup, if ``survivors`` and ``dropped`` split the awaiting round's participants."""
+                    dropped: tuple[str, ...]
+                    ) -> tuple[SetupRequest, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """The setup and the sorted view of the awaiting round's survivors and dropped.
+
+        Refused unless they split the round's participants and this partner confirmed no
+        other list for the round.
+        """
         setup = self._require_setup(run_id)
         if round != self._last_round or self._unmasked:
             raise _refuse(f"no masked round {round} awaits unmasking.")
@@ -265,7 +262,10 @@ class SecaggPartner:
                           "participants.")
         if len(surv) < setup.min_survivors:
             raise _refuse(f"{len(surv)} survivors; the plan needs {setup.min_survivors}.")
-        return setup
+        view = (tuple(sorted(survivors)), tuple(sorted(dropped)))
+        if self._confirmed is not None and self._confirmed != view:
+            raise _refuse(f"this partner confirmed another list of survivors for round {round}.")
+        return setup, view
 
     def export_state(self) -> dict[str, Any]:
         """Return the protocol state (private keys included) for the node's own storage.
