@@ -66,8 +66,7 @@ from fedprofile.protocol.secagg import (
 
 __all__ = ["STALE_AFTER", "Masked", "Reply", "as_skellam", "check_secure_aggregation",
            "masked_release", "prune_state", "secagg_agree", "secagg_confirm", "secagg_keys",
-           "secagg_unmask",
-           "trust_each_other", "trusted_keys_path"]
+           "secagg_unmask", "trust_each_other", "trusted_keys_path"]
 
 
 STALE_AFTER = 24 * 3600.0

@@ -93,13 +93,12 @@ class SecureAggregation:
     coordinator: SecaggCoordinator | None = None
 
     def setup(self) -> None:
-        """Key advertisement and share relay (two round trips, once per stage)."""
+        """Key advertisement and agreement (two round trips, once per stage)."""
         fed, m, t = self.fed, len(self.fed.node_ids), self.dropouts
         k = default_threshold(m, t)
         if m < fewest_secure_partners(t):
             raise RunAborted(f"Secure aggregation needs at least {fewest_secure_partners(t)} "
-                             f"partners "
-                             f"for 'secagg_dropouts' = {t}; this run has {m}. Lower "
+                             f"partners for 'secagg_dropouts' = {t}; this run has {m}. Lower "
                              "'secagg_dropouts' or use noise = 'partner'.")
         self.partners = m
         coord = SecaggCoordinator([fed.name(n) for n in fed.node_ids], threshold=k,

@@ -4,7 +4,9 @@ The coordinator sees public keys, ciphertexts it cannot read, masked vectors (un
 ring one by one), and, per round, at least ``threshold`` shares of each survivor's fresh
 self-mask seed and, from every survivor, that round's pairwise key with each dropped
 partner: exactly what is needed to remove the masks from the *sum* of the survivors'
-vectors. A round with a dropped partner therefore needs every survivor's answer.
+vectors. A round with a dropped partner therefore needs every survivor's answer, and first
+every survivor's signature of the same list of survivors and dropped partners (relayed to
+each, which checks them before it reveals anything).
 """
 
 from __future__ import annotations
