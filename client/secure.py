@@ -270,8 +270,7 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
         raise ProtocolError(f"Secure aggregation refused: vectors of {request.dim} values; "
                             f"this partner accepts at most {most}.")
     secagg_id = request.run_id.hex()
-    if any(n["kind"] == _SETUP_NOTE and n["message"] == secagg_id
-           for n in site.ledger.notes()):
+    if site.ledger.has_note(kind=_SETUP_NOTE, message=secagg_id):
         raise ProtocolError(f"Secure aggregation refused: the key setup {secagg_id} was "
                             "opened before; every setup must be new (a repeated one could "
                             "replay old keys).")

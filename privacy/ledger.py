@@ -242,6 +242,11 @@ class Ledger:
         keys = ("run_id", "party", "kind", "message", "created_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
+    def has_note(self, *, kind: str, message: str) -> bool:
+        """Whether a note of ``kind`` with exactly ``message`` was ever recorded."""
+        return self._db.execute("SELECT 1 FROM notes WHERE kind = ? AND message = ? LIMIT 1",
+                                (kind, message)).fetchone() is not None
+
     def release_rows(self, *, run_id: str | None = None) -> Iterable[dict[str, Any]]:
         """Raw release rows (for reports and the ``fedprofile ledger`` command)."""
         cur = self._db.execute("SELECT * FROM releases WHERE (? IS NULL OR run_id = ?) "
