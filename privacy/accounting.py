@@ -30,6 +30,7 @@ __all__ = [
     "gdp_delta",
     "gdp_epsilon",
     "gdp_mu",
+    "in_rdp",
     "mu_epsilon",
     "planning_epsilon",
     "split_mu",
@@ -229,8 +230,12 @@ def composed_epsilon(events: Iterable[PrivacyEvent], delta: float) -> float:
     composes by adding curves) and converted from RDP, which gives a larger epsilon.
     """
     events = list(events)
-    return mu_epsilon(compose_mu(e.mu for e in events), delta,
-                      rdp=any(e.mechanism == "skellam" for e in events))
+    return mu_epsilon(compose_mu(e.mu for e in events), delta, rdp=in_rdp(events))
+
+
+def in_rdp(events: Iterable[PrivacyEvent]) -> bool:
+    """Whether a composition of ``events`` is accounted in RDP: it holds a Skellam release."""
+    return any(e.mechanism == "skellam" for e in events)
 
 
 def mu_epsilon(mu: float, delta: float, *, rdp: bool = False) -> float:

@@ -16,6 +16,7 @@ from fedprofile.privacy.accounting import (
     budget_mu,
     compose_mu,
     composed_epsilon,
+    in_rdp,
     mu_epsilon,
 )
 from fedprofile.privacy.events import NonPrivateEvent, PrivacyEvent
@@ -88,7 +89,7 @@ def epsilon_left(policy: PartnerPolicy, spent: Sequence[PrivacyEvent], *,
     per_run = policy.max_epsilon_per_run
     if math.isinf(policy.total_epsilon):
         return per_run
-    rdp = secure or any(e.mechanism == "skellam" for e in spent)
+    rdp = secure or in_rdp(spent)
     mu_spent = compose_mu(e.mu for e in spent)
     mu_total = budget_mu(policy.total_epsilon, policy.delta, rdp=rdp)
     if mu_spent >= mu_total:
@@ -143,8 +144,7 @@ class PartnerGuard:
         lifetime = tx.events(run_id=None, party=self.party)
         total = self._epsilon_with(lifetime, events)
         if total > p.total_epsilon * (1 + EPSILON_RTOL):
-            left = epsilon_left(p, lifetime,
-                                secure=any(e.mechanism == "skellam" for e in events))
+            left = epsilon_left(p, lifetime, secure=in_rdp(events))
             raise PolicyRefusal(f"the run would bring its lifetime spend to epsilon = "
                                 f"{total:.4g}, above its total budget of {p.total_epsilon:g} "
                                 f"(a next run may spend at most epsilon = {left:.4g}).")

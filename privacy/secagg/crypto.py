@@ -39,6 +39,7 @@ __all__ = [
     "public_bytes",
     "round_key",
     "seed_commitment",
+    "signed_by",
     "survivors_payload",
     "verify_advert",
 ]
@@ -75,12 +76,21 @@ def verify_advert(trusted: Ed25519PublicKey | None, signature: bytes, payload: b
     if trusted is None:
         raise ProtocolError(f"Secure aggregation refused: partner {partner_id!r} has no trusted "
                             f"signing key; add it to the trusted partner keys.")
+    if not signed_by(trusted, signature, payload):
+        raise ProtocolError(f"Secure aggregation refused: the public keys of partner "
+                            f"{partner_id!r} are not signed by its trusted key (swapped or "
+                            f"forged keys).")
+
+
+def signed_by(trusted: Ed25519PublicKey | None, signature: bytes, payload: bytes) -> bool:
+    """Whether ``trusted`` (None: no key, so no) signed ``payload`` with ``signature``."""
+    if trusted is None:
+        return False
     try:
         trusted.verify(signature, payload)
     except InvalidSignature:
-        raise ProtocolError(f"Secure aggregation refused: the public keys of partner "
-                            f"{partner_id!r} are not signed by its trusted key (swapped or "
-                            f"forged keys).") from None
+        return False
+    return True
 
 
 def agree(private: X25519PrivateKey, peer_public: bytes) -> bytes:

@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -213,16 +212,11 @@ class SecaggPartner:
             for pid in view[0]:
                 if pid == self.partner_id:  # its own confirmation is the view it keeps
                     continue
-                signature = request.signatures.get(pid, b"")
-                key = self._trusted.get(pid)
-                try:
-                    if key is None:
-                        raise InvalidSignature
-                    key.verify(signature, payload)
-                except InvalidSignature:
+                if not crypto.signed_by(self._trusted.get(pid),
+                                        request.signatures.get(pid, b""), payload):
                     raise _refuse(f"survivor {pid!r} did not sign this round's list of "
                                   "survivors (the coordinator may show partners different "
-                                  "lists).") from None
+                                  "lists).")
         self._confirmed = view
         seeds = {self.partner_id: self._own_seed_share}
         for owner in request.survivors:
