@@ -7,7 +7,9 @@ which the federation's administrators write; without it the partner refuses secu
 aggregation. Between messages its protocol state is kept in ``<state-dir>/secagg/``,
 readable by the partner's user only: one file per secure-aggregation run (one stage of a
 fedprofile run), ``<secagg-id>.json``, holding that run's secret X25519 keys, the current
-round's self-mask seed and the other partners' key and seed shares.
+round's self-mask seed and the other partners' key and seed shares. A message's handler
+holds the run's lock (``<secagg-id>.lock``, an exclusive ``flock``) from reading that file
+to writing it back, so two messages of one run are never handled on the same state at once.
 
 Those secrets are not kept after use. The file is deleted when the partner has answered the
 unmask step of the stage's last planned release (its ledger holds every release the run's
@@ -20,11 +22,13 @@ is then refused. Deletion unlinks the file; it does not overwrite the disk block
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +75,7 @@ __all__ = ["STALE_AFTER", "Masked", "Reply", "as_skellam", "check_secure_aggrega
 
 STALE_AFTER = 24 * 3600.0
 """Seconds after its last message when another run's secagg state file is deleted."""
-_STATE_FILE = re.compile(r"(tmp-)?[0-9a-f]{32}\.json")
+_STATE_FILE = re.compile(r"(tmp-)?[0-9a-f]{32}\.(json|lock)")
 _SETUP_NOTE = "secagg-setup"
 """Ledger note naming each key setup this partner opened (an id is never accepted twice)."""
 
@@ -208,15 +212,35 @@ def _state_path(site: PartnerSite, secagg_id: bytes) -> Path:
     return site.state_dir / "secagg" / f"{secagg_id.hex()}.json"
 
 
+@contextmanager
+def _run_lock(site: PartnerSite, secagg_id: bytes) -> Iterator[None]:
+    """Hold the run's exclusive lock from loading its state to saving (or deleting) it.
+
+    A SuperNode hands its ClientApp one message at a time, but a partner's state directory
+    may serve more than one process (a restarted node, a second node by mistake); without
+    the lock two of them could, say, each pass the round check on the same old state.
+    """
+    fd = os.open(_folder(site) / f"{secagg_id.hex()}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def prune_state(site: PartnerSite, *, now: float | None = None) -> list[Path]:
     """Delete the state files of secure-aggregation runs idle for :data:`STALE_AFTER`."""
     folder = site.state_dir / "secagg"
     limit = (time.time() if now is None else now) - STALE_AFTER
-    stale = [p for p in (folder.iterdir() if folder.is_dir() else ())
-             if _STATE_FILE.fullmatch(p.name) and p.stat().st_mtime < limit]
-    for path in stale:
+    idle = [p for p in (folder.iterdir() if folder.is_dir() else ())
+            if _STATE_FILE.fullmatch(p.name) and p.stat().st_mtime < limit]
+    for path in (p for p in idle if p.suffix == ".json"):
         path.unlink(missing_ok=True)
-    return stale
+    # a lock goes only with its run's state (a live run's lock is never replaced)
+    locks = [p for p in idle if p.suffix == ".lock" and not p.with_suffix(".json").exists()]
+    for path in locks:
+        path.unlink(missing_ok=True)
+    return [p for p in idle if p.suffix == ".json"] + locks
 
 
 def check_secure_aggregation(site: PartnerSite, *, partners: int, dropouts: int) -> None:
@@ -269,26 +293,29 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
     if request.dim > most:
         raise ProtocolError(f"Secure aggregation refused: vectors of {request.dim} values; "
                             f"this partner accepts at most {most}.")
-    secagg_id = request.run_id.hex()
-    if site.ledger.has_note(kind=_SETUP_NOTE, message=secagg_id):
-        raise ProtocolError(f"Secure aggregation refused: the key setup {secagg_id} was "
-                            "opened before; every setup must be new (a repeated one could "
-                            "replay old keys).")
     prune_state(site)
-    partner = SecaggPartner(site.name, signing_key(site.state_dir), _trusted(site),
-                            min_survivors=max(m - t, 2))
-    advert = partner.advertise(request)
-    _save(site, partner, {"run_id": setup.run_id, "stage": setup.stage, "partners": m,
-                          "dropouts": t})
-    site.ledger.note(run_id=setup.run_id, party=site.name, kind=_SETUP_NOTE, message=secagg_id)
+    secagg_id = request.run_id.hex()
+    with _run_lock(site, request.run_id):
+        if site.ledger.has_note(kind=_SETUP_NOTE, message=secagg_id):
+            raise ProtocolError(f"Secure aggregation refused: the key setup {secagg_id} was "
+                                "opened before; every setup must be new (a repeated one could "
+                                "replay old keys).")
+        partner = SecaggPartner(site.name, signing_key(site.state_dir), _trusted(site),
+                                min_survivors=max(m - t, 2))
+        advert = partner.advertise(request)
+        _save(site, partner, {"run_id": setup.run_id, "stage": setup.stage, "partners": m,
+                              "dropouts": t})
+        site.ledger.note(run_id=setup.run_id, party=site.name, kind=_SETUP_NOTE,
+                         message=secagg_id)
     return advert
 
 
 def secagg_agree(broadcast: KeyBroadcast, site: PartnerSite) -> KeysAgreed:
     """Check every relayed advert's signature and agree the pairwise keys."""
-    partner, info = _load(site, broadcast.run_id)
-    agreed = partner.agree_keys(broadcast)
-    _save(site, partner, info)
+    with _run_lock(site, broadcast.run_id):
+        partner, info = _load(site, broadcast.run_id)
+        agreed = partner.agree_keys(broadcast)
+        _save(site, partner, info)
     return agreed
 
 
@@ -310,33 +337,35 @@ def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: 
     ``events`` describes; the ledger then records them as Skellam releases (accounted in
     RDP) and a note of the shares.
     """
-    partner, info = _load(site, mask.run_id)
-    if info["run_id"] != run_id:
-        raise ProtocolError("Secure aggregation refused: the mask request belongs to another "
-                            "run.")
-    plans = secure_sum.plans(int(info["partners"]), int(info["dropouts"]))
-    for plan, (name, _, _, z) in zip(plans, secure_sum.parts, strict=True):
-        if z > 0 and np.any(plan.rdp() > gaussian_rdp(ORDERS, 1.0 / z) * (1 + 1e-9)):
-            raise ProtocolError(f"Secure aggregation refused: the guaranteed noise of {name!r}"
-                                " is below the planned release.")  # pragma: no cover
-    partner.check_round(mask)  # before the release is recorded
-    events = tuple(map(as_skellam, events))
-    site.guard.authorize(run_id=run_id, stage=stage, events=events)
-    site.ledger.note(run_id=run_id, party=site.name, kind="secagg", message=json.dumps(
-        {"round": mask.round, "releases": [{"component": part[0], **plan.ledger_fields(
-            len(mask.participants))} for plan, part in zip(plans, secure_sum.parts,
-                                                            strict=True)]}))
-    vector = secure_sum.encode(plans, values, mask.dim, rng)
-    masked = partner.mask(mask, vector)
-    _save(site, partner, info)
+    with _run_lock(site, mask.run_id):
+        partner, info = _load(site, mask.run_id)
+        if info["run_id"] != run_id:
+            raise ProtocolError("Secure aggregation refused: the mask request belongs to "
+                                "another run.")
+        plans = secure_sum.plans(int(info["partners"]), int(info["dropouts"]))
+        for plan, (name, _, _, z) in zip(plans, secure_sum.parts, strict=True):
+            if z > 0 and np.any(plan.rdp() > gaussian_rdp(ORDERS, 1.0 / z) * (1 + 1e-9)):
+                raise ProtocolError(f"Secure aggregation refused: the guaranteed noise of "
+                                    f"{name!r} is below the planned release.")  # pragma: no cover
+        partner.check_round(mask)  # before the release is recorded
+        events = tuple(map(as_skellam, events))
+        site.guard.authorize(run_id=run_id, stage=stage, events=events)
+        site.ledger.note(run_id=run_id, party=site.name, kind="secagg", message=json.dumps(
+            {"round": mask.round, "releases": [{"component": part[0], **plan.ledger_fields(
+                len(mask.participants))} for plan, part in zip(plans, secure_sum.parts,
+                                                                strict=True)]}))
+        vector = secure_sum.encode(plans, values, mask.dim, rng)
+        masked = partner.mask(mask, vector)
+        _save(site, partner, info)
     return SecaggMasked(masked, events)
 
 
 def secagg_confirm(request: ConfirmRequest, site: PartnerSite) -> Confirmation:
     """Sign the round's list of survivors (after a dropout); the partner keeps to that list."""
-    partner, info = _load(site, request.run_id)
-    confirmation = partner.confirm(request)
-    _save(site, partner, info)
+    with _run_lock(site, request.run_id):
+        partner, info = _load(site, request.run_id)
+        confirmation = partner.confirm(request)
+        _save(site, partner, info)
     return confirmation
 
 
@@ -345,12 +374,15 @@ def secagg_unmask(request: UnmaskRequest, site: PartnerSite) -> UnmaskReply:
 
     After the stage's last planned release the run's secrets are deleted, not saved.
     """
-    partner, info = _load(site, request.run_id)
-    reply = partner.unmask(request)
-    if site.guard.pending(run_id=info["run_id"], stage=info["stage"]) == 0:
-        _state_path(site, request.run_id).unlink(missing_ok=True)
-    else:
-        _save(site, partner, info)
+    with _run_lock(site, request.run_id):
+        partner, info = _load(site, request.run_id)
+        reply = partner.unmask(request)
+        if site.guard.pending(run_id=info["run_id"], stage=info["stage"]) == 0:
+            state = _state_path(site, request.run_id)
+            state.unlink(missing_ok=True)
+            state.with_suffix(".lock").unlink(missing_ok=True)
+        else:
+            _save(site, partner, info)
     return reply
 
 

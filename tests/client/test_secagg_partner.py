@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -176,7 +179,8 @@ def test_a_round_survives_a_partner_that_vanishes(tmp_path: Path, vanishes: str)
 
 def _state_files(site: PartnerSite) -> list[str]:
     return sorted(p.name for p in (site.state_dir / "secagg").glob("*.json")
-                  if p.name != "partners.json")
+                  if p.name != "partners.json") + sorted(
+        p.name for p in (site.state_dir / "secagg").glob("*.lock"))
 
 
 def test_a_runs_secrets_are_deleted_after_its_last_planned_release(tmp_path: Path) -> None:
@@ -220,7 +224,9 @@ def test_key_setup_prunes_only_other_runs_idle_state(tmp_path: Path) -> None:
     folder = sites[0].state_dir / "secagg"
     folder.mkdir(parents=True, exist_ok=True)
     stale, half, live = "ab" * 16 + ".json", "tmp-" + "cd" * 16 + ".json", "ef" * 16 + ".json"
-    for name, age in ((stale, 2 * 86400), (half, 2 * 86400), (live, 3600)):
+    orphan_lock, live_lock = "12" * 16 + ".lock", "ef" * 16 + ".lock"
+    for name, age in ((stale, 2 * 86400), (half, 2 * 86400), (live, 3600),
+                      (orphan_lock, 2 * 86400), (live_lock, 2 * 86400)):
         (folder / name).write_text("{}")
         past = time.time() - age
         os.utime(folder / name, (past, past))
@@ -231,11 +237,13 @@ def test_key_setup_prunes_only_other_runs_idle_state(tmp_path: Path) -> None:
     _, setup = _setup(sites, 0, 10)
     secagg_keys(_wire(SecaggSetup, setup), sites[0])
 
-    # Assert: idle state older than STALE_AFTER is gone; the live run and the new run keep
-    # theirs; files that are not secagg state are not touched
+    # Assert: idle state older than STALE_AFTER is gone, and a lock whose run has no state;
+    # the live run keeps its state and its (old) lock, the new run its own; files that are
+    # not secagg state are not touched
     names = set(p.name for p in folder.iterdir())
-    assert stale not in names and half not in names
-    assert {live, f"{setup.request.run_id.hex()}.json", "notes.json", "signing.key"} <= names
+    assert stale not in names and half not in names and orphan_lock not in names
+    new = setup.request.run_id.hex()
+    assert {live, live_lock, f"{new}.json", f"{new}.lock", "notes.json", "signing.key"} <= names
     assert STALE_AFTER == 24 * 3600
     assert prune_state(sites[0], now=time.time() + STALE_AFTER + 60) != []
 
@@ -448,3 +456,32 @@ def test_a_refused_mask_request_uses_up_no_planned_release(tmp_path: Path) -> No
     assert recorded == []
     with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
         assert len(book.events(run_id="run1")) == 2
+
+
+def test_a_message_waits_while_another_process_holds_its_runs_lock(tmp_path: Path) -> None:
+    # Prepare: keys set up among 3 partners; another process's exclusive lock on p0's run
+    sites = _sites(tmp_path, 3)
+    _open(sites)
+    coord, setup = _setup(sites, 0, 10)
+    adverts = [_wire(KeyAdvert, secagg_keys(_wire(SecaggSetup, setup), s)) for s in sites]
+    relay = _wire(KeyBroadcast, coord.broadcast(adverts))
+    lock_path = sites[0].state_dir / "secagg" / f"{setup.request.run_id.hex()}.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         str(lock_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    answers: list[KeysAgreed] = []
+
+    # Execute: p0 handles the key agreement while the lock is held, then the holder exits
+    worker = threading.Thread(target=lambda: answers.append(secagg_agree(relay, sites[0])))
+    worker.start()
+    worker.join(timeout=0.5)
+    while_held = (worker.is_alive(), len(answers))
+    holder.communicate("")
+    worker.join(timeout=30)
+
+    # Assert: the handler did not touch the run's state until the lock was free, then answered
+    assert while_held == (True, 0)
+    assert not worker.is_alive() and len(answers) == 1
+    assert isinstance(_wire(KeysAgreed, answers[0]), KeysAgreed)
