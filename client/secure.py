@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import time
@@ -61,6 +62,7 @@ from fedprofile.privacy.secagg.noise import ORDERS, gaussian_rdp
 from fedprofile.privacy.secagg.partner import SecaggPartner
 from fedprofile.privacy.secagg.plan import fewest_secure_partners
 from fedprofile.protocol.secagg import (
+    RING_BITS,
     SecaggMasked,
     SecaggSetup,
     SecureSum,
@@ -190,6 +192,22 @@ def _save(site: PartnerSite, partner: SecaggPartner, info: dict[str, Any]) -> No
         out.flush()
         os.fsync(out.fileno())
     tmp.replace(path)
+    _sync_folder(folder)
+
+
+def _delete(site: PartnerSite, secagg_id: bytes) -> None:
+    """Delete a run's state and lock durably before any reply leaves.
+
+    A deletion lost to a power cut would bring back the state from before the last unmask
+    (not yet answered), which could then be led to reveal a second secret for that round.
+    """
+    state = _state_path(site, secagg_id)
+    state.unlink(missing_ok=True)
+    state.with_suffix(".lock").unlink(missing_ok=True)
+    _sync_folder(state.parent)
+
+
+def _sync_folder(folder: Path) -> None:
     directory = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -200,8 +218,7 @@ def _save(site: PartnerSite, partner: SecaggPartner, info: dict[str, Any]) -> No
 def _load(site: PartnerSite, secagg_id: bytes) -> tuple[SecaggPartner, dict[str, Any]]:
     path = _state_path(site, secagg_id)
     if not path.is_file():
-        raise ProtocolError("Secure aggregation refused: the message belongs to no run this "
-                            "partner joined.")
+        raise ProtocolError(_NO_RUN)
     saved = json.loads(path.read_text(encoding="utf-8"))
     partner = SecaggPartner.restore(site.name, signing_key(site.state_dir), _trusted(site),
                                     _bytes(saved["state"]))
@@ -212,14 +229,20 @@ def _state_path(site: PartnerSite, secagg_id: bytes) -> Path:
     return site.state_dir / "secagg" / f"{secagg_id.hex()}.json"
 
 
+_NO_RUN = "Secure aggregation refused: the message belongs to no run this partner joined."
+
+
 @contextmanager
-def _run_lock(site: PartnerSite, secagg_id: bytes) -> Iterator[None]:
+def _run_lock(site: PartnerSite, secagg_id: bytes, *, new: bool = False) -> Iterator[None]:
     """Hold the run's exclusive lock from loading its state to saving (or deleting) it.
 
     A SuperNode hands its ClientApp one message at a time, but a partner's state directory
     may serve more than one process (a restarted node, a second node by mistake); without
-    the lock two of them could, say, each pass the round check on the same old state.
+    the lock two of them could, say, each pass the round check on the same old state. Only
+    a key setup (``new``) makes a lock for a run without state.
     """
+    if not new and not _state_path(site, secagg_id).is_file():
+        raise ProtocolError(_NO_RUN)
     fd = os.open(_folder(site) / f"{secagg_id.hex()}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -233,7 +256,7 @@ def prune_state(site: PartnerSite, *, now: float | None = None) -> list[Path]:
     folder = site.state_dir / "secagg"
     limit = (time.time() if now is None else now) - STALE_AFTER
     idle = [p for p in (folder.iterdir() if folder.is_dir() else ())
-            if _STATE_FILE.fullmatch(p.name) and p.stat().st_mtime < limit]
+            if _STATE_FILE.fullmatch(p.name) and _modified(p) < limit]
     for path in (p for p in idle if p.suffix == ".json"):
         path.unlink(missing_ok=True)
     # a lock goes only with its run's state (a live run's lock is never replaced)
@@ -241,6 +264,14 @@ def prune_state(site: PartnerSite, *, now: float | None = None) -> list[Path]:
     for path in locks:
         path.unlink(missing_ok=True)
     return [p for p in idle if p.suffix == ".json"] + locks
+
+
+def _modified(path: Path) -> float:
+    """When ``path`` was last written; infinitely recent if another run just renamed it."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return math.inf
 
 
 def check_secure_aggregation(site: PartnerSite, *, partners: int, dropouts: int) -> None:
@@ -285,6 +316,9 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
         raise ProtocolError(f"Secure aggregation refused: the roster of {len(request.roster)} "
                             f"and minimum of {request.min_survivors} survivors do not match "
                             f"the plan of m = {m}, t = {t}.")
+    if request.bits != RING_BITS:
+        raise ProtocolError(f"Secure aggregation refused: a ring of 2**{request.bits}; this "
+                            f"partner's secure sums are planned on 2**{RING_BITS}.")
     if not 2 * t + 1 <= request.threshold <= m:
         raise ProtocolError(f"Secure aggregation refused: the threshold {request.threshold} "
                             f"must be at least 2t + 1 = {2 * t + 1} (t partners may collude with "
@@ -295,7 +329,7 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
                             f"this partner accepts at most {most}.")
     prune_state(site)
     secagg_id = request.run_id.hex()
-    with _run_lock(site, request.run_id):
+    with _run_lock(site, request.run_id, new=True):
         if site.ledger.has_note(kind=_SETUP_NOTE, message=secagg_id):
             raise ProtocolError(f"Secure aggregation refused: the key setup {secagg_id} was "
                                 "opened before; every setup must be new (a repeated one could "
@@ -339,9 +373,13 @@ def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: 
     """
     with _run_lock(site, mask.run_id):
         partner, info = _load(site, mask.run_id)
-        if info["run_id"] != run_id:
-            raise ProtocolError("Secure aggregation refused: the mask request belongs to "
-                                "another run.")
+        if (info["run_id"], info["stage"]) != (run_id, stage):
+            raise ProtocolError(f"Secure aggregation refused: the mask request's key setup "
+                                f"belongs to run {info['run_id']!r}, stage {info['stage']!r}, "
+                                f"not {run_id!r}, {stage!r}.")
+        if secure_sum.dim > mask.dim:
+            raise ProtocolError(f"Secure aggregation refused: the round's {secure_sum.dim} "
+                                f"values do not fit masked vectors of {mask.dim}.")
         plans = secure_sum.plans(int(info["partners"]), int(info["dropouts"]))
         for plan, (name, _, _, z) in zip(plans, secure_sum.parts, strict=True):
             if z > 0 and np.any(plan.rdp() > gaussian_rdp(ORDERS, 1.0 / z) * (1 + 1e-9)):
@@ -378,9 +416,7 @@ def secagg_unmask(request: UnmaskRequest, site: PartnerSite) -> UnmaskReply:
         partner, info = _load(site, request.run_id)
         reply = partner.unmask(request)
         if site.guard.pending(run_id=info["run_id"], stage=info["stage"]) == 0:
-            state = _state_path(site, request.run_id)
-            state.unlink(missing_ok=True)
-            state.with_suffix(".lock").unlink(missing_ok=True)
+            _delete(site, request.run_id)
         else:
             _save(site, partner, info)
     return reply

@@ -22,6 +22,7 @@ import pytest
 from fedprofile.client.app import kmeans, profile
 from fedprofile.client.secure import (
     STALE_AFTER,
+    masked_release,
     prune_state,
     public_key_hex,
     secagg_agree,
@@ -430,7 +431,12 @@ def test_a_partner_refuses_a_key_setup_it_opened_before(tmp_path: Path) -> None:
     secagg_keys(_wire(SecaggSetup, fresh), sites[0])
 
 
-def test_a_refused_mask_request_uses_up_no_planned_release(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("change", "refusal"), [
+    ({"participants": ("p0", "p1")}, "2 participants; the plan needs 3"),
+    ({"dim": 1}, "values do not fit masked vectors of 1"),
+])
+def test_a_refused_mask_request_uses_up_no_planned_release(tmp_path: Path, change: dict,
+                                                           refusal: str) -> None:
     # Prepare: keys set up among 4 partners (t = 1: at least 3 per round); the start round
     sites = _sites(tmp_path, 4)
     plan = _open(sites)
@@ -441,11 +447,11 @@ def test_a_refused_mask_request_uses_up_no_planned_release(tmp_path: Path) -> No
                             stage=rnd.stage, round=rnd.round, centers=centers,
                             sum_noise_multiplier=0.0, count_noise_multiplier=0.0)
     good = coord.mask_requests()["p0"]
-    small = replace(good, participants=("p0", "p1"))
+    bad = replace(good, **change)
 
-    # Execute: a request with too few participants, then the real one
-    content = with_mask_request(request.to_record(), small)
-    with pytest.raises(ProtocolError, match="2 participants; the plan needs 3"):
+    # Execute: a request with too few participants or too short vectors, then the real one
+    content = with_mask_request(request.to_record(), bad)
+    with pytest.raises(ProtocolError, match=refusal):
         kmeans(KMeansRequest.from_record(content), sites[0], mask_request(content))
     with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
         recorded = book.events(run_id="run1")
@@ -485,3 +491,98 @@ def test_a_message_waits_while_another_process_holds_its_runs_lock(tmp_path: Pat
     assert while_held == (True, 0)
     assert not worker.is_alive() and len(answers) == 1
     assert isinstance(_wire(KeysAgreed, answers[0]), KeysAgreed)
+
+
+def test_a_partner_refuses_a_ring_its_secure_sums_are_not_planned_on(tmp_path: Path) -> None:
+    sites = _sites(tmp_path, 3)
+    _open(sites)
+    _, setup = _setup(sites, 0, 10)
+    small_ring = replace(setup, request=replace(setup.request, bits=40))
+    with pytest.raises(ProtocolError, match="a ring of 2\\*\\*40"):
+        secagg_keys(_wire(SecaggSetup, small_ring), sites[0])
+
+
+def test_a_mask_request_of_another_stage_is_refused_before_anything_is_recorded(
+        tmp_path: Path) -> None:
+    # Prepare: keys set up for the k-means stage
+    sites = _sites(tmp_path, 3)
+    _open(sites)
+    coord, setup = _setup(sites, 0, 10)
+    _keys(sites, coord, setup)
+    mask = coord.mask_requests()["p0"]
+    parts = SecureSum((("gradient", 4, 0.0, 0.0),))
+
+    # Execute / Assert: the stage's keys used for a logistic release
+    with pytest.raises(ProtocolError, match="stage 'kmeans', not 'run1', 'logistic'"):
+        masked_release(sites[0], mask, run_id="run1", stage="logistic", secure_sum=parts,
+                       values=[np.zeros(4)], events=(), rng=np.random.default_rng(0))
+    with Ledger(sites[0].state_dir / "ledger.sqlite") as book:
+        assert book.events(run_id="run1") == []
+
+
+def test_a_message_of_no_known_run_leaves_nothing_behind(tmp_path: Path) -> None:
+    sites = _sites(tmp_path, 3)
+    _open(sites)
+    unknown = ConfirmRequest(run_id=os.urandom(16), round=0, survivors=("p0", "p1"),
+                             dropped=("p2",))
+    with pytest.raises(ProtocolError, match="belongs to no run this partner joined"):
+        secagg_confirm(_wire(ConfirmRequest, unknown), sites[0])
+    assert list((sites[0].state_dir / "secagg").glob("*.lock")) == []
+
+
+def test_pruning_skips_a_state_file_another_run_renamed_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: a stale file, and one that vanishes between the listing and its stat
+    sites = _sites(tmp_path, 3)
+    folder = sites[0].state_dir / "secagg"
+    stale, moving = folder / ("ab" * 16 + ".json"), folder / ("tmp-" + "cd" * 16 + ".json")
+    for path in (stale, moving):
+        path.write_text("{}")
+        os.utime(path, (0, 0))
+    real_stat = Path.stat
+
+    def stat(self: Path, **kwargs: object) -> os.stat_result:
+        if self.name == moving.name:
+            raise FileNotFoundError(self)
+        return real_stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    # Execute / Assert: the stale file goes, the moving one is left to its run
+    assert prune_state(sites[0]) == [stale]
+
+
+def test_the_last_unmask_deletes_the_runs_secrets_durably_before_replying(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: a one-round exact plan among 3 partners; p0's fsyncs are recorded
+    sites = _sites(tmp_path, 3)
+    plan = _open(sites)
+    coord, setup = _setup(sites, 0, 2 * (sites[0].spec.dim + 1))
+    _keys(sites, coord, setup)
+    state = sites[0].state_dir / "secagg" / f"{setup.request.run_id.hex()}.json"
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), state.exists()))
+
+    # Execute: every planned round; p0's last unmask is watched
+    centers = np.zeros((2, sites[0].spec.dim))
+    for index, rnd in enumerate(plan.rounds):
+        request = KMeansRequest(run_id="run1", spec_fingerprint=sites[0].spec.fingerprint(),
+                                stage=rnd.stage, round=rnd.round, centers=centers,
+                                sum_noise_multiplier=0.0, count_noise_multiplier=0.0)
+        masks = coord.mask_requests()
+        coord.collect_masked([_wire(SecaggMasked, kmeans(request, s, masks[s.name])).masked
+                              for s in sites])
+        unmask = coord.unmask_requests()
+        if index == len(plan.rounds) - 1:
+            monkeypatch.setattr(os, "fsync", fsync)
+        replies = [secagg_unmask(_wire(UnmaskRequest, unmask[s.name]), s) for s in sites[:1]]
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        replies += [secagg_unmask(_wire(UnmaskRequest, unmask[s.name]), s) for s in sites[1:]]
+        coord.unmask([_wire(UnmaskReply, r) for r in replies])
+
+    # Assert: before the reply left, the folder was synced with the state already gone
+    assert (str(state.parent), False) in synced
+    assert not state.exists()
