@@ -252,18 +252,48 @@ def _run_lock(site: PartnerSite, secagg_id: bytes, *, new: bool = False) -> Iter
 
 
 def prune_state(site: PartnerSite, *, now: float | None = None) -> list[Path]:
-    """Delete the state files of secure-aggregation runs idle for :data:`STALE_AFTER`."""
+    """Delete the state files of secure-aggregation runs idle for :data:`STALE_AFTER`.
+
+    A run's state goes together with its lock, and only while this holds that lock: a
+    message of the run being handled keeps it, and one waiting for the lock finds no state
+    and is refused. A lock goes only with its run's state.
+    """
     folder = site.state_dir / "secagg"
     limit = (time.time() if now is None else now) - STALE_AFTER
-    idle = [p for p in (folder.iterdir() if folder.is_dir() else ())
-            if _STATE_FILE.fullmatch(p.name) and _modified(p) < limit]
-    for path in (p for p in idle if p.suffix == ".json"):
-        path.unlink(missing_ok=True)
-    # a lock goes only with its run's state (a live run's lock is never replaced)
-    locks = [p for p in idle if p.suffix == ".lock" and not p.with_suffix(".json").exists()]
-    for path in locks:
-        path.unlink(missing_ok=True)
-    return [p for p in idle if p.suffix == ".json"] + locks
+    removed: list[Path] = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if not _STATE_FILE.fullmatch(path.name) or _modified(path) >= limit:
+            continue
+        if path.name.startswith("tmp-"):  # left by a crash between writing and renaming
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            continue
+        state, lock = path.with_suffix(".json"), path.with_suffix(".lock")
+        if path == lock and state.exists():
+            continue
+        had_lock = lock.exists()
+        with _lock_if_free(lock) as free:
+            if free and _modified(path) < limit:
+                gone = [p for p, kept in ((state, state.exists()), (lock, had_lock)) if kept]
+                state.unlink(missing_ok=True)
+                lock.unlink()
+                removed += gone
+    return removed
+
+
+@contextmanager
+def _lock_if_free(lock: Path) -> Iterator[bool]:
+    """Take ``lock`` if no one holds it (True), else do not wait (False)."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
 
 
 def _modified(path: Path) -> float:

@@ -464,6 +464,16 @@ def test_a_refused_mask_request_uses_up_no_planned_release(tmp_path: Path, chang
         assert len(book.events(run_id="run1")) == 2
 
 
+def _hold_lock(path: Path) -> subprocess.Popen[str]:
+    """Another process holding ``path``'s exclusive lock until its stdin is closed."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def test_a_message_waits_while_another_process_holds_its_runs_lock(tmp_path: Path) -> None:
     # Prepare: keys set up among 3 partners; another process's exclusive lock on p0's run
     sites = _sites(tmp_path, 3)
@@ -471,12 +481,7 @@ def test_a_message_waits_while_another_process_holds_its_runs_lock(tmp_path: Pat
     coord, setup = _setup(sites, 0, 10)
     adverts = [_wire(KeyAdvert, secagg_keys(_wire(SecaggSetup, setup), s)) for s in sites]
     relay = _wire(KeyBroadcast, coord.broadcast(adverts))
-    lock_path = sites[0].state_dir / "secagg" / f"{setup.request.run_id.hex()}.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
-         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
-         str(lock_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    holder = _hold_lock(sites[0].state_dir / "secagg" / f"{setup.request.run_id.hex()}.lock")
     answers: list[KeysAgreed] = []
 
     # Execute: p0 handles the key agreement while the lock is held, then the holder exits
@@ -586,3 +591,22 @@ def test_the_last_unmask_deletes_the_runs_secrets_durably_before_replying(
     # Assert: before the reply left, the folder was synced with the state already gone
     assert (str(state.parent), False) in synced
     assert not state.exists()
+
+
+def test_an_idle_run_whose_message_is_being_handled_is_not_pruned(tmp_path: Path) -> None:
+    # Prepare: a run's state idle for 2 days, its lock held by a process handling a message
+    sites = _sites(tmp_path, 3)
+    folder = sites[0].state_dir / "secagg"
+    state = folder / ("ab" * 16 + ".json")
+    state.write_text("{}")
+    os.utime(state, (0, 0))
+    holder = _hold_lock(state.with_suffix(".lock"))
+
+    # Execute: a prune while the lock is held, then one after it is free
+    while_held = prune_state(sites[0])
+    holder.communicate("")
+    after = prune_state(sites[0])
+
+    # Assert: the handled run keeps its state; once free, the state and its lock go
+    assert while_held == [] and after == [state, state.with_suffix(".lock")]
+    assert not state.exists() and not state.with_suffix(".lock").exists()
