@@ -80,6 +80,7 @@ STALE_AFTER = 24 * 3600.0
 _STATE_FILE = re.compile(r"(tmp-)?[0-9a-f]{32}\.(json|lock)")
 _SETUP_NOTE = "secagg-setup"
 """Ledger note naming each key setup this partner opened (an id is never accepted twice)."""
+_NO_RUN = "Secure aggregation refused: the message belongs to no run this partner joined."
 
 
 def _folder(site: PartnerSite) -> Path:
@@ -227,9 +228,6 @@ def _load(site: PartnerSite, secagg_id: bytes) -> tuple[SecaggPartner, dict[str,
 
 def _state_path(site: PartnerSite, secagg_id: bytes) -> Path:
     return site.state_dir / "secagg" / f"{secagg_id.hex()}.json"
-
-
-_NO_RUN = "Secure aggregation refused: the message belongs to no run this partner joined."
 
 
 @contextmanager
