@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedprofile.contract.data_quality import MIN_CUSTOMERS_CHECKED
 from fedprofile.contract.features import transform_frame
 from fedprofile.contract.parser import load_spec, parse_spec
 from fedprofile.contract.spec import OTHER, CategoricalFeature, FeatureSpec, NumericFeature
@@ -264,10 +265,11 @@ _finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infi
 @settings(max_examples=60, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(st.tuples(_finite, _finite, st.sampled_from(["x", "y", "z", " x "])),
-                     min_size=1, max_size=20))
+                     min_size=1, max_size=MIN_CUSTOMERS_CHECKED - 1))
 def test_transformed_rows_never_exceed_the_norm_bound(
         rows: list[tuple[float, float, str]]) -> None:
-    # Prepare
+    # Prepare: fewer rows than the data-quality check judges, so that tables whose every
+    # value is clipped (refused from MIN_CUSTOMERS_CHECKED rows on) are transformed too
     spec = _tiny()
     frame = pd.DataFrame(rows, columns=["a", "b", "c"])
 
