@@ -99,6 +99,9 @@ def gram(request: GramRequest, site: PartnerSite, mask: MaskRequest | None = Non
     task = request.task
     site.check_contract(task.spec_fingerprint)
     stage = _response_stage(site, task)
+    if stage == "lookalike" and request.with_target:
+        raise ProtocolError("train.gram request: a lookalike model's Gram release has no "
+                            "target column (its labels are the seed's, learnt by gradient).")
     bound = design_bound(site, task)
     gram_mech = GaussianMechanism(sensitivity=bound**2,
                                   noise_multiplier=request.gram_noise_multiplier)

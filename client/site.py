@@ -308,8 +308,9 @@ class PartnerSite:
         """Release noise: OS entropy, or in simulations a stream seeded per release.
 
         A simulation's seed mixes the run id, the stage, the round and a digest of the
-        request's public parameters (``request``), so two different requests never share a
-        noise draw whose difference would cancel it.
+        request's public parameters (``request``); with each planned release made once (the
+        guard refuses a plan listing one twice), no two releases share a noise draw whose
+        difference would cancel it.
         """
         if self.config.noise_seed < 0:
             return secure_rng()

@@ -189,10 +189,16 @@ class PartnerGuard:
             raise PolicyRefusal(f"the run announces unknown stage(s) {unknown}; known: "
                                 f"{list(ALL_STAGES)}.")
         self._check_stages(("profile", *stages))
+        seen: set[tuple[str, int, str]] = set()
         for e in events:
             if RELEASE_STAGES.get(e.stage) not in stages:
                 raise PolicyRefusal(f"the plan's release {_describe(e)} belongs to no "
                                     f"announced stage {list(stages)}.")
+            if (e.stage, e.round, e.component) in seen:
+                # each release is made once; two alike could be asked for by requests that
+                # differ only outside their noise seed, and their difference cancel the noise
+                raise PolicyRefusal(f"the plan lists the release {_describe(e)} twice.")
+            seen.add((e.stage, e.round, e.component))
         if delta > p.delta:
             raise PolicyRefusal(f"the run's delta {delta:g} is larger than its policy's delta "
                                 f"{p.delta:g}.")

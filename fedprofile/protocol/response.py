@@ -55,6 +55,9 @@ def _task_from(content: RecordDict, m: str) -> tuple[ConfigRecord, ResponseTask]
                         holdout_seed=int(_get(c, "holdout-seed", int, m)),
                         segment_centers=_array(content, "segment-centers", m),
                         seed=seed_from(c, m))
+    if task.segment_centers.size and task.segment_centers.ndim != 2:
+        raise ProtocolError(f"{m}: field 'segment-centers' must be empty or a k x d matrix; "
+                            f"got shape {task.segment_centers.shape}.")
     return c, task
 
 

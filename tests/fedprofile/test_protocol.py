@@ -315,6 +315,19 @@ def test_centers_must_be_a_non_empty_matrix(centers: np.ndarray) -> None:
         KMeansRequest.from_record(record)
 
 
+@pytest.mark.parametrize("centers", [np.zeros(()), np.zeros(3), np.zeros((2, 3, 1))],
+                         ids=["scalar", "one-d", "three-d"])
+@pytest.mark.parametrize("name", ["gram-request", "gradient-request"])
+def test_segment_centers_must_be_empty_or_a_matrix(name: str, centers: np.ndarray) -> None:
+    # Prepare
+    record = SAMPLES[name].to_record()
+    record["arrays"]["segment-centers"] = Array(centers)
+
+    # Execute / Assert
+    with pytest.raises(ProtocolError, match="'segment-centers' must be empty or a k x d"):
+        _decode(SAMPLES[name])(record)
+
+
 @pytest.mark.parametrize("version", [PROTOCOL_VERSION + 1, PROTOCOL_VERSION - 1,
                                      str(PROTOCOL_VERSION), None],
                          ids=["next", "previous", "string", "absent"])

@@ -190,6 +190,17 @@ def test_a_planned_release_is_recorded_once_and_never_again(ledger: Ledger) -> N
     assert ledger.events(run_id="r1") == list(events[:2])
 
 
+def test_a_plan_listing_a_release_twice_is_refused(ledger: Ledger) -> None:
+    """Two releases alike could be asked for with requests that differ only outside their
+    noise seed (a simulation's), and their difference would cancel the noise."""
+    guard = PartnerGuard(SIMULATION_POLICY, ledger, "acme")
+    events = _plan_events(1.0)
+    with pytest.raises(PolicyRefusedError, match=r"lists the release .* twice"):
+        guard.accept_plan(run_id="r1", stages=("kmeans",), events=(*events, events[0]),
+                          delta=DELTA, min_segment_size=50)
+    assert ledger.plan(run_id="r1", party="acme") is None
+
+
 def test_a_release_of_an_unannounced_run_is_refused(ledger: Ledger) -> None:
     guard = PartnerGuard(SIMULATION_POLICY, ledger, "acme")
     with pytest.raises(PolicyRefusedError, match="never announced"):

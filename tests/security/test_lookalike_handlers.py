@@ -8,6 +8,7 @@ a run announced as logistic regression cannot obtain one; and nothing is charged
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from fedprofile.client.checks import NotReadyError
 from fedprofile.client.site import PartnerSite
 from fedprofile.config import NodeConfig
 from fedprofile.contract.lookalike import SeedAudience, lookalike_norm_bound
-from fedprofile.errors import PolicyRefusedError
+from fedprofile.errors import PolicyRefusedError, ProtocolError
 from fedprofile.privacy.ledger import Ledger
 from fedprofile.protocol import GramRequest, ProfileRequest, ResponseTask
 from fedprofile.server.regression import plan_response
@@ -99,3 +100,24 @@ def test_the_seed_owner_accepts_a_large_enough_seed_and_charges_lookalike(
                              with_target=False), site)
     assert [e.stage for e in reply.events] == ["lookalike"]
     assert [e.stage for e in _releases(site)] == ["lookalike"]
+
+
+def test_a_lookalike_gram_request_asking_for_a_target_column_is_refused(
+        tmp_path: Path, bank_slice: tuple[Path, Path]) -> None:
+    """Z'y of the seed labels (0/1) would be released at a numeric target's sensitivity."""
+    # Prepare: a lookalike run announced with an extra ``xty`` release of a numeric target
+    site = _site(tmp_path, bank_slice, "min_seed_size = 1\nmax_epsilon_per_run = 2\n")
+    announced = _profile(site, ("lookalike",), SEED)
+    gram_event = announced.planned_events[0]
+    xty = replace(gram_event, component="xty", sensitivity=gram_event.sensitivity ** 0.5 / 2)
+    profile(replace(announced, planned_events=(*announced.planned_events, xty)), site)
+    task = ResponseTask(run_id="run1", spec_fingerprint=site.spec.fingerprint(),
+                        stage="lookalike", round=0, target="balance", holdout=0.2,
+                        holdout_seed=0, segment_centers=np.zeros((0,)), seed=SEED)
+    z = gram_event.noise_multiplier
+
+    # Execute / Assert: refused, nothing charged
+    with pytest.raises(ProtocolError, match="lookalike model's Gram release has no target"):
+        gram(GramRequest(task=task, gram_noise_multiplier=z, target_noise_multiplier=z,
+                         with_target=True), site)
+    assert _releases(site) == []
