@@ -558,7 +558,8 @@ def test_pruning_skips_a_state_file_another_run_renamed_meanwhile(
 
 def test_the_last_unmask_deletes_the_runs_secrets_durably_before_replying(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Prepare: a one-round exact plan among 3 partners; p0's fsyncs are recorded
+    # Prepare: an exact plan (a start and one Lloyd round) among 3 partners; p0's fsyncs
+    # are recorded in its last unmask
     sites = _sites(tmp_path, 3)
     plan = _open(sites)
     coord, setup = _setup(sites, 0, 2 * (sites[0].spec.dim + 1))
