@@ -78,6 +78,11 @@ def _binding(site: PartnerSite, query: OverlapQuery) -> bytes:
                        pair]).encode()
 
 
+def _bound(query: OverlapQuery) -> str:
+    """The state slot of the binding an initiator blinded its set for (step 1 to step 3)."""
+    return f"binding:{query.query_id}"
+
+
 def _points(site: PartnerSite, query: OverlapQuery) -> np.ndarray:
     """The partner's distinct keyed pseudonyms as curve points bound to ``query``."""
     if not site.key_id:
@@ -123,6 +128,7 @@ def overlap_blind(step: OverlapStep, site: PartnerSite, keys: KeyStore) -> Overl
     check_set_sizes(site.guard, run_id=query.run_id, own=len(points), counterpart=len(points))
     key = BlindingKey()
     keys[query.query_id] = key.to_bytes()
+    keys[_bound(query)] = _binding(site, query)
     return OverlapBlindReply(blinded=key.blind(pad_points(points), secure_rng()),
                              min_overlap_size=site.policy.min_overlap_size)
 
@@ -164,10 +170,13 @@ def overlap_count(step: OverlapStep, site: PartnerSite, keys: KeyStore) -> Overl
     """
     query = step.query
     _check(site, query)
-    raw = keys.pop(query.query_id, None)
+    raw, blinded_for = keys.pop(query.query_id, None), keys.pop(_bound(query), None)
     if raw is None:
         raise ProtocolError("No open overlap query with this id at this partner (each query "
                             "is counted once).")
+    if blinded_for != _binding(site, query):
+        raise ProtocolError("The count step does not match the query this partner blinded "
+                            "its set for (its run, noise multiplier or counterpart differ).")
     assert step.blinded is not None and step.counterpart_points is not None
     own_size = len(_points(site, query))
     if len(step.blinded) != padded_size(own_size):
@@ -175,17 +184,23 @@ def overlap_count(step: OverlapStep, site: PartnerSite, keys: KeyStore) -> Overl
                             "padded set.")
     check_set_sizes(site.guard, run_id=query.run_id, own=own_size,
                     counterpart=len(step.counterpart_points))
+    for name, points in (("double-blinded", step.blinded),
+                         ("counterpart's", step.counterpart_points)):
+        if count_distinct(points) != len(points):  # a repeat would count one customer often
+            raise ProtocolError(f"The {name} set repeats points; each customer may appear "
+                                "once.")
     key = BlindingKey.from_bytes(raw)
     exact = count_common(step.blinded, key.blind(step.counterpart_points))
     customers, size_events = _noisy_size(site, query, own_size, keys)
+    digest = hashlib.sha256(query.query_id.encode() + step.blinded.tobytes()).digest()
+    rng = site.rng(run_id=query.run_id, stage=OVERLAP_STAGE, round=0,
+                   request=np.frombuffer(digest, dtype=np.uint8).astype(float))
+    noise = discrete_gaussian(query.noise_multiplier, rng)  # drawn before anything is charged
     events = (overlap_event(query), *size_events)
     authorize_overlap(site.guard, run_id=query.run_id, counterpart=query.counterpart,
                       events=events)
     _keep_size(query, customers, keys)
-    digest = hashlib.sha256(query.query_id.encode() + step.blinded.tobytes()).digest()
-    rng = site.rng(run_id=query.run_id, stage=OVERLAP_STAGE, round=0,
-                   request=np.frombuffer(digest, dtype=np.uint8).astype(float))
-    noisy = max(exact + discrete_gaussian(query.noise_multiplier, rng), 0)
+    noisy = max(exact + noise, 0)
     floor = max(site.policy.min_overlap_size, step.min_overlap_size)
     suppressed = noisy < floor
     return OverlapCountReply(count=0 if suppressed else noisy, suppressed=suppressed,

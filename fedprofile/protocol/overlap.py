@@ -43,14 +43,16 @@ from fedprofile.protocol.codec import (
     _run_id,
 )
 
-__all__ = ["MAX_SET_POINTS", "OverlapBlindReply", "OverlapCountReply", "OverlapQuery",
-           "OverlapRespondReply", "OverlapStep"]
+__all__ = ["MAX_OVERLAP_SIGMA", "MAX_SET_POINTS", "OverlapBlindReply", "OverlapCountReply",
+           "OverlapQuery", "OverlapRespondReply", "OverlapStep"]
 
 _POINT = 32
 
 
 MAX_SET_POINTS = 1 << 21
 """Most points one overlap set may hold (2,097,152 customers: 64 MiB)."""
+MAX_OVERLAP_SIGMA = 1e6
+"""Largest noise standard deviation of one overlap count (far above any set's size)."""
 
 
 def _points(content: RecordDict, key: str, message: str) -> np.ndarray:
@@ -101,10 +103,14 @@ class OverlapQuery:
         if not query_id.isalnum() or len(query_id) > 64:
             raise ProtocolError(f"{message}: field 'query-id' must be 1 to 64 letters or "
                                 "digits.")
+        sigma = _float(config, "noise-multiplier", message)
+        if sigma > MAX_OVERLAP_SIGMA:
+            raise ProtocolError(f"{message}: field 'noise-multiplier' must be at most "
+                                f"{MAX_OVERLAP_SIGMA:g} (the noise of one count).")
         return cls(run_id=_run_id(config, message),
                    spec_fingerprint=_get(config, "spec-fingerprint", str, message),
                    query_id=query_id, counterpart=_get(config, "counterpart", str, message),
-                   noise_multiplier=_float(config, "noise-multiplier", message))
+                   noise_multiplier=sigma)
 
 
 @dataclass(frozen=True)

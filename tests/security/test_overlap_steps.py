@@ -8,6 +8,7 @@ forbidden stage) and that both ledgers are charged before the count is released.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +310,50 @@ def test_a_count_step_cannot_be_replayed(tmp_path: Path, partners: dict[str, obj
     overlap_count(step, a, keys)
     with pytest.raises(ProtocolError, match="No open overlap query"):
         overlap_count(step, a, keys)
+
+
+@pytest.mark.parametrize("change", [{"noise_multiplier": 0.5}, {"counterpart": "France2"},
+                                    {"run_id": "run2"}],
+                         ids=["smaller-noise", "renamed-counterpart", "other-run"])
+def test_a_count_step_unlike_the_query_blinded_at_step_one_is_refused(
+        tmp_path: Path, partners: dict[str, object], change: dict) -> None:
+    # A dishonest coordinator keeps steps 1 and 2 consistent (B charged at sigma 50) and
+    # tells A at step 3 a smaller noise, or a new name that its daily limit has not seen.
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    _announce(a, b, run_id="run2")
+    qa = OverlapQuery("run1", a.spec.fingerprint(), "q1", b.name, 50.0)
+    qb = OverlapQuery("run1", b.spec.fingerprint(), "q1", a.name, 50.0)
+    keys: dict[str, bytes] = {}
+    second = _first_two(a, b, qa, qb, keys)
+    with pytest.raises(ProtocolError, match="does not match the query this partner blinded"):
+        overlap_count(OverlapStep(MessageKind.OVERLAP_COUNT, replace(qa, **change),
+                                  blinded=second.double, counterpart_points=second.own), a, keys)
+    assert a.ledger.events() == []
+
+
+@pytest.mark.parametrize("which", ["blinded", "counterpart_points"])
+def test_repeated_points_at_the_count_step_are_refused_before_any_charge(
+        tmp_path: Path, partners: dict[str, object], which: str) -> None:
+    # One double-blinded row repeated to the padded size would count one of A's customers
+    # that many times, at a charged sensitivity of 1.
+    a, b = _site(tmp_path, partners, "Germany"), _site(tmp_path, partners, "France")
+    _announce(a, b)
+    qa = OverlapQuery("run1", a.spec.fingerprint(), "q1", b.name, 5.0)
+    qb = OverlapQuery("run1", b.spec.fingerprint(), "q1", a.name, 5.0)
+    keys: dict[str, bytes] = {}
+    second = _first_two(a, b, qa, qb, keys)
+    points = {"blinded": second.double, "counterpart_points": second.own}
+    points[which] = np.repeat(points[which][:1], len(points[which]), axis=0)
+    with pytest.raises(ProtocolError, match="repeats points"):
+        overlap_count(OverlapStep(MessageKind.OVERLAP_COUNT, qa, **points), a, keys)
+    assert a.ledger.events() == []
+
+
+def test_an_absurd_noise_multiplier_is_refused_when_decoded() -> None:
+    from fedprofile.protocol.overlap import MAX_OVERLAP_SIGMA
+
+    query = OverlapQuery("run1", "f" * 64, "q1", "Germany", 10 * MAX_OVERLAP_SIGMA)
+    record = OverlapStep(MessageKind.OVERLAP_BLIND, query).to_record()
+    with pytest.raises(ProtocolError, match="'noise-multiplier' must be at most"):
+        OverlapStep.from_record(record, MessageKind.OVERLAP_BLIND)
