@@ -46,10 +46,13 @@ from fedprofile.protocol.overlap import (
     OverlapStep,
 )
 
-__all__ = ["overlap_blind", "overlap_count", "overlap_event", "overlap_respond"]
+__all__ = ["MAX_OPEN_QUERIES", "overlap_blind", "overlap_count", "overlap_event", "overlap_respond"]
 
 KeyStore = MutableMapping[str, bytes]
 """The node's own state between steps: the initiator's fresh keys, the run's noisy size."""
+MAX_OPEN_QUERIES = 1024
+"""Most overlap queries an initiator keeps blinded and not yet counted (its state's size)."""
+_BOUND = "binding:"
 
 
 def overlap_event(query: OverlapQuery, component: str | None = None) -> PrivacyEvent:
@@ -80,7 +83,7 @@ def _binding(site: PartnerSite, query: OverlapQuery) -> bytes:
 
 def _bound(query: OverlapQuery) -> str:
     """The state slot of the binding an initiator blinded its set for (step 1 to step 3)."""
-    return f"binding:{query.query_id}"
+    return f"{_BOUND}{query.query_id}"
 
 
 def _points(site: PartnerSite, query: OverlapQuery) -> np.ndarray:
@@ -124,6 +127,9 @@ def overlap_blind(step: OverlapStep, site: PartnerSite, keys: KeyStore) -> Overl
     """Step 1 (initiator): blind the padded own set with a fresh key kept for step 3."""
     query = step.query
     _check(site, query)
+    if sum(name.startswith(_BOUND) for name in keys) >= MAX_OPEN_QUERIES:
+        raise ProtocolError(f"This partner already holds {MAX_OPEN_QUERIES} overlap queries "
+                            "blinded and not yet counted; it opens no more.")
     points = _points(site, query)
     check_set_sizes(site.guard, run_id=query.run_id, own=len(points), counterpart=len(points))
     key = BlindingKey()

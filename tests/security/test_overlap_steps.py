@@ -357,3 +357,22 @@ def test_an_absurd_noise_multiplier_is_refused_when_decoded() -> None:
     record = OverlapStep(MessageKind.OVERLAP_BLIND, query).to_record()
     with pytest.raises(ProtocolError, match="'noise-multiplier' must be at most"):
         OverlapStep.from_record(record, MessageKind.OVERLAP_BLIND)
+
+
+def test_an_initiator_keeps_a_bounded_number_of_open_queries(
+        tmp_path: Path, partners: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Step 1 alone charges nothing, so a coordinator could open queries without end.
+    import fedprofile.client.overlap as overlap
+
+    monkeypatch.setattr(overlap, "MAX_OPEN_QUERIES", 2)
+    a = _site(tmp_path, partners, "Germany")
+    _announce(a)
+    keys: dict[str, bytes] = {}
+    steps = [OverlapStep(MessageKind.OVERLAP_BLIND,
+                         OverlapQuery("run1", a.spec.fingerprint(), qid, "France", 1.0))
+             for qid in ("q1", "q2", "q3")]
+    for step in steps[:2]:
+        overlap_blind(step, a, keys)
+    with pytest.raises(ProtocolError, match="already holds 2 overlap queries"):
+        overlap_blind(steps[2], a, keys)
+    assert sorted(k for k in keys if not k.startswith("binding:")) == ["q1", "q2"]
