@@ -190,7 +190,7 @@ def overlap_count(step: OverlapStep, site: PartnerSite, keys: KeyStore) -> Overl
                             "padded set.")
     check_set_sizes(site.guard, run_id=query.run_id, own=own_size,
                     counterpart=len(step.counterpart_points))
-    for name, points in (("double-blinded", step.blinded),
+    for name, points in (("doubly blinded", step.blinded),
                          ("counterpart's", step.counterpart_points)):
         if count_distinct(points) != len(points):  # a repeat would count one customer often
             raise ProtocolError(f"The {name} set repeats points; each customer may appear "
