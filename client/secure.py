@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -80,6 +80,7 @@ STALE_AFTER = 24 * 3600.0
 _STATE_FILE = re.compile(r"(tmp-)?[0-9a-f]{32}\.(json|lock)")
 _SETUP_NOTE = "secagg-setup"
 """Ledger note naming each key setup this partner opened (an id is never accepted twice)."""
+_Result = TypeVar("_Result")
 _NO_RUN = "Secure aggregation refused: the message belongs to no run this partner joined."
 
 
@@ -372,13 +373,19 @@ def secagg_keys(setup: SecaggSetup, site: PartnerSite) -> KeyAdvert:
     return advert
 
 
+def _advance(site: PartnerSite, secagg_id: bytes, step: Callable[[SecaggPartner], _Result]
+             ) -> _Result:
+    """Take one protocol step on the run's saved state, under its lock, and save it."""
+    with _run_lock(site, secagg_id):
+        partner, info = _load(site, secagg_id)
+        out = step(partner)
+        _save(site, partner, info)
+    return out
+
+
 def secagg_agree(broadcast: KeyBroadcast, site: PartnerSite) -> KeysAgreed:
     """Check every relayed advert's signature and agree the pairwise keys."""
-    with _run_lock(site, broadcast.run_id):
-        partner, info = _load(site, broadcast.run_id)
-        agreed = partner.agree_keys(broadcast)
-        _save(site, partner, info)
-    return agreed
+    return _advance(site, broadcast.run_id, lambda partner: partner.agree_keys(broadcast))
 
 
 def as_skellam(event: PrivacyEvent) -> PrivacyEvent:
@@ -428,11 +435,7 @@ def masked_release(site: PartnerSite, mask: MaskRequest, *, run_id: str, stage: 
 
 def secagg_confirm(request: ConfirmRequest, site: PartnerSite) -> Confirmation:
     """Sign the round's list of survivors (after a dropout); the partner keeps to that list."""
-    with _run_lock(site, request.run_id):
-        partner, info = _load(site, request.run_id)
-        confirmation = partner.confirm(request)
-        _save(site, partner, info)
-    return confirmation
+    return _advance(site, request.run_id, lambda partner: partner.confirm(request))
 
 
 def secagg_unmask(request: UnmaskRequest, site: PartnerSite) -> UnmaskReply:
